@@ -1,0 +1,36 @@
+# Two entry points for a fresh clone: `make demo` and `make test`.
+VENV   ?= .venv
+PYTHON ?= python3
+BIN     = $(VENV)/bin
+
+.PHONY: demo test lint test-long bench bench-quick clean
+
+demo: $(VENV)/.installed
+	$(BIN)/jupyter-agent demo
+
+test: $(VENV)/.installed lint
+	$(BIN)/pytest
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check jupyter_agent tests bench
+	$(BIN)/ruff format --check jupyter_agent tests bench
+	$(BIN)/mypy
+
+# long trials kept out of CI (see README)
+test-long: $(VENV)/.installed
+	$(BIN)/pytest -m slow
+
+bench: $(VENV)/.installed
+	$(BIN)/python -m bench
+
+bench-quick: $(VENV)/.installed
+	$(BIN)/python -m bench --quick
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

@@ -1,0 +1,70 @@
+"""jupyter-agent: long-horizon LLM agents inside Jupyter, durable in SQLite.
+
+Example:
+    >>> from jupyter_agent import Agent
+    >>> s = Agent("fixer", model="demo:fix").start("make the tests pass")
+    >>> s.wait(); print(s.result)
+"""
+
+from ._agent import Agent, open_session, open_store, sessions
+from ._errors import (
+    BudgetExceeded,
+    ConfigError,
+    InvalidSessionState,
+    JupyterAgentError,
+    ModelError,
+    PolicyError,
+    SessionConflict,
+    SessionError,
+    SessionNotFound,
+    StoreCorrupt,
+    StoreError,
+    StoreVersionError,
+    ToolArgsInvalid,
+    ToolError,
+    UnknownTool,
+    WorkspaceEscape,
+)
+from ._events import Event, EventKind
+from ._session import Session
+from ._state import ApprovalRequest
+from ._store import SqliteStore
+from ._tools import Tool, ToolOutput, tool
+from ._tools._context import Effect, PlanItem, ToolContext
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Agent",
+    "ApprovalRequest",
+    "BudgetExceeded",
+    "ConfigError",
+    "Effect",
+    "Event",
+    "EventKind",
+    "InvalidSessionState",
+    "JupyterAgentError",
+    "ModelError",
+    "PlanItem",
+    "PolicyError",
+    "Session",
+    "SessionConflict",
+    "SessionError",
+    "SessionNotFound",
+    "SqliteStore",
+    "StoreCorrupt",
+    "StoreError",
+    "StoreVersionError",
+    "Tool",
+    "ToolArgsInvalid",
+    "ToolContext",
+    "ToolError",
+    "ToolOutput",
+    "UnknownTool",
+    "WorkspaceEscape",
+    "__version__",
+    "open_session",
+    "open_store",
+    "sessions",
+    "tool",
+]

@@ -1,0 +1,145 @@
+"""``Agent``: a configuration that starts sessions; ``open_session`` and ``sessions`` find them."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ._clock import Clock, SystemClock
+from ._engine import Engine, create_session
+from ._errors import ConfigError
+from ._identity import current_identity
+from ._models import Model, resolve_model
+from ._policy import Limits
+from ._runtime import get_runtime
+from ._session import Session
+from ._state import SessionState, load_state
+from ._store import SqliteStore, default_store_path
+from ._tools import BUILTIN_TOOLS, Tool, resolve_tools
+
+ToolLike = Tool | str | Callable[..., object]
+
+_stores: dict[Path, SqliteStore] = {}
+_stores_lock = threading.Lock()
+
+
+def open_store(store: SqliteStore | str | Path | None = None) -> SqliteStore:
+    """The store at ``store`` (a path), or ``$JUPYTER_AGENT_DB``, or the default location.
+
+    Stores are shared per file within a process, so there is one writer thread per file.
+    """
+    if isinstance(store, SqliteStore):
+        return store
+    path = (Path(store) if store is not None else default_store_path()).expanduser().resolve()
+    with _stores_lock:
+        if path not in _stores:
+            _stores[path] = SqliteStore(path)
+        return _stores[path]
+
+
+class Agent:
+    """A named agent: a model, tools, instructions, a workspace and limits.
+
+    Example:
+        >>> agent = Agent("fixer", model="demo:fix")
+        >>> s = agent.start("Make the tests in this folder pass")   # returns at once
+        >>> s.wait(); s.result
+    """
+
+    def __init__(self, name: str = "agent", *, model: str | Model | None = None,
+                 tools: Sequence[ToolLike] | None = None, instructions: str = "",
+                 workspace: str | Path | None = None, max_steps: int = 500,
+                 store: SqliteStore | str | Path | None = None, clock: Clock | None = None
+                 ) -> None:
+        if not name or not name.strip():
+            raise ValueError("an agent needs a name")
+        self.name = name
+        self.model = resolve_model(model)
+        self.tools = resolve_tools(list(BUILTIN_TOOLS) if tools is None else list(tools))
+        self.instructions = instructions
+        self.workspace = Path(workspace).expanduser().resolve() if workspace else None
+        self.limits = Limits(max_steps=max_steps)
+        self.store = open_store(store)
+        self.clock = clock or SystemClock()
+        self.namespace: dict[str, object] = {}
+
+    def start(self, goal: str) -> Session:
+        """Start a session on ``goal`` in the background; returns its handle at once."""
+        session_id = self._create(goal)
+        self._launch(session_id)
+        return self._handle(session_id)
+
+    def run(self, goal: str, *, timeout: float | None = None) -> Session:
+        """Start a session and wait until it finishes or must wait for a person."""
+        session = self.start(goal)
+        session.wait(timeout)
+        return session
+
+    def open(self, session_id: str) -> Session:
+        """A handle on an existing session that this agent's model and tools can resume."""
+        return self._handle(self.store.find_session(session_id).id)
+
+    def _create(self, goal: str) -> str:
+        if not goal or not goal.strip():
+            raise ValueError("a session needs a goal: say what the agent should do")
+        session_id = uuid.uuid4().hex[:12]
+        workspace = self.workspace or self.store.path.parent / "workspaces" / session_id
+        workspace.mkdir(parents=True, exist_ok=True)
+        prepare = getattr(self.model, "prepare_workspace", None)
+        if callable(prepare):
+            prepare(workspace)
+        create_session(self.store, session_id=session_id, owner=current_identity(),
+                       clock=self.clock, started={
+                           "name": self.name, "model": self.model.name, "goal": goal,
+                           "instructions": self.instructions, "tools": list(self.tools),
+                           "workspace": str(workspace), "max_steps": self.limits.max_steps})
+        return session_id
+
+    def _launch(self, session_id: str) -> None:
+        engine = Engine(store=self.store, session_id=session_id, model=self.model,
+                        tools=self.tools, clock=self.clock, limits=self.limits,
+                        namespace=self.namespace, inbox=get_runtime().inbox(session_id))
+        get_runtime().launch(session_id, engine.run)
+
+    def _handle(self, session_id: str) -> Session:
+        return Session(self.store, session_id, agent_factory=lambda: self)
+
+
+def open_session(session_id: str, *, store: SqliteStore | str | Path | None = None,
+                 tools: Sequence[ToolLike] = (), model: str | Model | None = None,
+                 clock: Clock | None = None) -> Session:
+    """Re-attach to a session by id (or a unique prefix of it), to watch it or resume it.
+
+    Built-in tools are found by name; pass your own tools (and a model object, if the session
+    used one) so that ``resume()`` can run it.
+    """
+    st = open_store(store)
+    session_id = st.find_session(session_id).id
+
+    def agent_factory() -> Agent:
+        return _agent_for(load_state(st, session_id), st, tools, model, clock)
+
+    return Session(st, session_id, agent_factory=agent_factory)
+
+
+def sessions(*, store: SqliteStore | str | Path | None = None,
+             status: str | None = None) -> list[Session]:
+    """Every session in the store, most recently updated first."""
+    st = open_store(store)
+    return [open_session(row.id, store=st) for row in st.list_sessions(status=status)]
+
+
+def _agent_for(state: SessionState, store: SqliteStore, tools: Sequence[ToolLike],
+               model: str | Model | None, clock: Clock | None) -> Agent:
+    given = resolve_tools(list(tools))
+    missing = [n for n in state.tools if n not in given and n not in BUILTIN_TOOLS]
+    if missing:
+        raise ConfigError(f"session {state.id} uses tools not given here: {', '.join(missing)}; "
+                          "pass them: open_session(id, tools=[...])")
+    chosen = [given.get(n) or n for n in state.tools]
+    agent = Agent(state.name or "agent", model=model or state.model, tools=chosen,
+                  instructions=state.instructions, workspace=state.workspace,
+                  max_steps=state.max_steps or 500, store=store, clock=clock)
+    return agent

@@ -1,0 +1,275 @@
+"""``jupyter-agent`` (also ``jupyter agent``): sessions in the store, from a terminal.
+
+Every user error is one line on stderr and exit code 2; the store is never created by a
+command that only reads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ._errors import JupyterAgentError
+from ._events import verify_chain
+from ._store import SessionRow, SqliteStore, default_store_path
+from ._timeline import format_rows, timeline
+
+if TYPE_CHECKING:
+    from ._session import Session
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A one-line error for the person at the terminal."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        result: int = args.run(args)
+        return result
+    except (CliError, JupyterAgentError) as exc:
+        print(f"jupyter-agent: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("jupyter-agent: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jupyter-agent", description=(
+        "Durable LLM agent sessions: list, inspect, export, verify and resume them."))
+    p.add_argument("--db", metavar="PATH", help="the store file (default: $JUPYTER_AGENT_DB or "
+                   f"{default_store_path()})")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    c = sub.add_parser("sessions", help="list every session in the store")
+    c.add_argument("--status", help="only sessions with this status")
+    c.add_argument("--json", action="store_true", help="one JSON object per line")
+    c.set_defaults(run=cmd_sessions)
+
+    c = sub.add_parser("show", help="a session's timeline: one line per step and tool call")
+    c.add_argument("id", help="session id (or a unique prefix)")
+    c.set_defaults(run=cmd_show)
+
+    c = sub.add_parser("events", help="a session's raw events")
+    c.add_argument("id")
+    c.add_argument("--json", action="store_true", help="one JSON object per line")
+    c.add_argument("--after", type=int, default=0, metavar="SEQ", help="only events after SEQ")
+    c.set_defaults(run=cmd_events)
+
+    c = sub.add_parser("export", help="a session as JSON or Markdown")
+    c.add_argument("id")
+    c.add_argument("--format", choices=["json", "markdown"], default="markdown")
+    c.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    c.set_defaults(run=cmd_export)
+
+    c = sub.add_parser("verify", help="check a session's hash chain (detects edited events)")
+    c.add_argument("id", nargs="?", help="one session (default: all)")
+    c.set_defaults(run=cmd_verify)
+
+    c = sub.add_parser("resume", help="resume a session here and wait (built-in tools only)")
+    c.add_argument("id")
+    c.add_argument("--approve", action="append", default=[], metavar="CALL",
+                   help="approve a waiting call (run it again)")
+    c.add_argument("--deny", action="append", default=[], metavar="CALL",
+                   help="skip a waiting call")
+    c.set_defaults(run=cmd_resume)
+
+    c = sub.add_parser("demo", help="run an offline session on the demo model and show it")
+    c.add_argument("--scenario", default="fix", help="fix (default), explore, watch, loop")
+    c.add_argument("--steps", type=int, default=None, help="turns for the loop/watch scenarios")
+    c.set_defaults(run=cmd_demo)
+    return p
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _store(args: argparse.Namespace, *, create: bool = False) -> SqliteStore:
+    path = Path(args.db).expanduser() if args.db else default_store_path()
+    if not create and not path.exists():
+        raise CliError(f"no store at {path} (run `jupyter-agent demo` to make one, or pass "
+                       "--db / set JUPYTER_AGENT_DB)")
+    return SqliteStore(path)
+
+
+def _ago(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
+
+
+def _header(row: SessionRow) -> list[str]:
+    cost = "unknown" if row.cost_usd is None else f"${row.cost_usd:.4f}"
+    return [
+        f"session {row.id}  {row.name!r}  [{row.status}]",
+        f"  model {row.model}  owner {row.owner}  started {_ago(row.created_at)}  "
+        f"updated {_ago(row.updated_at)}",
+        f"  {row.steps} steps, {row.tool_calls} tool calls, "
+        f"{row.input_tokens + row.output_tokens} tokens, cost {cost}",
+        f"  goal: {row.goal}",
+    ]
+
+
+def _print_timeline(store: SqliteStore, session_id: str, after: int = 0) -> int:
+    events = list(store.iter_events(session_id, after=after))
+    for line in format_rows(timeline(events)):
+        print(line)
+    return events[-1].seq if events else after
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        rows = store.list_sessions(status=args.status)
+        if args.json:
+            for row in rows:
+                print(json.dumps(asdict(row)))
+            return 0
+        head = f"{'id':<12}  {'name':<14} {'status':<17} {'owner':<10} {'steps':>5} " \
+               f"{'tools':>5} {'tokens':>8}  {'started':<16}  updated"
+        print(head)
+        for r in rows:
+            print(f"{r.id:<12}  {(r.name or '')[:14]:<14} {r.status:<17} "
+                  f"{(r.owner or '')[:10]:<10} {r.steps:>5} {r.tool_calls:>5} "
+                  f"{r.input_tokens + r.output_tokens:>8}  {_ago(r.created_at):<16}  "
+                  f"{_ago(r.updated_at)}")
+        if not rows:
+            print("(no sessions yet: try `jupyter-agent demo`)")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        row = store.find_session(args.id)
+        print("\n".join(_header(row)))
+        print()
+        _print_timeline(store, row.id)
+    return 0
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        row = store.find_session(args.id)
+        for e in store.iter_events(row.id, after=args.after):
+            if args.json:
+                print(json.dumps(e.to_dict(), ensure_ascii=False))
+            else:
+                print(f"{e.seq:>6} {_ago(e.ts)} {e.kind.value:<18} {e.actor:<10} "
+                      f"{e.payload_json[:100]}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ._export import export_json, export_markdown
+
+    with _store(args) as store:
+        row = store.find_session(args.id)
+        text = export_json(store, row) if args.format == "json" else export_markdown(store, row)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        ids = [store.find_session(args.id).id] if args.id else \
+            [r.id for r in store.list_sessions()]
+        bad = 0
+        for sid in ids:
+            broken = verify_chain(store.iter_events(sid))
+            if broken is None:
+                print(f"{sid}  ok")
+            else:
+                bad += 1
+                print(f"{sid}  TAMPERED: the chain breaks at event {broken}")
+    if bad:
+        raise CliError(f"{bad} of {len(ids)} sessions failed verification")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from ._agent import open_session
+
+    with _store(args) as store:
+        row = store.find_session(args.id)
+    session = open_session(row.id, store=Path(args.db) if args.db else None)
+    for call in args.approve:
+        session.approve(call)
+    for call in args.deny:
+        session.deny(call, reason="denied from the command line")
+    if not session.running_here:
+        session.resume()
+    return _follow(session)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ._agent import Agent
+
+    spec = f"demo:{args.scenario}" + (f"?steps={args.steps}" if args.steps else "")
+    store = _store(args, create=True)
+    store.close()
+    agent = Agent("demo", model=spec, store=store.path)
+    session = agent.start(_DEMO_GOALS.get(args.scenario, "Show what you can do."))
+    print(f"store:     {agent.store.path}")
+    print(f"session:   {session.id} ({spec})")
+    print(f"workspace: {session.state.workspace}")
+    print()
+    status = _follow(session)
+    print()
+    print(f"see it again:  jupyter-agent --db {agent.store.path} show {session.id}")
+    return status
+
+
+_DEMO_GOALS = {
+    "fix": "The tests in this folder fail. Find out why and fix the code.",
+    "explore": "Explore this folder and summarise what is in it.",
+    "watch": "Watch the service latency; open an incident if it goes above 300 ms.",
+    "loop": "Run the scripted loop of tool calls.",
+}
+
+
+def _follow(session: object) -> int:
+    """Print the session's timeline as it grows, until it stops running here."""
+    from ._session import Session
+
+    assert isinstance(session, Session)
+    printed = 0
+    while session.running_here:
+        printed = _print_new_rows(session, printed, final=False)
+        time.sleep(0.1)
+    session.wait()
+    _print_new_rows(session, printed, final=True)
+    row = session.row
+    print(f"\nstatus: {row.status}  ({row.steps} steps, {row.tool_calls} tool calls)")
+    if row.status == "awaiting_approval":
+        for a in session.pending_approvals:
+            print(f"waiting for a person: call {a.call_id} {a.name} ({a.reason}): "
+                  f"jupyter-agent resume {session.id} --approve {a.call_id}  (or --deny)")
+    return 0 if row.status in ("done", "awaiting_approval", "paused") else 1
+
+
+def _print_new_rows(session: Session, printed: int, *, final: bool) -> int:
+    """Print rows not printed yet, stopping before a tool call still running (unless final)."""
+    rows = timeline(session.store.iter_events(session.id))[printed:]
+    if not final:
+        running = [i for i, r in enumerate(rows) if r.status == "running"]
+        rows = rows[: running[0]] if running else rows
+    for line in format_rows(rows):
+        print(line, flush=True)
+    return printed + len(rows)

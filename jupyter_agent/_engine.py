@@ -1,0 +1,335 @@
+"""The agent loop as events in, events out.
+
+    build context -> model -> record response + tool-call intents (durable) -> run each tool
+    -> record its result (durable) -> repeat, until the model answers without tool calls,
+    a person stops or pauses the session, or a limit is hit.
+
+The engine's state is always the fold of the events it recorded (``SessionState.apply``), and
+every event is durable before the engine acts on it. So a crash anywhere loses nothing, and a
+resumed engine never re-runs a tool call whose result is recorded. A call whose intent is
+recorded but whose result is not is *in doubt*: re-run when its tool is read-only or idempotent,
+otherwise listed in ``pending_approvals`` until a person approves (run it again) or denies (skip).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from ._clock import Clock
+from ._errors import JupyterAgentError, SessionConflict, StoreError, ToolArgsInvalid
+from ._events import Event, EventChain, EventKind
+from ._models._base import Model, ModelRequest, ModelResponse
+from ._policy import Limits
+from ._state import TERMINAL, ConversationView, SessionState, load_state
+from ._store import SqliteStore
+from ._tools import Tool, ToolOutput
+from ._tools._context import Effect, PlanItem, ToolContext
+
+SNAPSHOT_EVERY = 100
+BLOB_THRESHOLD = 32_000  # characters of tool output kept inline in an event
+_RERUNNABLE = frozenset({Effect.READ_ONLY.value, Effect.IDEMPOTENT.value})
+
+Draft = tuple[EventKind, Mapping[str, Any], str]  # kind, payload, actor
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    approve: bool
+    actor: str
+    reason: str = ""
+
+
+class Inbox:
+    """What people send a session: messages, approval decisions, pause and stop requests.
+
+    Thread-safe: the notebook's thread writes, the engine reads at its next step boundary.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._messages: list[tuple[str, str]] = []
+        self._decisions: dict[str, Decision] = {}
+        self.pause_requested = False
+        self.stop_requested = False
+
+    def tell(self, text: str, actor: str) -> None:
+        with self._lock:
+            self._messages.append((text, actor))
+
+    def decide(self, call_id: str, decision: Decision) -> None:
+        with self._lock:
+            self._decisions[call_id] = decision
+
+    def take_messages(self) -> list[tuple[str, str]]:
+        with self._lock:
+            taken, self._messages = self._messages, []
+        return taken
+
+    def take_decision(self, call_id: str) -> Decision | None:
+        with self._lock:
+            return self._decisions.pop(call_id, None)
+
+
+def create_session(store: SqliteStore, *, session_id: str, owner: str, clock: Clock,
+                   started: Mapping[str, Any]) -> None:
+    """Record a new session: its row and its ``session_started`` event, in one commit."""
+    event = EventChain(session_id).next(EventKind.SESSION_STARTED, started, ts=clock.now(),
+                                        actor=owner)
+    store.write([event], session={
+        "id": session_id, "name": started["name"], "owner": owner, "model": started["model"],
+        "goal": started["goal"], "status": "running", "created_at": event.ts,
+        "updated_at": event.ts, "last_seq": event.seq, "last_hash": event.hash})
+
+
+class _ModelFailed(Exception):
+    pass
+
+
+class Engine:
+    """Runs one session until it finishes or must wait; ``run`` may be called again to resume."""
+
+    def __init__(self, *, store: SqliteStore, session_id: str, model: Model,
+                 tools: Mapping[str, Tool], clock: Clock, limits: Limits,
+                 namespace: dict[str, object], inbox: Inbox,
+                 snapshot_every: int = SNAPSHOT_EVERY) -> None:
+        self.store, self.session_id, self.model = store, session_id, model
+        self.tools, self.clock, self.limits = tools, clock, limits
+        self.namespace, self.inbox = namespace, inbox
+        self.snapshot_every = snapshot_every
+        self.state = SessionState(id=session_id)
+        self._chain = EventChain(session_id)
+        self._last_snapshot = 0
+        self._specs = [t.spec() for t in tools.values()]
+
+    async def run(self) -> SessionState:
+        """Continue the session from what the store holds; return the state it stopped in."""
+        self.state = await anyio.to_thread.run_sync(load_state, self.store, self.session_id)
+        state = self.state
+        self._chain = EventChain(self.session_id, last_seq=state.last_seq,
+                                 last_hash=state.last_hash)
+        self._last_snapshot = state.last_seq
+        if state.status in TERMINAL:
+            return state
+        try:
+            await self._set_status("running")
+            if await self._settle_open_calls():
+                while not await self._at_boundary():
+                    if await self._step():
+                        break
+        except (SessionConflict, StoreError):
+            raise
+        except _ModelFailed as exc:
+            await self._fail(exc.__cause__ or exc, where="model")
+        except Exception as exc:
+            await self._fail(exc, where="engine")
+        return state
+
+    # -- recording ---------------------------------------------------------------------------
+
+    async def _record(self, *drafts: Draft) -> list[Event]:
+        ts = self.clock.now()
+        events = [self._chain.next(kind, payload, ts=ts, actor=actor)
+                  for kind, payload, actor in drafts]
+        for event in events:
+            self.state.apply(event)
+        snapshot = None
+        if self.state.last_seq - self._last_snapshot >= self.snapshot_every:
+            snapshot = (self.state.last_seq, self.state.to_snapshot())
+            self._last_snapshot = self.state.last_seq
+        await self.store.write_async(events, session=self._session_row(ts), snapshot=snapshot)
+        return events
+
+    def _session_row(self, ts: float) -> dict[str, Any]:
+        s = self.state
+        return {"id": s.id, "status": s.status, "updated_at": ts, "last_seq": s.last_seq,
+                "last_hash": s.last_hash, "steps": s.steps, "tool_calls": s.tool_calls,
+                "input_tokens": s.input_tokens, "output_tokens": s.output_tokens,
+                "cost_usd": s.cost_usd if s.cost_known else None}
+
+    async def _set_status(self, status: str, reason: str = "", actor: str = "agent") -> None:
+        if self.state.status != status:
+            payload = {"status": status, "reason": reason} if reason else {"status": status}
+            await self._record((EventKind.STATUS_CHANGED, payload, actor))
+
+    async def _fail(self, exc: BaseException, *, where: str) -> None:
+        code = exc.code if isinstance(exc, JupyterAgentError) else "internal"
+        message = f"{type(exc).__name__}: {exc}"
+        tb = "".join(traceback.format_exception(exc))[-8000:]
+        await self._record(
+            (EventKind.ERROR, {"code": code, "message": message, "where": where,
+                               "traceback": tb}, "agent"),
+            (EventKind.SESSION_FAILED, {"error": {"code": code, "message": message}}, "agent"))
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def _settle_open_calls(self) -> bool:
+        """Deal with calls left without a result; False if the session must wait for a person."""
+        for call in list(self.state.open_calls.values()):
+            if call.call_id in self.state.approvals:
+                decision = self.inbox.take_decision(call.call_id)
+                if decision is not None:
+                    await self._apply_decision(call.call_id, call.name, call.arguments, decision)
+            elif call.effect in _RERUNNABLE and call.name in self.tools:
+                await self._run_call(call.call_id, call.name, call.arguments, rerun=True)
+            else:
+                await self._record((EventKind.APPROVAL_REQUESTED,
+                                    {"call_id": call.call_id, "name": call.name,
+                                     "reason": "in_doubt"}, "agent"))
+        if self.state.approvals:
+            await self._set_status("awaiting_approval")
+            return False
+        await self._set_status("running")
+        return True
+
+    async def _apply_decision(self, call_id: str, name: str, arguments: str,
+                              decision: Decision) -> None:
+        await self._record((EventKind.APPROVAL_DECIDED,
+                            {"call_id": call_id, "decision": "approve" if decision.approve
+                             else "deny", "reason": decision.reason}, decision.actor))
+        if decision.approve:
+            await self._run_call(call_id, name, arguments, rerun=True)
+        else:
+            why = f": {decision.reason}" if decision.reason else ""
+            await self._record((EventKind.TOOL_RESULT, {
+                "call_id": call_id, "name": name, "is_error": True, "skipped": True,
+                "output": f"not run: {decision.actor} skipped this call{why}"}, "agent"))
+
+    async def _at_boundary(self) -> bool:
+        """Take people's messages and requests; True if the session must stop here."""
+        messages = self.inbox.take_messages()
+        if messages:
+            await self._record(*((EventKind.MESSAGE, {"text": t}, a) for t, a in messages))
+        if self.inbox.stop_requested:
+            await self._set_status("stopped", "stopped by a person")
+            return True
+        if self.inbox.pause_requested:
+            self.inbox.pause_requested = False
+            await self._set_status("paused", "paused by a person")
+            return True
+        hit = self.limits.check(self.state)
+        if hit is not None:
+            await self._record(
+                (EventKind.BUDGET_EXCEEDED, {"kind": hit.kind, "limit": hit.limit,
+                                             "used": hit.used}, "agent"),
+                (EventKind.STATUS_CHANGED, {"status": "stopped",
+                                            "reason": f"{hit.kind} limit {hit.limit:g} reached"},
+                 "agent"))
+            return True
+        return False
+
+    async def _step(self) -> bool:
+        """One model turn and its tool calls; True when the session is finished."""
+        step = self.state.steps + 1
+        await self._record((EventKind.MODEL_REQUEST,
+                            {"step": step, "messages": len(self.state.messages)}, "agent"))
+        started = time.monotonic()
+        try:
+            request = ModelRequest(ConversationView(self.state.messages), self._specs)
+            response = await self.model.complete(request)
+        except Exception as exc:
+            raise _ModelFailed(str(exc)) from exc
+        duration_ms = round((time.monotonic() - started) * 1000, 3)
+        await self._record(self._response_draft(step, response, duration_ms),
+                           *self._intent_drafts(response))
+        if not response.tool_calls:
+            await self._record((EventKind.SESSION_FINISHED, {"result": response.text}, "agent"))
+            return True
+        for call in response.tool_calls:
+            await self._run_call(call.id, call.name, call.arguments)
+        return False
+
+    def _response_draft(self, step: int, r: ModelResponse, duration_ms: float) -> Draft:
+        u = r.usage
+        return (EventKind.MODEL_RESPONSE, {
+            "step": step, "text": r.text, "stop_reason": r.stop_reason, "model": r.model,
+            "duration_ms": duration_ms,
+            "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments}
+                           for c in r.tool_calls],
+            "usage": {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
+                      "cached_tokens": u.cached_tokens, "cost_usd": u.cost_usd}}, "agent")
+
+    def _intent_drafts(self, r: ModelResponse) -> list[Draft]:
+        drafts: list[Draft] = []
+        for c in r.tool_calls:
+            tool = self.tools.get(c.name)
+            effect = tool.effect.value if tool else Effect.SIDE_EFFECT.value
+            drafts.append((EventKind.TOOL_CALL, {"call_id": c.id, "name": c.name,
+                                                 "arguments": c.arguments, "effect": effect},
+                           "agent"))
+        return drafts
+
+    # -- tools -------------------------------------------------------------------------------
+
+    async def _run_call(self, call_id: str, name: str, arguments: str, *,
+                        rerun: bool = False) -> None:
+        started = time.monotonic()
+        output, error = await self._invoke(call_id, name, arguments)
+        payload: dict[str, Any] = {
+            "call_id": call_id, "name": name, "is_error": output.is_error,
+            "duration_ms": round((time.monotonic() - started) * 1000, 3),
+            "output": output.text}
+        if rerun:
+            payload["rerun"] = True
+        if error:
+            payload["error"] = error
+        if len(output.text) > BLOB_THRESHOLD:
+            digest = await anyio.to_thread.run_sync(self.store.put_blob, output.text.encode())
+            payload["output_blob"] = digest
+            payload["output"] = (output.text[: BLOB_THRESHOLD // 2] + f"\n[... output cut: "
+                                 f"{len(output.text)} characters in all, kept in blob {digest}]")
+        await self._record((EventKind.TOOL_RESULT, payload, "agent"))
+
+    async def _invoke(self, call_id: str, name: str, arguments: str
+                      ) -> tuple[ToolOutput, str | None]:
+        tool = self.tools.get(name)
+        if tool is None:
+            known = ", ".join(sorted(self.tools)) or "none"
+            return ToolOutput(f"unknown tool {name!r}; the tools are: {known}", True), None
+        try:
+            args = tool.validate(arguments)
+        except ToolArgsInvalid as exc:
+            return ToolOutput(f"invalid arguments for {name}: {exc}", True), None
+        ctx = ToolContext(session_id=self.session_id, call_id=call_id,
+                          workspace=_workspace_path(self.state.workspace),
+                          namespace=self.namespace, clock=self.clock,
+                          plan=tuple(self.state.plan), set_plan=self._set_plan,
+                          sleep_until=lambda t: self._sleep_until(call_id, t))
+        limit = anyio.fail_after(tool.timeout_s) if tool.timeout_s else nullcontext()
+        try:
+            with limit:
+                return await tool.invoke(args, ctx), None
+        except Exception as exc:
+            tb = "".join(traceback.format_exception(exc)[-3:])
+            return ToolOutput(f"{type(exc).__name__}: {exc}", True), tb
+
+    async def _set_plan(self, items: Sequence[PlanItem]) -> None:
+        plan = [{"step": i.step, "status": i.status} for i in items]
+        await self._record((EventKind.PLAN_UPDATED, {"plan": plan}, "agent"))
+
+    async def _sleep_until(self, call_id: str, wake_at: float) -> None:
+        """A durable timer: a resumed call keeps the wake time recorded before the crash."""
+        timer_id = f"timer-{call_id}"
+        if timer_id in self.state.timers:
+            wake_at = self.state.timers[timer_id]
+        else:
+            await self._record((EventKind.TIMER_SET, {"timer_id": timer_id, "wake_at": wake_at,
+                                                      "call_id": call_id}, "agent"))
+        await self._set_status("sleeping")
+        await self.clock.sleep_until(wake_at)
+        await self._record((EventKind.TIMER_FIRED, {"timer_id": timer_id}, "agent"))
+        await self._set_status("running")
+
+
+def _workspace_path(workspace: str) -> Path:
+    path = Path(workspace)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,152 @@
+"""The event vocabulary: a closed set of typed, versioned records, chained by hash.
+
+Every step of a session is an ``Event``. A session's state is the fold of its events
+(``_state.SessionState``), so the log is the truth and everything else is a view of it.
+
+Each event carries its session id, its sequence number in that session (1, 2, ...), its time,
+its actor (``agent`` or a person's identity), a payload, the version of its kind's payload
+shape, and ``hash = sha256(prev_hash + canonical(event))``, so editing or dropping any event
+breaks the chain from there on (``verify_chain``).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TypeAlias
+
+JSON: TypeAlias = "None | bool | int | float | str | list[JSON] | dict[str, JSON]"
+Payload: TypeAlias = dict[str, JSON]
+
+GENESIS_HASH = "0" * 64
+
+
+class EventKind(enum.StrEnum):
+    SESSION_STARTED = "session_started"
+    SESSION_FINISHED = "session_finished"
+    SESSION_FAILED = "session_failed"
+    MODEL_REQUEST = "model_request"
+    MODEL_RESPONSE = "model_response"
+    TOOL_CALL = "tool_call"
+    TOOL_RESULT = "tool_result"
+    APPROVAL_REQUESTED = "approval_requested"
+    APPROVAL_DECIDED = "approval_decided"
+    PLAN_UPDATED = "plan_updated"
+    MESSAGE = "message"
+    TIMER_SET = "timer_set"
+    TIMER_FIRED = "timer_fired"
+    STATUS_CHANGED = "status_changed"
+    BUDGET_EXCEEDED = "budget_exceeded"
+    ERROR = "error"
+
+
+# kind -> (payload version, required payload keys). Bump the version when a kind's shape changes,
+# and teach ``_state`` to read every version it may meet in old stores.
+SCHEMA: dict[EventKind, tuple[int, frozenset[str]]] = {
+    EventKind.SESSION_STARTED: (1, frozenset({"name", "model", "goal", "tools", "workspace"})),
+    EventKind.SESSION_FINISHED: (1, frozenset({"result"})),
+    EventKind.SESSION_FAILED: (1, frozenset({"error"})),
+    EventKind.MODEL_REQUEST: (1, frozenset({"step", "messages"})),
+    EventKind.MODEL_RESPONSE: (1, frozenset({"step", "text", "tool_calls", "usage"})),
+    EventKind.TOOL_CALL: (1, frozenset({"call_id", "name", "arguments", "effect"})),
+    EventKind.TOOL_RESULT: (1, frozenset({"call_id", "name", "output", "is_error"})),
+    EventKind.APPROVAL_REQUESTED: (1, frozenset({"call_id", "reason"})),
+    EventKind.APPROVAL_DECIDED: (1, frozenset({"call_id", "decision"})),
+    EventKind.PLAN_UPDATED: (1, frozenset({"plan"})),
+    EventKind.MESSAGE: (1, frozenset({"text"})),
+    EventKind.TIMER_SET: (1, frozenset({"timer_id", "wake_at"})),
+    EventKind.TIMER_FIRED: (1, frozenset({"timer_id"})),
+    EventKind.STATUS_CHANGED: (1, frozenset({"status"})),
+    EventKind.BUDGET_EXCEEDED: (1, frozenset({"kind", "limit", "used"})),
+    EventKind.ERROR: (1, frozenset({"code", "message"})),
+}
+
+
+def canonical_json(value: object) -> str:
+    """The one JSON spelling used for payloads and hashes: sorted keys, no spaces."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One durable record. ``payload_json`` is exactly what the store holds and the hash covers."""
+
+    session_id: str
+    seq: int
+    ts: float
+    kind: EventKind
+    actor: str
+    v: int
+    payload_json: str
+    hash: str
+
+    @property
+    def payload(self) -> Payload:
+        value: Payload = json.loads(self.payload_json)
+        return value
+
+    def to_dict(self) -> dict[str, JSON]:
+        return {
+            "session_id": self.session_id,
+            "seq": self.seq,
+            "ts": self.ts,
+            "kind": self.kind.value,
+            "actor": self.actor,
+            "v": self.v,
+            "payload": self.payload,
+            "hash": self.hash,
+        }
+
+
+def event_hash(prev_hash: str, session_id: str, seq: int, ts: float, kind: str, actor: str,
+               v: int, payload_json: str) -> str:
+    head = canonical_json([session_id, seq, repr(ts), kind, actor, v])
+    data = f"{prev_hash}\n{head}\n{payload_json}".encode()
+    return hashlib.sha256(data).hexdigest()
+
+
+def check_payload(kind: EventKind, payload: Mapping[str, object]) -> int:
+    """Return the kind's payload version, or raise ``ValueError`` if required keys are missing."""
+    version, required = SCHEMA[kind]
+    missing = required - payload.keys()
+    if missing:
+        raise ValueError(f"{kind.value} event is missing {', '.join(sorted(missing))}")
+    return version
+
+
+class EventChain:
+    """Builds the next events of one session: numbers them and chains their hashes.
+
+    Only the session's single writer holds a chain; the store refuses a sequence number that is
+    already taken, so two writers can never interleave silently.
+    """
+
+    def __init__(self, session_id: str, *, last_seq: int = 0, last_hash: str = GENESIS_HASH):
+        self.session_id = session_id
+        self.last_seq = last_seq
+        self.last_hash = last_hash
+
+    def next(self, kind: EventKind, payload: Mapping[str, object], *, ts: float,
+             actor: str = "agent") -> Event:
+        version = check_payload(kind, payload)
+        payload_json = canonical_json(payload)
+        seq = self.last_seq + 1
+        digest = event_hash(self.last_hash, self.session_id, seq, ts, kind.value, actor, version,
+                            payload_json)
+        self.last_seq, self.last_hash = seq, digest
+        return Event(self.session_id, seq, ts, kind, actor, version, payload_json, digest)
+
+
+def verify_chain(events: Iterable[Event]) -> int | None:
+    """Return the seq of the first event whose hash or numbering is wrong, or ``None`` if intact."""
+    prev, expected_seq = GENESIS_HASH, 1
+    for e in events:
+        digest = event_hash(prev, e.session_id, e.seq, e.ts, e.kind.value, e.actor, e.v,
+                            e.payload_json)
+        if e.seq != expected_seq or digest != e.hash:
+            return e.seq
+        prev, expected_seq = e.hash, expected_seq + 1
+    return None

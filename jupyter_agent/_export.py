@@ -1,0 +1,47 @@
+"""A session as a file: JSON (everything, machine-readable) or Markdown (for people)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+from ._store import SessionRow, SqliteStore
+from ._timeline import format_duration, timeline
+
+
+def export_json(store: SqliteStore, row: SessionRow) -> str:
+    """The session row and every event, payloads included, as one JSON document."""
+    events = [e.to_dict() for e in store.iter_events(row.id)]
+    doc = {"format": "jupyter-agent-session", "version": 1, "session": asdict(row),
+           "events": events}
+    return json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
+
+
+def export_markdown(store: SqliteStore, row: SessionRow) -> str:
+    """A readable report: header, timeline table, final result."""
+    cost = "unknown" if row.cost_usd is None else f"${row.cost_usd:.4f}"
+    lines = [
+        f"# Session `{row.id}`: {row.name}",
+        "",
+        f"- **status**: {row.status}",
+        f"- **model**: {row.model}",
+        f"- **owner**: {row.owner}",
+        f"- **goal**: {row.goal}",
+        f"- **totals**: {row.steps} steps, {row.tool_calls} tool calls, "
+        f"{row.input_tokens + row.output_tokens} tokens, cost {cost}",
+        "",
+        "| seq | kind | what | status | duration | detail |",
+        "|---:|---|---|---|---:|---|",
+    ]
+    result = None
+    for r in timeline(store.iter_events(row.id)):
+        detail = r.detail.replace("|", "\\|")
+        lines.append(f"| {r.seq} | {r.kind} | {r.label} | {r.status} | "
+                     f"{format_duration(r.duration_ms)} | {detail} |")
+        if r.kind == "result":
+            result = r
+    if result is not None:
+        state_result = store.iter_events(row.id, after=result.seq - 1, until=result.seq)
+        for e in state_result:
+            lines += ["", "## Result", "", str(e.payload.get("result", ""))]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,16 @@
+"""Who is acting: the JupyterHub user when there is one, else the OS user."""
+
+from __future__ import annotations
+
+import getpass
+import os
+
+
+def current_identity() -> str:
+    hub_user = os.environ.get("JUPYTERHUB_USER")
+    if hub_user:
+        return hub_user
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        return f"uid:{os.getuid()}" if hasattr(os, "getuid") else "unknown"

@@ -1,0 +1,84 @@
+"""The ``Model`` protocol and the values that cross it.
+
+A model takes the conversation so far and the tools it may call, and answers with text, tool
+calls, or both. Providers (``openai:``, ``anthropic:``) translate these neutral values to their
+wire formats; the engine never sees a provider's JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallRequest:
+    """A call the model asked for. ``arguments`` is the raw JSON text the model produced."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens one response used; ``cost_usd`` is ``None`` when the price is unknown."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    cost_usd: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message of the conversation, in a provider-neutral shape.
+
+    ``tool`` messages answer the assistant's call ``tool_call_id``; ``name`` is the tool's name
+    there, and the person's identity on a ``user`` message from ``Session.tell``.
+    """
+
+    role: Role
+    content: str = ""
+    tool_calls: tuple[ToolCallRequest, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+    is_error: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """What the model is told about a tool: name, description and a JSON schema."""
+
+    name: str
+    description: str
+    parameters: dict[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRequest:
+    messages: Sequence[Message]
+    tools: Sequence[ToolSpec] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ModelResponse:
+    text: str = ""
+    tool_calls: tuple[ToolCallRequest, ...] = ()
+    usage: Usage = field(default_factory=Usage)
+    stop_reason: str = "end_turn"
+    model: str = ""
+
+
+class Model(Protocol):
+    """Anything that answers a ``ModelRequest``: a provider, the demo model, a test script."""
+
+    @property
+    def name(self) -> str:
+        """``provider:model``, as recorded in the session."""
+        ...
+
+    async def complete(self, request: ModelRequest) -> ModelResponse: ...

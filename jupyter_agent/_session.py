@@ -1,0 +1,161 @@
+"""``Session``: a handle on one session in the store, running here or not.
+
+Everything a handle reports comes from the store, so a handle made in another process (or after
+a crash) shows the same thing. Controls reach a session running in this process through its
+inbox, taken at the next step boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import TYPE_CHECKING, Any
+
+from ._engine import Decision
+from ._errors import InvalidSessionState
+from ._events import Event
+from ._identity import current_identity
+from ._runtime import get_runtime
+from ._state import TERMINAL, ApprovalRequest, SessionState, load_state
+from ._store import SessionRow, SqliteStore
+from ._tools._context import PlanItem
+
+if TYPE_CHECKING:
+    from ._agent import Agent
+
+
+class EventList(list[Event]):
+    """The session's events, oldest first; ``to_pandas()`` when pandas is installed."""
+
+    def to_pandas(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame([e.to_dict() for e in self])
+
+
+class Session:
+    """A session in the store. Made by ``Agent.start``, ``open_session`` or ``sessions()``."""
+
+    def __init__(self, store: SqliteStore, session_id: str, *,
+                 agent_factory: Callable[[], Agent] | None = None) -> None:
+        self.store = store
+        self.id = store.get_session(session_id).id
+        self._agent_factory = agent_factory
+
+    def __repr__(self) -> str:
+        row = self.row
+        return (f"<Session {row.id} {row.name!r} {row.status}: {row.steps} steps, "
+                f"{row.tool_calls} tool calls>")
+
+    # -- what it is --------------------------------------------------------------------------
+
+    @property
+    def row(self) -> SessionRow:
+        """The session's row in the store: status, owner, model, running totals."""
+        return self.store.get_session(self.id)
+
+    @property
+    def name(self) -> str:
+        return self.row.name or ""
+
+    @property
+    def status(self) -> str:
+        """running | paused | awaiting_approval | sleeping | done | failed | interrupted | stopped"""
+        return self.row.status
+
+    @property
+    def state(self) -> SessionState:
+        """The fold of the session's events (snapshot + tail)."""
+        return load_state(self.store, self.id)
+
+    @property
+    def events(self) -> EventList:
+        return EventList(self.store.iter_events(self.id))
+
+    @property
+    def result(self) -> str | None:
+        """The model's final answer once the session is done."""
+        return self.state.result
+
+    @property
+    def plan(self) -> list[PlanItem]:
+        return self.state.plan
+
+    @property
+    def pending_approvals(self) -> list[ApprovalRequest]:
+        return list(self.state.approvals.values())
+
+    @property
+    def running_here(self) -> bool:
+        return get_runtime().is_running(self.id)
+
+    # -- what a person does ------------------------------------------------------------------
+
+    def tell(self, text: str) -> None:
+        """Send the agent a message; it is recorded and read at the next step boundary."""
+        if not text.strip():
+            raise ValueError("tell() needs a non-empty message")
+        self._require_open("tell")
+        get_runtime().inbox(self.id).tell(text, current_identity())
+
+    def pause(self) -> None:
+        """Pause at the next step boundary; ``resume()`` continues."""
+        self._require_running_here("pause")
+        get_runtime().inbox(self.id).pause_requested = True
+
+    def stop(self) -> None:
+        """Stop at the next step boundary, for good."""
+        self._require_running_here("stop")
+        get_runtime().inbox(self.id).stop_requested = True
+
+    def resume(self) -> Session:
+        """Run the session again in this process from what the store holds."""
+        self._require_open("resume")
+        if self.running_here:
+            return self
+        if self._agent_factory is None:
+            raise InvalidSessionState("this handle cannot run the session; use "
+                                      "open_session(id, tools=[...]) to resume it")
+        agent = self._agent_factory()
+        agent._launch(self.id)
+        return self
+
+    def approve(self, call_id: str) -> None:
+        """Let a waiting call run (for an in-doubt call: run it again)."""
+        self._decide(call_id, Decision(True, current_identity()))
+
+    def deny(self, call_id: str, reason: str = "") -> None:
+        """Skip a waiting call; the model is told it was not run, and why."""
+        self._decide(call_id, Decision(False, current_identity(), reason))
+
+    def wait(self, timeout: float | None = None) -> str:
+        """Block until the session stops running in this process; return its status."""
+        task = get_runtime().task(self.id)
+        if task is not None:
+            try:
+                task.result(timeout)
+            except FutureTimeout:
+                raise TimeoutError(f"session {self.id} still running after {timeout} s") from None
+        return self.status
+
+    def _decide(self, call_id: str, decision: Decision) -> None:
+        pending = {a.call_id for a in self.pending_approvals}
+        if call_id not in pending:
+            listed = ", ".join(sorted(pending)) or "none"
+            raise ValueError(f"no call {call_id!r} waits for approval in session {self.id} "
+                             f"(waiting: {listed})")
+        get_runtime().inbox(self.id).decide(call_id, decision)
+        if not self.running_here:
+            self.resume()
+
+    def _require_open(self, verb: str) -> None:
+        status = self.status
+        if status in TERMINAL:
+            raise InvalidSessionState(f"cannot {verb} session {self.id}: it is {status}")
+
+    def _require_running_here(self, verb: str) -> None:
+        self._require_open(verb)
+        if not self.running_here:
+            raise InvalidSessionState(
+                f"cannot {verb} session {self.id}: it is not running in this process "
+                f"(status {self.status})")

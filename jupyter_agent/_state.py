@@ -1,0 +1,226 @@
+"""A session's state is the fold of its events: ``SessionState.apply`` is the only way it changes.
+
+The live engine applies each event as it records it; a resumed session loads the newest snapshot
+and applies the tail. Both must arrive at the same state, which tests check event for event.
+The conversation (``messages``) is not part of a snapshot: it is rebuilt from the events that
+contribute to it, so a snapshot stays small however long the session runs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, overload
+
+from ._events import GENESIS_HASH, Event, EventKind
+from ._models._base import Message, ToolCallRequest
+from ._tools._context import PlanItem
+
+TERMINAL = frozenset({"done", "failed", "stopped"})
+MESSAGE_KINDS = (EventKind.SESSION_STARTED, EventKind.MESSAGE, EventKind.MODEL_RESPONSE,
+                 EventKind.TOOL_RESULT)
+
+
+class ConversationView(Sequence[Message]):
+    """The first ``n`` messages of a growing list: an O(1), unchanging view for a model request.
+
+    The conversation only grows by appending, so a request keeps seeing exactly what was sent
+    even after the session moves on, without copying the history at every step.
+    """
+
+    __slots__ = ("_items", "_n")
+
+    def __init__(self, items: list[Message]) -> None:
+        self._items, self._n = items, len(items)
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, i: int) -> Message: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Message]: ...
+
+    def __getitem__(self, i: int | slice) -> Message | list[Message]:
+        if isinstance(i, slice):
+            return self._items[: self._n][i]
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError("message index out of range")
+        return self._items[i]
+
+    def __iter__(self) -> Iterator[Message]:
+        items = self._items
+        for k in range(self._n):
+            yield items[k]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallRecord:
+    """A tool call whose intent is recorded and whose result is not (yet)."""
+
+    call_id: str
+    name: str
+    arguments: Any
+    effect: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRequest:
+    """A call waiting for a person: ``approve`` runs it (again), ``deny`` skips it."""
+
+    call_id: str
+    name: str
+    arguments: Any
+    reason: str
+    seq: int
+
+
+@dataclass
+class SessionState:
+    """Everything the engine needs to continue a session, derived from its events."""
+
+    id: str
+    name: str = ""
+    model: str = ""
+    goal: str = ""
+    instructions: str = ""
+    workspace: str = ""
+    tools: list[str] = field(default_factory=list)
+    max_steps: int = 0
+    owner: str = ""
+    status: str = "created"
+    steps: int = 0
+    tool_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    cost_known: bool = True
+    plan: list[PlanItem] = field(default_factory=list)
+    open_calls: dict[str, ToolCallRecord] = field(default_factory=dict)
+    approvals: dict[str, ApprovalRequest] = field(default_factory=dict)
+    timers: dict[str, float] = field(default_factory=dict)
+    result: str | None = None
+    error: dict[str, Any] | None = None
+    last_seq: int = 0
+    last_hash: str = GENESIS_HASH
+    messages: list[Message] = field(default_factory=list)
+
+    @classmethod
+    def fold(cls, session_id: str, events: Any) -> SessionState:
+        """The state after ``events`` (an iterable of ``Event``), from nothing."""
+        state = cls(id=session_id)
+        for event in events:
+            state.apply(event)
+        return state
+
+    def apply(self, event: Event) -> None:
+        if event.seq != self.last_seq + 1:
+            raise ValueError(f"event {event.seq} of {self.id} follows {self.last_seq}")
+        payload = event.payload
+        self.apply_to_messages(event, payload)
+        self._apply_rest(event, payload)
+        self.last_seq, self.last_hash = event.seq, event.hash
+
+    def apply_to_messages(self, event: Event, payload: dict[str, Any] | None = None) -> None:
+        """The part of ``apply`` that builds the conversation (used when loading a snapshot)."""
+        p = event.payload if payload is None else payload
+        kind = event.kind
+        if kind is EventKind.SESSION_STARTED:
+            if p.get("instructions"):
+                self.messages.append(Message("system", p["instructions"]))
+            self.messages.append(Message("user", p["goal"]))
+        elif kind is EventKind.MESSAGE:
+            self.messages.append(Message("user", p["text"], name=event.actor))
+        elif kind is EventKind.MODEL_RESPONSE:
+            calls = tuple(ToolCallRequest(c["id"], c["name"], c["arguments"])
+                          for c in p["tool_calls"])
+            self.messages.append(Message("assistant", p["text"], tool_calls=calls))
+        elif kind is EventKind.TOOL_RESULT:
+            self.messages.append(Message("tool", p["output"], tool_call_id=p["call_id"],
+                                         name=p["name"], is_error=p["is_error"]))
+
+    def _apply_rest(self, event: Event, p: dict[str, Any]) -> None:
+        kind = event.kind
+        if kind is EventKind.SESSION_STARTED:
+            self.name, self.model, self.goal = p["name"], p["model"], p["goal"]
+            self.instructions = p.get("instructions", "")
+            self.workspace, self.tools = p["workspace"], list(p["tools"])
+            self.max_steps, self.owner = p.get("max_steps", 0), p.get("owner", event.actor)
+            self.status = "running"
+        elif kind is EventKind.MODEL_RESPONSE:
+            self.steps += 1
+            usage = p["usage"]
+            self.input_tokens += usage.get("input_tokens", 0)
+            self.output_tokens += usage.get("output_tokens", 0)
+            if usage.get("cost_usd") is None:
+                self.cost_known = False
+            else:
+                self.cost_usd += usage["cost_usd"]
+        elif kind is EventKind.TOOL_CALL:
+            self.tool_calls += 1
+            self.open_calls[p["call_id"]] = ToolCallRecord(
+                p["call_id"], p["name"], p["arguments"], p["effect"], event.seq)
+        elif kind is EventKind.TOOL_RESULT:
+            self.open_calls.pop(p["call_id"], None)
+            self.approvals.pop(p["call_id"], None)
+        elif kind is EventKind.APPROVAL_REQUESTED:
+            call = self.open_calls[p["call_id"]]
+            self.approvals[call.call_id] = ApprovalRequest(
+                call.call_id, call.name, call.arguments, p["reason"], event.seq)
+        elif kind is EventKind.APPROVAL_DECIDED:
+            self.approvals.pop(p["call_id"], None)
+        elif kind is EventKind.PLAN_UPDATED:
+            self.plan = [PlanItem(i["step"], i["status"]) for i in p["plan"]]
+        elif kind is EventKind.TIMER_SET:
+            self.timers[p["timer_id"]] = p["wake_at"]
+        elif kind is EventKind.TIMER_FIRED:
+            self.timers.pop(p["timer_id"], None)
+        elif kind is EventKind.STATUS_CHANGED:
+            self.status = p["status"]
+        elif kind is EventKind.SESSION_FINISHED:
+            self.result, self.status = p["result"], "done"
+        elif kind is EventKind.SESSION_FAILED:
+            self.error, self.status = p["error"], "failed"
+
+    # -- snapshots ---------------------------------------------------------------------------
+
+    def to_snapshot(self) -> str:
+        """Everything but the conversation, as JSON (the conversation comes from the events)."""
+        data = asdict(self)
+        del data["messages"]
+        return json.dumps(data, separators=(",", ":"))
+
+    @classmethod
+    def from_snapshot(cls, text: str) -> SessionState:
+        data = json.loads(text)
+        data["plan"] = [PlanItem(**i) for i in data["plan"]]
+        data["open_calls"] = {k: ToolCallRecord(**v) for k, v in data["open_calls"].items()}
+        data["approvals"] = {k: ApprovalRequest(**v) for k, v in data["approvals"].items()}
+        return cls(**data)
+
+    def comparable(self) -> dict[str, Any]:
+        """A plain-data view for equality checks between two ways of reaching a state."""
+        return asdict(self)
+
+
+def load_state(store: Any, session_id: str) -> SessionState:
+    """Rebuild a session's state from the store: newest snapshot + the events after it.
+
+    Costs O(events since the snapshot) for the state, plus one pass over the conversation's
+    events to rebuild ``messages``.
+    """
+    snap = store.latest_snapshot(session_id)
+    if snap is None:
+        return SessionState.fold(session_id, store.iter_events(session_id))
+    seq, text = snap
+    state = SessionState.from_snapshot(text)
+    for event in store.iter_events(session_id, until=seq, kinds=MESSAGE_KINDS):
+        state.apply_to_messages(event)
+    for event in store.iter_events(session_id, after=seq):
+        state.apply(event)
+    return state

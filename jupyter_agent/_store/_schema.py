@@ -1,0 +1,113 @@
+"""The store's schema and its forward migrations.
+
+The schema version lives in ``PRAGMA user_version`` and the file is tagged with
+``PRAGMA application_id``, so any SQLite tool can tell what it is looking at. Migrations only
+ever move forward, each in the same ``BEGIN IMMEDIATE`` transaction as the version bump, so a
+crash mid-migration leaves the old schema intact. See docs/store.md for the tables.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlite_utils
+
+from .._errors import StoreCorrupt, StoreVersionError
+
+APPLICATION_ID = 0x4A414753  # "JAGS"
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db["sessions"].create(
+        {
+            "id": str, "name": str, "parent_id": str, "fork_seq": int, "status": str,
+            "owner": str, "model": str, "goal": str, "created_at": float, "updated_at": float,
+            "last_seq": int, "last_hash": str, "steps": int, "tool_calls": int,
+            "input_tokens": int, "output_tokens": int, "cost_usd": float, "runtime_id": str,
+        },
+        pk="id",
+        not_null={"status", "created_at", "updated_at"},
+        defaults={"last_seq": 0, "steps": 0, "tool_calls": 0, "input_tokens": 0,
+                  "output_tokens": 0},
+    )
+    db["events"].create(
+        {"session_id": str, "seq": int, "ts": float, "kind": str, "actor": str, "v": int,
+         "payload": str, "hash": str},
+        pk=("session_id", "seq"),
+        not_null={"ts", "kind", "actor", "v", "payload", "hash"},
+    )
+    db["events"].create_index(["kind"])
+    for op in ("UPDATE", "DELETE"):
+        db.execute(
+            f"CREATE TRIGGER events_no_{op.lower()} BEFORE {op} ON events "
+            "BEGIN SELECT RAISE(ABORT, 'events are append-only'); END"
+        )
+    db["snapshots"].create(
+        {"session_id": str, "seq": int, "state": str, "created_at": float},
+        pk=("session_id", "seq"),
+    )
+    db["blobs"].create({"sha256": str, "size": int, "data": bytes, "created_at": float},
+                       pk="sha256")
+    db["commands"].create(
+        {"id": int, "session_id": str, "verb": str, "args": str, "actor": str,
+         "created_at": float, "taken_at": float, "taken_by": str},
+        pk="id",
+    )
+    db["commands"].create_index(["session_id", "taken_at"])
+    db["sessions"].create_index(["status"])
+    db["sessions"].create_index(["updated_at"])
+
+
+# MIGRATIONS[i] takes the schema from version i to i + 1. Append only; never edit a shipped one.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+LATEST = len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring the store at ``path`` to ``LATEST``, or refuse it with a one-line reason."""
+    try:
+        version, app_id = _read_version(conn)
+    except sqlite3.DatabaseError as exc:
+        raise StoreCorrupt(f"{path} is not a readable jupyter-agent store ({exc}); "
+                           "move it aside or set JUPYTER_AGENT_DB to another file") from exc
+    _check(version, app_id, conn, path)
+    if version == LATEST:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version, app_id = _read_version(conn)  # another process may have migrated meanwhile
+        _check(version, app_id, conn, path)
+        db = sqlite_utils.Database(conn)
+        for step in MIGRATIONS[version:]:
+            step(db)
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute(f"PRAGMA user_version = {LATEST}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _read_version(conn: sqlite3.Connection) -> tuple[int, int]:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    return int(version), int(app_id)
+
+
+def _check(version: int, app_id: int, conn: sqlite3.Connection, path: Path) -> None:
+    if app_id not in (0, APPLICATION_ID):
+        raise StoreCorrupt(f"{path} is an SQLite file of another application "
+                           f"(application_id {app_id:#x}); point JUPYTER_AGENT_DB elsewhere")
+    if app_id == 0 and version == 0:
+        tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()
+        if tables[0]:
+            raise StoreCorrupt(f"{path} holds tables but is not a jupyter-agent store; "
+                               "point JUPYTER_AGENT_DB elsewhere")
+    if version > LATEST:
+        raise StoreVersionError(
+            f"{path} was written by a newer jupyter-agent (store schema {version}, this version "
+            f"reads up to {LATEST}); upgrade: pip install -U jupyter-agent"
+        )

@@ -1,0 +1,306 @@
+"""``SqliteStore``: the durable home of every session, one SQLite file in WAL mode.
+
+Writes go through one writer thread (group commit, see ``_writer``); reads use one connection
+per thread, as measured safe in notes/kernel-runtime.md. The tables are documented in
+docs/store.md and readable with ``sqlite3`` or ``sqlite-utils``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from .._errors import SessionConflict, SessionNotFound, StoreCorrupt, StoreError
+from .._events import Event, EventKind
+from ._paths import default_store_path
+from ._schema import migrate
+from ._writer import Writer
+
+Synchronous = Literal["OFF", "NORMAL", "FULL"]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    """One row of the ``sessions`` table: a session's metadata and running totals."""
+
+    id: str
+    name: str | None
+    parent_id: str | None
+    fork_seq: int | None
+    status: str
+    owner: str | None
+    model: str | None
+    goal: str | None
+    created_at: float
+    updated_at: float
+    last_seq: int
+    last_hash: str | None
+    steps: int
+    tool_calls: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None
+    runtime_id: str | None
+
+
+_SESSION_COLUMNS = tuple(f.name for f in fields(SessionRow))
+_EVENT_COLUMNS = "session_id, seq, ts, kind, actor, v, payload, hash"
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A control message for a session from another process (server, CLI, another kernel)."""
+
+    id: int
+    session_id: str
+    verb: str
+    args: dict[str, Any]
+    actor: str
+    created_at: float
+
+
+class SqliteStore:
+    """An agent store on one SQLite file.
+
+    Example:
+        >>> store = SqliteStore("agent.db")   # or SqliteStore() for $JUPYTER_AGENT_DB / the default
+        >>> [s.name for s in store.list_sessions()]
+        []
+    """
+
+    def __init__(self, path: str | Path | None = None, *, synchronous: Synchronous = "NORMAL",
+                 busy_timeout_s: float = 30.0) -> None:
+        self.path = Path(path).expanduser() if path is not None else default_store_path()
+        self._synchronous = synchronous
+        self._busy_ms = int(busy_timeout_s * 1000)
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        if self.path.is_dir():
+            raise StoreError(f"{self.path} is a directory; give the store a file name")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = self._connect()
+        try:
+            migrate(conn, self.path)
+        finally:
+            conn.close()
+        self._writer = Writer(self._connect, name=f"jupyter-agent-store-writer:{self.path.name}")
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        except sqlite3.DatabaseError as exc:
+            raise StoreCorrupt(f"{self.path} is not a readable jupyter-agent store ({exc}); "
+                               "move it aside or set JUPYTER_AGENT_DB to another file") from exc
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    def close(self) -> None:
+        """Finish pending writes and close every connection."""
+        self._writer.close()
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+        self._local = threading.local()
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def write(self, events: Sequence[Event] = (), *, session: Mapping[str, Any] | None = None,
+              snapshot: tuple[int, str] | None = None) -> None:
+        """Append events (and upsert the session row, and a snapshot) atomically; wait until durable.
+
+        Raises ``SessionConflict`` if another writer already took one of the sequence numbers.
+        """
+        self._writer.submit(_WriteJob(events, session, snapshot)).result()
+
+    async def write_async(self, events: Sequence[Event] = (), *,
+                          session: Mapping[str, Any] | None = None,
+                          snapshot: tuple[int, str] | None = None) -> None:
+        """``write`` for the event loop: waits for the commit without blocking the loop."""
+        await asyncio.wrap_future(self._writer.submit(_WriteJob(events, session, snapshot)))
+
+    def put_blob(self, data: bytes) -> str:
+        """Store ``data`` under its sha256 (once, however often it is put); return the digest."""
+        digest = hashlib.sha256(data).hexdigest()
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT OR IGNORE INTO blobs (sha256, size, data, created_at) "
+                         "VALUES (?, ?, ?, ?)", (digest, len(data), data, time.time()))
+
+        self._writer.submit(job).result()
+        return digest
+
+    def send_command(self, session_id: str, verb: str, args: Mapping[str, Any] | None = None,
+                     *, actor: str) -> int:
+        """Queue a control message for the runtime that owns ``session_id``."""
+
+        def job(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "INSERT INTO commands (session_id, verb, args, actor, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (session_id, verb, json.dumps(dict(args or {})), actor, time.time()))
+            return int(cur.lastrowid or 0)
+
+        result: int = self._writer.submit(job).result()
+        return result
+
+    def take_commands(self, session_id: str, *, taken_by: str) -> list[Command]:
+        """Claim the session's untaken commands, oldest first (each is taken exactly once)."""
+
+        def job(conn: sqlite3.Connection) -> list[Command]:
+            rows = conn.execute(
+                "SELECT id, session_id, verb, args, actor, created_at FROM commands "
+                "WHERE session_id = ? AND taken_at IS NULL ORDER BY id", (session_id,)).fetchall()
+            conn.executemany("UPDATE commands SET taken_at = ?, taken_by = ? WHERE id = ?",
+                             [(time.time(), taken_by, r[0]) for r in rows])
+            return [Command(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5]) for r in rows]
+
+        result: list[Command] = self._writer.submit(job).result()
+        return result
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def get_session(self, session_id: str) -> SessionRow:
+        row = self._reader().execute(
+            f"SELECT {', '.join(_SESSION_COLUMNS)} FROM sessions WHERE id = ?", (session_id,)
+        ).fetchone()
+        if row is None:
+            raise SessionNotFound(session_id)
+        return SessionRow(*row)
+
+    def find_session(self, id_or_prefix: str) -> SessionRow:
+        """The session with this id, or the only one whose id starts with it."""
+        try:
+            return self.get_session(id_or_prefix)
+        except SessionNotFound:
+            pass
+        rows = self._reader().execute(
+            "SELECT id FROM sessions WHERE id LIKE ? ESCAPE '\\' LIMIT 2",
+            (_like_prefix(id_or_prefix),)).fetchall()
+        if len(rows) == 1 and id_or_prefix:
+            return self.get_session(rows[0][0])
+        if len(rows) > 1:
+            raise SessionNotFound(id_or_prefix) from None
+        raise SessionNotFound(id_or_prefix)
+
+    def list_sessions(self, *, status: str | None = None, limit: int | None = None
+                      ) -> list[SessionRow]:
+        """Sessions, most recently updated first."""
+        sql = f"SELECT {', '.join(_SESSION_COLUMNS)} FROM sessions"
+        params: list[Any] = []
+        if status is not None:
+            sql += " WHERE status = ?"
+            params.append(status)
+        sql += " ORDER BY updated_at DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [SessionRow(*r) for r in self._reader().execute(sql, params)]
+
+    def iter_events(self, session_id: str, *, after: int = 0, until: int | None = None,
+                    kinds: Sequence[EventKind] | None = None) -> Iterator[Event]:
+        """The session's events with ``after < seq <= until``, in order."""
+        sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE session_id = ? AND seq > ?"
+        params: list[Any] = [session_id, after]
+        if until is not None:
+            sql += " AND seq <= ?"
+            params.append(until)
+        if kinds is not None:
+            sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
+            params.extend(k.value for k in kinds)
+        sql += " ORDER BY seq"
+        for r in self._reader().execute(sql, params):
+            yield Event(r[0], r[1], r[2], EventKind(r[3]), r[4], r[5], r[6], r[7])
+
+    def latest_snapshot(self, session_id: str, *, at_most: int | None = None
+                        ) -> tuple[int, str] | None:
+        """The newest snapshot ``(seq, state_json)`` at or before ``at_most``."""
+        row = self._reader().execute(
+            "SELECT seq, state FROM snapshots WHERE session_id = ? AND seq <= ? "
+            "ORDER BY seq DESC LIMIT 1", (session_id, at_most if at_most is not None else 2**62)
+        ).fetchone()
+        return (int(row[0]), str(row[1])) if row else None
+
+    def get_blob(self, digest: str) -> bytes:
+        row = self._reader().execute("SELECT data FROM blobs WHERE sha256 = ?",
+                                     (digest,)).fetchone()
+        if row is None:
+            raise StoreError(f"no blob {digest} in {self.path}")
+        return bytes(row[0])
+
+    def integrity_check(self) -> str:
+        """``PRAGMA integrity_check``: ``"ok"`` for a sound file."""
+        return str(self._reader().execute("PRAGMA integrity_check").fetchone()[0])
+
+
+class _WriteJob:
+    """One atomic write: events, the session row, a snapshot (any of them may be absent)."""
+
+    __slots__ = ("events", "session", "snapshot")
+
+    def __init__(self, events: Sequence[Event], session: Mapping[str, Any] | None,
+                 snapshot: tuple[int, str] | None) -> None:
+        self.events, self.session, self.snapshot = events, session, snapshot
+
+    def __call__(self, conn: sqlite3.Connection) -> None:
+        if self.session:
+            _upsert_session(conn, self.session)
+        if self.events:
+            try:
+                conn.executemany(
+                    f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(e.session_id, e.seq, e.ts, e.kind.value, e.actor, e.v, e.payload_json,
+                      e.hash) for e in self.events])
+            except sqlite3.IntegrityError as exc:
+                first = self.events[0]
+                raise SessionConflict(
+                    f"session {first.session_id} already has an event {first.seq}: another "
+                    "process is writing it; reopen the session to see its latest state"
+                ) from exc
+        if self.snapshot:
+            seq, state = self.snapshot
+            sid = self.events[-1].session_id if self.events else str(self.session["id"]) \
+                if self.session else ""
+            conn.execute("INSERT OR REPLACE INTO snapshots (session_id, seq, state, created_at) "
+                         "VALUES (?, ?, ?, ?)", (sid, seq, state, time.time()))
+
+
+def _upsert_session(conn: sqlite3.Connection, row: Mapping[str, Any]) -> None:
+    cols = [c for c in row if c != "id"]
+    cur = conn.execute(f"UPDATE sessions SET {', '.join(f'{c} = ?' for c in cols)} WHERE id = ?",
+                       [*(row[c] for c in cols), row["id"]])
+    if cur.rowcount == 0:
+        conn.execute(f"INSERT INTO sessions (id, {', '.join(cols)}) "
+                     f"VALUES (?, {', '.join('?' * len(cols))})", [row["id"], *(row[c] for c in cols)])
+
+
+def _like_prefix(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

@@ -1,0 +1,137 @@
+"""A session's events as a timeline: one row per model turn, tool call, message or change.
+
+Shared by every view (CLI, exports, later the widget and the lab panel) so they agree on what
+a step is and how it went.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ._events import Event, EventKind
+
+RowStatus = Literal["ok", "error", "running", "waiting", "skipped", "info"]
+_MARK = {"ok": "✓", "error": "✗", "running": "…", "waiting": "?", "skipped": "-", "info": "·"}
+
+
+@dataclass(slots=True)
+class TimelineRow:
+    seq: int
+    ts: float
+    kind: str  # model | tool | message | plan | status | approval | timer | error | result
+    label: str
+    detail: str = ""
+    status: RowStatus = "info"
+    duration_ms: float | None = None
+    actor: str = "agent"
+
+
+def timeline(events: Iterable[Event]) -> list[TimelineRow]:
+    """Fold events into rows; a tool call's row is completed by its result."""
+    rows: list[TimelineRow] = []
+    calls: dict[str, TimelineRow] = {}
+    for e in events:
+        row = _row(e, e.payload, calls)
+        if row is not None:
+            rows.append(row)
+    return rows
+
+
+def _row(e: Event, p: dict[str, Any], calls: dict[str, TimelineRow]) -> TimelineRow | None:
+    k = e.kind
+    if k is EventKind.SESSION_STARTED:
+        return TimelineRow(e.seq, e.ts, "status", "started", _short(p["goal"], 100),
+                           actor=e.actor)
+    if k is EventKind.MODEL_RESPONSE:
+        names = ", ".join(c["name"] for c in p["tool_calls"])
+        detail = f"→ {names}" if names else f"answer: {_short(p['text'], 80)}"
+        if names and p["text"]:
+            detail = f"{_short(p['text'], 50)} {detail}"
+        u = p["usage"]
+        tokens = u.get("input_tokens", 0) + u.get("output_tokens", 0)
+        return TimelineRow(e.seq, e.ts, "model", f"step {p['step']}",
+                           f"{detail}  [{tokens} tok]", "ok", p.get("duration_ms"))
+    if k is EventKind.TOOL_CALL:
+        row = TimelineRow(e.seq, e.ts, "tool", p["name"], _args(p["arguments"]), "running")
+        calls[p["call_id"]] = row
+        return row
+    if k is EventKind.TOOL_RESULT:
+        call = calls.get(p["call_id"])
+        fresh = call is None  # its intent is before the window being shown
+        if call is None:
+            call = calls[p["call_id"]] = TimelineRow(e.seq, e.ts, "tool", p["name"])
+        call.status = "skipped" if p.get("skipped") else "error" if p["is_error"] else "ok"
+        call.duration_ms = p.get("duration_ms")
+        call.detail = f"{call.detail}  ⇒ {_short(p['output'], 60)}".strip()
+        return call if fresh else None
+    if k is EventKind.MESSAGE:
+        return TimelineRow(e.seq, e.ts, "message", f"from {e.actor}", _short(p["text"], 100),
+                           actor=e.actor)
+    if k is EventKind.PLAN_UPDATED:
+        marks = {"done": "[x]", "active": "[>]", "pending": "[ ]"}
+        plan = " ".join(f"{marks.get(i['status'], '[ ]')} {i['step']}" for i in p["plan"])
+        return TimelineRow(e.seq, e.ts, "plan", "plan", _short(plan, 120))
+    if k is EventKind.APPROVAL_REQUESTED:
+        call = calls.get(p["call_id"])
+        if call is not None:
+            call.status = "waiting"
+        return TimelineRow(e.seq, e.ts, "approval", "approval asked",
+                           f"{p.get('name', '')} {p['call_id']} ({p['reason']})", "waiting")
+    if k is EventKind.APPROVAL_DECIDED:
+        return TimelineRow(e.seq, e.ts, "approval", f"{p['decision']}d by {e.actor}",
+                           p["call_id"], actor=e.actor)
+    if k is EventKind.TIMER_SET:
+        return TimelineRow(e.seq, e.ts, "timer", "sleep until",
+                           time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(p["wake_at"])))
+    if k is EventKind.STATUS_CHANGED and p["status"] not in ("running", "sleeping"):
+        return TimelineRow(e.seq, e.ts, "status", p["status"], p.get("reason", ""), actor=e.actor)
+    if k is EventKind.BUDGET_EXCEEDED:
+        return TimelineRow(e.seq, e.ts, "status", "limit reached",
+                           f"{p['kind']}: {p['used']:g} of {p['limit']:g}", "error")
+    if k is EventKind.ERROR:
+        return TimelineRow(e.seq, e.ts, "error", p["code"], _short(p["message"], 120), "error")
+    if k is EventKind.SESSION_FINISHED:
+        return TimelineRow(e.seq, e.ts, "result", "done", _short(p["result"], 120), "ok")
+    return None
+
+
+def format_rows(rows: Iterable[TimelineRow]) -> list[str]:
+    """Rows as text lines: seq, time, mark, what, detail, duration."""
+    lines = []
+    for r in rows:
+        clock = time.strftime("%H:%M:%S", time.localtime(r.ts))
+        mark = _MARK[r.status]
+        what = f"{r.kind:<8} {r.label}"
+        dur = format_duration(r.duration_ms)
+        lines.append(f"{r.seq:>6}  {clock}  {mark} {what:<28} {dur:>9}  {r.detail}".rstrip())
+    return lines
+
+
+def format_duration(ms: float | None) -> str:
+    if ms is None:
+        return ""
+    if ms < 1:
+        return f"{ms * 1000:.0f} µs"
+    if ms < 1000:
+        return f"{ms:.1f} ms"
+    return f"{ms / 1000:.2f} s"
+
+
+def _args(arguments: str) -> str:
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        return _short(arguments, 70)
+    if isinstance(value, dict):
+        parts = [f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in value.items()]
+        return _short(", ".join(parts), 70)
+    return _short(arguments, 70)
+
+
+def _short(text: str, n: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 1] + "…"

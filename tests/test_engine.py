@@ -1,0 +1,343 @@
+"""The agent loop through the public API, on a real store file and scripted models."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from jupyter_agent import Agent, EventKind, InvalidSessionState, open_session, tool
+from jupyter_agent._runtime import get_runtime
+from jupyter_agent._state import SessionState, load_state
+from jupyter_agent.testing import FakeClock, ScriptedModel, call, call_raw, calls, reply
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "agent.db"
+
+
+def kinds(session) -> list[str]:
+    return [e.kind.value for e in session.events]
+
+
+def results(session) -> list[dict]:
+    return [e.payload for e in session.events if e.kind is EventKind.TOOL_RESULT]
+
+
+def live_state(session) -> SessionState:
+    task = get_runtime().task(session.id)
+    assert task is not None
+    state = task.result(timeout=60)
+    assert isinstance(state, SessionState)
+    return state
+
+
+def test_200_step_demo_session_events_rebuild_the_live_state(db: Path) -> None:
+    agent = Agent("long", model="demo:loop?steps=200", store=db, max_steps=1000)
+    s = agent.start("run the loop")
+    live = live_state(s)
+    assert s.status == "done" and live.steps == 201 and live.tool_calls == 200
+    from_scratch = SessionState.fold(s.id, agent.store.iter_events(s.id))
+    from_snapshot = load_state(agent.store, s.id)
+    assert agent.store.latest_snapshot(s.id) is not None  # the snapshot path is exercised
+    assert from_scratch.comparable() == live.comparable()
+    assert from_snapshot.comparable() == live.comparable()
+    assert s.result and s.row.steps == 201 and s.row.last_seq == live.last_seq
+
+
+def test_a_finished_session_records_request_response_intent_and_result_in_order(
+    db: Path,
+) -> None:
+    model = ScriptedModel([call("list_files"), reply("nothing much here")])
+    s = Agent("a", model=model, store=db).run("look around")
+    assert kinds(s) == [
+        "session_started", "model_request", "model_response", "tool_call", "tool_result",
+        "model_request", "model_response", "session_finished"]
+    assert s.status == "done" and s.result == "nothing much here"
+
+
+def test_invalid_json_arguments_reach_the_model_as_an_error_result(db: Path) -> None:
+    model = ScriptedModel([call_raw("write_file", "{not json"), reply("ok")])
+    s = Agent("a", model=model, store=db).run("write")
+    (res,) = results(s)
+    assert res["is_error"] and "invalid arguments for write_file" in res["output"]
+    tool_msgs = [m for m in model.requests[-1].messages if m.role == "tool"]
+    assert tool_msgs[0].is_error and "invalid arguments" in tool_msgs[0].content
+    assert s.status == "done"
+
+
+def test_arguments_of_the_wrong_type_reach_the_model_as_an_error_result(db: Path) -> None:
+    model = ScriptedModel([call("read_file", path=12), reply("ok")])
+    s = Agent("a", model=model, store=db).run("read")
+    (res,) = results(s)
+    assert res["is_error"] and "path" in res["output"]
+
+
+def test_an_unknown_tool_is_an_error_result_not_a_crash(db: Path) -> None:
+    model = ScriptedModel([call("launch_rockets"), reply("ok")])
+    s = Agent("a", model=model, store=db, tools=["read_file"]).run("go")
+    (res,) = results(s)
+    assert res["is_error"] and "unknown tool 'launch_rockets'" in res["output"]
+    assert s.status == "done"
+
+
+def test_a_tool_that_raises_is_an_error_result_and_the_session_goes_on(db: Path) -> None:
+    @tool
+    def flaky() -> str:
+        """Always fails."""
+        raise RuntimeError("disk on fire")
+
+    model = ScriptedModel([call("flaky"), reply("recovered")])
+    s = Agent("a", model=model, store=db, tools=[flaky]).run("go")
+    (res,) = results(s)
+    assert res["is_error"] and "RuntimeError: disk on fire" in res["output"]
+    assert "disk on fire" in res["error"]
+    assert s.result == "recovered"
+
+
+def test_parallel_tool_calls_run_in_order_and_each_gets_a_result(db: Path) -> None:
+    model = ScriptedModel([
+        calls(call("write_file", path="a.txt", content="A"), call("read_file", path="a.txt")),
+        reply("done"),
+    ])
+    s = Agent("a", model=model, store=db, workspace=db.parent / "ws").run("go")
+    assert [r["name"] for r in results(s)] == ["write_file", "read_file"]
+    assert "A" in results(s)[1]["output"]
+
+
+def test_max_steps_stops_the_session_with_a_budget_event(db: Path) -> None:
+    model = ScriptedModel(lambda req: call("list_files"))
+    s = Agent("a", model=model, store=db, max_steps=3).run("loop forever")
+    assert s.status == "stopped"
+    (hit,) = [e.payload for e in s.events if e.kind is EventKind.BUDGET_EXCEEDED]
+    assert hit == {"kind": "steps", "limit": 3, "used": 3}
+    assert s.row.steps == 3
+
+
+def test_a_model_that_fails_ends_the_session_failed_with_the_cause(db: Path) -> None:
+    def broken(req):
+        raise ConnectionError("provider unreachable")
+
+    s = Agent("a", model=ScriptedModel(broken), store=db).run("go")
+    assert s.status == "failed"
+    err = next(e.payload for e in s.events if e.kind is EventKind.ERROR)
+    assert err["where"] == "model" and "provider unreachable" in err["message"]
+
+
+def test_large_tool_output_is_kept_whole_in_a_blob(db: Path) -> None:
+    @tool(effect="read_only")
+    def big() -> str:
+        """Lots of text."""
+        return "y" * 100_000
+
+    s = Agent("a", model=ScriptedModel([call("big"), reply("ok")]), store=db,
+              tools=[big]).run("go")
+    (res,) = results(s)
+    assert len(res["output"]) < 20_000 and "output cut" in res["output"]
+    assert s.store.get_blob(res["output_blob"]).decode() == "y" * 100_000
+
+
+def test_update_plan_is_part_of_the_session_state(db: Path) -> None:
+    model = ScriptedModel([
+        call("update_plan", steps=[{"step": "look", "status": "done"},
+                                   {"step": "fix", "status": "active"}]),
+        reply("ok"),
+    ])
+    s = Agent("a", model=model, store=db).run("plan")
+    assert [(p.step, p.status) for p in s.plan] == [("look", "done"), ("fix", "active")]
+
+
+# -- people in the loop ----------------------------------------------------------------------
+
+
+def gated_tool():
+    """A tool that blocks until the test opens the gate, so the test can act mid-session."""
+    gate, entered = threading.Event(), threading.Event()
+
+    @tool(effect="read_only")
+    def wait_gate() -> str:
+        """Waits for the test."""
+        entered.set()
+        assert gate.wait(30)
+        return "through"
+
+    return wait_gate, gate, entered
+
+
+def test_tell_is_recorded_with_its_author_and_reaches_the_model(db: Path) -> None:
+    wait_gate, gate, entered = gated_tool()
+    model = ScriptedModel([call("wait_gate"), reply("done")])
+    s = Agent("a", model=model, store=db, tools=[wait_gate]).start("go")
+    assert entered.wait(10)
+    s.tell("also check the error rate")
+    gate.set()
+    assert s.wait(10) == "done"
+    (msg,) = [e for e in s.events if e.kind is EventKind.MESSAGE]
+    assert msg.payload["text"] == "also check the error rate" and msg.actor != "agent"
+    last = model.requests[-1].messages[-1]
+    assert last.role == "user" and last.content == "also check the error rate"
+
+
+def test_pause_stops_at_the_boundary_and_resume_continues(db: Path) -> None:
+    wait_gate, gate, entered = gated_tool()
+    model = ScriptedModel([call("wait_gate"), call("list_files"), reply("done")])
+    s = Agent("a", model=model, store=db, tools=[wait_gate, "list_files"]).start("go")
+    assert entered.wait(10)
+    s.pause()
+    gate.set()
+    assert s.wait(10) == "paused"
+    assert kinds(s)[-1] == "status_changed" and s.row.steps == 1
+    s.resume()
+    assert s.wait(10) == "done" and s.row.steps == 3
+
+
+def test_stop_ends_the_session_and_it_cannot_be_resumed(db: Path) -> None:
+    wait_gate, gate, entered = gated_tool()
+    s = Agent("a", model=ScriptedModel([call("wait_gate"), reply("x")]), store=db,
+              tools=[wait_gate]).start("go")
+    assert entered.wait(10)
+    s.stop()
+    gate.set()
+    assert s.wait(10) == "stopped"
+    with pytest.raises(InvalidSessionState, match="it is stopped"):
+        s.resume()
+
+
+# -- in-doubt calls (the crash itself is in test_crash.py; here the log is cut by hand) -------
+
+
+def crashed_session(db: Path, tool_obj, *, effect_name: str) -> str:
+    """A session whose process 'died' after recording a tool call's intent."""
+    model = ScriptedModel([call(effect_name), reply("finished")])
+    agent = Agent("a", model=model, store=db, tools=[tool_obj], max_steps=5)
+    s = agent.start("go")
+    s.wait(10)
+    # Rebuild the log up to the intent only, as a killed process would have left it.
+    events = [e for e in s.events]
+    cut = next(i for i, e in enumerate(events) if e.kind is EventKind.TOOL_CALL) + 1
+    copy = db.parent / "crashed.db"
+    from jupyter_agent import SqliteStore
+
+    with SqliteStore(copy) as store:
+        row = s.row
+        store.write(events[:cut], session={
+            "id": s.id, "name": row.name, "status": "running", "model": row.model,
+            "created_at": row.created_at, "updated_at": row.updated_at,
+            "last_seq": events[cut - 1].seq})
+    return s.id
+
+
+def test_in_doubt_side_effect_call_waits_for_a_person_and_deny_skips_it(db: Path) -> None:
+    ran: list[str] = []
+
+    @tool(effect="side_effect")
+    def charge_card() -> str:
+        """Charges the card."""
+        ran.append("charged")
+        return "charged"
+
+    sid = crashed_session(db, charge_card, effect_name="charge_card")
+    ran.clear()
+    crashed = db.parent / "crashed.db"
+    model = ScriptedModel([call("charge_card"), reply("finished")])
+    s = open_session(sid, store=crashed, tools=[charge_card], model=model)
+    s.resume()
+    assert s.wait(10) == "awaiting_approval"
+    (pending,) = s.pending_approvals
+    assert pending.name == "charge_card" and pending.reason == "in_doubt"
+    assert ran == []
+    s.deny(pending.call_id, reason="already charged, checked the bank")
+    assert s.wait(10) == "done"
+    assert ran == []
+    decided = next(e for e in s.events if e.kind is EventKind.APPROVAL_DECIDED)
+    assert decided.payload["decision"] == "deny" and decided.actor != "agent"
+    res = results(s)[-1]
+    assert res["skipped"] and "already charged" in res["output"]
+
+
+def test_in_doubt_side_effect_call_runs_again_when_approved(db: Path) -> None:
+    ran: list[str] = []
+
+    @tool(effect="side_effect")
+    def send_mail() -> str:
+        """Sends mail."""
+        ran.append("sent")
+        return "sent"
+
+    sid = crashed_session(db, send_mail, effect_name="send_mail")
+    ran.clear()
+    s = open_session(sid, store=db.parent / "crashed.db", tools=[send_mail],
+                     model=ScriptedModel([call("send_mail"), reply("finished")]))
+    s.resume()
+    assert s.wait(10) == "awaiting_approval"
+    s.approve(s.pending_approvals[0].call_id)
+    assert s.wait(10) == "done" and ran == ["sent"]
+    assert results(s)[-1]["rerun"] is True
+
+
+def test_in_doubt_read_only_call_is_rerun_without_asking(db: Path) -> None:
+    ran: list[str] = []
+
+    @tool(effect="read_only")
+    def peek() -> str:
+        """Reads."""
+        ran.append("peeked")
+        return "value"
+
+    sid = crashed_session(db, peek, effect_name="peek")
+    ran.clear()
+    s = open_session(sid, store=db.parent / "crashed.db", tools=[peek],
+                     model=ScriptedModel([call("peek"), reply("finished")]))
+    s.resume()
+    assert s.wait(10) == "done" and ran == ["peeked"]
+    assert not any(e.kind is EventKind.APPROVAL_REQUESTED for e in s.events)
+
+
+def test_approving_a_call_that_is_not_waiting_is_a_clear_error(db: Path) -> None:
+    s = Agent("a", model=ScriptedModel([reply("hi")]), store=db).run("go")
+    with pytest.raises(ValueError, match="no call 'nope' waits for approval"):
+        s.approve("nope")
+
+
+def test_resuming_needs_the_sessions_own_tools(db: Path) -> None:
+    @tool
+    def mine() -> str:
+        """Mine."""
+        return "x"
+
+    wait_gate, gate, entered = gated_tool()
+    s = Agent("a", model=ScriptedModel([call("wait_gate")]), store=db,
+              tools=[wait_gate, mine]).start("go")
+    assert entered.wait(10)
+    s.pause()
+    gate.set()
+    s.wait(10)
+    from jupyter_agent import ConfigError
+
+    with pytest.raises(ConfigError, match="uses tools not given here: wait_gate, mine"):
+        open_session(s.id, store=db).resume()
+
+
+# -- timers ----------------------------------------------------------------------------------
+
+
+def test_sleep_records_a_durable_timer_on_the_sessions_clock(db: Path) -> None:
+    clock = FakeClock(start=1_000.0)
+    model = ScriptedModel([call("sleep", seconds=3600, reason="next check"), reply("awake")])
+    s = Agent("a", model=model, store=db, clock=clock).run("nap")
+    assert s.status == "done" and clock.now() == 4_600.0
+    timer = next(e.payload for e in s.events if e.kind is EventKind.TIMER_SET)
+    assert timer["wake_at"] == 4_600.0
+    assert EventKind.TIMER_FIRED.value in kinds(s)
+
+
+def test_events_are_json_with_a_chained_hash(db: Path) -> None:
+    s = Agent("a", model=ScriptedModel([call("list_files"), reply("ok")]), store=db).run("go")
+    from jupyter_agent._events import verify_chain
+
+    assert verify_chain(s.events) is None
+    for e in s.events:
+        json.loads(e.payload_json)

@@ -1,0 +1,200 @@
+"""The store on a real SQLite file: durability, versioning, refusal of foreign or damaged files."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from jupyter_agent import SessionConflict, SessionNotFound, StoreCorrupt, StoreVersionError
+from jupyter_agent._events import EventChain, EventKind, verify_chain
+from jupyter_agent._store import SCHEMA_VERSION, SqliteStore, default_store_path
+
+
+def _started(name: str = "t") -> dict[str, object]:
+    return {"name": name, "model": "demo", "goal": "g", "tools": [], "workspace": "."}
+
+
+def _new_session(store: SqliteStore, sid: str = "s1") -> EventChain:
+    chain = EventChain(sid)
+    e = chain.next(EventKind.SESSION_STARTED, _started(), ts=1.0)
+    store.write([e], session={"id": sid, "name": "t", "status": "running", "created_at": 1.0,
+                              "updated_at": 1.0, "last_seq": 1})
+    return chain
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    with SqliteStore(tmp_path / "agent.db") as s:
+        yield s
+
+
+def test_events_round_trip_in_order_with_intact_chain(store: SqliteStore) -> None:
+    chain = _new_session(store)
+    for i in range(5):
+        store.write([chain.next(EventKind.MESSAGE, {"text": f"m{i}"}, ts=2.0 + i, actor="ann")])
+    events = list(store.iter_events("s1"))
+    assert [e.seq for e in events] == [1, 2, 3, 4, 5, 6]
+    assert events[3].payload == {"text": "m2"} and events[3].actor == "ann"
+    assert verify_chain(events) is None
+
+
+def test_verify_chain_finds_an_edited_event(store: SqliteStore, tmp_path: Path) -> None:
+    chain = _new_session(store)
+    for i in range(3):
+        store.write([chain.next(EventKind.MESSAGE, {"text": f"m{i}"}, ts=2.0)])
+    conn = sqlite3.connect(tmp_path / "agent.db")
+    conn.execute("DROP TRIGGER events_no_update")
+    conn.execute("UPDATE events SET payload = '{\"text\":\"forged\"}' WHERE seq = 3")
+    conn.commit()
+    conn.close()
+    assert verify_chain(store.iter_events("s1")) == 3
+
+
+def test_events_table_refuses_update_and_delete(store: SqliteStore, tmp_path: Path) -> None:
+    _new_session(store)
+    conn = sqlite3.connect(tmp_path / "agent.db")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("UPDATE events SET actor = 'x'")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("DELETE FROM events")
+    conn.close()
+
+
+def test_second_writer_of_a_sequence_number_gets_a_conflict(store: SqliteStore) -> None:
+    chain = _new_session(store)
+    rival = EventChain("s1", last_seq=chain.last_seq, last_hash=chain.last_hash)
+    store.write([chain.next(EventKind.MESSAGE, {"text": "mine"}, ts=2.0)])
+    with pytest.raises(SessionConflict, match="another process"):
+        store.write([rival.next(EventKind.MESSAGE, {"text": "theirs"}, ts=2.0)])
+    assert [e.payload["text"] for e in store.iter_events("s1", after=1)] == ["mine"]
+
+
+def test_a_failed_write_does_not_take_others_in_its_group_down(store: SqliteStore) -> None:
+    chain = _new_session(store)
+    good = [chain.next(EventKind.MESSAGE, {"text": f"{i}"}, ts=2.0) for i in range(50)]
+    dup = EventChain("s1").next(EventKind.SESSION_STARTED, _started(), ts=1.0)
+    errors: list[BaseException] = []
+
+    def write(events: list) -> None:
+        try:
+            store.write(events)
+        except SessionConflict as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=([e],)) for e in good[:1]]
+    threads += [threading.Thread(target=write, args=([dup],))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for e in good[1:]:
+        store.write([e])
+    assert len(errors) == 1
+    assert store.get_session("s1").id == "s1"
+    assert len(list(store.iter_events("s1"))) == 51
+
+
+def test_session_row_is_upserted_with_the_events(store: SqliteStore) -> None:
+    chain = _new_session(store)
+    e = chain.next(EventKind.STATUS_CHANGED, {"status": "paused"}, ts=3.0)
+    store.write([e], session={"id": "s1", "status": "paused", "updated_at": 3.0, "last_seq": 2})
+    row = store.get_session("s1")
+    assert (row.status, row.updated_at, row.last_seq, row.name) == ("paused", 3.0, 2, "t")
+
+
+def test_unknown_session_is_a_clear_error(store: SqliteStore) -> None:
+    with pytest.raises(SessionNotFound, match="no session 'nope'"):
+        store.get_session("nope")
+
+
+def test_find_session_by_unique_prefix(store: SqliteStore) -> None:
+    _new_session(store, "abc123")
+    _new_session(store, "abd456")
+    assert store.find_session("abc").id == "abc123"
+    with pytest.raises(SessionNotFound):
+        store.find_session("ab")
+
+
+def test_snapshot_is_returned_newest_first_at_or_before(store: SqliteStore) -> None:
+    chain = _new_session(store)
+    for i in range(3):
+        e = chain.next(EventKind.MESSAGE, {"text": f"{i}"}, ts=2.0)
+        store.write([e], snapshot=(e.seq, f'{{"at": {e.seq}}}'))
+    assert store.latest_snapshot("s1") == (4, '{"at": 4}')
+    assert store.latest_snapshot("s1", at_most=3) == (3, '{"at": 3}')
+
+
+def test_blobs_are_content_addressed_and_stored_once(store: SqliteStore, tmp_path: Path) -> None:
+    a = store.put_blob(b"x" * 100_000)
+    b = store.put_blob(b"x" * 100_000)
+    assert a == b and store.get_blob(a) == b"x" * 100_000
+    conn = sqlite3.connect(tmp_path / "agent.db")
+    assert conn.execute("select count(*) from blobs").fetchone()[0] == 1
+    conn.close()
+
+
+def test_commands_are_taken_once_in_order(store: SqliteStore) -> None:
+    store.send_command("s1", "pause", actor="ann")
+    store.send_command("s1", "tell", {"text": "hi"}, actor="bob")
+    taken = store.take_commands("s1", taken_by="rt1")
+    assert [(c.verb, c.args, c.actor) for c in taken] == [
+        ("pause", {}, "ann"), ("tell", {"text": "hi"}, "bob")]
+    assert store.take_commands("s1", taken_by="rt2") == []
+
+
+def test_store_is_wal_and_versioned(store: SqliteStore, tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "agent.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    tables = {r[0] for r in conn.execute("select name from sqlite_master where type='table'")}
+    assert {"sessions", "events", "snapshots", "blobs", "commands"} <= tables
+    conn.close()
+
+
+def test_store_from_a_newer_version_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "agent.db"
+    SqliteStore(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.commit()
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(StoreVersionError, match="newer jupyter-agent"):
+        SqliteStore(path)
+    assert path.read_bytes() == before
+
+
+def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "agent.db"
+    path.write_bytes(b"this is not a database, it is a shopping list\n" * 100)
+    with pytest.raises(StoreCorrupt, match="not a readable jupyter-agent store"):
+        SqliteStore(path)
+
+
+def test_another_applications_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    conn.execute("create table customers (id integer)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreCorrupt, match="not a jupyter-agent store"):
+        SqliteStore(path)
+
+
+def test_default_location_follows_the_environment(monkeypatch: pytest.MonkeyPatch,
+                                                  tmp_path: Path) -> None:
+    monkeypatch.setenv("JUPYTER_AGENT_DB", str(tmp_path / "x.db"))
+    assert default_store_path() == tmp_path / "x.db"
+    monkeypatch.delenv("JUPYTER_AGENT_DB")
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
+    assert default_store_path() == tmp_path / "data" / "agent" / "agent.db"
+
+
+def test_two_store_objects_on_one_file_both_see_all_events(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path / "a.db") as one, SqliteStore(tmp_path / "a.db") as two:
+        chain = _new_session(one)
+        two.write([chain.next(EventKind.MESSAGE, {"text": "from two"}, ts=2.0)])
+        assert [e.seq for e in one.iter_events("s1")] == [1, 2]
