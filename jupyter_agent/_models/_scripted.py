@@ -1,0 +1,130 @@
+"""``ScriptedModel``: a model that plays a script you write, for testing your own agents.
+
+Each turn of the script is what the model answers at that point of the conversation: a
+``ModelResponse``, a value built with ``reply``, ``call``, ``calls`` or ``call_raw``, or a
+function of the ``ModelRequest``. The turn played is the number of assistant messages already
+in the request, so the model is stateless: a session resumed in a new process, with a fresh
+``ScriptedModel``, plays on from where it stopped.
+
+Example:
+    >>> from jupyter_agent.testing import ScriptedModel, call, calls, reply
+    >>> model = ScriptedModel([
+    ...     call("read_file", path="notes.md"),
+    ...     calls(call("python", code="1 + 1"), call("list_files"), text="Two at once."),
+    ...     reply("All done."),
+    ... ])
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+
+import anyio
+
+from .._errors import ModelError
+from ._base import ModelRequest, ModelResponse, ToolCallRequest
+
+TurnFunction = Callable[[ModelRequest], ModelResponse | Awaitable[ModelResponse]]
+"""A turn computed from the request: return (or await to) the response."""
+
+Turn = ModelResponse | str | TurnFunction
+"""One turn of a script; a plain string is short for ``reply(text)``."""
+
+
+def reply(text: str) -> ModelResponse:
+    """A final answer: text and no tool calls, which ends the run."""
+    return ModelResponse(text=text, stop_reason="end_turn")
+
+
+def call(name: str, /, **arguments: object) -> ModelResponse:
+    """A turn calling tool ``name`` with ``arguments`` (sent as JSON text).
+
+    The call id is filled in when the turn is played: ``call_<turn>_<k>``.
+    """
+    return call_raw(name, json.dumps(arguments))
+
+
+def call_raw(name: str, arguments: str, /) -> ModelResponse:
+    """A call with the argument text exactly as given, e.g. invalid JSON to test the engine."""
+    return ModelResponse(tool_calls=(ToolCallRequest("", name, arguments),), stop_reason="tool_use")
+
+
+def calls(*turns: ModelResponse, text: str = "") -> ModelResponse:
+    """One turn making every tool call of ``turns`` (built with ``call``), with optional text."""
+    merged = tuple(c for turn in turns for c in turn.tool_calls)
+    if not merged:
+        raise ValueError("calls() needs at least one call(...)")
+    return ModelResponse(text=text, tool_calls=merged, stop_reason="tool_use")
+
+
+class ScriptedModel:
+    """A ``Model`` answering from a script; public, for tests of your own tools and agents.
+
+    ``turns`` is a list of ``Turn`` (turn N answers a request with N assistant messages in it)
+    or one ``TurnFunction`` used for every turn. Past the end of the list the model answers
+    ``reply("done")``, so a run always ends; with ``strict=True`` it raises ``ModelError``
+    instead, to catch a script that is shorter than the run. Tool calls without an id get
+    ``call_<turn>_<k>``; ``model`` is filled in with ``name``. Every request received is kept
+    in ``requests`` (in this process only), for assertions.
+
+    Example:
+        >>> model = ScriptedModel([call("shell", command="ls"), "Listed the files."])
+        >>> model.name
+        'scripted'
+    """
+
+    def __init__(
+        self,
+        turns: Sequence[Turn] | TurnFunction,
+        *,
+        name: str = "scripted",
+        strict: bool = False,
+    ) -> None:
+        if isinstance(turns, str | ModelResponse):
+            raise TypeError("turns must be a list of turns or a function; wrap one turn in [...]")
+        self._turns = turns
+        self._name = name
+        self._strict = strict
+        self.requests: list[ModelRequest] = []
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        self.requests.append(request)
+        turn = sum(1 for m in request.messages if m.role == "assistant")
+        played = self._turn(turn)
+        if isinstance(played, str):
+            response = reply(played)
+        elif isinstance(played, ModelResponse):
+            response = played
+        else:
+            result = played(request)
+            response = await result if inspect.isawaitable(result) else result
+        await anyio.lowlevel.checkpoint()
+        return self._finish(response, turn)
+
+    def _turn(self, turn: int) -> Turn:
+        if callable(self._turns):
+            return self._turns
+        if turn < len(self._turns):
+            return self._turns[turn]
+        if self._strict:
+            raise ModelError(
+                f"the script of model {self._name!r} has {len(self._turns)} turns; "
+                f"turn {turn + 1} was asked for (add turns, or drop strict=True)"
+            )
+        return reply("done")
+
+    def _finish(self, response: ModelResponse, turn: int) -> ModelResponse:
+        if not isinstance(response, ModelResponse):
+            raise TypeError(f"a scripted turn must give a ModelResponse, not {response!r}")
+        ids = tuple(
+            c if c.id else replace(c, id=f"call_{turn}_{k}")
+            for k, c in enumerate(response.tool_calls)
+        )
+        return replace(response, tool_calls=ids, model=response.model or self._name)
