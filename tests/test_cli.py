@@ -1,0 +1,134 @@
+"""The ``jupyter-agent`` command, run as a user would: a real process on a real store."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jupyter_agent._cli import main
+
+
+def cli(*args: str, env_db: Path | None = None) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("jupyter-agent", path=str(Path(sys.executable).parent))
+    assert exe, "the jupyter-agent entry point is installed with the package"
+    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def demo_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    db = tmp_path_factory.mktemp("cli") / "agent.db"
+    out = cli("--db", str(db), "demo")
+    assert out.returncode == 0, out.stderr
+    session_id = out.stdout.split("session:")[1].split()[0]
+    return db, session_id
+
+
+def test_demo_prints_its_store_and_a_timeline_that_fixes_the_tests(demo_db, tmp_path) -> None:
+    db, session_id = demo_db
+    out = cli("--db", str(db), "show", session_id)
+    assert out.returncode == 0
+    text = out.stdout
+    assert f"session {session_id}" in text and "[done]" in text
+    for expected in ("list_files", "read_file", "edit_file", "exit code 1", "exit code 0",
+                     "plan", "result"):
+        assert expected in text, expected
+    assert len(text.splitlines()) > 10
+
+
+def test_demo_output_names_the_store_and_the_workspace(tmp_path: Path) -> None:
+    db = tmp_path / "agent.db"
+    out = cli("--db", str(db), "demo")
+    assert out.returncode == 0, out.stderr
+    assert f"store:     {db}" in out.stdout and "workspace:" in out.stdout
+    assert "status: done" in out.stdout and "✓ tool     edit_file" in out.stdout
+
+
+def test_sessions_lists_the_demo_session(demo_db) -> None:
+    db, session_id = demo_db
+    out = cli("--db", str(db), "sessions")
+    assert out.returncode == 0
+    header, *rows = out.stdout.splitlines()
+    assert header.split()[:4] == ["id", "name", "status", "owner"]
+    assert any(r.startswith(session_id) and " done " in r for r in rows)
+
+
+def test_events_json_is_one_event_per_line(demo_db) -> None:
+    db, session_id = demo_db
+    out = cli("--db", str(db), "events", session_id, "--json")
+    events = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert events[0]["kind"] == "session_started"
+    assert events[-1]["kind"] == "session_finished"
+
+
+def test_export_json_and_markdown(demo_db, tmp_path: Path) -> None:
+    db, session_id = demo_db
+    out = cli("--db", str(db), "export", session_id, "--format", "json", "-o",
+              str(tmp_path / "s.json"))
+    assert out.returncode == 0
+    doc = json.loads((tmp_path / "s.json").read_text())
+    assert doc["session"]["id"] == session_id and len(doc["events"]) > 10
+    md = cli("--db", str(db), "export", session_id, "--format", "markdown").stdout
+    assert md.startswith(f"# Session `{session_id}`") and "| seq | kind |" in md
+    assert "## Result" in md
+
+
+def test_verify_passes_then_catches_tampering(tmp_path: Path) -> None:
+    db = tmp_path / "agent.db"
+    assert cli("--db", str(db), "demo").returncode == 0
+    assert "ok" in cli("--db", str(db), "verify").stdout
+    conn = sqlite3.connect(db)
+    conn.execute("DROP TRIGGER events_no_update")
+    conn.execute("UPDATE events SET payload = replace(payload, 'exit code 1', 'exit code 0')")
+    conn.commit()
+    conn.close()
+    out = cli("--db", str(db), "verify")
+    assert out.returncode == 2 and "TAMPERED" in out.stdout
+
+
+def test_unknown_id_is_one_line_and_exit_2(demo_db) -> None:
+    db, _ = demo_db
+    for verb in ("show", "events", "export", "resume"):
+        out = cli("--db", str(db), verb, "no-such-session")
+        assert out.returncode == 2, verb
+        assert out.stderr.count("\n") == 1 and "no session 'no-such-session'" in out.stderr
+        assert "Traceback" not in out.stderr
+
+
+def test_missing_store_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    out = cli("--db", str(tmp_path / "nothing.db"), "sessions")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1
+    assert "no store at" in out.stderr
+    assert not (tmp_path / "nothing.db").exists(), "reading never creates a store"
+
+
+def test_corrupt_store_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    db = tmp_path / "agent.db"
+    db.write_bytes(b"garbage" * 1000)
+    out = cli("--db", str(db), "sessions")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1
+    assert "not a readable jupyter-agent store" in out.stderr
+
+
+def test_resume_of_a_finished_session_says_so(demo_db) -> None:
+    db, session_id = demo_db
+    out = cli("--db", str(db), "resume", session_id)
+    assert out.returncode == 2 and "it is done" in out.stderr
+
+
+def test_store_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("JUPYTER_AGENT_DB", str(tmp_path / "env.db"))
+    assert main(["sessions"]) == 2
+    assert "no store at" in capsys.readouterr().err
+
+
+def test_no_command_prints_help_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "sessions" in capsys.readouterr().out
