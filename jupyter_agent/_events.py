@@ -16,7 +16,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 JSON: TypeAlias = "None | bool | int | float | str | list[JSON] | dict[str, JSON]"
 Payload: TypeAlias = dict[str, JSON]
@@ -84,8 +84,9 @@ class Event:
     hash: str
 
     @property
-    def payload(self) -> Payload:
-        value: Payload = json.loads(self.payload_json)
+    def payload(self) -> dict[str, Any]:
+        """The payload, decoded (a fresh dict each time)."""
+        value: dict[str, Any] = json.loads(self.payload_json)
         return value
 
     def to_dict(self) -> dict[str, JSON]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, overload
 
 from ._events import GENESIS_HASH, Event, EventKind
@@ -191,8 +191,10 @@ class SessionState:
 
     def to_snapshot(self) -> str:
         """Everything but the conversation, as JSON (the conversation comes from the events)."""
-        data = asdict(self)
-        del data["messages"]
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "messages"}
+        data["plan"] = [asdict(i) for i in self.plan]
+        data["open_calls"] = {k: asdict(v) for k, v in self.open_calls.items()}
+        data["approvals"] = {k: asdict(v) for k, v in self.approvals.items()}
         return json.dumps(data, separators=(",", ":"))
 
     @classmethod

@@ -20,7 +20,7 @@ APPLICATION_ID = 0x4A414753  # "JAGS"
 
 
 def _v1(db: sqlite_utils.Database) -> None:
-    db["sessions"].create(
+    db.table("sessions").create(
         {
             "id": str, "name": str, "parent_id": str, "fork_seq": int, "status": str,
             "owner": str, "model": str, "goal": str, "created_at": float, "updated_at": float,
@@ -32,32 +32,32 @@ def _v1(db: sqlite_utils.Database) -> None:
         defaults={"last_seq": 0, "steps": 0, "tool_calls": 0, "input_tokens": 0,
                   "output_tokens": 0},
     )
-    db["events"].create(
+    db.table("events").create(
         {"session_id": str, "seq": int, "ts": float, "kind": str, "actor": str, "v": int,
          "payload": str, "hash": str},
         pk=("session_id", "seq"),
         not_null={"ts", "kind", "actor", "v", "payload", "hash"},
     )
-    db["events"].create_index(["kind"])
+    db.table("events").create_index(["kind"])
     for op in ("UPDATE", "DELETE"):
         db.execute(
             f"CREATE TRIGGER events_no_{op.lower()} BEFORE {op} ON events "
             "BEGIN SELECT RAISE(ABORT, 'events are append-only'); END"
         )
-    db["snapshots"].create(
+    db.table("snapshots").create(
         {"session_id": str, "seq": int, "state": str, "created_at": float},
         pk=("session_id", "seq"),
     )
-    db["blobs"].create({"sha256": str, "size": int, "data": bytes, "created_at": float},
+    db.table("blobs").create({"sha256": str, "size": int, "data": bytes, "created_at": float},
                        pk="sha256")
-    db["commands"].create(
+    db.table("commands").create(
         {"id": int, "session_id": str, "verb": str, "args": str, "actor": str,
          "created_at": float, "taken_at": float, "taken_by": str},
         pk="id",
     )
-    db["commands"].create_index(["session_id", "taken_at"])
-    db["sessions"].create_index(["status"])
-    db["sessions"].create_index(["updated_at"])
+    db.table("commands").create_index(["session_id", "taken_at"])
+    db.table("sessions").create_index(["status"])
+    db.table("sessions").create_index(["updated_at"])
 
 
 # MIGRATIONS[i] takes the schema from version i to i + 1. Append only; never edit a shipped one.

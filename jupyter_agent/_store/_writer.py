@@ -101,9 +101,8 @@ class Writer:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             for _job, fut in batch:
-                if not fut.done():
-                    if fut.running():
-                        fut.set_exception(exc)
+                if fut.running():
+                    fut.set_exception(exc)
             return
         for fut, value, error in results:
             if error is not None:
