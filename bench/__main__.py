@@ -10,6 +10,7 @@ compare ratios, not absolute numbers (the machines are shared and noisy).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -29,15 +30,19 @@ RESULTS = Path(__file__).parent / "results"
 def measure(n: int, workdir: Path) -> dict[str, float]:
     db = workdir / f"bench-{n}.db"
     sid, marks = run_session(str(db), n, pause_at=n)
-    steps = [b - a for a, b in zip(marks, marks[1:], strict=False)]
+    steps = [b - a for a, b in itertools.pairwise(marks)]
     window = max(1, min(1000, len(steps) // 10))
     first, last = steps[:window], steps[-window:]
     raw = _raw_event_bytes(db, sid)
     _checkpoint(db)
     size = db.stat().st_size
-    probe = subprocess.run([sys.executable, "-m", "bench._workload", str(db), sid, str(n + 1)],
-                           capture_output=True, text=True, check=True,
-                           cwd=Path(__file__).parent.parent)
+    probe = subprocess.run(
+        [sys.executable, "-m", "bench._workload", str(db), sid, str(n + 1)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parent.parent,
+    )
     resume = json.loads(probe.stdout)
     return {
         "steps": n,
@@ -57,7 +62,9 @@ def _raw_event_bytes(db: Path, sid: str) -> int:
     conn = sqlite3.connect(db)
     total = conn.execute(
         "select sum(length(payload) + length(hash) + length(kind) + length(actor) + "
-        "length(session_id) + 16) from events where session_id = ?", (sid,)).fetchone()[0]
+        "length(session_id) + 16) from events where session_id = ?",
+        (sid,),
+    ).fetchone()[0]
     conn.close()
     return int(total)
 
@@ -75,20 +82,30 @@ def main() -> None:
     sizes = [100, 1000] if args.quick else [100, 1000, 10_000]
     with tempfile.TemporaryDirectory() as tmp:
         rows = [measure(n, Path(tmp)) for n in sizes]
-    header = (f"{'N':>6} {'µs/step':>9} {'first':>9} {'last':>9} {'growth':>7} "
-              f"{'B/step':>8} {'disk/raw':>8} {'load ms':>8} {'resume+1 ms':>11}")
+    header = (
+        f"{'N':>6} {'µs/step':>9} {'first':>9} {'last':>9} {'growth':>7} "
+        f"{'B/step':>8} {'disk/raw':>8} {'load ms':>8} {'resume+1 ms':>11}"
+    )
     print(header)
     for r in rows:
-        print(f"{r['steps']:>6} {r['step_us_median']:>9.0f} {r['first_window_us']:>9.0f} "
-              f"{r['last_window_us']:>9.0f} {r['growth_last_over_first']:>7.2f} "
-              f"{r['bytes_per_step']:>8.0f} {r['disk_over_raw']:>8.2f} "
-              f"{r['resume_load_state_ms']:>8.1f} {r['resume_one_more_step_ms']:>11.1f}")
-    print("µs/step: median wall time per step (model turn + tool call, all events durable);"
-          " growth: last window / first window (10% of N, at most 1,000 steps);"
-          " resume: fresh process, after imports.")
+        print(
+            f"{r['steps']:>6} {r['step_us_median']:>9.0f} {r['first_window_us']:>9.0f} "
+            f"{r['last_window_us']:>9.0f} {r['growth_last_over_first']:>7.2f} "
+            f"{r['bytes_per_step']:>8.0f} {r['disk_over_raw']:>8.2f} "
+            f"{r['resume_load_state_ms']:>8.1f} {r['resume_one_more_step_ms']:>11.1f}"
+        )
+    print(
+        "µs/step: median wall time per step (model turn + tool call, all events durable);"
+        " growth: last window / first window (10% of N, at most 1,000 steps);"
+        " resume: fresh process, after imports."
+    )
     RESULTS.mkdir(exist_ok=True)
-    doc = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, "
-           f"{os.cpu_count()} cores, Python {platform.python_version()}", "rows": rows}
+    doc = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}",
+        "rows": rows,
+    }
     (RESULTS / "latest.json").write_text(json.dumps(doc, indent=1) + "\n")
 
 

@@ -39,8 +39,13 @@ def make_tool(marks: list[float], pause_at: int | None = None):
 def run_session(db: str, steps: int, *, pause_at: int | None = None) -> tuple[str, list[float]]:
     """Run ``steps`` tool-calling turns; return the session id and one time mark per step."""
     marks: list[float] = []
-    agent = Agent("bench", model=make_model(steps + 1), tools=[make_tool(marks, pause_at)],
-                  store=db, max_steps=steps + 10)
+    agent = Agent(
+        "bench",
+        model=make_model(steps + 1),
+        tools=[make_tool(marks, pause_at)],
+        store=db,
+        max_steps=steps + 10,
+    )
     session = agent.start("benchmark")
     session.wait()
     return session.id, marks
@@ -56,8 +61,11 @@ def resume_probe(db: str, session_id: str, steps: int) -> dict[str, float]:
     status = session.wait()
     t2 = time.perf_counter()
     assert status == "done", status
-    return {"load_state_ms": (t1 - t0) * 1000, "resume_one_step_ms": (t2 - t0) * 1000,
-            "events": state.last_seq}
+    return {
+        "load_state_ms": (t1 - t0) * 1000,
+        "resume_one_step_ms": (t2 - t0) * 1000,
+        "events": state.last_seq,
+    }
 
 
 if __name__ == "__main__":

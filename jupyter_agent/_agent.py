@@ -48,11 +48,18 @@ class Agent:
         >>> s.wait(); s.result
     """
 
-    def __init__(self, name: str = "agent", *, model: str | Model | None = None,
-                 tools: Sequence[ToolLike] | None = None, instructions: str = "",
-                 workspace: str | Path | None = None, max_steps: int = 500,
-                 store: SqliteStore | str | Path | None = None, clock: Clock | None = None
-                 ) -> None:
+    def __init__(
+        self,
+        name: str = "agent",
+        *,
+        model: str | Model | None = None,
+        tools: Sequence[ToolLike] | None = None,
+        instructions: str = "",
+        workspace: str | Path | None = None,
+        max_steps: int = 500,
+        store: SqliteStore | str | Path | None = None,
+        clock: Clock | None = None,
+    ) -> None:
         if not name or not name.strip():
             raise ValueError("an agent needs a name")
         self.name = name
@@ -90,26 +97,48 @@ class Agent:
         prepare = getattr(self.model, "prepare_workspace", None)
         if callable(prepare):
             prepare(workspace)
-        create_session(self.store, session_id=session_id, owner=current_identity(),
-                       clock=self.clock, started={
-                           "name": self.name, "model": self.model.name, "goal": goal,
-                           "instructions": self.instructions, "tools": list(self.tools),
-                           "workspace": str(workspace), "max_steps": self.limits.max_steps})
+        create_session(
+            self.store,
+            session_id=session_id,
+            owner=current_identity(),
+            clock=self.clock,
+            started={
+                "name": self.name,
+                "model": self.model.name,
+                "goal": goal,
+                "instructions": self.instructions,
+                "tools": list(self.tools),
+                "workspace": str(workspace),
+                "max_steps": self.limits.max_steps,
+            },
+        )
         return session_id
 
     def _launch(self, session_id: str) -> None:
-        engine = Engine(store=self.store, session_id=session_id, model=self.model,
-                        tools=self.tools, clock=self.clock, limits=self.limits,
-                        namespace=self.namespace, inbox=get_runtime().inbox(session_id))
+        engine = Engine(
+            store=self.store,
+            session_id=session_id,
+            model=self.model,
+            tools=self.tools,
+            clock=self.clock,
+            limits=self.limits,
+            namespace=self.namespace,
+            inbox=get_runtime().inbox(session_id),
+        )
         get_runtime().launch(session_id, engine.run)
 
     def _handle(self, session_id: str) -> Session:
         return Session(self.store, session_id, agent_factory=lambda: self)
 
 
-def open_session(session_id: str, *, store: SqliteStore | str | Path | None = None,
-                 tools: Sequence[ToolLike] = (), model: str | Model | None = None,
-                 clock: Clock | None = None) -> Session:
+def open_session(
+    session_id: str,
+    *,
+    store: SqliteStore | str | Path | None = None,
+    tools: Sequence[ToolLike] = (),
+    model: str | Model | None = None,
+    clock: Clock | None = None,
+) -> Session:
     """Re-attach to a session by id (or a unique prefix of it), to watch it or resume it.
 
     Built-in tools are found by name; pass your own tools (and a model object, if the session
@@ -124,22 +153,37 @@ def open_session(session_id: str, *, store: SqliteStore | str | Path | None = No
     return Session(st, session_id, agent_factory=agent_factory)
 
 
-def sessions(*, store: SqliteStore | str | Path | None = None,
-             status: str | None = None) -> list[Session]:
+def sessions(
+    *, store: SqliteStore | str | Path | None = None, status: str | None = None
+) -> list[Session]:
     """Every session in the store, most recently updated first."""
     st = open_store(store)
     return [open_session(row.id, store=st) for row in st.list_sessions(status=status)]
 
 
-def _agent_for(state: SessionState, store: SqliteStore, tools: Sequence[ToolLike],
-               model: str | Model | None, clock: Clock | None) -> Agent:
+def _agent_for(
+    state: SessionState,
+    store: SqliteStore,
+    tools: Sequence[ToolLike],
+    model: str | Model | None,
+    clock: Clock | None,
+) -> Agent:
     given = resolve_tools(list(tools))
     missing = [n for n in state.tools if n not in given and n not in BUILTIN_TOOLS]
     if missing:
-        raise ConfigError(f"session {state.id} uses tools not given here: {', '.join(missing)}; "
-                          "pass them: open_session(id, tools=[...])")
+        raise ConfigError(
+            f"session {state.id} uses tools not given here: {', '.join(missing)}; "
+            "pass them: open_session(id, tools=[...])"
+        )
     chosen = [given.get(n) or n for n in state.tools]
-    agent = Agent(state.name or "agent", model=model or state.model, tools=chosen,
-                  instructions=state.instructions, workspace=state.workspace,
-                  max_steps=state.max_steps or 500, store=store, clock=clock)
+    agent = Agent(
+        state.name or "agent",
+        model=model or state.model,
+        tools=chosen,
+        instructions=state.instructions,
+        workspace=state.workspace,
+        max_steps=state.max_steps or 500,
+        store=store,
+        clock=clock,
+    )
     return agent

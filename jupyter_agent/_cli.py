@@ -48,10 +48,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jupyter-agent", description=(
-        "Durable LLM agent sessions: list, inspect, export, verify and resume them."))
-    p.add_argument("--db", metavar="PATH", help="the store file (default: $JUPYTER_AGENT_DB or "
-                   f"{default_store_path()})")
+    p = argparse.ArgumentParser(
+        prog="jupyter-agent",
+        description=("Durable LLM agent sessions: list, inspect, export, verify and resume them."),
+    )
+    p.add_argument(
+        "--db",
+        metavar="PATH",
+        help=f"the store file (default: $JUPYTER_AGENT_DB or {default_store_path()})",
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     c = sub.add_parser("sessions", help="list every session in the store")
@@ -81,10 +86,16 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("resume", help="resume a session here and wait (built-in tools only)")
     c.add_argument("id")
-    c.add_argument("--approve", action="append", default=[], metavar="CALL",
-                   help="approve a waiting call (run it again)")
-    c.add_argument("--deny", action="append", default=[], metavar="CALL",
-                   help="skip a waiting call")
+    c.add_argument(
+        "--approve",
+        action="append",
+        default=[],
+        metavar="CALL",
+        help="approve a waiting call (run it again)",
+    )
+    c.add_argument(
+        "--deny", action="append", default=[], metavar="CALL", help="skip a waiting call"
+    )
     c.set_defaults(run=cmd_resume)
 
     c = sub.add_parser("demo", help="run an offline session on the demo model and show it")
@@ -100,8 +111,10 @@ def _parser() -> argparse.ArgumentParser:
 def _store(args: argparse.Namespace, *, create: bool = False) -> SqliteStore:
     path = Path(args.db).expanduser() if args.db else default_store_path()
     if not create and not path.exists():
-        raise CliError(f"no store at {path} (run `jupyter-agent demo` to make one, or pass "
-                       "--db / set JUPYTER_AGENT_DB)")
+        raise CliError(
+            f"no store at {path} (run `jupyter-agent demo` to make one, or pass "
+            "--db / set JUPYTER_AGENT_DB)"
+        )
     return SqliteStore(path)
 
 
@@ -138,14 +151,18 @@ def cmd_sessions(args: argparse.Namespace) -> int:
             for row in rows:
                 print(json.dumps(asdict(row)))
             return 0
-        head = f"{'id':<12}  {'name':<14} {'status':<17} {'owner':<10} {'steps':>5} " \
-               f"{'tools':>5} {'tokens':>8}  {'started':<16}  updated"
+        head = (
+            f"{'id':<12}  {'name':<14} {'status':<17} {'owner':<10} {'steps':>5} "
+            f"{'tools':>5} {'tokens':>8}  {'started':<16}  updated"
+        )
         print(head)
         for r in rows:
-            print(f"{r.id:<12}  {(r.name or '')[:14]:<14} {r.status:<17} "
-                  f"{(r.owner or '')[:10]:<10} {r.steps:>5} {r.tool_calls:>5} "
-                  f"{r.input_tokens + r.output_tokens:>8}  {_ago(r.created_at):<16}  "
-                  f"{_ago(r.updated_at)}")
+            print(
+                f"{r.id:<12}  {(r.name or '')[:14]:<14} {r.status:<17} "
+                f"{(r.owner or '')[:10]:<10} {r.steps:>5} {r.tool_calls:>5} "
+                f"{r.input_tokens + r.output_tokens:>8}  {_ago(r.created_at):<16}  "
+                f"{_ago(r.updated_at)}"
+            )
         if not rows:
             print("(no sessions yet: try `jupyter-agent demo`)")
     return 0
@@ -167,8 +184,10 @@ def cmd_events(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps(e.to_dict(), ensure_ascii=False))
             else:
-                print(f"{e.seq:>6} {_ago(e.ts)} {e.kind.value:<18} {e.actor:<10} "
-                      f"{e.payload_json[:100]}")
+                print(
+                    f"{e.seq:>6} {_ago(e.ts)} {e.kind.value:<18} {e.actor:<10} "
+                    f"{e.payload_json[:100]}"
+                )
     return 0
 
 
@@ -188,8 +207,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     with _store(args) as store:
-        ids = [store.find_session(args.id).id] if args.id else \
-            [r.id for r in store.list_sessions()]
+        ids = [store.find_session(args.id).id] if args.id else [r.id for r in store.list_sessions()]
         bad = 0
         for sid in ids:
             broken = verify_chain(store.iter_events(sid))
@@ -259,8 +277,10 @@ def _follow(session: object) -> int:
     print(f"\nstatus: {row.status}  ({row.steps} steps, {row.tool_calls} tool calls)")
     if row.status == "awaiting_approval":
         for a in session.pending_approvals:
-            print(f"waiting for a person: call {a.call_id} {a.name} ({a.reason}): "
-                  f"jupyter-agent resume {session.id} --approve {a.call_id}  (or --deny)")
+            print(
+                f"waiting for a person: call {a.call_id} {a.name} ({a.reason}): "
+                f"jupyter-agent resume {session.id} --approve {a.call_id}  (or --deny)"
+            )
     return 0 if row.status in ("done", "awaiting_approval", "paused") else 1
 
 

@@ -79,15 +79,28 @@ class Inbox:
             return self._decisions.pop(call_id, None)
 
 
-def create_session(store: SqliteStore, *, session_id: str, owner: str, clock: Clock,
-                   started: Mapping[str, Any]) -> None:
+def create_session(
+    store: SqliteStore, *, session_id: str, owner: str, clock: Clock, started: Mapping[str, Any]
+) -> None:
     """Record a new session: its row and its ``session_started`` event, in one commit."""
-    event = EventChain(session_id).next(EventKind.SESSION_STARTED, started, ts=clock.now(),
-                                        actor=owner)
-    store.write([event], session={
-        "id": session_id, "name": started["name"], "owner": owner, "model": started["model"],
-        "goal": started["goal"], "status": "running", "created_at": event.ts,
-        "updated_at": event.ts, "last_seq": event.seq, "last_hash": event.hash})
+    event = EventChain(session_id).next(
+        EventKind.SESSION_STARTED, started, ts=clock.now(), actor=owner
+    )
+    store.write(
+        [event],
+        session={
+            "id": session_id,
+            "name": started["name"],
+            "owner": owner,
+            "model": started["model"],
+            "goal": started["goal"],
+            "status": "running",
+            "created_at": event.ts,
+            "updated_at": event.ts,
+            "last_seq": event.seq,
+            "last_hash": event.hash,
+        },
+    )
 
 
 class _ModelFailed(Exception):
@@ -97,10 +110,19 @@ class _ModelFailed(Exception):
 class Engine:
     """Runs one session until it finishes or must wait; ``run`` may be called again to resume."""
 
-    def __init__(self, *, store: SqliteStore, session_id: str, model: Model,
-                 tools: Mapping[str, Tool], clock: Clock, limits: Limits,
-                 namespace: dict[str, object], inbox: Inbox,
-                 snapshot_every: int = SNAPSHOT_EVERY) -> None:
+    def __init__(
+        self,
+        *,
+        store: SqliteStore,
+        session_id: str,
+        model: Model,
+        tools: Mapping[str, Tool],
+        clock: Clock,
+        limits: Limits,
+        namespace: dict[str, object],
+        inbox: Inbox,
+        snapshot_every: int = SNAPSHOT_EVERY,
+    ) -> None:
         self.store, self.session_id, self.model = store, session_id, model
         self.tools, self.clock, self.limits = tools, clock, limits
         self.namespace, self.inbox = namespace, inbox
@@ -114,8 +136,9 @@ class Engine:
         """Continue the session from what the store holds; return the state it stopped in."""
         self.state = await anyio.to_thread.run_sync(load_state, self.store, self.session_id)
         state = self.state
-        self._chain = EventChain(self.session_id, last_seq=state.last_seq,
-                                 last_hash=state.last_hash)
+        self._chain = EventChain(
+            self.session_id, last_seq=state.last_seq, last_hash=state.last_hash
+        )
         self._last_snapshot = state.last_seq
         if state.status in TERMINAL:
             return state
@@ -137,8 +160,9 @@ class Engine:
 
     async def _record(self, *drafts: Draft) -> list[Event]:
         ts = self.clock.now()
-        events = [self._chain.next(kind, payload, ts=ts, actor=actor)
-                  for kind, payload, actor in drafts]
+        events = [
+            self._chain.next(kind, payload, ts=ts, actor=actor) for kind, payload, actor in drafts
+        ]
         for event in events:
             self.state.apply(event)
         snapshot = None
@@ -150,10 +174,18 @@ class Engine:
 
     def _session_row(self, ts: float) -> dict[str, Any]:
         s = self.state
-        return {"id": s.id, "status": s.status, "updated_at": ts, "last_seq": s.last_seq,
-                "last_hash": s.last_hash, "steps": s.steps, "tool_calls": s.tool_calls,
-                "input_tokens": s.input_tokens, "output_tokens": s.output_tokens,
-                "cost_usd": s.cost_usd if s.cost_known else None}
+        return {
+            "id": s.id,
+            "status": s.status,
+            "updated_at": ts,
+            "last_seq": s.last_seq,
+            "last_hash": s.last_hash,
+            "steps": s.steps,
+            "tool_calls": s.tool_calls,
+            "input_tokens": s.input_tokens,
+            "output_tokens": s.output_tokens,
+            "cost_usd": s.cost_usd if s.cost_known else None,
+        }
 
     async def _set_status(self, status: str, reason: str = "", actor: str = "agent") -> None:
         if self.state.status != status:
@@ -165,9 +197,13 @@ class Engine:
         message = f"{type(exc).__name__}: {exc}"
         tb = "".join(traceback.format_exception(exc))[-8000:]
         await self._record(
-            (EventKind.ERROR, {"code": code, "message": message, "where": where,
-                               "traceback": tb}, "agent"),
-            (EventKind.SESSION_FAILED, {"error": {"code": code, "message": message}}, "agent"))
+            (
+                EventKind.ERROR,
+                {"code": code, "message": message, "where": where, "traceback": tb},
+                "agent",
+            ),
+            (EventKind.SESSION_FAILED, {"error": {"code": code, "message": message}}, "agent"),
+        )
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -181,27 +217,50 @@ class Engine:
             elif call.effect in _RERUNNABLE and call.name in self.tools:
                 await self._run_call(call.call_id, call.name, call.arguments, rerun=True)
             else:
-                await self._record((EventKind.APPROVAL_REQUESTED,
-                                    {"call_id": call.call_id, "name": call.name,
-                                     "reason": "in_doubt"}, "agent"))
+                await self._record(
+                    (
+                        EventKind.APPROVAL_REQUESTED,
+                        {"call_id": call.call_id, "name": call.name, "reason": "in_doubt"},
+                        "agent",
+                    )
+                )
         if self.state.approvals:
             await self._set_status("awaiting_approval")
             return False
         await self._set_status("running")
         return True
 
-    async def _apply_decision(self, call_id: str, name: str, arguments: str,
-                              decision: Decision) -> None:
-        await self._record((EventKind.APPROVAL_DECIDED,
-                            {"call_id": call_id, "decision": "approve" if decision.approve
-                             else "deny", "reason": decision.reason}, decision.actor))
+    async def _apply_decision(
+        self, call_id: str, name: str, arguments: str, decision: Decision
+    ) -> None:
+        await self._record(
+            (
+                EventKind.APPROVAL_DECIDED,
+                {
+                    "call_id": call_id,
+                    "decision": "approve" if decision.approve else "deny",
+                    "reason": decision.reason,
+                },
+                decision.actor,
+            )
+        )
         if decision.approve:
             await self._run_call(call_id, name, arguments, rerun=True)
         else:
             why = f": {decision.reason}" if decision.reason else ""
-            await self._record((EventKind.TOOL_RESULT, {
-                "call_id": call_id, "name": name, "is_error": True, "skipped": True,
-                "output": f"not run: {decision.actor} skipped this call{why}"}, "agent"))
+            await self._record(
+                (
+                    EventKind.TOOL_RESULT,
+                    {
+                        "call_id": call_id,
+                        "name": name,
+                        "is_error": True,
+                        "skipped": True,
+                        "output": f"not run: {decision.actor} skipped this call{why}",
+                    },
+                    "agent",
+                )
+            )
 
     async def _at_boundary(self) -> bool:
         """Take people's messages and requests; True if the session must stop here."""
@@ -218,19 +277,26 @@ class Engine:
         hit = self.limits.check(self.state)
         if hit is not None:
             await self._record(
-                (EventKind.BUDGET_EXCEEDED, {"kind": hit.kind, "limit": hit.limit,
-                                             "used": hit.used}, "agent"),
-                (EventKind.STATUS_CHANGED, {"status": "stopped",
-                                            "reason": f"{hit.kind} limit {hit.limit:g} reached"},
-                 "agent"))
+                (
+                    EventKind.BUDGET_EXCEEDED,
+                    {"kind": hit.kind, "limit": hit.limit, "used": hit.used},
+                    "agent",
+                ),
+                (
+                    EventKind.STATUS_CHANGED,
+                    {"status": "stopped", "reason": f"{hit.kind} limit {hit.limit:g} reached"},
+                    "agent",
+                ),
+            )
             return True
         return False
 
     async def _step(self) -> bool:
         """One model turn and its tool calls; True when the session is finished."""
         step = self.state.steps + 1
-        await self._record((EventKind.MODEL_REQUEST,
-                            {"step": step, "messages": len(self.state.messages)}, "agent"))
+        await self._record(
+            (EventKind.MODEL_REQUEST, {"step": step, "messages": len(self.state.messages)}, "agent")
+        )
         started = time.monotonic()
         try:
             request = ModelRequest(ConversationView(self.state.messages), self._specs)
@@ -238,8 +304,9 @@ class Engine:
         except Exception as exc:
             raise _ModelFailed(str(exc)) from exc
         duration_ms = round((time.monotonic() - started) * 1000, 3)
-        await self._record(self._response_draft(step, response, duration_ms),
-                           *self._intent_drafts(response))
+        await self._record(
+            self._response_draft(step, response, duration_ms), *self._intent_drafts(response)
+        )
         if not response.tool_calls:
             await self._record((EventKind.SESSION_FINISHED, {"result": response.text}, "agent"))
             return True
@@ -249,34 +316,55 @@ class Engine:
 
     def _response_draft(self, step: int, r: ModelResponse, duration_ms: float) -> Draft:
         u = r.usage
-        return (EventKind.MODEL_RESPONSE, {
-            "step": step, "text": r.text, "stop_reason": r.stop_reason, "model": r.model,
-            "duration_ms": duration_ms,
-            "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments}
-                           for c in r.tool_calls],
-            "usage": {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
-                      "cached_tokens": u.cached_tokens, "cost_usd": u.cost_usd}}, "agent")
+        return (
+            EventKind.MODEL_RESPONSE,
+            {
+                "step": step,
+                "text": r.text,
+                "stop_reason": r.stop_reason,
+                "model": r.model,
+                "duration_ms": duration_ms,
+                "tool_calls": [
+                    {"id": c.id, "name": c.name, "arguments": c.arguments} for c in r.tool_calls
+                ],
+                "usage": {
+                    "input_tokens": u.input_tokens,
+                    "output_tokens": u.output_tokens,
+                    "cached_tokens": u.cached_tokens,
+                    "cost_usd": u.cost_usd,
+                },
+            },
+            "agent",
+        )
 
     def _intent_drafts(self, r: ModelResponse) -> list[Draft]:
         drafts: list[Draft] = []
         for c in r.tool_calls:
             tool = self.tools.get(c.name)
             effect = tool.effect.value if tool else Effect.SIDE_EFFECT.value
-            drafts.append((EventKind.TOOL_CALL, {"call_id": c.id, "name": c.name,
-                                                 "arguments": c.arguments, "effect": effect},
-                           "agent"))
+            drafts.append(
+                (
+                    EventKind.TOOL_CALL,
+                    {"call_id": c.id, "name": c.name, "arguments": c.arguments, "effect": effect},
+                    "agent",
+                )
+            )
         return drafts
 
     # -- tools -------------------------------------------------------------------------------
 
-    async def _run_call(self, call_id: str, name: str, arguments: str, *,
-                        rerun: bool = False) -> None:
+    async def _run_call(
+        self, call_id: str, name: str, arguments: str, *, rerun: bool = False
+    ) -> None:
         started = time.monotonic()
         output, error = await self._invoke(call_id, name, arguments)
         payload: dict[str, Any] = {
-            "call_id": call_id, "name": name, "is_error": output.is_error,
+            "call_id": call_id,
+            "name": name,
+            "is_error": output.is_error,
             "duration_ms": round((time.monotonic() - started) * 1000, 3),
-            "output": output.text}
+            "output": output.text,
+        }
         if rerun:
             payload["rerun"] = True
         if error:
@@ -284,12 +372,15 @@ class Engine:
         if len(output.text) > BLOB_THRESHOLD:
             digest = await anyio.to_thread.run_sync(self.store.put_blob, output.text.encode())
             payload["output_blob"] = digest
-            payload["output"] = (output.text[: BLOB_THRESHOLD // 2] + f"\n[... output cut: "
-                                 f"{len(output.text)} characters in all, kept in blob {digest}]")
+            payload["output"] = (
+                output.text[: BLOB_THRESHOLD // 2] + f"\n[... output cut: "
+                f"{len(output.text)} characters in all, kept in blob {digest}]"
+            )
         await self._record((EventKind.TOOL_RESULT, payload, "agent"))
 
-    async def _invoke(self, call_id: str, name: str, arguments: str
-                      ) -> tuple[ToolOutput, str | None]:
+    async def _invoke(
+        self, call_id: str, name: str, arguments: str
+    ) -> tuple[ToolOutput, str | None]:
         tool = self.tools.get(name)
         if tool is None:
             known = ", ".join(sorted(self.tools)) or "none"
@@ -298,11 +389,16 @@ class Engine:
             args = tool.validate(arguments)
         except ToolArgsInvalid as exc:
             return ToolOutput(f"invalid arguments for {name}: {exc}", True), None
-        ctx = ToolContext(session_id=self.session_id, call_id=call_id,
-                          workspace=_workspace_path(self.state.workspace),
-                          namespace=self.namespace, clock=self.clock,
-                          plan=tuple(self.state.plan), set_plan=self._set_plan,
-                          sleep_until=lambda t: self._sleep_until(call_id, t))
+        ctx = ToolContext(
+            session_id=self.session_id,
+            call_id=call_id,
+            workspace=_workspace_path(self.state.workspace),
+            namespace=self.namespace,
+            clock=self.clock,
+            plan=tuple(self.state.plan),
+            set_plan=self._set_plan,
+            sleep_until=lambda t: self._sleep_until(call_id, t),
+        )
         limit = anyio.fail_after(tool.timeout_s) if tool.timeout_s else nullcontext()
         try:
             with limit:
@@ -321,8 +417,13 @@ class Engine:
         if timer_id in self.state.timers:
             wake_at = self.state.timers[timer_id]
         else:
-            await self._record((EventKind.TIMER_SET, {"timer_id": timer_id, "wake_at": wake_at,
-                                                      "call_id": call_id}, "agent"))
+            await self._record(
+                (
+                    EventKind.TIMER_SET,
+                    {"timer_id": timer_id, "wake_at": wake_at, "call_id": call_id},
+                    "agent",
+                )
+            )
         await self._set_status("sleeping")
         await self.clock.sleep_until(wake_at)
         await self._record((EventKind.TIMER_FIRED, {"timer_id": timer_id}, "agent"))

@@ -70,7 +70,9 @@ class SessionNotFound(SessionError):
     code = "session_not_found"
 
     def __init__(self, session_id: str) -> None:
-        super().__init__(f"no session {session_id!r} in this store (list them: jupyter-agent sessions)")
+        super().__init__(
+            f"no session {session_id!r} in this store (list them: jupyter-agent sessions)"
+        )
         self.session_id = session_id
 
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-JSON: TypeAlias = "None | bool | int | float | str | list[JSON] | dict[str, JSON]"
+JSON: TypeAlias = "bool | int | float | str | list[JSON] | dict[str, JSON] | None"
 Payload: TypeAlias = dict[str, JSON]
 
 GENESIS_HASH = "0" * 64
@@ -102,8 +102,16 @@ class Event:
         }
 
 
-def event_hash(prev_hash: str, session_id: str, seq: int, ts: float, kind: str, actor: str,
-               v: int, payload_json: str) -> str:
+def event_hash(
+    prev_hash: str,
+    session_id: str,
+    seq: int,
+    ts: float,
+    kind: str,
+    actor: str,
+    v: int,
+    payload_json: str,
+) -> str:
     head = canonical_json([session_id, seq, repr(ts), kind, actor, v])
     data = f"{prev_hash}\n{head}\n{payload_json}".encode()
     return hashlib.sha256(data).hexdigest()
@@ -130,13 +138,15 @@ class EventChain:
         self.last_seq = last_seq
         self.last_hash = last_hash
 
-    def next(self, kind: EventKind, payload: Mapping[str, object], *, ts: float,
-             actor: str = "agent") -> Event:
+    def next(
+        self, kind: EventKind, payload: Mapping[str, object], *, ts: float, actor: str = "agent"
+    ) -> Event:
         version = check_payload(kind, payload)
         payload_json = canonical_json(payload)
         seq = self.last_seq + 1
-        digest = event_hash(self.last_hash, self.session_id, seq, ts, kind.value, actor, version,
-                            payload_json)
+        digest = event_hash(
+            self.last_hash, self.session_id, seq, ts, kind.value, actor, version, payload_json
+        )
         self.last_seq, self.last_hash = seq, digest
         return Event(self.session_id, seq, ts, kind, actor, version, payload_json, digest)
 
@@ -145,8 +155,9 @@ def verify_chain(events: Iterable[Event]) -> int | None:
     """Return the seq of the first event whose hash or numbering is wrong, or ``None`` if intact."""
     prev, expected_seq = GENESIS_HASH, 1
     for e in events:
-        digest = event_hash(prev, e.session_id, e.seq, e.ts, e.kind.value, e.actor, e.v,
-                            e.payload_json)
+        digest = event_hash(
+            prev, e.session_id, e.seq, e.ts, e.kind.value, e.actor, e.v, e.payload_json
+        )
         if e.seq != expected_seq or digest != e.hash:
             return e.seq
         prev, expected_seq = e.hash, expected_seq + 1

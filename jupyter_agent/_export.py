@@ -12,8 +12,12 @@ from ._timeline import format_duration, timeline
 def export_json(store: SqliteStore, row: SessionRow) -> str:
     """The session row and every event, payloads included, as one JSON document."""
     events = [e.to_dict() for e in store.iter_events(row.id)]
-    doc = {"format": "jupyter-agent-session", "version": 1, "session": asdict(row),
-           "events": events}
+    doc = {
+        "format": "jupyter-agent-session",
+        "version": 1,
+        "session": asdict(row),
+        "events": events,
+    }
     return json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
 
 
@@ -36,8 +40,10 @@ def export_markdown(store: SqliteStore, row: SessionRow) -> str:
     result = None
     for r in timeline(store.iter_events(row.id)):
         detail = r.detail.replace("|", "\\|")
-        lines.append(f"| {r.seq} | {r.kind} | {r.label} | {r.status} | "
-                     f"{format_duration(r.duration_ms)} | {detail} |")
+        lines.append(
+            f"| {r.seq} | {r.kind} | {r.label} | {r.status} | "
+            f"{format_duration(r.duration_ms)} | {detail} |"
+        )
         if r.kind == "result":
             result = r
     if result is not None:

@@ -42,8 +42,9 @@ class Runtime:
                         ready.set()
                         await portal.sleep_until_stopped()
 
-                threading.Thread(target=anyio.run, args=(main,), name="agent-loop",
-                                 daemon=True).start()
+                threading.Thread(
+                    target=anyio.run, args=(main,), name="agent-loop", daemon=True
+                ).start()
                 ready.wait()
                 self._portal = holder[0]
             return self._portal

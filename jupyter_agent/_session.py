@@ -18,10 +18,18 @@ from ._identity import current_identity
 from ._runtime import get_runtime
 from ._state import TERMINAL, ApprovalRequest, SessionState, load_state
 from ._store import SessionRow, SqliteStore
+from ._timeline import TimelineRow, format_rows, timeline
 from ._tools._context import PlanItem
 
 if TYPE_CHECKING:
     from ._agent import Agent
+
+
+class Timeline(list[TimelineRow]):
+    """The session's timeline rows; ``str()`` gives the same text as ``jupyter-agent show``."""
+
+    def __str__(self) -> str:
+        return "\n".join(format_rows(self))
 
 
 class EventList(list[Event]):
@@ -36,16 +44,23 @@ class EventList(list[Event]):
 class Session:
     """A session in the store. Made by ``Agent.start``, ``open_session`` or ``sessions()``."""
 
-    def __init__(self, store: SqliteStore, session_id: str, *,
-                 agent_factory: Callable[[], Agent] | None = None) -> None:
+    def __init__(
+        self,
+        store: SqliteStore,
+        session_id: str,
+        *,
+        agent_factory: Callable[[], Agent] | None = None,
+    ) -> None:
         self.store = store
         self.id = store.get_session(session_id).id
         self._agent_factory = agent_factory
 
     def __repr__(self) -> str:
         row = self.row
-        return (f"<Session {row.id} {row.name!r} {row.status}: {row.steps} steps, "
-                f"{row.tool_calls} tool calls>")
+        return (
+            f"<Session {row.id} {row.name!r} {row.status}: {row.steps} steps, "
+            f"{row.tool_calls} tool calls>"
+        )
 
     # -- what it is --------------------------------------------------------------------------
 
@@ -60,7 +75,7 @@ class Session:
 
     @property
     def status(self) -> str:
-        """running | paused | awaiting_approval | sleeping | done | failed | interrupted | stopped"""
+        """running, paused, awaiting_approval, sleeping, done, failed, interrupted or stopped."""
         return self.row.status
 
     @property
@@ -71,6 +86,10 @@ class Session:
     @property
     def events(self) -> EventList:
         return EventList(self.store.iter_events(self.id))
+
+    def timeline(self) -> Timeline:
+        """One row per model turn, tool call, message and change; ``print()`` it to read it."""
+        return Timeline(timeline(self.store.iter_events(self.id)))
 
     @property
     def result(self) -> str | None:
@@ -114,8 +133,9 @@ class Session:
         if self.running_here:
             return self
         if self._agent_factory is None:
-            raise InvalidSessionState("this handle cannot run the session; use "
-                                      "open_session(id, tools=[...]) to resume it")
+            raise InvalidSessionState(
+                "this handle cannot run the session; use open_session(id, tools=[...]) to resume it"
+            )
         agent = self._agent_factory()
         agent._launch(self.id)
         return self
@@ -142,8 +162,9 @@ class Session:
         pending = {a.call_id for a in self.pending_approvals}
         if call_id not in pending:
             listed = ", ".join(sorted(pending)) or "none"
-            raise ValueError(f"no call {call_id!r} waits for approval in session {self.id} "
-                             f"(waiting: {listed})")
+            raise ValueError(
+                f"no call {call_id!r} waits for approval in session {self.id} (waiting: {listed})"
+            )
         get_runtime().inbox(self.id).decide(call_id, decision)
         if not self.running_here:
             self.resume()
@@ -158,4 +179,5 @@ class Session:
         if not self.running_here:
             raise InvalidSessionState(
                 f"cannot {verb} session {self.id}: it is not running in this process "
-                f"(status {self.status})")
+                f"(status {self.status})"
+            )

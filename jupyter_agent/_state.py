@@ -18,8 +18,12 @@ from ._models._base import Message, ToolCallRequest
 from ._tools._context import PlanItem
 
 TERMINAL = frozenset({"done", "failed", "stopped"})
-MESSAGE_KINDS = (EventKind.SESSION_STARTED, EventKind.MESSAGE, EventKind.MODEL_RESPONSE,
-                 EventKind.TOOL_RESULT)
+MESSAGE_KINDS = (
+    EventKind.SESSION_STARTED,
+    EventKind.MESSAGE,
+    EventKind.MODEL_RESPONSE,
+    EventKind.TOOL_RESULT,
+)
 
 
 class ConversationView(Sequence[Message]):
@@ -137,12 +141,20 @@ class SessionState:
         elif kind is EventKind.MESSAGE:
             self.messages.append(Message("user", p["text"], name=event.actor))
         elif kind is EventKind.MODEL_RESPONSE:
-            calls = tuple(ToolCallRequest(c["id"], c["name"], c["arguments"])
-                          for c in p["tool_calls"])
+            calls = tuple(
+                ToolCallRequest(c["id"], c["name"], c["arguments"]) for c in p["tool_calls"]
+            )
             self.messages.append(Message("assistant", p["text"], tool_calls=calls))
         elif kind is EventKind.TOOL_RESULT:
-            self.messages.append(Message("tool", p["output"], tool_call_id=p["call_id"],
-                                         name=p["name"], is_error=p["is_error"]))
+            self.messages.append(
+                Message(
+                    "tool",
+                    p["output"],
+                    tool_call_id=p["call_id"],
+                    name=p["name"],
+                    is_error=p["is_error"],
+                )
+            )
 
     def _apply_rest(self, event: Event, p: dict[str, Any]) -> None:
         kind = event.kind
@@ -164,14 +176,16 @@ class SessionState:
         elif kind is EventKind.TOOL_CALL:
             self.tool_calls += 1
             self.open_calls[p["call_id"]] = ToolCallRecord(
-                p["call_id"], p["name"], p["arguments"], p["effect"], event.seq)
+                p["call_id"], p["name"], p["arguments"], p["effect"], event.seq
+            )
         elif kind is EventKind.TOOL_RESULT:
             self.open_calls.pop(p["call_id"], None)
             self.approvals.pop(p["call_id"], None)
         elif kind is EventKind.APPROVAL_REQUESTED:
             call = self.open_calls[p["call_id"]]
             self.approvals[call.call_id] = ApprovalRequest(
-                call.call_id, call.name, call.arguments, p["reason"], event.seq)
+                call.call_id, call.name, call.arguments, p["reason"], event.seq
+            )
         elif kind is EventKind.APPROVAL_DECIDED:
             self.approvals.pop(p["call_id"], None)
         elif kind is EventKind.PLAN_UPDATED:

@@ -44,8 +44,7 @@ def timeline(events: Iterable[Event]) -> list[TimelineRow]:
 def _row(e: Event, p: dict[str, Any], calls: dict[str, TimelineRow]) -> TimelineRow | None:
     k = e.kind
     if k is EventKind.SESSION_STARTED:
-        return TimelineRow(e.seq, e.ts, "status", "started", _short(p["goal"], 100),
-                           actor=e.actor)
+        return TimelineRow(e.seq, e.ts, "status", "started", _short(p["goal"], 100), actor=e.actor)
     if k is EventKind.MODEL_RESPONSE:
         names = ", ".join(c["name"] for c in p["tool_calls"])
         detail = f"→ {names}" if names else f"answer: {_short(p['text'], 80)}"
@@ -53,8 +52,15 @@ def _row(e: Event, p: dict[str, Any], calls: dict[str, TimelineRow]) -> Timeline
             detail = f"{_short(p['text'], 50)} {detail}"
         u = p["usage"]
         tokens = u.get("input_tokens", 0) + u.get("output_tokens", 0)
-        return TimelineRow(e.seq, e.ts, "model", f"step {p['step']}",
-                           f"{detail}  [{tokens} tok]", "ok", p.get("duration_ms"))
+        return TimelineRow(
+            e.seq,
+            e.ts,
+            "model",
+            f"step {p['step']}",
+            f"{detail}  [{tokens} tok]",
+            "ok",
+            p.get("duration_ms"),
+        )
     if k is EventKind.TOOL_CALL:
         row = TimelineRow(e.seq, e.ts, "tool", p["name"], _args(p["arguments"]), "running")
         calls[p["call_id"]] = row
@@ -69,8 +75,9 @@ def _row(e: Event, p: dict[str, Any], calls: dict[str, TimelineRow]) -> Timeline
         call.detail = f"{call.detail}  ⇒ {_short(p['output'], 60)}".strip()
         return call if fresh else None
     if k is EventKind.MESSAGE:
-        return TimelineRow(e.seq, e.ts, "message", f"from {e.actor}", _short(p["text"], 100),
-                           actor=e.actor)
+        return TimelineRow(
+            e.seq, e.ts, "message", f"from {e.actor}", _short(p["text"], 100), actor=e.actor
+        )
     if k is EventKind.PLAN_UPDATED:
         marks = {"done": "[x]", "active": "[>]", "pending": "[ ]"}
         plan = " ".join(f"{marks.get(i['status'], '[ ]')} {i['step']}" for i in p["plan"])
@@ -79,19 +86,37 @@ def _row(e: Event, p: dict[str, Any], calls: dict[str, TimelineRow]) -> Timeline
         call = calls.get(p["call_id"])
         if call is not None:
             call.status = "waiting"
-        return TimelineRow(e.seq, e.ts, "approval", "approval asked",
-                           f"{p.get('name', '')} {p['call_id']} ({p['reason']})", "waiting")
+        return TimelineRow(
+            e.seq,
+            e.ts,
+            "approval",
+            "approval asked",
+            f"{p.get('name', '')} {p['call_id']} ({p['reason']})",
+            "waiting",
+        )
     if k is EventKind.APPROVAL_DECIDED:
-        return TimelineRow(e.seq, e.ts, "approval", f"{p['decision']}d by {e.actor}",
-                           p["call_id"], actor=e.actor)
+        return TimelineRow(
+            e.seq, e.ts, "approval", f"{p['decision']}d by {e.actor}", p["call_id"], actor=e.actor
+        )
     if k is EventKind.TIMER_SET:
-        return TimelineRow(e.seq, e.ts, "timer", "sleep until",
-                           time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(p["wake_at"])))
+        return TimelineRow(
+            e.seq,
+            e.ts,
+            "timer",
+            "sleep until",
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(p["wake_at"])),
+        )
     if k is EventKind.STATUS_CHANGED and p["status"] not in ("running", "sleeping"):
         return TimelineRow(e.seq, e.ts, "status", p["status"], p.get("reason", ""), actor=e.actor)
     if k is EventKind.BUDGET_EXCEEDED:
-        return TimelineRow(e.seq, e.ts, "status", "limit reached",
-                           f"{p['kind']}: {p['used']:g} of {p['limit']:g}", "error")
+        return TimelineRow(
+            e.seq,
+            e.ts,
+            "status",
+            "limit reached",
+            f"{p['kind']}: {p['used']:g} of {p['limit']:g}",
+            "error",
+        )
     if k is EventKind.ERROR:
         return TimelineRow(e.seq, e.ts, "error", p["code"], _short(p["message"], 120), "error")
     if k is EventKind.SESSION_FINISHED:

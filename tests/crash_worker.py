@@ -45,8 +45,9 @@ def model(steps: int) -> ScriptedModel:
 def main() -> None:
     if MODE == "start":
         steps = int(sys.argv[4])
-        s = Agent("crash", model=model(steps), tools=[bump, peek], store=STORE,
-                  max_steps=steps + 10).start(f"bump {steps} times")
+        s = Agent(
+            "crash", model=model(steps), tools=[bump, peek], store=STORE, max_steps=steps + 10
+        ).start(f"bump {steps} times")
     else:
         session_id = sys.argv[4]
         steps = int(open_session(session_id, store=STORE).state.goal.split()[1])

@@ -35,8 +35,15 @@ def test_demo_prints_its_store_and_a_timeline_that_fixes_the_tests(demo_db, tmp_
     assert out.returncode == 0
     text = out.stdout
     assert f"session {session_id}" in text and "[done]" in text
-    for expected in ("list_files", "read_file", "edit_file", "exit code 1", "exit code 0",
-                     "plan", "result"):
+    for expected in (
+        "list_files",
+        "read_file",
+        "edit_file",
+        "exit code 1",
+        "exit code 0",
+        "plan",
+        "result",
+    ):
         assert expected in text, expected
     assert len(text.splitlines()) > 10
 
@@ -69,8 +76,9 @@ def test_events_json_is_one_event_per_line(demo_db) -> None:
 
 def test_export_json_and_markdown(demo_db, tmp_path: Path) -> None:
     db, session_id = demo_db
-    out = cli("--db", str(db), "export", session_id, "--format", "json", "-o",
-              str(tmp_path / "s.json"))
+    out = cli(
+        "--db", str(db), "export", session_id, "--format", "json", "-o", str(tmp_path / "s.json")
+    )
     assert out.returncode == 0
     doc = json.loads((tmp_path / "s.json").read_text())
     assert doc["session"]["id"] == session_id and len(doc["events"]) > 10
@@ -122,8 +130,9 @@ def test_resume_of_a_finished_session_says_so(demo_db) -> None:
     assert out.returncode == 2 and "it is done" in out.stderr
 
 
-def test_store_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_store_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("JUPYTER_AGENT_DB", str(tmp_path / "env.db"))
     assert main(["sessions"]) == 2
     assert "no store at" in capsys.readouterr().err
@@ -132,3 +141,13 @@ def test_store_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_no_command_prints_help_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "sessions" in capsys.readouterr().out
+
+
+def test_jupyter_agent_is_also_a_jupyter_subcommand(demo_db) -> None:
+    db, session_id = demo_db
+    jupyter = shutil.which("jupyter", path=str(Path(sys.executable).parent))
+    assert jupyter, "jupyter_core is installed with the dev extras"
+    out = subprocess.run(
+        [jupyter, "agent", "--db", str(db), "sessions"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0 and session_id in out.stdout

@@ -24,8 +24,12 @@ WORKER = Path(__file__).with_name("crash_worker.py")
 
 
 def spawn(*args: str) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([sys.executable, str(WORKER), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(WORKER), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line.startswith("running "):
@@ -38,9 +42,20 @@ def spawn(*args: str) -> tuple[subprocess.Popen[str], str]:
 def finish(db: Path, side: Path, session_id: str) -> str:
     """Resume without killing, skipping in-doubt calls, until the session is done."""
     for _ in range(5):
-        out = subprocess.run([sys.executable, str(WORKER), str(db), str(side), "resume",
-                              session_id, "--deny-in-doubt"], capture_output=True, text=True,
-                             timeout=120)
+        out = subprocess.run(
+            [
+                sys.executable,
+                str(WORKER),
+                str(db),
+                str(side),
+                "resume",
+                session_id,
+                "--deny-in-doubt",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert out.returncode == 0, out.stderr
         status = out.stdout.split("status ")[-1].strip()
         if status == "done":
@@ -49,8 +64,9 @@ def finish(db: Path, side: Path, session_id: str) -> str:
 
 
 @pytest.mark.parametrize("seed", [20261126])
-def test_sigkill_at_20_random_points_loses_nothing_and_repeats_nothing(tmp_path: Path,
-                                                                       seed: int) -> None:
+def test_sigkill_at_20_random_points_loses_nothing_and_repeats_nothing(
+    tmp_path: Path, seed: int
+) -> None:
     rng = random.Random(seed)
     db, side = tmp_path / "agent.db", tmp_path / "side-effects.txt"
     side.touch()
@@ -77,10 +93,10 @@ def test_sigkill_at_20_random_points_loses_nothing_and_repeats_nothing(tmp_path:
     for sid in sessions:
         events = list(store.iter_events(sid))
         assert verify_chain(events) is None
-        results = {e.payload["call_id"]: e.payload for e in events
-                   if e.kind is EventKind.TOOL_RESULT}
-        intents = {e.payload["call_id"]: e.payload for e in events
-                   if e.kind is EventKind.TOOL_CALL}
+        results = {
+            e.payload["call_id"]: e.payload for e in events if e.kind is EventKind.TOOL_RESULT
+        }
+        intents = {e.payload["call_id"]: e.payload for e in events if e.kind is EventKind.TOOL_CALL}
         assert set(intents) == set(results), "every intent ends with a result"
         for e in events:
             if e.kind is EventKind.APPROVAL_REQUESTED:

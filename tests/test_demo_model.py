@@ -62,8 +62,9 @@ class Bench:
         return f"exit code {done.returncode}\n{done.stdout}{done.stderr}"
 
     def python(self, code: str, timeout_s: float = 30) -> str:
+        prelude = f"from pathlib import Path\nworkspace = Path({str(self.root)!r})\n"
         done = subprocess.run(
-            [sys.executable, "-c", code], cwd=self.root, capture_output=True, text=True
+            [sys.executable, "-c", prelude + code], cwd=self.root, capture_output=True, text=True
         )
         if done.returncode:
             raise RuntimeError(done.stderr.strip().splitlines()[-1])

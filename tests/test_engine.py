@@ -54,8 +54,15 @@ def test_a_finished_session_records_request_response_intent_and_result_in_order(
     model = ScriptedModel([call("list_files"), reply("nothing much here")])
     s = Agent("a", model=model, store=db).run("look around")
     assert kinds(s) == [
-        "session_started", "model_request", "model_response", "tool_call", "tool_result",
-        "model_request", "model_response", "session_finished"]
+        "session_started",
+        "model_request",
+        "model_response",
+        "tool_call",
+        "tool_result",
+        "model_request",
+        "model_response",
+        "session_finished",
+    ]
     assert s.status == "done" and s.result == "nothing much here"
 
 
@@ -99,10 +106,12 @@ def test_a_tool_that_raises_is_an_error_result_and_the_session_goes_on(db: Path)
 
 
 def test_parallel_tool_calls_run_in_order_and_each_gets_a_result(db: Path) -> None:
-    model = ScriptedModel([
-        calls(call("write_file", path="a.txt", content="A"), call("read_file", path="a.txt")),
-        reply("done"),
-    ])
+    model = ScriptedModel(
+        [
+            calls(call("write_file", path="a.txt", content="A"), call("read_file", path="a.txt")),
+            reply("done"),
+        ]
+    )
     s = Agent("a", model=model, store=db, workspace=db.parent / "ws").run("go")
     assert [r["name"] for r in results(s)] == ["write_file", "read_file"]
     assert "A" in results(s)[1]["output"]
@@ -133,19 +142,22 @@ def test_large_tool_output_is_kept_whole_in_a_blob(db: Path) -> None:
         """Lots of text."""
         return "y" * 100_000
 
-    s = Agent("a", model=ScriptedModel([call("big"), reply("ok")]), store=db,
-              tools=[big]).run("go")
+    s = Agent("a", model=ScriptedModel([call("big"), reply("ok")]), store=db, tools=[big]).run("go")
     (res,) = results(s)
     assert len(res["output"]) < 20_000 and "output cut" in res["output"]
     assert s.store.get_blob(res["output_blob"]).decode() == "y" * 100_000
 
 
 def test_update_plan_is_part_of_the_session_state(db: Path) -> None:
-    model = ScriptedModel([
-        call("update_plan", steps=[{"step": "look", "status": "done"},
-                                   {"step": "fix", "status": "active"}]),
-        reply("ok"),
-    ])
+    model = ScriptedModel(
+        [
+            call(
+                "update_plan",
+                steps=[{"step": "look", "status": "done"}, {"step": "fix", "status": "active"}],
+            ),
+            reply("ok"),
+        ]
+    )
     s = Agent("a", model=model, store=db).run("plan")
     assert [(p.step, p.status) for p in s.plan] == [("look", "done"), ("fix", "active")]
 
@@ -196,8 +208,9 @@ def test_pause_stops_at_the_boundary_and_resume_continues(db: Path) -> None:
 
 def test_stop_ends_the_session_and_it_cannot_be_resumed(db: Path) -> None:
     wait_gate, gate, entered = gated_tool()
-    s = Agent("a", model=ScriptedModel([call("wait_gate"), reply("x")]), store=db,
-              tools=[wait_gate]).start("go")
+    s = Agent(
+        "a", model=ScriptedModel([call("wait_gate"), reply("x")]), store=db, tools=[wait_gate]
+    ).start("go")
     assert entered.wait(10)
     s.stop()
     gate.set()
@@ -223,10 +236,18 @@ def crashed_session(db: Path, tool_obj, *, effect_name: str) -> str:
 
     with SqliteStore(copy) as store:
         row = s.row
-        store.write(events[:cut], session={
-            "id": s.id, "name": row.name, "status": "running", "model": row.model,
-            "created_at": row.created_at, "updated_at": row.updated_at,
-            "last_seq": events[cut - 1].seq})
+        store.write(
+            events[:cut],
+            session={
+                "id": s.id,
+                "name": row.name,
+                "status": "running",
+                "model": row.model,
+                "created_at": row.created_at,
+                "updated_at": row.updated_at,
+                "last_seq": events[cut - 1].seq,
+            },
+        )
     return s.id
 
 
@@ -269,8 +290,12 @@ def test_in_doubt_side_effect_call_runs_again_when_approved(db: Path) -> None:
 
     sid = crashed_session(db, send_mail, effect_name="send_mail")
     ran.clear()
-    s = open_session(sid, store=db.parent / "crashed.db", tools=[send_mail],
-                     model=ScriptedModel([call("send_mail"), reply("finished")]))
+    s = open_session(
+        sid,
+        store=db.parent / "crashed.db",
+        tools=[send_mail],
+        model=ScriptedModel([call("send_mail"), reply("finished")]),
+    )
     s.resume()
     assert s.wait(10) == "awaiting_approval"
     s.approve(s.pending_approvals[0].call_id)
@@ -289,8 +314,12 @@ def test_in_doubt_read_only_call_is_rerun_without_asking(db: Path) -> None:
 
     sid = crashed_session(db, peek, effect_name="peek")
     ran.clear()
-    s = open_session(sid, store=db.parent / "crashed.db", tools=[peek],
-                     model=ScriptedModel([call("peek"), reply("finished")]))
+    s = open_session(
+        sid,
+        store=db.parent / "crashed.db",
+        tools=[peek],
+        model=ScriptedModel([call("peek"), reply("finished")]),
+    )
     s.resume()
     assert s.wait(10) == "done" and ran == ["peeked"]
     assert not any(e.kind is EventKind.APPROVAL_REQUESTED for e in s.events)
@@ -309,8 +338,9 @@ def test_resuming_needs_the_sessions_own_tools(db: Path) -> None:
         return "x"
 
     wait_gate, gate, entered = gated_tool()
-    s = Agent("a", model=ScriptedModel([call("wait_gate")]), store=db,
-              tools=[wait_gate, mine]).start("go")
+    s = Agent(
+        "a", model=ScriptedModel([call("wait_gate")]), store=db, tools=[wait_gate, mine]
+    ).start("go")
     assert entered.wait(10)
     s.pause()
     gate.set()
@@ -341,3 +371,14 @@ def test_events_are_json_with_a_chained_hash(db: Path) -> None:
     assert verify_chain(s.events) is None
     for e in s.events:
         json.loads(e.payload_json)
+
+
+@pytest.mark.parametrize(
+    "spec", ["demo:fix", "demo:explore", "demo:loop?steps=8", "demo:watch?steps=4"]
+)
+def test_every_demo_scenario_runs_to_done_on_the_real_tools(db: Path, spec: str) -> None:
+    s = Agent("demo", model=spec, store=db, clock=FakeClock()).run("show me")
+    assert s.status == "done", s.timeline()
+    failed = [r for r in results(s) if r["is_error"] and r["name"] != "shell"]
+    assert failed == [], failed
+    assert s.result

@@ -20,8 +20,17 @@ def _started(name: str = "t") -> dict[str, object]:
 def _new_session(store: SqliteStore, sid: str = "s1") -> EventChain:
     chain = EventChain(sid)
     e = chain.next(EventKind.SESSION_STARTED, _started(), ts=1.0)
-    store.write([e], session={"id": sid, "name": "t", "status": "running", "created_at": 1.0,
-                              "updated_at": 1.0, "last_seq": 1})
+    store.write(
+        [e],
+        session={
+            "id": sid,
+            "name": "t",
+            "status": "running",
+            "created_at": 1.0,
+            "updated_at": 1.0,
+            "last_seq": 1,
+        },
+    )
     return chain
 
 
@@ -47,7 +56,7 @@ def test_verify_chain_finds_an_edited_event(store: SqliteStore, tmp_path: Path) 
         store.write([chain.next(EventKind.MESSAGE, {"text": f"m{i}"}, ts=2.0)])
     conn = sqlite3.connect(tmp_path / "agent.db")
     conn.execute("DROP TRIGGER events_no_update")
-    conn.execute("UPDATE events SET payload = '{\"text\":\"forged\"}' WHERE seq = 3")
+    conn.execute('UPDATE events SET payload = \'{"text":"forged"}\' WHERE seq = 3')
     conn.commit()
     conn.close()
     assert verify_chain(store.iter_events("s1")) == 3
@@ -141,7 +150,9 @@ def test_commands_are_taken_once_in_order(store: SqliteStore) -> None:
     store.send_command("s1", "tell", {"text": "hi"}, actor="bob")
     taken = store.take_commands("s1", taken_by="rt1")
     assert [(c.verb, c.args, c.actor) for c in taken] == [
-        ("pause", {}, "ann"), ("tell", {"text": "hi"}, "bob")]
+        ("pause", {}, "ann"),
+        ("tell", {"text": "hi"}, "bob"),
+    ]
     assert store.take_commands("s1", taken_by="rt2") == []
 
 
@@ -184,8 +195,9 @@ def test_another_applications_database_is_refused(tmp_path: Path) -> None:
         SqliteStore(path)
 
 
-def test_default_location_follows_the_environment(monkeypatch: pytest.MonkeyPatch,
-                                                  tmp_path: Path) -> None:
+def test_default_location_follows_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("JUPYTER_AGENT_DB", str(tmp_path / "x.db"))
     assert default_store_path() == tmp_path / "x.db"
     monkeypatch.delenv("JUPYTER_AGENT_DB")

@@ -12,8 +12,17 @@ from ._demo import DemoModel
 ENV_VAR = "JUPYTER_AGENT_MODEL"
 log = logging.getLogger("jupyter_agent")
 
-__all__ = ["DemoModel", "Message", "Model", "ModelRequest", "ModelResponse", "ToolCallRequest",
-           "ToolSpec", "Usage", "resolve_model"]
+__all__ = [
+    "DemoModel",
+    "Message",
+    "Model",
+    "ModelRequest",
+    "ModelResponse",
+    "ToolCallRequest",
+    "ToolSpec",
+    "Usage",
+    "resolve_model",
+]
 
 
 def resolve_model(model: str | Model | None) -> Model:
@@ -31,7 +40,11 @@ def resolve_model(model: str | Model | None) -> Model:
     if provider == "demo":
         return DemoModel.from_spec(rest or "fix")
     if provider in ("openai", "anthropic"):
-        raise ConfigError(f"the {provider}: provider is not available in this version yet; "
-                          "use model='demo' or pass a Model object")
-    raise ConfigError(f"unknown model {model!r}: name it provider:model with provider one of "
-                      "openai, anthropic, demo")
+        raise ConfigError(
+            f"the {provider}: provider is not available in this version yet; "
+            "use model='demo' or pass a Model object"
+        )
+    raise ConfigError(
+        f"unknown model {model!r}: name it provider:model with provider one of "
+        "openai, anthropic, demo"
+    )

@@ -308,12 +308,14 @@ def _pick_files(listing: str) -> list[str]:
 
 
 def _explore_code(names: Sequence[str]) -> str:
-    code = f"from pathlib import Path\n\nfor name in {list(names)!r}:\n"
-    code += "    text = Path(name).read_text()\n"
+    code = f"for name in {list(names)!r}:\n"
+    code += "    text = (workspace / name).read_text()\n"
     code += '    print(f"{name}: {len(text.splitlines())} lines, {len(text.split())} words")\n'
     if "readings.csv" in names:
         code += (
-            "\nimport csv\n\nrows = list(csv.DictReader(open('readings.csv')))\n"
+            "\nimport csv\n\n"
+            "lines = (workspace / 'readings.csv').read_text().splitlines()\n"
+            "rows = list(csv.DictReader(lines))\n"
             "temps = [float(r['temp_c']) for r in rows]\n"
             "rain = sum(float(r['rain_mm']) for r in rows)\n"
             'print(f"{len(rows)} days, mean {sum(temps) / len(temps):.1f} C, '

@@ -22,19 +22,46 @@ APPLICATION_ID = 0x4A414753  # "JAGS"
 def _v1(db: sqlite_utils.Database) -> None:
     db.table("sessions").create(
         {
-            "id": str, "name": str, "parent_id": str, "fork_seq": int, "status": str,
-            "owner": str, "model": str, "goal": str, "created_at": float, "updated_at": float,
-            "last_seq": int, "last_hash": str, "steps": int, "tool_calls": int,
-            "input_tokens": int, "output_tokens": int, "cost_usd": float, "runtime_id": str,
+            "id": str,
+            "name": str,
+            "parent_id": str,
+            "fork_seq": int,
+            "status": str,
+            "owner": str,
+            "model": str,
+            "goal": str,
+            "created_at": float,
+            "updated_at": float,
+            "last_seq": int,
+            "last_hash": str,
+            "steps": int,
+            "tool_calls": int,
+            "input_tokens": int,
+            "output_tokens": int,
+            "cost_usd": float,
+            "runtime_id": str,
         },
         pk="id",
         not_null={"status", "created_at", "updated_at"},
-        defaults={"last_seq": 0, "steps": 0, "tool_calls": 0, "input_tokens": 0,
-                  "output_tokens": 0},
+        defaults={
+            "last_seq": 0,
+            "steps": 0,
+            "tool_calls": 0,
+            "input_tokens": 0,
+            "output_tokens": 0,
+        },
     )
     db.table("events").create(
-        {"session_id": str, "seq": int, "ts": float, "kind": str, "actor": str, "v": int,
-         "payload": str, "hash": str},
+        {
+            "session_id": str,
+            "seq": int,
+            "ts": float,
+            "kind": str,
+            "actor": str,
+            "v": int,
+            "payload": str,
+            "hash": str,
+        },
         pk=("session_id", "seq"),
         not_null={"ts", "kind", "actor", "v", "payload", "hash"},
     )
@@ -48,11 +75,20 @@ def _v1(db: sqlite_utils.Database) -> None:
         {"session_id": str, "seq": int, "state": str, "created_at": float},
         pk=("session_id", "seq"),
     )
-    db.table("blobs").create({"sha256": str, "size": int, "data": bytes, "created_at": float},
-                       pk="sha256")
+    db.table("blobs").create(
+        {"sha256": str, "size": int, "data": bytes, "created_at": float}, pk="sha256"
+    )
     db.table("commands").create(
-        {"id": int, "session_id": str, "verb": str, "args": str, "actor": str,
-         "created_at": float, "taken_at": float, "taken_by": str},
+        {
+            "id": int,
+            "session_id": str,
+            "verb": str,
+            "args": str,
+            "actor": str,
+            "created_at": float,
+            "taken_at": float,
+            "taken_by": str,
+        },
         pk="id",
     )
     db.table("commands").create_index(["session_id", "taken_at"])
@@ -70,8 +106,10 @@ def migrate(conn: sqlite3.Connection, path: Path) -> None:
     try:
         version, app_id = _read_version(conn)
     except sqlite3.DatabaseError as exc:
-        raise StoreCorrupt(f"{path} is not a readable jupyter-agent store ({exc}); "
-                           "move it aside or set JUPYTER_AGENT_DB to another file") from exc
+        raise StoreCorrupt(
+            f"{path} is not a readable jupyter-agent store ({exc}); "
+            "move it aside or set JUPYTER_AGENT_DB to another file"
+        ) from exc
     _check(version, app_id, conn, path)
     if version == LATEST:
         return
@@ -99,13 +137,17 @@ def _read_version(conn: sqlite3.Connection) -> tuple[int, int]:
 
 def _check(version: int, app_id: int, conn: sqlite3.Connection, path: Path) -> None:
     if app_id not in (0, APPLICATION_ID):
-        raise StoreCorrupt(f"{path} is an SQLite file of another application "
-                           f"(application_id {app_id:#x}); point JUPYTER_AGENT_DB elsewhere")
+        raise StoreCorrupt(
+            f"{path} is an SQLite file of another application "
+            f"(application_id {app_id:#x}); point JUPYTER_AGENT_DB elsewhere"
+        )
     if app_id == 0 and version == 0:
         tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()
         if tables[0]:
-            raise StoreCorrupt(f"{path} holds tables but is not a jupyter-agent store; "
-                               "point JUPYTER_AGENT_DB elsewhere")
+            raise StoreCorrupt(
+                f"{path} holds tables but is not a jupyter-agent store; "
+                "point JUPYTER_AGENT_DB elsewhere"
+            )
     if version > LATEST:
         raise StoreVersionError(
             f"{path} was written by a newer jupyter-agent (store schema {version}, this version "

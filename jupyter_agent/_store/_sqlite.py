@@ -76,8 +76,13 @@ class SqliteStore:
         []
     """
 
-    def __init__(self, path: str | Path | None = None, *, synchronous: Synchronous = "NORMAL",
-                 busy_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        synchronous: Synchronous = "NORMAL",
+        busy_timeout_s: float = 30.0,
+    ) -> None:
         self.path = Path(path).expanduser() if path is not None else default_store_path()
         self._synchronous = synchronous
         self._busy_ms = int(busy_timeout_s * 1000)
@@ -103,8 +108,10 @@ class SqliteStore:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         except sqlite3.DatabaseError as exc:
-            raise StoreCorrupt(f"{self.path} is not a readable jupyter-agent store ({exc}); "
-                               "move it aside or set JUPYTER_AGENT_DB to another file") from exc
+            raise StoreCorrupt(
+                f"{self.path} is not a readable jupyter-agent store ({exc}); "
+                "move it aside or set JUPYTER_AGENT_DB to another file"
+            ) from exc
         return conn
 
     def _reader(self) -> sqlite3.Connection:
@@ -133,17 +140,26 @@ class SqliteStore:
 
     # -- writes ------------------------------------------------------------------------------
 
-    def write(self, events: Sequence[Event] = (), *, session: Mapping[str, Any] | None = None,
-              snapshot: tuple[int, str] | None = None) -> None:
-        """Append events (and upsert the session row, and a snapshot) atomically; wait until durable.
+    def write(
+        self,
+        events: Sequence[Event] = (),
+        *,
+        session: Mapping[str, Any] | None = None,
+        snapshot: tuple[int, str] | None = None,
+    ) -> None:
+        """Append events, upsert the session row, add a snapshot: atomically; wait until durable.
 
         Raises ``SessionConflict`` if another writer already took one of the sequence numbers.
         """
         self._writer.submit(_WriteJob(events, session, snapshot)).result()
 
-    async def write_async(self, events: Sequence[Event] = (), *,
-                          session: Mapping[str, Any] | None = None,
-                          snapshot: tuple[int, str] | None = None) -> None:
+    async def write_async(
+        self,
+        events: Sequence[Event] = (),
+        *,
+        session: Mapping[str, Any] | None = None,
+        snapshot: tuple[int, str] | None = None,
+    ) -> None:
         """``write`` for the event loop: waits for the commit without blocking the loop."""
         await asyncio.wrap_future(self._writer.submit(_WriteJob(events, session, snapshot)))
 
@@ -152,21 +168,25 @@ class SqliteStore:
         digest = hashlib.sha256(data).hexdigest()
 
         def job(conn: sqlite3.Connection) -> None:
-            conn.execute("INSERT OR IGNORE INTO blobs (sha256, size, data, created_at) "
-                         "VALUES (?, ?, ?, ?)", (digest, len(data), data, time.time()))
+            conn.execute(
+                "INSERT OR IGNORE INTO blobs (sha256, size, data, created_at) VALUES (?, ?, ?, ?)",
+                (digest, len(data), data, time.time()),
+            )
 
         self._writer.submit(job).result()
         return digest
 
-    def send_command(self, session_id: str, verb: str, args: Mapping[str, Any] | None = None,
-                     *, actor: str) -> int:
+    def send_command(
+        self, session_id: str, verb: str, args: Mapping[str, Any] | None = None, *, actor: str
+    ) -> int:
         """Queue a control message for the runtime that owns ``session_id``."""
 
         def job(conn: sqlite3.Connection) -> int:
             cur = conn.execute(
                 "INSERT INTO commands (session_id, verb, args, actor, created_at) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (session_id, verb, json.dumps(dict(args or {})), actor, time.time()))
+                (session_id, verb, json.dumps(dict(args or {})), actor, time.time()),
+            )
             return int(cur.lastrowid or 0)
 
         result: int = self._writer.submit(job).result()
@@ -178,9 +198,13 @@ class SqliteStore:
         def job(conn: sqlite3.Connection) -> list[Command]:
             rows = conn.execute(
                 "SELECT id, session_id, verb, args, actor, created_at FROM commands "
-                "WHERE session_id = ? AND taken_at IS NULL ORDER BY id", (session_id,)).fetchall()
-            conn.executemany("UPDATE commands SET taken_at = ?, taken_by = ? WHERE id = ?",
-                             [(time.time(), taken_by, r[0]) for r in rows])
+                "WHERE session_id = ? AND taken_at IS NULL ORDER BY id",
+                (session_id,),
+            ).fetchall()
+            conn.executemany(
+                "UPDATE commands SET taken_at = ?, taken_by = ? WHERE id = ?",
+                [(time.time(), taken_by, r[0]) for r in rows],
+            )
             return [Command(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5]) for r in rows]
 
         result: list[Command] = self._writer.submit(job).result()
@@ -189,9 +213,13 @@ class SqliteStore:
     # -- reads -------------------------------------------------------------------------------
 
     def get_session(self, session_id: str) -> SessionRow:
-        row = self._reader().execute(
-            f"SELECT {', '.join(_SESSION_COLUMNS)} FROM sessions WHERE id = ?", (session_id,)
-        ).fetchone()
+        row = (
+            self._reader()
+            .execute(
+                f"SELECT {', '.join(_SESSION_COLUMNS)} FROM sessions WHERE id = ?", (session_id,)
+            )
+            .fetchone()
+        )
         if row is None:
             raise SessionNotFound(session_id)
         return SessionRow(*row)
@@ -202,17 +230,23 @@ class SqliteStore:
             return self.get_session(id_or_prefix)
         except SessionNotFound:
             pass
-        rows = self._reader().execute(
-            "SELECT id FROM sessions WHERE id LIKE ? ESCAPE '\\' LIMIT 2",
-            (_like_prefix(id_or_prefix),)).fetchall()
+        rows = (
+            self._reader()
+            .execute(
+                "SELECT id FROM sessions WHERE id LIKE ? ESCAPE '\\' LIMIT 2",
+                (_like_prefix(id_or_prefix),),
+            )
+            .fetchall()
+        )
         if len(rows) == 1 and id_or_prefix:
             return self.get_session(rows[0][0])
         if len(rows) > 1:
             raise SessionNotFound(id_or_prefix) from None
         raise SessionNotFound(id_or_prefix)
 
-    def list_sessions(self, *, status: str | None = None, limit: int | None = None
-                      ) -> list[SessionRow]:
+    def list_sessions(
+        self, *, status: str | None = None, limit: int | None = None
+    ) -> list[SessionRow]:
         """Sessions, most recently updated first."""
         sql = f"SELECT {', '.join(_SESSION_COLUMNS)} FROM sessions"
         params: list[Any] = []
@@ -225,8 +259,14 @@ class SqliteStore:
             params.append(limit)
         return [SessionRow(*r) for r in self._reader().execute(sql, params)]
 
-    def iter_events(self, session_id: str, *, after: int = 0, until: int | None = None,
-                    kinds: Sequence[EventKind] | None = None) -> Iterator[Event]:
+    def iter_events(
+        self,
+        session_id: str,
+        *,
+        after: int = 0,
+        until: int | None = None,
+        kinds: Sequence[EventKind] | None = None,
+    ) -> Iterator[Event]:
         """The session's events with ``after < seq <= until``, in order."""
         sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE session_id = ? AND seq > ?"
         params: list[Any] = [session_id, after]
@@ -240,18 +280,25 @@ class SqliteStore:
         for r in self._reader().execute(sql, params):
             yield Event(r[0], r[1], r[2], EventKind(r[3]), r[4], r[5], r[6], r[7])
 
-    def latest_snapshot(self, session_id: str, *, at_most: int | None = None
-                        ) -> tuple[int, str] | None:
+    def latest_snapshot(
+        self, session_id: str, *, at_most: int | None = None
+    ) -> tuple[int, str] | None:
         """The newest snapshot ``(seq, state_json)`` at or before ``at_most``."""
-        row = self._reader().execute(
-            "SELECT seq, state FROM snapshots WHERE session_id = ? AND seq <= ? "
-            "ORDER BY seq DESC LIMIT 1", (session_id, at_most if at_most is not None else 2**62)
-        ).fetchone()
+        row = (
+            self._reader()
+            .execute(
+                "SELECT seq, state FROM snapshots WHERE session_id = ? AND seq <= ? "
+                "ORDER BY seq DESC LIMIT 1",
+                (session_id, at_most if at_most is not None else 2**62),
+            )
+            .fetchone()
+        )
         return (int(row[0]), str(row[1])) if row else None
 
     def get_blob(self, digest: str) -> bytes:
-        row = self._reader().execute("SELECT data FROM blobs WHERE sha256 = ?",
-                                     (digest,)).fetchone()
+        row = (
+            self._reader().execute("SELECT data FROM blobs WHERE sha256 = ?", (digest,)).fetchone()
+        )
         if row is None:
             raise StoreError(f"no blob {digest} in {self.path}")
         return bytes(row[0])
@@ -266,8 +313,12 @@ class _WriteJob:
 
     __slots__ = ("events", "session", "snapshot")
 
-    def __init__(self, events: Sequence[Event], session: Mapping[str, Any] | None,
-                 snapshot: tuple[int, str] | None) -> None:
+    def __init__(
+        self,
+        events: Sequence[Event],
+        session: Mapping[str, Any] | None,
+        snapshot: tuple[int, str] | None,
+    ) -> None:
         self.events, self.session, self.snapshot = events, session, snapshot
 
     def __call__(self, conn: sqlite3.Connection) -> None:
@@ -277,8 +328,20 @@ class _WriteJob:
             try:
                 conn.executemany(
                     f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(e.session_id, e.seq, e.ts, e.kind.value, e.actor, e.v, e.payload_json,
-                      e.hash) for e in self.events])
+                    [
+                        (
+                            e.session_id,
+                            e.seq,
+                            e.ts,
+                            e.kind.value,
+                            e.actor,
+                            e.v,
+                            e.payload_json,
+                            e.hash,
+                        )
+                        for e in self.events
+                    ],
+                )
             except sqlite3.IntegrityError as exc:
                 first = self.events[0]
                 raise SessionConflict(
@@ -287,19 +350,32 @@ class _WriteJob:
                 ) from exc
         if self.snapshot:
             seq, state = self.snapshot
-            sid = self.events[-1].session_id if self.events else str(self.session["id"]) \
-                if self.session else ""
-            conn.execute("INSERT OR REPLACE INTO snapshots (session_id, seq, state, created_at) "
-                         "VALUES (?, ?, ?, ?)", (sid, seq, state, time.time()))
+            sid = (
+                self.events[-1].session_id
+                if self.events
+                else str(self.session["id"])
+                if self.session
+                else ""
+            )
+            conn.execute(
+                "INSERT OR REPLACE INTO snapshots (session_id, seq, state, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                (sid, seq, state, time.time()),
+            )
 
 
 def _upsert_session(conn: sqlite3.Connection, row: Mapping[str, Any]) -> None:
     cols = [c for c in row if c != "id"]
-    cur = conn.execute(f"UPDATE sessions SET {', '.join(f'{c} = ?' for c in cols)} WHERE id = ?",
-                       [*(row[c] for c in cols), row["id"]])
+    cur = conn.execute(
+        f"UPDATE sessions SET {', '.join(f'{c} = ?' for c in cols)} WHERE id = ?",
+        [*(row[c] for c in cols), row["id"]],
+    )
     if cur.rowcount == 0:
-        conn.execute(f"INSERT INTO sessions (id, {', '.join(cols)}) "
-                     f"VALUES (?, {', '.join('?' * len(cols))})", [row["id"], *(row[c] for c in cols)])
+        conn.execute(
+            f"INSERT INTO sessions (id, {', '.join(cols)}) "
+            f"VALUES (?, {', '.join('?' * len(cols))})",
+            [row["id"], *(row[c] for c in cols)],
+        )
 
 
 def _like_prefix(prefix: str) -> str:

@@ -97,7 +97,9 @@ class Writer:
                     conn.execute("RELEASE job")
                     results.append((fut, value, None))
             conn.execute("COMMIT")
-        except Exception as exc:  # the commit itself failed (disk full, I/O error): nobody is durable
+        except (
+            Exception
+        ) as exc:  # the commit itself failed (disk full, I/O error): nobody is durable
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             for _job, fut in batch:

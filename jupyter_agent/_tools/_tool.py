@@ -153,7 +153,10 @@ def tool(
     chosen = _effect(effect)
 
     def wrap(f: Callable[..., object]) -> Tool:
-        return _make_tool(f, name=name or f.__name__, effect=chosen, timeout_s=timeout_s)
+        chosen_name = name or getattr(f, "__name__", "")
+        if not chosen_name:
+            raise TypeError(f"{f!r} has no __name__; give the tool one with tool(..., name=...)")
+        return _make_tool(f, name=chosen_name, effect=chosen, timeout_s=timeout_s)
 
     return wrap if fn is None else wrap(fn)
 
