@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -118,6 +119,21 @@ def _store(args: argparse.Namespace, *, create: bool = False) -> SqliteStore:
     return SqliteStore(path)
 
 
+def _prog() -> str:
+    """How the person ran this command, so suggestions can be pasted back as they are."""
+    exe = Path(sys.argv[0])
+    on_path = shutil.which(exe.name)
+    return exe.name if on_path and Path(on_path).resolve() == exe.resolve() else str(exe)
+
+
+def _fit(line: str) -> str:
+    """Cut a line to the terminal's width when printing to one (files get it whole)."""
+    if not sys.stdout.isatty():
+        return line
+    width = shutil.get_terminal_size().columns
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
 def _ago(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
 
@@ -137,7 +153,7 @@ def _header(row: SessionRow) -> list[str]:
 def _print_timeline(store: SqliteStore, session_id: str, after: int = 0) -> int:
     events = list(store.iter_events(session_id, after=after))
     for line in format_rows(timeline(events)):
-        print(line)
+        print(_fit(line))
     return events[-1].seq if events else after
 
 
@@ -250,7 +266,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print()
     status = _follow(session)
     print()
-    print(f"see it again:  jupyter-agent --db {agent.store.path} show {session.id}")
+    db = "" if agent.store.path == default_store_path() else f" --db {agent.store.path}"
+    print(f"see it again:  {_prog()}{db} show {session.id}")
     return status
 
 
@@ -291,5 +308,5 @@ def _print_new_rows(session: Session, printed: int, *, final: bool) -> int:
         running = [i for i, r in enumerate(rows) if r.status == "running"]
         rows = rows[: running[0]] if running else rows
     for line in format_rows(rows):
-        print(line, flush=True)
+        print(_fit(line), flush=True)
     return printed + len(rows)
