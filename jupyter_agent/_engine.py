@@ -299,7 +299,7 @@ class Engine:
         )
         started = time.monotonic()
         try:
-            request = ModelRequest(ConversationView(self.state.messages), self._specs)
+            request = ModelRequest(ConversationView(self.state.messages), self._specs, step)
             response = await self.model.complete(request)
         except Exception as exc:
             raise _ModelFailed(str(exc)) from exc

@@ -60,8 +60,15 @@ class ToolSpec:
 
 @dataclass(frozen=True, slots=True)
 class ModelRequest:
+    """The conversation so far and the tools on offer.
+
+    ``step`` is the session's model turn this request is for (1, 2, ...), set by the engine;
+    it stays true when older messages are compacted out of ``messages``.
+    """
+
     messages: Sequence[Message]
     tools: Sequence[ToolSpec] = ()
+    step: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

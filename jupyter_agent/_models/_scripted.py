@@ -2,7 +2,8 @@
 
 Each turn of the script is what the model answers at that point of the conversation: a
 ``ModelResponse``, a value built with ``reply``, ``call``, ``calls`` or ``call_raw``, or a
-function of the ``ModelRequest``. The turn played is the number of assistant messages already
+function of the ``ModelRequest``. The turn played is the request's ``step`` (counted from 0), or
+for a request built by hand without one, the number of assistant messages already
 in the request, so the model is stateless: a session resumed in a new process, with a fresh
 ``ScriptedModel``, plays on from where it stopped.
 
@@ -60,15 +61,22 @@ def calls(*turns: ModelResponse, text: str = "") -> ModelResponse:
     return ModelResponse(text=text, tool_calls=merged, stop_reason="tool_use")
 
 
+def _turn(request: ModelRequest) -> int:
+    """The 0-based turn: from the engine's step number, else by counting assistant messages."""
+    if request.step is not None:
+        return request.step - 1
+    return sum(1 for m in request.messages if m.role == "assistant")
+
+
 class ScriptedModel:
     """A ``Model`` answering from a script; public, for tests of your own tools and agents.
 
-    ``turns`` is a list of ``Turn`` (turn N answers a request with N assistant messages in it)
-    or one ``TurnFunction`` used for every turn. Past the end of the list the model answers
-    ``reply("done")``, so a run always ends; with ``strict=True`` it raises ``ModelError``
-    instead, to catch a script that is shorter than the run. Tool calls without an id get
-    ``call_<turn>_<k>``; ``model`` is filled in with ``name``. Every request received is kept
-    in ``requests`` (in this process only), for assertions.
+    ``turns`` is a list of ``Turn`` (turn N answers step N + 1, or a request with N assistant
+    messages in it) or one ``TurnFunction`` used for every turn. Past the end of the list the
+    model answers ``reply("done")``, so a run always ends; with ``strict=True`` it raises
+    ``ModelError`` instead, to catch a script shorter than the run. Tool calls without an id
+    get ``call_<turn>_<k>``; ``model`` is filled in with ``name``. Every request received is
+    kept in ``requests`` (in this process only), for assertions.
 
     Example:
         >>> model = ScriptedModel([call("shell", command="ls"), "Listed the files."])
@@ -96,7 +104,7 @@ class ScriptedModel:
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         self.requests.append(request)
-        turn = sum(1 for m in request.messages if m.role == "assistant")
+        turn = _turn(request)
         played = self._turn(turn)
         if isinstance(played, str):
             response = reply(played)
