@@ -382,3 +382,56 @@ def test_every_demo_scenario_runs_to_done_on_the_real_tools(db: Path, spec: str)
     failed = [r for r in results(s) if r["is_error"] and r["name"] != "shell"]
     assert failed == [], failed
     assert s.result
+
+
+def test_workspace_escape_by_the_model_is_refused_and_nothing_outside_changes(
+    db: Path, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me")
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "link").symlink_to(tmp_path)
+    model = ScriptedModel(
+        [
+            calls(
+                call("read_file", path=str(outside)),
+                call("write_file", path="../outside.txt", content="pwned"),
+                call("edit_file", path="link/outside.txt", old="keep", new="lose"),
+            ),
+            reply("tried"),
+        ]
+    )
+    s = Agent("a", model=model, store=db, workspace=ws).run("escape")
+    assert [r["is_error"] for r in results(s)] == [True, True, True]
+    assert all("WorkspaceEscape" in r["output"] for r in results(s))
+    assert outside.read_text() == "keep me"
+
+
+def test_a_timer_set_before_a_crash_keeps_its_wake_time_on_resume(db: Path) -> None:
+    from jupyter_agent import SqliteStore
+
+    model = ScriptedModel([call("sleep", seconds=3600), reply("awake")])
+    s = Agent("a", model=model, store=db, clock=FakeClock(start=1_000.0)).run("nap")
+    events = s.events
+    cut = next(i for i, e in enumerate(events) if e.kind is EventKind.TIMER_SET) + 1
+    crashed = db.parent / "crashed.db"
+    with SqliteStore(crashed) as store:
+        row = s.row
+        store.write(
+            events[:cut],
+            session={
+                "id": s.id,
+                "name": row.name,
+                "status": "sleeping",
+                "model": row.model,
+                "created_at": row.created_at,
+                "updated_at": row.updated_at,
+                "last_seq": events[cut - 1].seq,
+            },
+        )
+    later = FakeClock(start=2_000.0)  # the process came back 1,000 s later
+    again = open_session(s.id, store=crashed, model=model, clock=later).resume()
+    assert again.wait(10) == "done"
+    assert later.now() == 4_600.0, "woke at the recorded time, not 3,600 s after the restart"
+    assert [e.kind for e in again.events].count(EventKind.TIMER_SET) == 1
