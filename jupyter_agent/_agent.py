@@ -125,7 +125,7 @@ class Agent:
             namespace=self.namespace,
             inbox=get_runtime().inbox(session_id),
         )
-        get_runtime().launch(session_id, engine.run)
+        get_runtime().launch(session_id, engine.run_to_rest)
 
     def _handle(self, session_id: str) -> Session:
         return Session(self.store, session_id, agent_factory=lambda: self)

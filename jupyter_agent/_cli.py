@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import sqlite3
 import sys
 import time
 from collections.abc import Sequence
@@ -40,12 +42,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: int = args.run(args)
         return result
-    except (CliError, JupyterAgentError) as exc:
-        print(f"jupyter-agent: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except (CliError, JupyterAgentError, ValueError) as exc:
+        return _fail(str(exc))
+    except OSError as exc:  # a file we were asked to write or read
+        if isinstance(exc, BrokenPipeError):  # `... | head`: the reader left; that is fine
+            _quiet_stdout()
+            return 0
+        return _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
+    except sqlite3.Error as exc:
+        return _fail(f"the store could not be read: {exc}")
     except KeyboardInterrupt:
         print("jupyter-agent: interrupted", file=sys.stderr)
         return 130
+
+
+def _fail(message: str) -> int:
+    print(f"jupyter-agent: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so the interpreter's flush stays quiet."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -13,12 +13,10 @@ otherwise listed in ``pending_approvals`` until a person approves (run it again)
 
 from __future__ import annotations
 
-import threading
 import time
 import traceback
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,8 @@ import anyio
 
 from ._clock import Clock
 from ._errors import JupyterAgentError, SessionConflict, StoreError, ToolArgsInvalid
-from ._events import Event, EventChain, EventKind
+from ._events import GENESIS_HASH, Event, EventChain, EventKind
+from ._inbox import Decision, Inbox
 from ._models._base import Model, ModelRequest, ModelResponse
 from ._policy import Limits
 from ._state import TERMINAL, ConversationView, SessionState, load_state
@@ -39,44 +38,6 @@ BLOB_THRESHOLD = 32_000  # characters of tool output kept inline in an event
 _RERUNNABLE = frozenset({Effect.READ_ONLY.value, Effect.IDEMPOTENT.value})
 
 Draft = tuple[EventKind, Mapping[str, Any], str]  # kind, payload, actor
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    approve: bool
-    actor: str
-    reason: str = ""
-
-
-class Inbox:
-    """What people send a session: messages, approval decisions, pause and stop requests.
-
-    Thread-safe: the notebook's thread writes, the engine reads at its next step boundary.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._messages: list[tuple[str, str]] = []
-        self._decisions: dict[str, Decision] = {}
-        self.pause_requested = False
-        self.stop_requested = False
-
-    def tell(self, text: str, actor: str) -> None:
-        with self._lock:
-            self._messages.append((text, actor))
-
-    def decide(self, call_id: str, decision: Decision) -> None:
-        with self._lock:
-            self._decisions[call_id] = decision
-
-    def take_messages(self) -> list[tuple[str, str]]:
-        with self._lock:
-            taken, self._messages = self._messages, []
-        return taken
-
-    def take_decision(self, call_id: str) -> Decision | None:
-        with self._lock:
-            return self._decisions.pop(call_id, None)
 
 
 def create_session(
@@ -96,6 +57,24 @@ def create_session(
             "goal": started["goal"],
             "status": "running",
             "created_at": event.ts,
+            "updated_at": event.ts,
+            "last_seq": event.seq,
+            "last_hash": event.hash,
+        },
+    )
+
+
+def record_message(
+    store: SqliteStore, session_id: str, text: str, *, actor: str, clock: Clock
+) -> None:
+    """Append a person's message to a session no engine is running (it is read on resume)."""
+    row = store.get_session(session_id)
+    chain = EventChain(session_id, last_seq=row.last_seq, last_hash=row.last_hash or GENESIS_HASH)
+    event = chain.next(EventKind.MESSAGE, {"text": text}, ts=clock.now(), actor=actor)
+    store.write(
+        [event],
+        session={
+            "id": session_id,
             "updated_at": event.ts,
             "last_seq": event.seq,
             "last_hash": event.hash,
@@ -132,6 +111,27 @@ class Engine:
         self._last_snapshot = 0
         self._specs = [t.spec() for t in tools.values()]
 
+    async def run_to_rest(self) -> SessionState:
+        """``run()``, again while decisions arrive for waiting calls; then release the inbox.
+
+        Messages sent after the last step boundary are recorded before the run ends, so a
+        message is never dropped because the session finished or paused meanwhile.
+        """
+        try:
+            while True:
+                state = await self.run()
+                while True:
+                    done, late = self.inbox.deactivate_if_idle(state.approvals)
+                    if late:
+                        await self._record(*((EventKind.MESSAGE, {"text": t}, a) for t, a in late))
+                    if done:
+                        return state
+                    if not late:
+                        break  # a decision arrived: run again
+        except BaseException:
+            self.inbox.deactivate()
+            raise
+
     async def run(self) -> SessionState:
         """Continue the session from what the store holds; return the state it stopped in."""
         self.state = await anyio.to_thread.run_sync(load_state, self.store, self.session_id)
@@ -159,17 +159,23 @@ class Engine:
     # -- recording ---------------------------------------------------------------------------
 
     async def _record(self, *drafts: Draft) -> list[Event]:
+        """Append events durably, then let the engine act on them.
+
+        The chain moves on only once the write succeeded; a failed write ends the run with a
+        ``StoreError`` (the in-memory state is thrown away, the log stays whole).
+        """
         ts = self.clock.now()
-        events = [
-            self._chain.next(kind, payload, ts=ts, actor=actor) for kind, payload, actor in drafts
-        ]
+        chain = self._chain.copy()
+        events = [chain.next(kind, payload, ts=ts, actor=actor) for kind, payload, actor in drafts]
         for event in events:
             self.state.apply(event)
         snapshot = None
         if self.state.last_seq - self._last_snapshot >= self.snapshot_every:
             snapshot = (self.state.last_seq, self.state.to_snapshot())
-            self._last_snapshot = self.state.last_seq
         await self.store.write_async(events, session=self._session_row(ts), snapshot=snapshot)
+        self._chain = chain
+        if snapshot:
+            self._last_snapshot = snapshot[0]
         return events
 
     def _session_row(self, ts: float) -> dict[str, Any]:
@@ -247,7 +253,7 @@ class Engine:
         if decision.approve:
             await self._run_call(call_id, name, arguments, rerun=True)
         else:
-            why = f": {decision.reason}" if decision.reason else ""
+            why = f" ({decision.reason})" if decision.reason else ""
             await self._record(
                 (
                     EventKind.TOOL_RESULT,
@@ -256,7 +262,9 @@ class Engine:
                         "name": name,
                         "is_error": True,
                         "skipped": True,
-                        "output": f"not run: {decision.actor} skipped this call{why}",
+                        "output": f"not run again: {decision.actor} chose to skip this call"
+                        f"{why}. It was interrupted before its result was recorded, so it may"
+                        " or may not have taken effect.",
                     },
                     "agent",
                 )

@@ -69,9 +69,10 @@ class SessionError(JupyterAgentError):
 class SessionNotFound(SessionError):
     code = "session_not_found"
 
-    def __init__(self, session_id: str) -> None:
+    def __init__(self, session_id: str, message: str | None = None) -> None:
         super().__init__(
-            f"no session {session_id!r} in this store (list them: jupyter-agent sessions)"
+            message
+            or f"no session {session_id!r} in this store (list them: jupyter-agent sessions)"
         )
         self.session_id = session_id
 

@@ -66,8 +66,20 @@ SCHEMA: dict[EventKind, tuple[int, frozenset[str]]] = {
 
 
 def canonical_json(value: object) -> str:
-    """The one JSON spelling used for payloads and hashes: sorted keys, no spaces."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """The one JSON spelling used for payloads and hashes: sorted keys, no spaces, UTF-8.
+
+    Text that is not valid Unicode (lone surrogates, e.g. from an undecodable file name) is
+    written with ``\\u`` escapes instead, so it round-trips exactly. NaN and infinity are refused:
+    the log stays standard JSON that any tool (and SQLite's ``json_extract``) can read.
+    """
+    text = json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,11 +150,15 @@ class EventChain:
         self.last_seq = last_seq
         self.last_hash = last_hash
 
+    def copy(self) -> EventChain:
+        return EventChain(self.session_id, last_seq=self.last_seq, last_hash=self.last_hash)
+
     def next(
         self, kind: EventKind, payload: Mapping[str, object], *, ts: float, actor: str = "agent"
     ) -> Event:
         version = check_payload(kind, payload)
         payload_json = canonical_json(payload)
+        ts = float(ts)  # the hash covers repr(ts); SQLite's REAL gives back a float
         seq = self.last_seq + 1
         digest = event_hash(
             self.last_hash, self.session_id, seq, ts, kind.value, actor, version, payload_json

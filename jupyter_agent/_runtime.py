@@ -15,8 +15,8 @@ from typing import TypeVar
 import anyio
 from anyio.from_thread import BlockingPortal
 
-from ._engine import Inbox
 from ._errors import InvalidSessionState
+from ._inbox import Inbox
 
 T = TypeVar("T")
 
@@ -55,17 +55,24 @@ class Runtime:
             return self._inboxes.setdefault(session_id, Inbox())
 
     def is_running(self, session_id: str) -> bool:
-        task = self._tasks.get(session_id)
-        return task is not None and not task.done()
+        """Whether an engine of this process is running the session (or about to)."""
+        return self.inbox(session_id).active
 
     def launch(self, session_id: str, run: Callable[[], Awaitable[T]]) -> Future[T]:
-        """Start ``run()`` as the session's task; refuse if the session already runs here."""
+        """Start ``run()`` as the session's task; refuse if the session already runs here.
+
+        ``run`` must release the session's inbox when it ends (``Engine.run_to_rest`` does).
+        """
         portal = self._ensure_loop()
-        with self._lock:
-            if self.is_running(session_id):
-                raise InvalidSessionState(f"session {session_id} is already running")
+        inbox = self.inbox(session_id)
+        if not inbox.activate():
+            raise InvalidSessionState(f"session {session_id} is already running in this process")
+        try:
             task: Future[T] = portal.start_task_soon(run)
-            self._tasks[session_id] = task  # type: ignore[assignment]
+        except BaseException:
+            inbox.deactivate()
+            raise
+        self._tasks[session_id] = task  # type: ignore[assignment]
         return task
 
     def task(self, session_id: str) -> Future[object] | None:

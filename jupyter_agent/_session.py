@@ -11,10 +11,12 @@ from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
-from ._engine import Decision
+from ._clock import SystemClock
+from ._engine import record_message
 from ._errors import InvalidSessionState
 from ._events import Event
 from ._identity import current_identity
+from ._inbox import Decision
 from ._runtime import get_runtime
 from ._state import TERMINAL, ApprovalRequest, SessionState, load_state
 from ._store import SessionRow, SqliteStore
@@ -111,11 +113,21 @@ class Session:
     # -- what a person does ------------------------------------------------------------------
 
     def tell(self, text: str) -> None:
-        """Send the agent a message; it is recorded and read at the next step boundary."""
+        """Send the agent a message, recorded with your name and read at the next step boundary.
+
+        A session that is paused or waiting gets it recorded at once, and reads it on resume.
+        """
         if not text.strip():
             raise ValueError("tell() needs a non-empty message")
         self._require_open("tell")
-        get_runtime().inbox(self.id).tell(text, current_identity())
+        actor = current_identity()
+        get_runtime().inbox(self.id).post_message(
+            text,
+            actor,
+            otherwise=lambda: record_message(
+                self.store, self.id, text, actor=actor, clock=SystemClock()
+            ),
+        )
 
     def pause(self) -> None:
         """Pause at the next step boundary; ``resume()`` continues."""
@@ -165,8 +177,7 @@ class Session:
             raise ValueError(
                 f"no call {call_id!r} waits for approval in session {self.id} (waiting: {listed})"
             )
-        get_runtime().inbox(self.id).decide(call_id, decision)
-        if not self.running_here:
+        if not get_runtime().inbox(self.id).post_decision(call_id, decision):
             self.resume()
 
     def _require_open(self, verb: str) -> None:

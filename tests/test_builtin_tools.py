@@ -317,4 +317,10 @@ async def test_sleep_waits_on_the_context_clock(ctx: ToolContext) -> None:
 async def test_sleep_refuses_negative_seconds(ctx: ToolContext) -> None:
     ctx.clock = FakeClock()
     output = await call("sleep", ctx, seconds=-1)
-    assert output == ToolOutput("seconds must be >= 0, got -1", is_error=True)
+    assert output == ToolOutput("seconds must be a finite number >= 0, got -1", is_error=True)
+
+
+async def test_sleep_refuses_an_endless_wait(ctx: ToolContext) -> None:
+    ctx.clock = FakeClock()
+    output = await call("sleep", ctx, seconds=float("inf"))
+    assert output.is_error and "finite" in output.text

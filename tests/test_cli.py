@@ -151,3 +151,29 @@ def test_jupyter_agent_is_also_a_jupyter_subcommand(demo_db) -> None:
         [jupyter, "agent", "--db", str(db), "sessions"], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0 and session_id in out.stdout
+
+
+def test_approving_an_unknown_call_is_one_line_and_exit_2(demo_db) -> None:
+    db, session_id = demo_db
+    out = cli("--db", str(db), "resume", session_id, "--approve", "bogus")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1
+
+
+def test_export_to_a_missing_folder_is_one_line_and_exit_2(demo_db, tmp_path: Path) -> None:
+    db, session_id = demo_db
+    out = cli("--db", str(db), "export", session_id, "-o", str(tmp_path / "no" / "x.md"))
+    assert out.returncode == 2 and out.stderr.count("\n") == 1
+    assert "No such file or directory" in out.stderr
+
+
+def test_output_piped_into_head_ends_quietly(demo_db) -> None:
+    db, session_id = demo_db
+    exe = shutil.which("jupyter-agent", path=str(Path(sys.executable).parent))
+    out = subprocess.run(
+        f"'{exe}' --db '{db}' events {session_id} | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.stdout.count("\n") == 1 and out.stderr == ""

@@ -435,3 +435,121 @@ def test_a_timer_set_before_a_crash_keeps_its_wake_time_on_resume(db: Path) -> N
     assert again.wait(10) == "done"
     assert later.now() == 4_600.0, "woke at the recorded time, not 3,600 s after the restart"
     assert [e.kind for e in again.events].count(EventKind.TIMER_SET) == 1
+
+
+def test_a_failed_write_ends_the_run_and_leaves_the_log_whole(tmp_path: Path) -> None:
+    import sqlite3
+
+    from jupyter_agent import SqliteStore, StoreError
+    from jupyter_agent._events import verify_chain
+
+    db = tmp_path / "agent.db"
+    store = SqliteStore(db, busy_timeout_s=0.2)
+    wait_gate, gate, entered = gated_tool()
+    model = ScriptedModel([call("wait_gate"), reply("done")])
+    s = Agent("a", model=model, store=store, tools=[wait_gate]).start("go")
+    assert entered.wait(10)
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")  # the disk is 'full' for the tool's result
+    gate.set()
+    with pytest.raises(StoreError, match="could not write"):
+        s.wait(10)
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    assert verify_chain(s.events) is None
+    assert s.state.open_calls, "the call is in doubt, not lost"
+    s.resume()  # the tool is read-only: it runs again, and the session finishes
+    assert s.wait(10) == "done"
+    store.close()
+
+
+def test_two_approvals_given_while_the_session_runs_are_both_acted_on(db: Path) -> None:
+    gate, entered, ran, blocking = threading.Event(), threading.Event(), [], []
+
+    @tool
+    def slow_send(to: str) -> str:
+        """Sends, slowly."""
+        ran.append(to)
+        if to == "b" and blocking:
+            entered.set()
+            assert gate.wait(30)
+        return "sent"
+
+    model = ScriptedModel(
+        [calls(call("slow_send", to="a"), call("slow_send", to="b")), reply("finished")]
+    )
+    s = Agent("a", model=model, store=db, tools=[slow_send]).run("send both")
+    # Cut the log after both intents, as a crash would have left it.
+    from jupyter_agent import SqliteStore
+
+    events = s.events
+    cut = max(i for i, e in enumerate(events) if e.kind is EventKind.TOOL_CALL) + 1
+    crashed = db.parent / "crashed.db"
+    with SqliteStore(crashed) as store:
+        store.write(
+            events[:cut],
+            session={
+                "id": s.id,
+                "status": "running",
+                "name": "a",
+                "created_at": 1.0,
+                "updated_at": 1.0,
+                "last_seq": cut,
+                "last_hash": events[cut - 1].hash,
+            },
+        )
+    ran.clear()
+    blocking.append(True)
+    again = open_session(s.id, store=crashed, tools=[slow_send], model=model).resume()
+    assert again.wait(10) == "awaiting_approval"
+    first, second = (a.call_id for a in again.pending_approvals)
+    again.approve(second)  # runs b, which blocks
+    assert entered.wait(10)
+    again.approve(first)  # given while the engine is busy with b
+    gate.set()
+    assert again.wait(10) == "done"
+    assert sorted(ran) == ["a", "b"] and again.pending_approvals == []
+
+
+def test_a_message_told_as_the_session_finishes_is_still_recorded(db: Path) -> None:
+    entered, proceed = threading.Event(), threading.Event()
+
+    def last_turn(request):
+        entered.set()
+        assert proceed.wait(10)
+        return reply("done")
+
+    s = Agent("a", model=ScriptedModel([last_turn]), store=db).start("go")
+    assert entered.wait(10)
+    s.tell("one more thing")
+    proceed.set()
+    assert s.wait(10) == "done"
+    assert [e.kind for e in s.events][-2:] == [EventKind.SESSION_FINISHED, EventKind.MESSAGE]
+
+
+def test_tell_while_paused_is_recorded_at_once_and_read_on_resume(db: Path) -> None:
+    wait_gate, gate, entered = gated_tool()
+    model = ScriptedModel([call("wait_gate"), reply("done")])
+    s = Agent("a", model=model, store=db, tools=[wait_gate]).start("go")
+    assert entered.wait(10)
+    s.pause()
+    gate.set()
+    assert s.wait(10) == "paused"
+    s.tell("change of plan")
+    assert s.events[-1].kind is EventKind.MESSAGE
+    s.resume()
+    assert s.wait(10) == "done"
+    assert model.requests[-1].messages[-1].content == "change of plan"
+
+
+def test_an_undecodable_file_name_does_not_break_the_session(db: Path, tmp_path: Path) -> None:
+    import os
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    with open(os.path.join(os.fsencode(ws), b"bad\xffname.txt"), "w") as f:
+        f.write("x")
+    model = ScriptedModel([call("list_files"), reply("listed")])
+    s = Agent("a", model=model, store=db, workspace=ws).run("list")
+    assert s.status == "done"
+    assert "name.txt" in results(s)[0]["output"]

@@ -210,3 +210,82 @@ def test_two_store_objects_on_one_file_both_see_all_events(tmp_path: Path) -> No
         chain = _new_session(one)
         two.write([chain.next(EventKind.MESSAGE, {"text": "from two"}, ts=2.0)])
         assert [e.seq for e in one.iter_events("s1")] == [1, 2]
+
+
+def test_an_ambiguous_prefix_says_so(store: SqliteStore) -> None:
+    _new_session(store, "abc1")
+    _new_session(store, "abc2")
+    with pytest.raises(SessionNotFound, match="start of several session ids"):
+        store.find_session("abc")
+
+
+def test_refusing_a_foreign_database_leaves_it_unchanged(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    conn.execute("create table customers (id integer)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreCorrupt):
+        SqliteStore(path)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    conn.close()
+
+
+def test_a_write_that_cannot_get_the_lock_fails_instead_of_hanging(tmp_path: Path) -> None:
+    from jupyter_agent import StoreError
+
+    with SqliteStore(tmp_path / "a.db", busy_timeout_s=0.2) as store:
+        chain = _new_session(store)
+        blocker = sqlite3.connect(tmp_path / "a.db", isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(StoreError, match=r"could not write .* locked"):
+            store.write([chain.copy().next(EventKind.MESSAGE, {"text": "x"}, ts=2.0)])
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        store.write([chain.next(EventKind.MESSAGE, {"text": "x"}, ts=2.0)])  # works again
+        assert [e.seq for e in store.iter_events("s1")] == [1, 2]
+
+
+def test_a_writer_thread_that_dies_fails_every_caller(tmp_path: Path) -> None:
+    from jupyter_agent._store._writer import Writer, WriterClosed
+
+    class Fatal(BaseException):
+        pass
+
+    def boom(conn: sqlite3.Connection) -> None:
+        raise Fatal("the thread goes down")
+
+    writer = Writer(
+        lambda: sqlite3.connect(tmp_path / "w.db", isolation_level=None, check_same_thread=False),
+        name="test-writer",
+    )
+    with pytest.raises(WriterClosed, match="Fatal"):
+        writer.submit(boom).result(timeout=5)
+    with pytest.raises(WriterClosed, match="stopped"):
+        writer.submit(lambda conn: None)
+    writer.close()
+
+
+def test_integer_timestamps_still_verify(store: SqliteStore) -> None:
+    chain = EventChain("s2")
+    e = chain.next(EventKind.SESSION_STARTED, _started(), ts=1000)  # an int, as a clock may give
+    store.write(
+        [e], session={"id": "s2", "status": "running", "created_at": 1.0, "updated_at": 1.0}
+    )
+    assert verify_chain(store.iter_events("s2")) is None
+
+
+def test_text_that_is_not_valid_unicode_round_trips(store: SqliteStore) -> None:
+    chain = _new_session(store)
+    store.write([chain.next(EventKind.MESSAGE, {"text": "bad\udcffname"}, ts=2.0)])
+    (e,) = store.iter_events("s1", after=1)
+    assert e.payload["text"] == "bad\udcffname"
+    assert verify_chain(store.iter_events("s1")) is None
+
+
+def test_nan_and_infinity_are_refused_so_the_log_stays_json(store: SqliteStore) -> None:
+    chain = _new_session(store)
+    with pytest.raises(ValueError):
+        chain.next(EventKind.TIMER_SET, {"timer_id": "t", "wake_at": float("inf")}, ts=2.0)
+    assert chain.last_seq == 1

@@ -13,7 +13,8 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +23,7 @@ from .._errors import SessionConflict, SessionNotFound, StoreCorrupt, StoreError
 from .._events import Event, EventKind
 from ._paths import default_store_path
 from ._schema import migrate
-from ._writer import Writer
+from ._writer import Writer, WriterClosed
 
 Synchronous = Literal["OFF", "NORMAL", "FULL"]
 
@@ -91,8 +92,13 @@ class SqliteStore:
         self._readers_lock = threading.Lock()
         if self.path.is_dir():
             raise StoreError(f"{self.path} is a directory; give the store a file name")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = self._connect()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot make the folder for the store {self.path}: {exc.strerror or exc}"
+            ) from exc
+        conn = self._connect(wal=False)  # switch to WAL only once the file is known to be ours
         try:
             migrate(conn, self.path)
         finally:
@@ -101,11 +107,12 @@ class SqliteStore:
 
     # -- connections -------------------------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, *, wal: bool = True) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            if wal:
+                conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         except sqlite3.DatabaseError as exc:
             raise StoreCorrupt(
@@ -149,9 +156,10 @@ class SqliteStore:
     ) -> None:
         """Append events, upsert the session row, add a snapshot: atomically; wait until durable.
 
-        Raises ``SessionConflict`` if another writer already took one of the sequence numbers.
+        Raises ``SessionConflict`` if another writer already took one of the sequence numbers,
+        and ``StoreError`` if the write could not be made durable.
         """
-        self._writer.submit(_WriteJob(events, session, snapshot)).result()
+        self._wait(self._submit(_WriteJob(events, session, snapshot)))
 
     async def write_async(
         self,
@@ -161,7 +169,26 @@ class SqliteStore:
         snapshot: tuple[int, str] | None = None,
     ) -> None:
         """``write`` for the event loop: waits for the commit without blocking the loop."""
-        await asyncio.wrap_future(self._writer.submit(_WriteJob(events, session, snapshot)))
+        fut = self._submit(_WriteJob(events, session, snapshot))
+        try:
+            await asyncio.wrap_future(fut)
+        except (sqlite3.Error, WriterClosed) as exc:
+            raise self._store_error(exc) from exc
+
+    def _submit(self, job: Callable[[sqlite3.Connection], Any]) -> Future[Any]:
+        try:
+            return self._writer.submit(job)
+        except WriterClosed as exc:
+            raise self._store_error(exc) from exc
+
+    def _wait(self, fut: Future[Any]) -> Any:
+        try:
+            return fut.result()
+        except (sqlite3.Error, WriterClosed) as exc:
+            raise self._store_error(exc) from exc
+
+    def _store_error(self, exc: BaseException) -> StoreError:
+        return StoreError(f"could not write to {self.path}: {exc}")
 
     def put_blob(self, data: bytes) -> str:
         """Store ``data`` under its sha256 (once, however often it is put); return the digest."""
@@ -173,7 +200,7 @@ class SqliteStore:
                 (digest, len(data), data, time.time()),
             )
 
-        self._writer.submit(job).result()
+        self._wait(self._submit(job))
         return digest
 
     def send_command(
@@ -189,7 +216,7 @@ class SqliteStore:
             )
             return int(cur.lastrowid or 0)
 
-        result: int = self._writer.submit(job).result()
+        result: int = self._wait(self._submit(job))
         return result
 
     def take_commands(self, session_id: str, *, taken_by: str) -> list[Command]:
@@ -207,7 +234,7 @@ class SqliteStore:
             )
             return [Command(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5]) for r in rows]
 
-        result: list[Command] = self._writer.submit(job).result()
+        result: list[Command] = self._wait(self._submit(job))
         return result
 
     # -- reads -------------------------------------------------------------------------------
@@ -241,7 +268,10 @@ class SqliteStore:
         if len(rows) == 1 and id_or_prefix:
             return self.get_session(rows[0][0])
         if len(rows) > 1:
-            raise SessionNotFound(id_or_prefix) from None
+            raise SessionNotFound(
+                id_or_prefix,
+                f"{id_or_prefix!r} is the start of several session ids; give more of it",
+            )
         raise SessionNotFound(id_or_prefix)
 
     def list_sessions(
@@ -343,6 +373,8 @@ class _WriteJob:
                     ],
                 )
             except sqlite3.IntegrityError as exc:
+                if "events.session_id, events.seq" not in str(exc):
+                    raise
                 first = self.events[0]
                 raise SessionConflict(
                     f"session {first.session_id} already has an event {first.seq}: another "
@@ -350,13 +382,7 @@ class _WriteJob:
                 ) from exc
         if self.snapshot:
             seq, state = self.snapshot
-            sid = (
-                self.events[-1].session_id
-                if self.events
-                else str(self.session["id"])
-                if self.session
-                else ""
-            )
+            sid = self.events[-1].session_id if self.events else str((self.session or {})["id"])
             conn.execute(
                 "INSERT OR REPLACE INTO snapshots (session_id, seq, state, created_at) "
                 "VALUES (?, ?, ?, ?)",

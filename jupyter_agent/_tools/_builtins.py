@@ -6,6 +6,7 @@ such a list into the name -> ``Tool`` map the engine runs.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -54,8 +55,8 @@ async def sleep(ctx: ToolContext, seconds: float, reason: str = "") -> ToolOutpu
         seconds: How long to wait, in seconds.
         reason: What you are waiting for, shown to the people watching.
     """
-    if seconds < 0:
-        return ToolOutput(f"seconds must be >= 0, got {seconds:g}", is_error=True)
+    if not 0 <= seconds < math.inf:
+        return ToolOutput(f"seconds must be a finite number >= 0, got {seconds:g}", is_error=True)
     await ctx.sleep_until(ctx.clock.now() + seconds)
     return ToolOutput(f"slept {seconds:g}s" + (f" ({reason})" if reason else ""))
 

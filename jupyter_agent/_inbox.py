@@ -1,0 +1,91 @@
+"""A session's mailbox in this process: what people send it while (or before) it runs.
+
+The notebook's thread writes; the engine reads at its next step boundary. ``active`` says
+whether an engine of this process will still read the box; it changes only under ``lock``, so
+a message or decision is either taken by the running engine or handled by the sender (recorded
+at once, or the session resumed), never left behind.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A person's answer to a waiting call: ``approve`` runs it, otherwise it is skipped."""
+
+    approve: bool
+    actor: str
+    reason: str = ""
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.active = False
+        self.pause_requested = False
+        self.stop_requested = False
+        self._messages: list[tuple[str, str]] = []
+        self._decisions: dict[str, Decision] = {}
+
+    def post_message(self, text: str, actor: str, *, otherwise: Callable[[], None]) -> None:
+        """Queue a message for the running engine, or, if none runs, call ``otherwise()``.
+
+        ``otherwise`` runs under the lock, so no engine can start between the check and it.
+        """
+        with self.lock:
+            if self.active:
+                self._messages.append((text, actor))
+            else:
+                otherwise()
+
+    def post_decision(self, call_id: str, decision: Decision) -> bool:
+        """Queue a decision; returns whether a running engine will take it."""
+        with self.lock:
+            self._decisions[call_id] = decision
+            return self.active
+
+    def take_messages(self) -> list[tuple[str, str]]:
+        with self.lock:
+            taken, self._messages = self._messages, []
+        return taken
+
+    def take_decision(self, call_id: str) -> Decision | None:
+        with self.lock:
+            return self._decisions.pop(call_id, None)
+
+    def has_decision(self, call_ids: Iterable[str]) -> bool:
+        with self.lock:
+            return any(c in self._decisions for c in call_ids)
+
+    def activate(self) -> bool:
+        """Mark an engine as running; False if one already is."""
+        with self.lock:
+            if self.active:
+                return False
+            self.active = True
+            self.pause_requested = self.stop_requested = False
+            return True
+
+    def deactivate_if_idle(
+        self, waiting_calls: Iterable[str]
+    ) -> tuple[bool, list[tuple[str, str]]]:
+        """At the end of a run: stop being active unless there is still something to do.
+
+        Returns ``(done, messages)``: ``messages`` were sent after the last boundary and must
+        still be recorded; ``done`` is False when a decision for a waiting call arrived, so the
+        engine should run again.
+        """
+        with self.lock:
+            messages, self._messages = self._messages, []
+            again = any(c in self._decisions for c in waiting_calls)
+            if not messages and not again:
+                self.active = False
+            return not again and not messages, messages
+
+    def deactivate(self) -> None:
+        with self.lock:
+            self.active = False
