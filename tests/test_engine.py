@@ -222,32 +222,38 @@ def test_stop_ends_the_session_and_it_cannot_be_resumed(db: Path) -> None:
 # -- in-doubt calls (the crash itself is in test_crash.py; here the log is cut by hand) -------
 
 
-def crashed_session(db: Path, tool_obj, *, effect_name: str) -> str:
-    """A session whose process 'died' after recording a tool call's intent."""
-    model = ScriptedModel([call(effect_name), reply("finished")])
-    agent = Agent("a", model=model, store=db, tools=[tool_obj], max_steps=5)
-    s = agent.start("go")
-    s.wait(10)
-    # Rebuild the log up to the intent only, as a killed process would have left it.
-    events = [e for e in s.events]
-    cut = next(i for i, e in enumerate(events) if e.kind is EventKind.TOOL_CALL) + 1
-    copy = db.parent / "crashed.db"
+def cut_log(session, *, after: EventKind, last: bool = False) -> Path:
+    """Copy ``session``'s log up to its first (or ``last``) ``after`` event into a new store:
+    the log a process killed at that point would have left."""
     from jupyter_agent import SqliteStore
 
-    with SqliteStore(copy) as store:
-        row = s.row
+    events = session.events
+    marks = [i for i, e in enumerate(events) if e.kind is after]
+    cut = (marks[-1] if last else marks[0]) + 1
+    path = Path(session.store.path).parent / "crashed.db"
+    row = session.row
+    with SqliteStore(path) as store:
         store.write(
             events[:cut],
             session={
-                "id": s.id,
+                "id": session.id,
                 "name": row.name,
                 "status": "running",
                 "model": row.model,
                 "created_at": row.created_at,
                 "updated_at": row.updated_at,
                 "last_seq": events[cut - 1].seq,
+                "last_hash": events[cut - 1].hash,
             },
         )
+    return path
+
+
+def crashed_session(db: Path, tool_obj, *, effect_name: str) -> str:
+    """A session whose process 'died' after recording a tool call's intent."""
+    model = ScriptedModel([call(effect_name), reply("finished")])
+    s = Agent("a", model=model, store=db, tools=[tool_obj], max_steps=5).run("go")
+    cut_log(s, after=EventKind.TOOL_CALL)
     return s.id
 
 
@@ -409,27 +415,10 @@ def test_workspace_escape_by_the_model_is_refused_and_nothing_outside_changes(
 
 
 def test_a_timer_set_before_a_crash_keeps_its_wake_time_on_resume(db: Path) -> None:
-    from jupyter_agent import SqliteStore
 
     model = ScriptedModel([call("sleep", seconds=3600), reply("awake")])
     s = Agent("a", model=model, store=db, clock=FakeClock(start=1_000.0)).run("nap")
-    events = s.events
-    cut = next(i for i, e in enumerate(events) if e.kind is EventKind.TIMER_SET) + 1
-    crashed = db.parent / "crashed.db"
-    with SqliteStore(crashed) as store:
-        row = s.row
-        store.write(
-            events[:cut],
-            session={
-                "id": s.id,
-                "name": row.name,
-                "status": "sleeping",
-                "model": row.model,
-                "created_at": row.created_at,
-                "updated_at": row.updated_at,
-                "last_seq": events[cut - 1].seq,
-            },
-        )
+    crashed = cut_log(s, after=EventKind.TIMER_SET)
     later = FakeClock(start=2_000.0)  # the process came back 1,000 s later
     again = open_session(s.id, store=crashed, model=model, clock=later).resume()
     assert again.wait(10) == "done"
@@ -479,25 +468,7 @@ def test_two_approvals_given_while_the_session_runs_are_both_acted_on(db: Path) 
         [calls(call("slow_send", to="a"), call("slow_send", to="b")), reply("finished")]
     )
     s = Agent("a", model=model, store=db, tools=[slow_send]).run("send both")
-    # Cut the log after both intents, as a crash would have left it.
-    from jupyter_agent import SqliteStore
-
-    events = s.events
-    cut = max(i for i, e in enumerate(events) if e.kind is EventKind.TOOL_CALL) + 1
-    crashed = db.parent / "crashed.db"
-    with SqliteStore(crashed) as store:
-        store.write(
-            events[:cut],
-            session={
-                "id": s.id,
-                "status": "running",
-                "name": "a",
-                "created_at": 1.0,
-                "updated_at": 1.0,
-                "last_seq": cut,
-                "last_hash": events[cut - 1].hash,
-            },
-        )
+    crashed = cut_log(s, after=EventKind.TOOL_CALL, last=True)
     ran.clear()
     blocking.append(True)
     again = open_session(s.id, store=crashed, tools=[slow_send], model=model).resume()
