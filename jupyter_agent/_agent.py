@@ -104,7 +104,7 @@ class Agent:
             clock=self.clock,
             started={
                 "name": self.name,
-                "model": self.model.name,
+                "model": getattr(self.model, "spec", self.model.name),
                 "goal": goal,
                 "instructions": self.instructions,
                 "tools": list(self.tools),

@@ -26,7 +26,9 @@ from ._clock import Clock
 from ._errors import JupyterAgentError, SessionConflict, StoreError, ToolArgsInvalid
 from ._events import GENESIS_HASH, Event, EventChain, EventKind
 from ._inbox import Decision, Inbox
+from ._live import live_text
 from ._models._base import Model, ModelRequest, ModelResponse
+from ._models._redact import redact
 from ._policy import Limits
 from ._state import TERMINAL, ConversationView, SessionState, load_state
 from ._store import SqliteStore
@@ -84,6 +86,35 @@ def record_message(
 
 class _ModelFailed(Exception):
     pass
+
+
+class _Observer:
+    """Hears the model's retries (recorded: no retry is silent) and its streamed text (live)."""
+
+    def __init__(self, engine: Engine, step: int) -> None:
+        self._engine, self._step = engine, step
+
+    async def retrying(self, *, attempt: int, error: Exception, delay_s: float) -> None:
+        info = (
+            error.to_dict()
+            if isinstance(error, JupyterAgentError)
+            else {"code": "model", "message": f"{type(error).__name__}: {error}"}
+        )
+        await self._engine._record(
+            (
+                EventKind.MODEL_RETRY,
+                {
+                    "step": self._step,
+                    "attempt": attempt,
+                    "error": info,
+                    "delay_s": round(delay_s, 3),
+                },
+                "agent",
+            )
+        )
+
+    def partial(self, text: str) -> None:
+        live_text.set(self._engine.session_id, self._step, text)
 
 
 class Engine:
@@ -199,13 +230,15 @@ class Engine:
             await self._record((EventKind.STATUS_CHANGED, payload, actor))
 
     async def _fail(self, exc: BaseException, *, where: str) -> None:
-        code = exc.code if isinstance(exc, JupyterAgentError) else "internal"
-        message = f"{type(exc).__name__}: {exc}"
-        tb = "".join(traceback.format_exception(exc))[-8000:]
+        info = exc.to_dict() if isinstance(exc, JupyterAgentError) else {}
+        code = info.get("code", "internal")
+        message = redact(f"{type(exc).__name__}: {exc}")
+        tb = redact("".join(traceback.format_exception(exc))[-8000:])
+        details = {k: v for k, v in info.items() if k not in ("code", "message")}
         await self._record(
             (
                 EventKind.ERROR,
-                {"code": code, "message": message, "where": where, "traceback": tb},
+                {**details, "code": code, "message": message, "where": where, "traceback": tb},
                 "agent",
             ),
             (EventKind.SESSION_FAILED, {"error": {"code": code, "message": message}}, "agent"),
@@ -307,10 +340,16 @@ class Engine:
         )
         started = time.monotonic()
         try:
-            request = ModelRequest(ConversationView(self.state.messages), self._specs, step)
+            request = ModelRequest(
+                ConversationView(self.state.messages), self._specs, step, _Observer(self, step)
+            )
             response = await self.model.complete(request)
+        except (SessionConflict, StoreError):
+            raise  # recording a retry failed: the store is the problem, not the model
         except Exception as exc:
             raise _ModelFailed(str(exc)) from exc
+        finally:
+            live_text.clear(self.session_id)
         duration_ms = round((time.monotonic() - started) * 1000, 3)
         await self._record(
             self._response_draft(step, response, duration_ms), *self._intent_drafts(response)

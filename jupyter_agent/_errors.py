@@ -3,6 +3,9 @@
     JupyterAgentError
     ├── ConfigError              a setting the user must fix (unknown model, bad store path)
     ├── ModelError               the model could not answer
+    │                            ├── ModelHTTPError (status, provider message, request id)
+    │                            ├── ModelTimeout  ├── ModelConnectionError
+    │                            └── ModelProtocolError (malformed JSON, a stream cut short)
     ├── ToolError                ├── UnknownTool  └── ToolArgsInvalid
     │                            └── WorkspaceEscape
     ├── PolicyError              └── BudgetExceeded
@@ -31,7 +34,56 @@ class ConfigError(JupyterAgentError):
 
 
 class ModelError(JupyterAgentError):
+    """The model could not answer. ``retryable`` errors are tried again (and each retry is
+    recorded); ``retry_after_s`` is the provider's Retry-After, when it sent one."""
+
     code = "model"
+    retryable = False
+    retry_after_s: float | None = None
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": str(self)}
+
+
+class ModelHTTPError(ModelError):
+    code = "model_http"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        request_id: str | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code, self.request_id = status_code, request_id
+        self.retry_after_s = retry_after_s
+        self.retryable = status_code in (408, 409, 429) or status_code >= 500
+
+    def to_dict(self) -> dict[str, str]:
+        data = super().to_dict()
+        data["status_code"] = str(self.status_code)
+        if self.request_id:
+            data["request_id"] = self.request_id
+        return data
+
+
+class ModelTimeout(ModelError):
+    code = "model_timeout"
+    retryable = True
+
+
+class ModelConnectionError(ModelError):
+    code = "model_connection"
+    retryable = True
+
+
+class ModelProtocolError(ModelError):
+    """The provider's answer could not be read: malformed JSON, a stream cut short."""
+
+    code = "model_protocol"
+    retryable = True
 
 
 class ToolError(JupyterAgentError):

@@ -30,6 +30,7 @@ class EventKind(enum.StrEnum):
     SESSION_FAILED = "session_failed"
     MODEL_REQUEST = "model_request"
     MODEL_RESPONSE = "model_response"
+    MODEL_RETRY = "model_retry"
     TOOL_CALL = "tool_call"
     TOOL_RESULT = "tool_result"
     APPROVAL_REQUESTED = "approval_requested"
@@ -51,6 +52,7 @@ SCHEMA: dict[EventKind, tuple[int, frozenset[str]]] = {
     EventKind.SESSION_FAILED: (1, frozenset({"error"})),
     EventKind.MODEL_REQUEST: (1, frozenset({"step", "messages"})),
     EventKind.MODEL_RESPONSE: (1, frozenset({"step", "text", "tool_calls", "usage"})),
+    EventKind.MODEL_RETRY: (1, frozenset({"step", "attempt", "error", "delay_s"})),
     EventKind.TOOL_CALL: (1, frozenset({"call_id", "name", "arguments", "effect"})),
     EventKind.TOOL_RESULT: (1, frozenset({"call_id", "name", "output", "is_error"})),
     EventKind.APPROVAL_REQUESTED: (1, frozenset({"call_id", "reason"})),

@@ -17,6 +17,7 @@ from ._errors import InvalidSessionState
 from ._events import Event
 from ._identity import current_identity
 from ._inbox import Decision
+from ._live import PartialText, live_text
 from ._runtime import get_runtime
 from ._state import TERMINAL, ApprovalRequest, SessionState, load_state
 from ._store import SessionRow, SqliteStore
@@ -105,6 +106,11 @@ class Session:
     @property
     def pending_approvals(self) -> list[ApprovalRequest]:
         return list(self.state.approvals.values())
+
+    @property
+    def partial_text(self) -> PartialText | None:
+        """The model's answer as streamed so far (live only; the log gets the whole answer)."""
+        return live_text.get(self.id)
 
     @property
     def running_here(self) -> bool:

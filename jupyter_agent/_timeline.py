@@ -61,6 +61,16 @@ def _row(e: Event, p: dict[str, Any], calls: dict[str, TimelineRow]) -> Timeline
             "ok",
             p.get("duration_ms"),
         )
+    if k is EventKind.MODEL_RETRY:
+        err = p["error"]
+        return TimelineRow(
+            e.seq,
+            e.ts,
+            "model",
+            f"retry {p['attempt']}",
+            f"{_short(err.get('message', ''), 80)}; again in {p['delay_s']:g} s",
+            "error",
+        )
     if k is EventKind.TOOL_CALL:
         row = TimelineRow(e.seq, e.ts, "tool", p["name"], _args(p["arguments"]), "running")
         calls[p["call_id"]] = row

@@ -39,11 +39,14 @@ def resolve_model(model: str | Model | None) -> Model:
     provider, _, rest = model.partition(":")
     if provider == "demo":
         return DemoModel.from_spec(rest or "fix")
-    if provider in ("openai", "anthropic"):
-        raise ConfigError(
-            f"the {provider}: provider is not available in this version yet; "
-            "use model='demo' or pass a Model object"
-        )
+    if provider == "openai":
+        from ._openai import OpenAIModel
+
+        return OpenAIModel.from_spec(rest)
+    if provider == "anthropic":
+        from ._anthropic import AnthropicModel
+
+        return AnthropicModel.from_spec(rest)
     raise ConfigError(
         f"unknown model {model!r}: name it provider:model with provider one of "
         "openai, anthropic, demo"

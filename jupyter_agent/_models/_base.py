@@ -58,17 +58,28 @@ class ToolSpec:
     parameters: dict[str, object]
 
 
+class ModelObserver(Protocol):
+    """What the engine wants to hear while a model works: retries (recorded as events, so none
+    is silent) and the text streamed so far (shown live, never written to the log)."""
+
+    async def retrying(self, *, attempt: int, error: Exception, delay_s: float) -> None: ...
+
+    def partial(self, text: str) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class ModelRequest:
     """The conversation so far and the tools on offer.
 
     ``step`` is the session's model turn this request is for (1, 2, ...), set by the engine;
-    it stays true when older messages are compacted out of ``messages``.
+    it stays true when older messages are compacted out of ``messages``. ``observer`` hears
+    about retries and streamed text (models that do neither may ignore it).
     """
 
     messages: Sequence[Message]
     tools: Sequence[ToolSpec] = ()
     step: int | None = None
+    observer: ModelObserver | None = None
 
 
 @dataclass(frozen=True, slots=True)

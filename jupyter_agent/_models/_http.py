@@ -1,0 +1,227 @@
+"""What every HTTP provider shares: one ``httpx.AsyncClient``, retries, error translation.
+
+Retries: exponential backoff with jitter on 408/409/429/5xx, timeouts, connection errors and
+unreadable answers, honouring ``Retry-After``; capped in attempts and in total time. Each retry
+is reported to the request's observer (the engine records it), so no retry is silent. httpx
+errors are translated once, here, into the project's ``ModelError`` tree, with keys redacted.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio
+import httpx
+
+from .._errors import (
+    ModelConnectionError,
+    ModelError,
+    ModelHTTPError,
+    ModelProtocolError,
+    ModelTimeout,
+)
+from ._base import ModelObserver
+from ._redact import redact
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=30.0, pool=10.0)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How hard to try: ``max_attempts`` in all, waiting ``base_delay_s * 2**n`` (with up to
+    ``jitter`` of it added at random, at most ``max_delay_s``) between attempts, and never
+    past ``max_elapsed_s`` since the first attempt. A Retry-After from the provider wins over
+    the computed wait (still within ``max_elapsed_s``)."""
+
+    max_attempts: int = 6
+    base_delay_s: float = 0.5
+    max_delay_s: float = 30.0
+    max_elapsed_s: float = 300.0
+    jitter: float = 0.25
+
+    def delay(self, attempt: int, error: ModelError) -> float:
+        if error.retry_after_s is not None:
+            return max(0.0, error.retry_after_s)
+        base: float = min(self.max_delay_s, self.base_delay_s * 2.0 ** (attempt - 1))
+        return base * (1 + self.jitter * random.random())
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+async def with_retries(
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    policy: RetryPolicy,
+    observer: ModelObserver | None,
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> T:
+    """Run ``attempt()`` until it succeeds, a non-retryable error, or the policy's caps."""
+    started = monotonic()
+    for n in range(1, policy.max_attempts + 1):
+        try:
+            return await attempt()
+        except ModelError as exc:
+            if not exc.retryable or n == policy.max_attempts:
+                raise
+            delay = policy.delay(n, exc)
+            if monotonic() - started + delay > policy.max_elapsed_s:
+                raise
+            if observer is not None:
+                await observer.retrying(attempt=n, error=exc, delay_s=delay)
+            await sleep(delay)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+class ProviderClient:
+    """One provider endpoint: base URL, headers (with the key), timeouts, error translation."""
+
+    def __init__(
+        self,
+        *,
+        provider: str,
+        base_url: str,
+        headers: Mapping[str, str],
+        secrets: tuple[str | None, ...] = (),
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.provider = provider
+        self.base_url = base_url.rstrip("/")
+        self._headers = dict(headers)
+        self._secrets = secrets
+        self._client = http_client or httpx.AsyncClient(timeout=timeout)
+
+    def __repr__(self) -> str:  # never show headers: they hold the key
+        return f"<ProviderClient {self.provider} {self.base_url}>"
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def redact(self, text: str) -> str:
+        return redact(text, self._secrets)
+
+    async def post_json(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """POST ``body`` and return the JSON answer, or raise a translated ``ModelError``."""
+        async with self._send(path, body, stream=False) as response:
+            await response.aread()
+            try:
+                data = response.json()
+            except ValueError as exc:
+                raise ModelProtocolError(
+                    f"{self.provider} sent a body that is not JSON: {response.text[:200]!r}"
+                ) from exc
+        if not isinstance(data, dict):
+            raise ModelProtocolError(f"{self.provider} sent JSON that is not an object")
+        return data
+
+    @asynccontextmanager
+    async def stream_sse(
+        self, path: str, body: Mapping[str, Any]
+    ) -> AsyncIterator[AsyncIterator[tuple[str, str]]]:
+        """POST ``body`` and yield the answer's server-sent events as ``(event, data)``."""
+        async with self._send(path, body, stream=True) as response:
+            yield self._events(response)
+
+    async def _events(self, response: httpx.Response) -> AsyncIterator[tuple[str, str]]:
+        event, data = "message", list[str]()
+        try:
+            async for line in response.aiter_lines():
+                if not line:
+                    if data:
+                        yield event, "\n".join(data)
+                    event, data = "message", list[str]()
+                elif line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:"):
+                    data.append(line[5:].lstrip())
+        except httpx.HTTPError as exc:
+            raise self._translate(exc) from exc
+        if data:
+            yield event, "\n".join(data)
+
+    @asynccontextmanager
+    async def _send(
+        self, path: str, body: Mapping[str, Any], *, stream: bool
+    ) -> AsyncIterator[httpx.Response]:
+        url = f"{self.base_url}{path}"
+        try:
+            request = self._client.build_request("POST", url, json=body, headers=self._headers)
+            response = await self._client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise self._translate(exc) from exc
+        try:
+            if response.status_code >= 400:
+                await response.aread()
+                raise self._http_error(response)
+            yield response
+        finally:
+            await response.aclose()
+
+    def _http_error(self, response: httpx.Response) -> ModelHTTPError:
+        detail = _provider_message(response)
+        request_id = response.headers.get("x-request-id") or response.headers.get("request-id")
+        message = self.redact(
+            f"{self.provider} answered {response.status_code}: {detail}"
+            + (f" (request id {request_id})" if request_id else "")
+        )
+        return ModelHTTPError(
+            message,
+            status_code=response.status_code,
+            request_id=request_id,
+            retry_after_s=_retry_after(response.headers),
+        )
+
+    def _translate(self, exc: httpx.HTTPError) -> ModelError:
+        text = self.redact(f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, httpx.TimeoutException):
+            return ModelTimeout(f"{self.provider} did not answer in time ({text})")
+        if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
+            return ModelProtocolError(f"{self.provider}'s answer was cut short ({text})")
+        if isinstance(exc, httpx.TransportError):
+            return ModelConnectionError(f"cannot reach {self.provider} at {self.base_url} ({text})")
+        return ModelError(f"{self.provider} request failed ({text})")
+
+
+def _provider_message(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        return response.text[:300] or response.reason_phrase
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"])
+    if isinstance(error, str):
+        return error
+    return json.dumps(data)[:300]
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return float(value) / 1000
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
