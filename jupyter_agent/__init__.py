@@ -13,6 +13,7 @@ from ._errors import (
     InvalidSessionState,
     JupyterAgentError,
     ModelError,
+    ModelHTTPError,
     PolicyError,
     SessionConflict,
     SessionError,
@@ -26,6 +27,11 @@ from ._errors import (
     WorkspaceEscape,
 )
 from ._events import Event, EventKind
+from ._models import Model, ModelRequest, ModelResponse
+from ._models._anthropic import AnthropicModel
+from ._models._http import RetryPolicy
+from ._models._openai import OpenAIModel
+from ._models._prices import set_price
 from ._session import Session
 from ._state import ApprovalRequest
 from ._store import SqliteStore
@@ -36,6 +42,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Agent",
+    "AnthropicModel",
     "ApprovalRequest",
     "BudgetExceeded",
     "ConfigError",
@@ -44,9 +51,15 @@ __all__ = [
     "EventKind",
     "InvalidSessionState",
     "JupyterAgentError",
+    "Model",
     "ModelError",
+    "ModelHTTPError",
+    "ModelRequest",
+    "ModelResponse",
+    "OpenAIModel",
     "PlanItem",
     "PolicyError",
+    "RetryPolicy",
     "Session",
     "SessionConflict",
     "SessionError",
@@ -66,5 +79,6 @@ __all__ = [
     "open_session",
     "open_store",
     "sessions",
+    "set_price",
     "tool",
 ]

@@ -75,6 +75,10 @@ class Runtime:
         self._tasks[session_id] = task  # type: ignore[assignment]
         return task
 
+    def call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run ``fn()`` on the runtime's loop and wait for it (e.g. ``model.aclose``)."""
+        return self._ensure_loop().call(fn)
+
     def task(self, session_id: str) -> Future[object] | None:
         return self._tasks.get(session_id)
 

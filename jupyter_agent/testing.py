@@ -1,8 +1,9 @@
 """Everything a test of your own agents needs: scripted and demo models, and a fake clock.
 
 ``ScriptedModel`` plays turns you write (``reply``, ``call``, ``calls``, ``call_raw``, or a
-function of the request); ``DemoModel`` plays a canned but reactive run; ``FakeClock`` lets a
-five-day monitoring session pass in milliseconds.
+function of the request); ``FakeProvider`` is a real HTTP server on 127.0.0.1 that plays such
+turns in the OpenAI and Anthropic wire formats, with faults on cue; ``DemoModel`` plays a
+canned but reactive run; ``FakeClock`` lets a five-day monitoring session pass in milliseconds.
 
 Example:
     >>> from jupyter_agent.testing import FakeClock, ScriptedModel, call, reply
@@ -18,12 +19,16 @@ Example:
 from __future__ import annotations
 
 from ._clock import FakeClock
+from ._fake_provider import FakeProvider, Fault, RecordedRequest
 from ._models._demo import DemoModel
 from ._models._scripted import ScriptedModel, Turn, TurnFunction, call, call_raw, calls, reply
 
 __all__ = [
     "DemoModel",
     "FakeClock",
+    "FakeProvider",
+    "Fault",
+    "RecordedRequest",
     "ScriptedModel",
     "Turn",
     "TurnFunction",

@@ -1,0 +1,288 @@
+"""Both providers, end to end: the real engine, a real store, a real HTTP server on loopback.
+
+The fake server speaks the providers' wire formats (the official SDKs parse it: see
+test_fake_provider.py); here the project's own clients talk to it through every fault.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from jupyter_agent import Agent, EventKind
+from jupyter_agent._events import verify_chain
+from jupyter_agent._models._anthropic import AnthropicModel
+from jupyter_agent._models._base import Usage
+from jupyter_agent._models._http import RetryPolicy
+from jupyter_agent._models._openai import OpenAIModel
+from jupyter_agent._runtime import get_runtime
+from jupyter_agent.testing import FakeProvider, Fault, call, calls, reply
+
+KEY = "sk-test-7hG2kQ9xVb4mN8pL3rT6"
+FAST = RetryPolicy(base_delay_s=0.01, max_delay_s=0.05)
+WIRES = [("openai", False), ("openai", True), ("anthropic", False), ("anthropic", True)]
+
+
+def model_for(wire: str, fake: FakeProvider, *, stream: bool, **options):
+    options.setdefault("retry", FAST)
+    if wire == "openai":
+        return OpenAIModel(
+            "gpt-4.1-mini", base_url=fake.openai_base_url, api_key=KEY, stream=stream, **options
+        )
+    return AnthropicModel(
+        "claude-sonnet-4-5", base_url=fake.anthropic_base_url, api_key=KEY, stream=stream, **options
+    )
+
+
+def run(model, tmp_path: Path, goal: str = "make notes", **agent_options):
+    agent = Agent(
+        "p",
+        model=model,
+        store=tmp_path / "agent.db",
+        workspace=tmp_path / "ws",
+        tools=["write_file", "read_file", "list_files"],
+        **agent_options,
+    )
+    session = agent.start(goal)
+    try:
+        session.wait(timeout=60)
+    finally:
+        get_runtime().call(model.aclose)  # its connections belong to the runtime's loop
+    return session
+
+
+def of_kind(session, kind: EventKind) -> list[dict]:
+    return [e.payload for e in session.events if e.kind is kind]
+
+
+def used(turn, inp: int = 120, out: int = 30):
+    """The turn as the provider reports it, with token usage."""
+    return dataclasses.replace(turn, usage=Usage(input_tokens=inp, output_tokens=out))
+
+
+SCRIPT = [
+    calls(
+        call("write_file", path="notes.md", content="# Notes\n"),
+        call("list_files"),
+        text="Writing notes, then looking.",
+    ),
+    call("read_file", path="notes.md"),
+    reply("Notes are in notes.md."),
+]
+SCRIPT = [used(t) for t in SCRIPT]
+
+
+@pytest.mark.parametrize(("wire", "stream"), WIRES)
+def test_a_multi_step_tool_session_completes(tmp_path: Path, wire: str, stream: bool) -> None:
+    with FakeProvider(SCRIPT, api_key=KEY) as fake:
+        s = run(model_for(wire, fake, stream=stream), tmp_path)
+        requests = fake.requests
+    assert s.status == "done" and s.result == "Notes are in notes.md."
+    assert (tmp_path / "ws" / "notes.md").read_text() == "# Notes\n"
+    assert [r["name"] for r in of_kind(s, EventKind.TOOL_RESULT)] == [
+        "write_file",
+        "list_files",
+        "read_file",
+    ]
+    assert len(requests) == 3 and all(r.stream is stream for r in requests)
+    row = s.row
+    assert row.input_tokens > 0 and row.output_tokens > 0 and row.cost_usd is not None
+    check_request_shapes(wire, requests, stream)
+
+
+def check_request_shapes(wire: str, requests, stream: bool) -> None:
+    second, third = requests[1].body, requests[2].body
+    if wire == "openai":
+        assert requests[0].path == "/v1/chat/completions"
+        assert requests[0].headers["authorization"] == f"Bearer {KEY}"
+        tool = second["tools"][0]
+        assert tool["type"] == "function" and {"name", "description", "parameters"} <= set(
+            tool["function"]
+        )
+        roles = [m["role"] for m in second["messages"]]
+        assert roles == ["user", "assistant", "tool", "tool"]
+        assistant = second["messages"][1]
+        ids = [c["id"] for c in assistant["tool_calls"]]
+        assert all(c["type"] == "function" for c in assistant["tool_calls"])
+        assert [m["tool_call_id"] for m in second["messages"][2:]] == ids
+        assert third["messages"][-1]["role"] == "tool"
+        if stream:
+            assert second["stream"] is True and second["stream_options"] == {"include_usage": True}
+    else:
+        assert requests[0].path == "/v1/messages"
+        headers = requests[0].headers
+        assert headers["x-api-key"] == KEY and headers["anthropic-version"] == "2023-06-01"
+        tool = second["tools"][0]
+        assert {"name", "description", "input_schema"} <= set(tool)
+        roles = [m["role"] for m in second["messages"]]
+        assert roles == ["user", "assistant", "user"]
+        uses = [b for b in second["messages"][1]["content"] if b["type"] == "tool_use"]
+        results = second["messages"][2]["content"]
+        assert [b["type"] for b in results] == ["tool_result", "tool_result"]
+        assert [b["tool_use_id"] for b in results] == [u["id"] for u in uses]
+        assert uses[0]["input"] == {"path": "notes.md", "content": "# Notes\n"}
+        assert second["max_tokens"] > 0
+        if stream:
+            assert second["stream"] is True
+
+
+# -- faults ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("wire", "stream"), WIRES)
+def test_429_with_retry_after_waits_then_succeeds(tmp_path: Path, wire: str, stream: bool) -> None:
+    with FakeProvider([Fault(status=429, retry_after=2), reply("ok")]) as fake:
+        started = time.monotonic()
+        s = run(model_for(wire, fake, stream=stream), tmp_path)
+        waited = time.monotonic() - started
+    assert s.status == "done" and waited >= 2.0
+    (retry,) = of_kind(s, EventKind.MODEL_RETRY)
+    assert retry["error"]["status_code"] == "429" and retry["delay_s"] == 2
+
+
+@pytest.mark.parametrize(("wire", "stream"), WIRES)
+@pytest.mark.parametrize(
+    "fault",
+    [Fault(status=500), Fault(status=503), Fault(status=408), Fault(malformed=True)],
+    ids=["500", "503", "408", "malformed"],
+)
+def test_a_transient_fault_is_retried_and_recorded(
+    tmp_path: Path, wire: str, stream: bool, fault: Fault
+) -> None:
+    with FakeProvider([fault, reply("ok")]) as fake:
+        s = run(model_for(wire, fake, stream=stream), tmp_path)
+    assert s.status == "done"
+    assert len(of_kind(s, EventKind.MODEL_RETRY)) == 1
+
+
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+def test_a_stream_cut_short_is_retried(tmp_path: Path, wire: str) -> None:
+    with FakeProvider([Fault(drop_after=2, then=reply("a long answer, cut")), reply("ok")]) as fake:
+        s = run(model_for(wire, fake, stream=True), tmp_path)
+    assert s.status == "done" and s.result == "ok"
+    (retry,) = of_kind(s, EventKind.MODEL_RETRY)
+    assert retry["error"]["code"] == "model_protocol"
+
+
+@pytest.mark.parametrize(("wire", "stream"), WIRES)
+def test_a_slow_answer_times_out_and_is_retried(tmp_path: Path, wire: str, stream: bool) -> None:
+    timeout = httpx.Timeout(connect=2.0, read=0.3, write=2.0, pool=2.0)
+    with FakeProvider([Fault(delay_s=1.0, then=reply("late")), reply("ok")]) as fake:
+        s = run(model_for(wire, fake, stream=stream, timeout=timeout), tmp_path)
+    assert s.status == "done" and s.result == "ok"
+    (retry,) = of_kind(s, EventKind.MODEL_RETRY)
+    assert retry["error"]["code"] == "model_timeout"
+
+
+# Anthropic's non-streaming answer carries tool input as a JSON object, so only its stream
+# (input_json_delta fragments) can deliver argument text that is not valid JSON.
+@pytest.mark.parametrize(("wire", "stream"), [w for w in WIRES if w != ("anthropic", False)])
+def test_invalid_tool_call_json_reaches_the_model_as_an_error(
+    tmp_path: Path, wire: str, stream: bool
+) -> None:
+    from jupyter_agent.testing import call_raw
+
+    with FakeProvider(
+        [call_raw("write_file", '{"path": "x.md", "content'), reply("sorry")]
+    ) as fake:
+        s = run(model_for(wire, fake, stream=stream), tmp_path)
+    assert s.status == "done"
+    (res,) = of_kind(s, EventKind.TOOL_RESULT)
+    assert res["is_error"] and "invalid arguments" in res["output"]
+
+
+@pytest.mark.parametrize(("wire", "stream"), WIRES)
+def test_a_fault_that_persists_fails_the_session_clearly_and_keeps_earlier_events(
+    tmp_path: Path, wire: str, stream: bool
+) -> None:
+    script = [call("list_files"), *[Fault(status=503)] * 3]
+    with FakeProvider(script) as fake:
+        s = run(
+            model_for(
+                wire, fake, stream=stream, retry=RetryPolicy(max_attempts=3, base_delay_s=0.01)
+            ),
+            tmp_path,
+        )
+    assert s.status == "failed"
+    (err,) = of_kind(s, EventKind.ERROR)
+    assert err["where"] == "model" and err["status_code"] == "503" and "503" in err["message"]
+    assert len(of_kind(s, EventKind.MODEL_RETRY)) == 2
+    assert of_kind(s, EventKind.TOOL_RESULT)[0]["name"] == "list_files"  # nothing lost
+    assert verify_chain(s.events) is None
+
+
+@pytest.mark.parametrize(("wire", "stream"), WIRES)
+def test_a_wrong_key_fails_at_once_without_retries(tmp_path: Path, wire: str, stream: bool) -> None:
+    with FakeProvider([reply("never")], api_key="sk-the-right-one-0000") as fake:
+        s = run(model_for(wire, fake, stream=stream), tmp_path)
+    assert s.status == "failed"
+    assert of_kind(s, EventKind.MODEL_RETRY) == []
+    (err,) = of_kind(s, EventKind.ERROR)
+    assert err["status_code"] == "401"
+
+
+# -- keys ------------------------------------------------------------------------------------
+
+
+def test_the_key_is_nowhere_in_the_store_or_any_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    outputs: list[str] = []
+    db = tmp_path / "agent.db"
+    for wire in ("openai", "anthropic"):
+        script = [*SCRIPT, reply("again")]
+        with FakeProvider([Fault(status=429, retry_after=0.01), *script], api_key=KEY) as fake:
+            base = fake.openai_base_url if wire == "openai" else fake.anthropic_base_url
+            model = f"{wire}:{'gpt-4.1-mini' if wire == 'openai' else 'claude-sonnet-4-5'}@{base}"
+            agent = Agent(
+                "k",
+                model=model,
+                store=db,
+                workspace=tmp_path / "ws",
+                tools=["write_file", "read_file", "list_files"],
+            )
+            s = agent.run("notes", timeout=60)
+            get_runtime().call(agent.model.aclose)
+            assert s.status == "done"
+            outputs.append(repr(agent.model) + repr(s) + str(s.timeline()))
+        with FakeProvider([reply("x")], api_key="sk-someone-elses-key-99") as fake:
+            bad = model_for(wire, fake, stream=False)
+            failed = run(bad, tmp_path)
+            assert failed.status == "failed"
+            outputs.append(repr(bad) + str(failed.timeline()))
+        echo = Fault(status=400, message=f"request rejected for key {KEY}")  # worst case
+        with FakeProvider([echo]) as fake:
+            echoed = run(model_for(wire, fake, stream=True), tmp_path)
+            (err,) = of_kind(echoed, EventKind.ERROR)
+            assert "request rejected for key [redacted]" in err["message"]
+    exe = Path(sys.executable).parent / "jupyter-agent"
+    for args in (["sessions"], ["verify"]):
+        outputs.append(
+            subprocess.run(
+                [str(exe), "--db", str(db), *args], capture_output=True, text=True
+            ).stdout
+        )
+    for row_id in subprocess.run(
+        [str(exe), "--db", str(db), "sessions", "--json"], capture_output=True, text=True
+    ).stdout.splitlines():
+        sid = row_id.split('"id": "')[1].split('"')[0]
+        for args in (
+            ["show", sid],
+            ["events", sid, "--json"],
+            ["export", sid, "--format", "json"],
+            ["export", sid],
+        ):
+            out = subprocess.run([str(exe), "--db", str(db), *args], capture_output=True, text=True)
+            outputs.append(out.stdout + out.stderr)
+    files = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+    assert KEY.encode() not in files
+    assert all(KEY not in text for text in outputs)
+    assert any("sessions" in t or "status" in t for t in outputs)
