@@ -164,7 +164,8 @@ def _header(row: SessionRow) -> list[str]:
         f"  model {row.model}  owner {row.owner}  started {_ago(row.created_at)}  "
         f"updated {_ago(row.updated_at)}",
         f"  {row.steps} steps, {row.tool_calls} tool calls, "
-        f"{row.input_tokens + row.output_tokens} tokens, cost {cost}",
+        f"{row.input_tokens + row.output_tokens} tokens ({row.cached_tokens} cached input), "
+        f"cost {cost}",
         f"  goal: {row.goal}",
     ]
 

@@ -221,6 +221,7 @@ class Engine:
             "tool_calls": s.tool_calls,
             "input_tokens": s.input_tokens,
             "output_tokens": s.output_tokens,
+            "cached_tokens": s.cached_tokens,
             "cost_usd": s.cost_usd if s.cost_known else None,
         }
 

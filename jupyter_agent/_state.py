@@ -102,6 +102,7 @@ class SessionState:
     tool_calls: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_tokens: int = 0
     cost_usd: float = 0.0
     cost_known: bool = True
     plan: list[PlanItem] = field(default_factory=list)
@@ -169,6 +170,7 @@ class SessionState:
             usage = p["usage"]
             self.input_tokens += usage.get("input_tokens", 0)
             self.output_tokens += usage.get("output_tokens", 0)
+            self.cached_tokens += usage.get("cached_tokens", 0)
             if usage.get("cost_usd") is None:
                 self.cost_known = False
             else:

@@ -286,3 +286,51 @@ def test_the_key_is_nowhere_in_the_store_or_any_output(
     assert KEY.encode() not in files
     assert all(KEY not in text for text in outputs)
     assert any("sessions" in t or "status" in t for t in outputs)
+
+
+# -- streaming is visible, but not written ---------------------------------------------------
+
+
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+def test_streamed_text_is_visible_live_and_only_the_whole_answer_is_logged(
+    tmp_path: Path, wire: str
+) -> None:
+    from jupyter_agent._live import live_text
+
+    answer = "The first part. The second part. The third and last part of a streamed answer."
+    seen: list[object] = []
+    with FakeProvider([Fault(delay_s=0.5, then=reply(answer))]) as fake:
+        model = model_for(wire, fake, stream=True)
+        agent = Agent("p", model=model, store=tmp_path / "agent.db", tools=[])
+        s = agent.start("say something long")
+        unsubscribe = live_text.subscribe(s.id, seen.append)  # during the provider's delay
+        s.wait(timeout=30)
+        unsubscribe()
+        get_runtime().call(model.aclose)
+    texts = [p.text for p in seen if p is not None]
+    assert texts and texts[-1] == answer
+    assert all(answer.startswith(t) for t in texts)
+    assert seen[-1] is None and s.partial_text is None  # cleared once the answer is whole
+    assert s.result == answer
+    kinds = [e.kind for e in s.events]
+    assert kinds.count(EventKind.MODEL_RESPONSE) == 1  # no event per fragment
+
+
+def test_an_unpriced_model_shows_its_cost_as_unknown(tmp_path: Path) -> None:
+    with FakeProvider([used(reply("hi"))]) as fake:
+        model = OpenAIModel("llama3.1", base_url=fake.openai_base_url, retry=FAST)
+        s = run(model, tmp_path)
+    assert s.row.input_tokens == 120 and s.row.cost_usd is None
+    exe = Path(sys.executable).parent / "jupyter-agent"
+    out = subprocess.run(
+        [str(exe), "--db", str(tmp_path / "agent.db"), "show", s.id], capture_output=True, text=True
+    ).stdout
+    assert "cost unknown" in out
+
+
+def test_the_error_event_names_the_providers_request_id(tmp_path: Path) -> None:
+    with FakeProvider([Fault(status=400, message="messages: field required")]) as fake:
+        s = run(model_for("openai", fake, stream=False), tmp_path)
+    (err,) = of_kind(s, EventKind.ERROR)
+    assert err["status_code"] == "400" and err["request_id"].startswith("req_")
+    assert "messages: field required" in err["message"] and err["request_id"] in err["message"]

@@ -289,3 +289,26 @@ def test_nan_and_infinity_are_refused_so_the_log_stays_json(store: SqliteStore) 
     with pytest.raises(ValueError):
         chain.next(EventKind.TIMER_SET, {"timer_id": "t", "wake_at": float("inf")}, ts=2.0)
     assert chain.last_seq == 1
+
+
+def test_an_older_store_is_migrated_forward_and_keeps_its_sessions(tmp_path: Path) -> None:
+    import sqlite_utils
+
+    from jupyter_agent._store._schema import APPLICATION_ID, MIGRATIONS
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    MIGRATIONS[0](sqlite_utils.Database(conn))  # the store as version 1 made it
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute(
+        "INSERT INTO sessions (id, name, status, created_at, updated_at) "
+        "VALUES ('old1', 'legacy', 'done', 1.0, 2.0)"
+    )
+    conn.close()
+    with SqliteStore(path) as store:
+        row = store.get_session("old1")
+        assert (row.name, row.status, row.cached_tokens) == ("legacy", "done", 0)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    conn.close()

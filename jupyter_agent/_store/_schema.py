@@ -96,8 +96,13 @@ def _v1(db: sqlite_utils.Database) -> None:
     db.table("sessions").create_index(["updated_at"])
 
 
+def _v2(db: sqlite_utils.Database) -> None:
+    """Cached input tokens join the session's running totals (providers report them)."""
+    db.table("sessions").add_column("cached_tokens", int, not_null_default=0)
+
+
 # MIGRATIONS[i] takes the schema from version i to i + 1. Append only; never edit a shipped one.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
 LATEST = len(MIGRATIONS)
 
 

@@ -50,6 +50,7 @@ class SessionRow:
     output_tokens: int
     cost_usd: float | None
     runtime_id: str | None
+    cached_tokens: int
 
 
 _SESSION_COLUMNS = tuple(f.name for f in fields(SessionRow))
