@@ -14,6 +14,7 @@ from ._identity import current_identity
 from ._models import Model, resolve_model
 from ._policy import Limits
 from ._runtime import get_runtime
+from ._schedule import Schedule
 from ._session import Session
 from ._state import SessionState, load_state
 from ._store import SqliteStore, default_store_path
@@ -36,7 +37,11 @@ def open_store(store: SqliteStore | str | Path | None = None) -> SqliteStore:
     with _stores_lock:
         if path not in _stores:
             _stores[path] = SqliteStore(path)
-        return _stores[path]
+            fresh = _stores[path]
+        else:
+            return _stores[path]
+    get_runtime().attach(fresh)  # registers this process and finds sessions orphaned by others
+    return fresh
 
 
 class Agent:
@@ -57,6 +62,7 @@ class Agent:
         instructions: str = "",
         workspace: str | Path | None = None,
         max_steps: int = 500,
+        schedule: Schedule | None = None,
         store: SqliteStore | str | Path | None = None,
         clock: Clock | None = None,
     ) -> None:
@@ -68,6 +74,7 @@ class Agent:
         self.instructions = instructions
         self.workspace = Path(workspace).expanduser().resolve() if workspace else None
         self.limits = Limits(max_steps=max_steps)
+        self.schedule = schedule
         self.store = open_store(store)
         self.clock = clock or SystemClock()
         self.namespace: dict[str, object] = {}
@@ -110,6 +117,7 @@ class Agent:
                 "tools": list(self.tools),
                 "workspace": str(workspace),
                 "max_steps": self.limits.max_steps,
+                "schedule": self.schedule.to_payload() if self.schedule else None,
             },
         )
         return session_id
@@ -125,7 +133,7 @@ class Agent:
             namespace=self.namespace,
             inbox=get_runtime().inbox(session_id),
         )
-        get_runtime().launch(session_id, engine.run_to_rest)
+        get_runtime().launch(engine, relaunch=lambda: self._launch(session_id))
 
     def _handle(self, session_id: str) -> Session:
         return Session(self.store, session_id, agent_factory=lambda: self)
@@ -178,6 +186,7 @@ def _agent_for(
     chosen = [given.get(n) or n for n in state.tools]
     agent = Agent(
         state.name or "agent",
+        schedule=Schedule.from_payload(state.schedule),
         model=model or state.model,
         tools=chosen,
         instructions=state.instructions,

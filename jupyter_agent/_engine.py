@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from ._live import live_text
 from ._models._base import Model, ModelRequest, ModelResponse
 from ._models._redact import redact
 from ._policy import Limits
+from ._schedule import Schedule
 from ._state import TERMINAL, ConversationView, SessionState, load_state
 from ._store import SqliteStore
 from ._tools import Tool, ToolOutput
@@ -70,22 +71,40 @@ def record_message(
     store: SqliteStore, session_id: str, text: str, *, actor: str, clock: Clock
 ) -> None:
     """Append a person's message to a session no engine is running (it is read on resume)."""
+    record_outside(store, session_id, EventKind.MESSAGE, {"text": text}, actor=actor, clock=clock)
+
+
+def record_outside(
+    store: SqliteStore,
+    session_id: str,
+    kind: EventKind,
+    payload: Mapping[str, Any],
+    *,
+    actor: str,
+    clock: Clock,
+) -> None:
+    """Append one event to a session that no engine runs (a message, a stop), chained from the
+    session row; a ``status_changed`` event updates the row's status too."""
     row = store.get_session(session_id)
     chain = EventChain(session_id, last_seq=row.last_seq, last_hash=row.last_hash or GENESIS_HASH)
-    event = chain.next(EventKind.MESSAGE, {"text": text}, ts=clock.now(), actor=actor)
-    store.write(
-        [event],
-        session={
-            "id": session_id,
-            "updated_at": event.ts,
-            "last_seq": event.seq,
-            "last_hash": event.hash,
-        },
-    )
+    event = chain.next(kind, payload, ts=clock.now(), actor=actor)
+    update: dict[str, Any] = {
+        "id": session_id,
+        "updated_at": event.ts,
+        "last_seq": event.seq,
+        "last_hash": event.hash,
+    }
+    if kind is EventKind.STATUS_CHANGED:
+        update["status"] = payload["status"]
+    store.write([event], session=update)
 
 
 class _ModelFailed(Exception):
     pass
+
+
+class _Interrupted(Exception):
+    """A person's pause or stop cut a wait short; the step boundary takes it from here."""
 
 
 class _Observer:
@@ -141,6 +160,9 @@ class Engine:
         self._chain = EventChain(session_id)
         self._last_snapshot = 0
         self._specs = [t.spec() for t in tools.values()]
+        self.lease: str | None = None  # the runtime holding the session; fences every write
+        self._schedule: Schedule | None = None
+        self._wait_scope: anyio.CancelScope | None = None
 
     async def run_to_rest(self) -> SessionState:
         """``run()``, again while decisions arrive for waiting calls; then release the inbox.
@@ -171,14 +193,13 @@ class Engine:
             self.session_id, last_seq=state.last_seq, last_hash=state.last_hash
         )
         self._last_snapshot = state.last_seq
+        self._schedule = Schedule.from_payload(state.schedule)
         if state.status in TERMINAL:
             return state
         try:
             await self._set_status("running")
-            if await self._settle_open_calls():
-                while not await self._at_boundary():
-                    if await self._step():
-                        break
+            while not await self._go_on():
+                pass
         except (SessionConflict, StoreError):
             raise
         except _ModelFailed as exc:
@@ -186,6 +207,23 @@ class Engine:
         except Exception as exc:
             await self._fail(exc, where="engine")
         return state
+
+    def interrupt(self) -> None:
+        """Cut short the wait in progress (a model answer, a sleep); call on the loop thread."""
+        if self._wait_scope is not None:
+            self._wait_scope.cancel()
+
+    @asynccontextmanager
+    async def _interruptible(self) -> AsyncIterator[None]:
+        """A wait that ``interrupt()`` ends by raising ``_Interrupted`` (nothing recorded)."""
+        with anyio.CancelScope() as scope:
+            self._wait_scope = scope
+            try:
+                yield
+            finally:
+                self._wait_scope = None
+        if scope.cancelled_caught:
+            raise _Interrupted
 
     # -- recording ---------------------------------------------------------------------------
 
@@ -203,7 +241,9 @@ class Engine:
         snapshot = None
         if self.state.last_seq - self._last_snapshot >= self.snapshot_every:
             snapshot = (self.state.last_seq, self.state.to_snapshot())
-        await self.store.write_async(events, session=self._session_row(ts), snapshot=snapshot)
+        await self.store.write_async(
+            events, session=self._session_row(ts), snapshot=snapshot, lease=self.lease
+        )
         self._chain = chain
         if snapshot:
             self._last_snapshot = snapshot[0]
@@ -246,6 +286,69 @@ class Engine:
         )
 
     # -- the loop ----------------------------------------------------------------------------
+
+    async def _go_on(self) -> bool:
+        """Run until the session must stop (True), or until a wait was cut short (False)."""
+        try:
+            if not await self._settle_open_calls():
+                return True
+            if self._schedule_pending() and await self._wait_for_tick():
+                return True
+            while not await self._at_boundary():
+                if await self._step():
+                    return True
+            return True
+        except _Interrupted:
+            return await self._at_boundary()
+
+    def _schedule_pending(self) -> bool:
+        """A scheduled session that answered and now waits for its next tick."""
+        return self._schedule is not None and self.state.answered
+
+    async def _wait_for_tick(self) -> bool:
+        """Sleep until the next tick and record it; True if the schedule is over (finished)."""
+        schedule, state = self._schedule, self.state
+        assert schedule is not None
+        tick = state.ticks_fired + 1
+        if not schedule.has_tick(state.started_at, tick):
+            await self._record((EventKind.SESSION_FINISHED, {"result": self._last_text()}, "agent"))
+            return True
+        timer_id = f"tick-{tick}"
+        wake_at = state.timers.get(timer_id, schedule.wake_at(state.started_at, tick))
+        if timer_id not in state.timers:
+            await self._record(
+                (
+                    EventKind.TIMER_SET,
+                    {"timer_id": timer_id, "wake_at": wake_at, "tick": tick},
+                    "schedule",
+                )
+            )
+        await self._set_status("sleeping")
+        async with self._interruptible():
+            await self.clock.sleep_until(wake_at)
+        now = self.clock.now()
+        fire = schedule.tick_to_fire(state.started_at, tick, now)
+        skipped = fire - tick
+        text = f"Scheduled check {fire}" + (f" of {schedule.times}" if schedule.times else "")
+        text += f", at {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(now))} UTC."
+        if skipped:
+            text += f" {skipped} earlier checks fell due while the agent was not running."
+        await self._record(
+            (
+                EventKind.TIMER_FIRED,
+                {"timer_id": timer_id, "tick": fire, "skipped": skipped},
+                "schedule",
+            ),
+            (EventKind.MESSAGE, {"text": text}, "schedule"),
+            (EventKind.STATUS_CHANGED, {"status": "running"}, "schedule"),
+        )
+        return False
+
+    def _last_text(self) -> str:
+        for m in reversed(self.state.messages):
+            if m.role == "assistant":
+                return m.content
+        return ""
 
     async def _settle_open_calls(self) -> bool:
         """Deal with calls left without a result; False if the session must wait for a person."""
@@ -344,7 +447,10 @@ class Engine:
             request = ModelRequest(
                 ConversationView(self.state.messages), self._specs, step, _Observer(self, step)
             )
-            response = await self.model.complete(request)
+            async with self._interruptible():
+                response = await self.model.complete(request)
+        except _Interrupted:
+            return False  # no answer recorded: the boundary pauses or stops the session
         except (SessionConflict, StoreError):
             raise  # recording a retry failed: the store is the problem, not the model
         except Exception as exc:
@@ -356,10 +462,15 @@ class Engine:
             self._response_draft(step, response, duration_ms), *self._intent_drafts(response)
         )
         if not response.tool_calls:
+            if self._schedule is not None:
+                return await self._wait_for_tick()
             await self._record((EventKind.SESSION_FINISHED, {"result": response.text}, "agent"))
             return True
-        for call in response.tool_calls:
-            await self._run_call(call.id, call.name, call.arguments)
+        try:
+            for call in response.tool_calls:
+                await self._run_call(call.id, call.name, call.arguments)
+        except _Interrupted:
+            pass  # the call stays open (in doubt) and is settled on resume
         return False
 
     def _response_draft(self, step: int, r: ModelResponse, duration_ms: float) -> Draft:
@@ -451,6 +562,8 @@ class Engine:
         try:
             with limit:
                 return await tool.invoke(args, ctx), None
+        except _Interrupted:
+            raise
         except Exception as exc:
             tb = "".join(traceback.format_exception(exc)[-3:])
             return ToolOutput(f"{type(exc).__name__}: {exc}", True), tb
@@ -473,7 +586,8 @@ class Engine:
                 )
             )
         await self._set_status("sleeping")
-        await self.clock.sleep_until(wake_at)
+        async with self._interruptible():
+            await self.clock.sleep_until(wake_at)
         await self._record((EventKind.TIMER_FIRED, {"timer_id": timer_id}, "agent"))
         await self._set_status("running")
 

@@ -7,14 +7,14 @@ inbox, taken at the next step boundary.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
 from ._clock import SystemClock
-from ._engine import record_message
+from ._engine import record_message, record_outside
 from ._errors import InvalidSessionState
-from ._events import Event
+from ._events import Event, EventKind
 from ._identity import current_identity
 from ._inbox import Decision
 from ._live import PartialText, live_text
@@ -121,12 +121,15 @@ class Session:
     def tell(self, text: str) -> None:
         """Send the agent a message, recorded with your name and read at the next step boundary.
 
-        A session that is paused or waiting gets it recorded at once, and reads it on resume.
+        A session running in another process gets it through the store; one that is paused
+        or waiting gets it recorded at once, and reads it on resume.
         """
         if not text.strip():
             raise ValueError("tell() needs a non-empty message")
         self._require_open("tell")
         actor = current_identity()
+        if self._send_elsewhere("tell", {"text": text}, actor):
+            return
         get_runtime().inbox(self.id).post_message(
             text,
             actor,
@@ -136,14 +139,32 @@ class Session:
         )
 
     def pause(self) -> None:
-        """Pause at the next step boundary; ``resume()`` continues."""
+        """Pause at the next step boundary, cutting short a model call or sleep in progress."""
+        self._require_open("pause")
+        if self._send_elsewhere("pause", {}, current_identity()):
+            return
         self._require_running_here("pause")
         get_runtime().inbox(self.id).pause_requested = True
+        get_runtime().interrupt(self.id)
 
     def stop(self) -> None:
-        """Stop at the next step boundary, for good."""
-        self._require_running_here("stop")
+        """Stop for good: at the next step boundary, or at once if nothing runs it."""
+        self._require_open("stop")
+        actor = current_identity()
+        if self._send_elsewhere("stop", {}, actor):
+            return
+        if not self.running_here:
+            record_outside(
+                self.store,
+                self.id,
+                EventKind.STATUS_CHANGED,
+                {"status": "stopped", "reason": f"stopped by {actor}"},
+                actor=actor,
+                clock=SystemClock(),
+            )
+            return
         get_runtime().inbox(self.id).stop_requested = True
+        get_runtime().interrupt(self.id)
 
     def resume(self) -> Session:
         """Run the session again in this process from what the store holds."""
@@ -183,8 +204,19 @@ class Session:
             raise ValueError(
                 f"no call {call_id!r} waits for approval in session {self.id} (waiting: {listed})"
             )
+        verb = "approve" if decision.approve else "deny"
+        args = {"call_id": call_id, "reason": decision.reason}
+        if self._send_elsewhere(verb, args, decision.actor):
+            return
         if not get_runtime().inbox(self.id).post_decision(call_id, decision):
             self.resume()
+
+    def _send_elsewhere(self, verb: str, args: Mapping[str, object], actor: str) -> bool:
+        """If another live process runs the session, leave it a command; True if sent."""
+        if self.running_here or get_runtime().owner_elsewhere(self.store, self.id) is None:
+            return False
+        self.store.send_command(self.id, verb, args, actor=actor)
+        return True
 
     def _require_open(self, verb: str) -> None:
         status = self.status

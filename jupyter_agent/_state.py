@@ -110,6 +110,10 @@ class SessionState:
     approvals: dict[str, ApprovalRequest] = field(default_factory=dict)
     timers: dict[str, float] = field(default_factory=dict)
     result: str | None = None
+    started_at: float = 0.0
+    schedule: dict[str, Any] | None = None
+    ticks_fired: int = 0
+    answered: bool = False  # the newest model turn was a final answer (no tool calls)
     error: dict[str, Any] | None = None
     last_seq: int = 0
     last_hash: str = GENESIS_HASH
@@ -165,8 +169,10 @@ class SessionState:
             self.workspace, self.tools = p["workspace"], list(p["tools"])
             self.max_steps, self.owner = p.get("max_steps", 0), p.get("owner", event.actor)
             self.status = "running"
+            self.started_at, self.schedule = event.ts, p.get("schedule")
         elif kind is EventKind.MODEL_RESPONSE:
             self.steps += 1
+            self.answered = not p["tool_calls"]
             usage = p["usage"]
             self.input_tokens += usage.get("input_tokens", 0)
             self.output_tokens += usage.get("output_tokens", 0)
@@ -196,6 +202,8 @@ class SessionState:
             self.timers[p["timer_id"]] = p["wake_at"]
         elif kind is EventKind.TIMER_FIRED:
             self.timers.pop(p["timer_id"], None)
+            if "tick" in p:
+                self.ticks_fired, self.answered = p["tick"], False
         elif kind is EventKind.STATUS_CHANGED:
             self.status = p["status"]
         elif kind is EventKind.SESSION_FINISHED:

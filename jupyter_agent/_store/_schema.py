@@ -101,8 +101,26 @@ def _v2(db: sqlite_utils.Database) -> None:
     db.table("sessions").add_column("cached_tokens", int, not_null_default=0)
 
 
+def _v3(db: sqlite_utils.Database) -> None:
+    """Runtimes (processes that run sessions), for leases and for finding orphaned sessions."""
+    db.table("runtimes").create(
+        {
+            "id": str,
+            "host": str,
+            "pid": int,
+            "pid_start": str,
+            "user": str,
+            "started_at": float,
+            "heartbeat_at": float,
+            "ended_at": float,
+        },
+        pk="id",
+    )
+    db.table("sessions").create_index(["runtime_id"])
+
+
 # MIGRATIONS[i] takes the schema from version i to i + 1. Append only; never edit a shipped one.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
 LATEST = len(MIGRATIONS)
 
 

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from .._errors import SessionConflict, SessionNotFound, StoreCorrupt, StoreError
 from .._events import Event, EventKind
+from . import _leases as leases
 from ._paths import default_store_path
 from ._schema import migrate
 from ._writer import Writer, WriterClosed
@@ -154,13 +155,15 @@ class SqliteStore:
         *,
         session: Mapping[str, Any] | None = None,
         snapshot: tuple[int, str] | None = None,
+        lease: str | None = None,
     ) -> None:
         """Append events, upsert the session row, add a snapshot: atomically; wait until durable.
 
-        Raises ``SessionConflict`` if another writer already took one of the sequence numbers,
-        and ``StoreError`` if the write could not be made durable.
+        With ``lease``, the write is refused (``LeaseLost``) unless that runtime holds the
+        session. Raises ``SessionConflict`` if another writer already took one of the sequence
+        numbers, and ``StoreError`` if the write could not be made durable.
         """
-        self._wait(self._submit(_WriteJob(events, session, snapshot)))
+        self._wait(self._submit(_WriteJob(events, session, snapshot, lease)))
 
     async def write_async(
         self,
@@ -168,9 +171,10 @@ class SqliteStore:
         *,
         session: Mapping[str, Any] | None = None,
         snapshot: tuple[int, str] | None = None,
+        lease: str | None = None,
     ) -> None:
         """``write`` for the event loop: waits for the commit without blocking the loop."""
-        fut = self._submit(_WriteJob(events, session, snapshot))
+        fut = self._submit(_WriteJob(events, session, snapshot, lease))
         try:
             await asyncio.wrap_future(fut)
         except (sqlite3.Error, WriterClosed) as exc:
@@ -237,6 +241,56 @@ class SqliteStore:
 
         result: list[Command] = self._wait(self._submit(job))
         return result
+
+    # -- runtimes and leases (see _leases) ---------------------------------------------------
+
+    def register_runtime(self, rt: leases.RuntimeInfo) -> None:
+        self._wait(self._submit(lambda conn: leases.register(conn, rt)))
+
+    def heartbeat(self, runtime_id: str, now: float) -> None:
+        self._wait(self._submit(lambda conn: leases.heartbeat(conn, runtime_id, now)))
+
+    def acquire_lease(
+        self,
+        session_id: str,
+        runtime_id: str,
+        *,
+        now: float,
+        alive: leases.Liveness = leases.is_alive,
+    ) -> None:
+        """Take the session for ``runtime_id``; ``SessionLeased`` names the live owner if any."""
+        self._wait(
+            self._submit(lambda conn: leases.acquire(conn, session_id, runtime_id, now, alive))
+        )
+
+    def release_lease(self, session_id: str, runtime_id: str) -> None:
+        self._wait(self._submit(lambda conn: leases.release(conn, session_id, runtime_id)))
+
+    def end_runtime(self, runtime_id: str, *, now: float, reason: str) -> list[str]:
+        """End a runtime; its running sessions become ``interrupted`` (returned)."""
+        result: list[str] = self._wait(
+            self._submit(lambda conn: leases.end(conn, runtime_id, now=now, reason=reason))
+        )
+        return result
+
+    def sweep(self, *, now: float, alive: leases.Liveness = leases.is_alive) -> list[str]:
+        """End runtimes that are gone; return the sessions this marked ``interrupted``."""
+        result: list[str] = self._wait(
+            self._submit(lambda conn: leases.sweep(conn, now=now, alive=alive))
+        )
+        return result
+
+    def get_runtime(self, runtime_id: str) -> leases.RuntimeInfo | None:
+        row = (
+            self._reader()
+            .execute(
+                "SELECT id, host, pid, pid_start, user, started_at, heartbeat_at, ended_at "
+                "FROM runtimes WHERE id = ?",
+                (runtime_id,),
+            )
+            .fetchone()
+        )
+        return leases.RuntimeInfo(*row) if row else None
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -342,17 +396,21 @@ class SqliteStore:
 class _WriteJob:
     """One atomic write: events, the session row, a snapshot (any of them may be absent)."""
 
-    __slots__ = ("events", "session", "snapshot")
+    __slots__ = ("events", "lease", "session", "snapshot")
 
     def __init__(
         self,
         events: Sequence[Event],
         session: Mapping[str, Any] | None,
         snapshot: tuple[int, str] | None,
+        lease: str | None = None,
     ) -> None:
-        self.events, self.session, self.snapshot = events, session, snapshot
+        self.events, self.session, self.snapshot, self.lease = events, session, snapshot, lease
 
     def __call__(self, conn: sqlite3.Connection) -> None:
+        if self.lease is not None:
+            sid = self.events[0].session_id if self.events else str((self.session or {})["id"])
+            leases.check_fence(conn, sid, self.lease)
         if self.session:
             _upsert_session(conn, self.session)
         if self.events:

@@ -1,0 +1,197 @@
+"""Runtimes and leases: which process runs which session, and who notices when one dies.
+
+Each process that runs sessions registers a runtime (host, pid, the pid's start time, a
+heartbeat). Running a session takes its lease (``sessions.runtime_id``); every write the engine
+makes is fenced by it, so a process that lost its lease cannot append. A sweep finds runtimes
+that are gone — on this host by their pid (a zombie counts as dead, and the start time defeats
+pid reuse), elsewhere by a stale heartbeat — ends them, and marks their sessions
+``interrupted`` with a chained ``status_changed`` event. Measured in notes/kernel-runtime.md:
+0.4 s from kill -9 to detection by pid, the heartbeat TTL otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .._errors import SessionConflict, SessionError
+from .._events import GENESIS_HASH, EventChain, EventKind
+
+HEARTBEAT_TTL_S = 10.0
+_LIVE_STATUSES = ("running", "sleeping")
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeInfo:
+    """One process that runs sessions."""
+
+    id: str
+    host: str
+    pid: int
+    pid_start: str | None
+    user: str
+    started_at: float
+    heartbeat_at: float
+    ended_at: float | None = None
+
+    def describe(self) -> str:
+        return f"pid {self.pid} on {self.host} (user {self.user}, runtime {self.id})"
+
+
+class SessionLeased(SessionError):
+    """The session is running in another live process."""
+
+    code = "session_leased"
+
+    def __init__(self, session_id: str, owner: RuntimeInfo) -> None:
+        super().__init__(
+            f"session {session_id} is running in another process: {owner.describe()}; "
+            "pause or stop it there first"
+        )
+        self.session_id, self.owner = session_id, owner
+
+
+class LeaseLost(SessionConflict):
+    """This process no longer holds the session's lease (another process took it over)."""
+
+    code = "lease_lost"
+
+
+def process_start(pid: int) -> str | None:
+    """The start time of ``pid`` from /proc (Linux), or None if it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+
+def this_process(runtime_id: str, user: str, now: float) -> RuntimeInfo:
+    pid = os.getpid()
+    return RuntimeInfo(runtime_id, socket.gethostname(), pid, process_start(pid), user, now, now)
+
+
+def is_alive(rt: RuntimeInfo, now: float, *, ttl_s: float = HEARTBEAT_TTL_S) -> bool:
+    if rt.ended_at is not None:
+        return False
+    if rt.host == socket.gethostname() and os.path.isdir("/proc") and rt.pid_start:
+        return process_start(rt.pid) == rt.pid_start
+    return now - rt.heartbeat_at < ttl_s
+
+
+Liveness = Callable[[RuntimeInfo, float], bool]
+
+_RUNTIME_COLUMNS = "id, host, pid, pid_start, user, started_at, heartbeat_at, ended_at"
+
+
+def _runtime(conn: sqlite3.Connection, runtime_id: str) -> RuntimeInfo | None:
+    row = conn.execute(
+        f"SELECT {_RUNTIME_COLUMNS} FROM runtimes WHERE id = ?", (runtime_id,)
+    ).fetchone()
+    return RuntimeInfo(*row) if row else None
+
+
+def register(conn: sqlite3.Connection, rt: RuntimeInfo) -> None:
+    conn.execute(
+        f"INSERT OR REPLACE INTO runtimes ({_RUNTIME_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
+        (
+            rt.id,
+            rt.host,
+            rt.pid,
+            rt.pid_start,
+            rt.user,
+            rt.started_at,
+            rt.heartbeat_at,
+            rt.ended_at,
+        ),
+    )
+
+
+def heartbeat(conn: sqlite3.Connection, runtime_id: str, now: float) -> None:
+    conn.execute("UPDATE runtimes SET heartbeat_at = ? WHERE id = ?", (now, runtime_id))
+
+
+def acquire(
+    conn: sqlite3.Connection, session_id: str, runtime_id: str, now: float, alive: Liveness
+) -> None:
+    """Take the session's lease, unless a live runtime other than ours holds it."""
+    row = conn.execute("SELECT runtime_id FROM sessions WHERE id = ?", (session_id,)).fetchone()
+    holder = row[0] if row else None
+    if holder and holder != runtime_id:
+        owner = _runtime(conn, holder)
+        if owner is not None and alive(owner, now):
+            raise SessionLeased(session_id, owner)
+    conn.execute("UPDATE sessions SET runtime_id = ? WHERE id = ?", (runtime_id, session_id))
+
+
+def release(conn: sqlite3.Connection, session_id: str, runtime_id: str) -> None:
+    conn.execute(
+        "UPDATE sessions SET runtime_id = NULL WHERE id = ? AND runtime_id = ?",
+        (session_id, runtime_id),
+    )
+
+
+def check_fence(conn: sqlite3.Connection, session_id: str, runtime_id: str) -> None:
+    row = conn.execute("SELECT runtime_id FROM sessions WHERE id = ?", (session_id,)).fetchone()
+    if row is not None and row[0] != runtime_id:
+        raise LeaseLost(
+            f"this process no longer holds session {session_id}: "
+            f"{'runtime ' + row[0] if row[0] else 'nobody'} does now; "
+            "its events are refused"
+        )
+
+
+def interrupt(conn: sqlite3.Connection, session_id: str, *, now: float, reason: str) -> bool:
+    """Mark a leased running session ``interrupted`` with a chained event; clear its lease."""
+    row = conn.execute(
+        "SELECT status, last_seq, last_hash FROM sessions WHERE id = ?", (session_id,)
+    ).fetchone()
+    if row is None:
+        return False
+    status, last_seq, last_hash = row
+    if status in _LIVE_STATUSES:
+        chain = EventChain(session_id, last_seq=last_seq, last_hash=last_hash or GENESIS_HASH)
+        e = chain.next(
+            EventKind.STATUS_CHANGED,
+            {"status": "interrupted", "reason": reason},
+            ts=now,
+            actor="runtime",
+        )
+        conn.execute(
+            "INSERT INTO events (session_id, seq, ts, kind, actor, v, payload, hash) "
+            "VALUES (?,?,?,?,?,?,?,?)",
+            (e.session_id, e.seq, e.ts, e.kind.value, e.actor, e.v, e.payload_json, e.hash),
+        )
+        conn.execute(
+            "UPDATE sessions SET status = 'interrupted', updated_at = ?, last_seq = ?, "
+            "last_hash = ?, runtime_id = NULL WHERE id = ?",
+            (now, e.seq, e.hash, session_id),
+        )
+        return True
+    conn.execute("UPDATE sessions SET runtime_id = NULL WHERE id = ?", (session_id,))
+    return False
+
+
+def end(conn: sqlite3.Connection, runtime_id: str, *, now: float, reason: str) -> list[str]:
+    """End a runtime: its leased sessions become ``interrupted``. Returns their ids."""
+    conn.execute(
+        "UPDATE runtimes SET ended_at = ? WHERE id = ? AND ended_at IS NULL", (now, runtime_id)
+    )
+    sessions = [
+        r[0] for r in conn.execute("SELECT id FROM sessions WHERE runtime_id = ?", (runtime_id,))
+    ]
+    return [s for s in sessions if interrupt(conn, s, now=now, reason=reason)]
+
+
+def sweep(conn: sqlite3.Connection, *, now: float, alive: Liveness) -> list[str]:
+    """End every runtime that is gone; return the sessions that became ``interrupted``."""
+    rows = conn.execute(f"SELECT {_RUNTIME_COLUMNS} FROM runtimes WHERE ended_at IS NULL")
+    dead = [rt for rt in (RuntimeInfo(*r) for r in rows) if not alive(rt, now)]
+    interrupted: list[str] = []
+    for rt in dead:
+        interrupted += end(conn, rt.id, now=now, reason=f"its process ({rt.describe()}) stopped")
+    return interrupted
