@@ -32,9 +32,11 @@ from ._models._anthropic import AnthropicModel
 from ._models._http import RetryPolicy
 from ._models._openai import OpenAIModel
 from ._models._prices import set_price
+from ._schedule import Schedule
 from ._session import Session
 from ._state import ApprovalRequest
 from ._store import SqliteStore
+from ._store._leases import SessionLeased
 from ._tools import Tool, ToolOutput, tool
 from ._tools._context import Effect, PlanItem, ToolContext
 
@@ -60,9 +62,11 @@ __all__ = [
     "PlanItem",
     "PolicyError",
     "RetryPolicy",
+    "Schedule",
     "Session",
     "SessionConflict",
     "SessionError",
+    "SessionLeased",
     "SessionNotFound",
     "SqliteStore",
     "StoreCorrupt",

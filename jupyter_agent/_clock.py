@@ -47,3 +47,28 @@ class FakeClock:
     async def sleep_until(self, t: float) -> None:
         self._now = max(self._now, t)
         await anyio.lowlevel.checkpoint()
+
+
+class ScaledClock:
+    """A clock running ``speed`` times faster than real time, from ``start``.
+
+    Sleeps really wait (scaled down), so other processes and threads see time pass in order:
+    with ``speed=36_000`` an hour goes by in 0.1 s. A new process continuing a session passes
+    the time it left off at as ``start``.
+
+    Example:
+        >>> clock = ScaledClock(speed=3600, start=0.0)   # an hour a second
+    """
+
+    def __init__(self, *, speed: float, start: float | None = None) -> None:
+        if speed <= 0:
+            raise ValueError(f"speed must be positive, got {speed}")
+        self.speed = speed
+        self._start = time.time() if start is None else start
+        self._t0 = time.monotonic()
+
+    def now(self) -> float:
+        return self._start + (time.monotonic() - self._t0) * self.speed
+
+    async def sleep_until(self, t: float) -> None:
+        await anyio.sleep(max(0.0, (t - self.now()) / self.speed))

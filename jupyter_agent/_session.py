@@ -21,6 +21,7 @@ from ._live import PartialText, live_text
 from ._runtime import get_runtime
 from ._state import TERMINAL, ApprovalRequest, SessionState, load_state
 from ._store import SessionRow, SqliteStore
+from ._store._leases import SessionLeased
 from ._timeline import TimelineRow, format_rows, timeline
 from ._tools._context import PlanItem
 
@@ -171,6 +172,12 @@ class Session:
         self._require_open("resume")
         if self.running_here:
             return self
+        runtime = get_runtime()
+        holder = runtime.owner_elsewhere(self.store, self.id)
+        if holder is not None:
+            owner = self.store.get_runtime(holder)
+            assert owner is not None
+            raise SessionLeased(self.id, owner)
         if self._agent_factory is None:
             raise InvalidSessionState(
                 "this handle cannot run the session; use open_session(id, tools=[...]) to resume it"

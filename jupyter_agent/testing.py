@@ -18,7 +18,7 @@ Example:
 
 from __future__ import annotations
 
-from ._clock import FakeClock
+from ._clock import FakeClock, ScaledClock
 from ._fake_provider import FakeProvider, Fault, RecordedRequest
 from ._models._demo import DemoModel
 from ._models._scripted import ScriptedModel, Turn, TurnFunction, call, call_raw, calls, reply
@@ -29,6 +29,7 @@ __all__ = [
     "FakeProvider",
     "Fault",
     "RecordedRequest",
+    "ScaledClock",
     "ScriptedModel",
     "Turn",
     "TurnFunction",

@@ -1,0 +1,299 @@
+"""The runtime without a kernel: leases and fencing, orphan sweeps, commands from other
+processes, interruptible waits, and schedules (a real store, real processes, fake clocks)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from jupyter_agent import Agent, EventKind, Schedule, SessionLeased, SqliteStore, open_session
+from jupyter_agent._events import EventChain, verify_chain
+from jupyter_agent._store._leases import LeaseLost, RuntimeInfo
+from jupyter_agent.testing import FakeClock, ScriptedModel, call, reply
+
+
+def started(store: SqliteStore, sid: str = "s1") -> EventChain:
+    chain = EventChain(sid)
+    e = chain.next(
+        EventKind.SESSION_STARTED,
+        {"name": "t", "model": "demo", "goal": "g", "tools": [], "workspace": "."},
+        ts=1.0,
+    )
+    store.write(
+        [e],
+        session={
+            "id": sid,
+            "name": "t",
+            "status": "running",
+            "created_at": 1.0,
+            "updated_at": 1.0,
+            "last_seq": 1,
+            "last_hash": e.hash,
+        },
+    )
+    return chain
+
+
+def runtime(rid: str, pid: int = 4242) -> RuntimeInfo:
+    return RuntimeInfo(rid, "elsewhere", pid, None, "ann", 1.0, 1.0)
+
+
+# -- leases ----------------------------------------------------------------------------------
+
+
+def test_a_live_holder_keeps_the_lease_and_is_named(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path / "a.db") as store:
+        started(store)
+        store.register_runtime(runtime("rt-a"))
+        store.acquire_lease("s1", "rt-a", now=2.0, alive=lambda rt, now: True)
+        with pytest.raises(SessionLeased, match=r"pid 4242 on elsewhere .*rt-a"):
+            store.acquire_lease("s1", "rt-b", now=2.0, alive=lambda rt, now: True)
+        assert store.get_session("s1").runtime_id == "rt-a"
+
+
+def test_a_dead_holders_lease_can_be_taken_over(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path / "a.db") as store:
+        started(store)
+        store.register_runtime(runtime("rt-a"))
+        store.acquire_lease("s1", "rt-a", now=2.0)
+        store.acquire_lease("s1", "rt-b", now=2.0, alive=lambda rt, now: False)
+        assert store.get_session("s1").runtime_id == "rt-b"
+
+
+def test_a_write_from_a_runtime_that_lost_its_lease_is_refused(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path / "a.db") as store:
+        chain = started(store)
+        store.register_runtime(runtime("rt-a"))
+        store.acquire_lease("s1", "rt-a", now=2.0)
+        store.acquire_lease("s1", "rt-b", now=2.0, alive=lambda rt, now: False)
+        with pytest.raises(LeaseLost, match="no longer holds session s1"):
+            store.write([chain.next(EventKind.MESSAGE, {"text": "late"}, ts=3.0)], lease="rt-a")
+        assert [e.seq for e in store.iter_events("s1")] == [1]
+
+
+def test_sweep_marks_a_dead_runtimes_sessions_interrupted_with_a_chained_event(
+    tmp_path: Path,
+) -> None:
+    with SqliteStore(tmp_path / "a.db") as store:
+        started(store)
+        store.register_runtime(runtime("rt-a"))
+        store.acquire_lease("s1", "rt-a", now=2.0)
+        assert store.sweep(now=3.0, alive=lambda rt, now: True) == []
+        assert store.sweep(now=3.0, alive=lambda rt, now: False) == ["s1"]
+        row = store.get_session("s1")
+        assert (row.status, row.runtime_id) == ("interrupted", None)
+        last = list(store.iter_events("s1"))[-1]
+        assert (last.kind, last.actor, last.payload["status"]) == (
+            EventKind.STATUS_CHANGED,
+            "runtime",
+            "interrupted",
+        )
+        assert "pid 4242" in last.payload["reason"]
+        assert verify_chain(store.iter_events("s1")) is None
+        assert store.get_runtime("rt-a").ended_at == 3.0  # type: ignore[union-attr]
+
+
+WORKER = """
+import sys, time
+from jupyter_agent import Agent, tool
+from jupyter_agent.testing import ScriptedModel, call
+
+@tool(effect="read_only")
+def wait() -> str:
+    '''Waits.'''
+    time.sleep(0.2)
+    return "waited"
+
+s = Agent("held", model=ScriptedModel(lambda r: call("wait")), tools=[wait],
+          store=sys.argv[1], max_steps=10_000).start("hold it")
+print(s.id, flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.fixture
+def holder(tmp_path: Path):
+    """Another process running a session (a tool that waits, forever)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WORKER, str(tmp_path / "agent.db")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    session_id = proc.stdout.readline().strip()
+    yield proc, session_id
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
+
+
+def test_another_processes_running_session_cannot_be_resumed_here(tmp_path: Path, holder) -> None:
+    proc, session_id = holder
+    s = open_session(session_id, store=tmp_path / "agent.db", model=ScriptedModel([]))
+    with pytest.raises(SessionLeased, match=f"pid {proc.pid} on "):
+        s.resume()
+    assert s.status == "running"
+
+
+def test_a_killed_processes_session_is_interrupted_within_seconds_and_resumable(
+    tmp_path: Path, holder
+) -> None:
+    proc, session_id = holder
+    db = tmp_path / "agent.db"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    deadline = time.monotonic() + 5
+    s = open_session(session_id, store=db, model=ScriptedModel([reply("taken over")]))
+    while s.status != "interrupted":
+        assert time.monotonic() < deadline, "not interrupted within 5 s"
+        time.sleep(0.1)
+
+    from jupyter_agent import tool
+
+    @tool(effect="read_only")
+    def wait() -> str:
+        """Waits."""
+        return "waited"
+
+    s = open_session(
+        session_id, store=db, tools=[wait], model=ScriptedModel(lambda r: reply("taken over"))
+    )
+    s.resume()
+    assert s.wait(30) == "done" and s.result == "taken over"
+
+
+def test_commands_from_another_process_reach_the_running_session(tmp_path: Path, holder) -> None:
+    _proc, session_id = holder
+    db = tmp_path / "agent.db"
+    s = open_session(session_id, store=db)
+    s.tell("hello from another process")
+    s.stop()  # goes to the owner through the store's commands table
+    deadline = time.monotonic() + 10
+    while s.status != "stopped":
+        assert time.monotonic() < deadline, "the owner did not act on the command"
+        time.sleep(0.1)
+    messages = [e for e in s.events if e.kind is EventKind.MESSAGE]
+    assert messages and messages[0].payload["text"] == "hello from another process"
+    assert messages[0].actor != "agent"
+
+
+# -- interruptible waits ---------------------------------------------------------------------
+
+
+def test_pause_cuts_a_long_sleep_short(tmp_path: Path) -> None:
+    model = ScriptedModel([call("sleep", seconds=600), reply("woke")])
+    s = Agent("a", model=model, store=tmp_path / "a.db").start("nap")
+    deadline = time.monotonic() + 10
+    while s.status != "sleeping":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    t0 = time.monotonic()
+    s.pause()
+    assert s.wait(5) == "paused" and time.monotonic() - t0 < 1.0
+    assert s.state.open_calls, "the sleep is still open; it resumes with its wake time"
+    s.stop()
+    assert s.status == "stopped"
+
+
+def test_stop_cuts_a_slow_model_call_short(tmp_path: Path) -> None:
+    async def slow(request):
+        await anyio.sleep(600)
+        return reply("too late")
+
+    s = Agent("a", model=ScriptedModel([slow]), store=tmp_path / "a.db").start("think")
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    s.stop()
+    assert s.wait(5) == "stopped" and time.monotonic() - t0 < 1.0
+    assert not any(e.kind is EventKind.MODEL_RESPONSE for e in s.events)
+
+
+# -- schedules -------------------------------------------------------------------------------
+
+
+def ticks(session) -> list[dict]:
+    return [e.payload for e in session.events if e.kind is EventKind.TIMER_FIRED]
+
+
+def test_a_schedule_wakes_the_session_on_every_tick_then_finishes(tmp_path: Path) -> None:
+    clock = FakeClock(start=1_000.0)
+    model = ScriptedModel(lambda r: reply(f"check {r.step} fine"))
+    s = Agent(
+        "watch",
+        model=model,
+        store=tmp_path / "a.db",
+        clock=clock,
+        schedule=Schedule(every_s=3600, times=5),
+    ).run("watch it")
+    assert s.status == "done" and s.result == "check 6 fine"
+    assert [(t["tick"], t["skipped"]) for t in ticks(s)] == [(i, 0) for i in range(1, 6)]
+    assert clock.now() == 1_000.0 + 5 * 3600
+    msgs = [e for e in s.events if e.kind is EventKind.MESSAGE]
+    assert len(msgs) == 5 and all(m.actor == "schedule" for m in msgs)
+
+
+def cut_after(session, kind: EventKind, nth: int, path: Path) -> None:
+    events = session.events
+    idx = [i for i, e in enumerate(events) if e.kind is kind][nth - 1] + 1
+    row = session.row
+    with SqliteStore(path) as store:
+        store.write(
+            events[:idx],
+            session={
+                "id": session.id,
+                "name": row.name,
+                "status": "sleeping",
+                "model": row.model,
+                "created_at": row.created_at,
+                "updated_at": row.updated_at,
+                "last_seq": events[idx - 1].seq,
+                "last_hash": events[idx - 1].hash,
+            },
+        )
+
+
+@pytest.mark.parametrize(
+    ("catch_up", "expected"),
+    [
+        (False, [(1, 0), (2, 0), (5, 2), (6, 0)]),
+        (True, [(1, 0), (2, 0), (3, 0), (4, 0), (5, 0), (6, 0)]),
+    ],
+)
+def test_ticks_missed_while_nothing_ran_fire_once_unless_catching_up(
+    tmp_path: Path, catch_up: bool, expected: list[tuple[int, int]]
+) -> None:
+    model = ScriptedModel(lambda r: reply("ok"))
+    schedule = Schedule(every_s=100, times=6, catch_up=catch_up)
+    s = Agent(
+        "w", model=model, store=tmp_path / "a.db", clock=FakeClock(start=1_000.0), schedule=schedule
+    ).run("watch")
+    crashed = tmp_path / "crashed.db"
+    cut_after(s, EventKind.TIMER_SET, 3, crashed)  # died waiting for tick 3
+    later = FakeClock(start=1_560.0)  # back after ticks 3, 4 and 5 fell due
+    again = open_session(s.id, store=crashed, model=model, clock=later).resume()
+    assert again.wait(10) == "done"
+    assert [(t["tick"], t["skipped"]) for t in ticks(again)] == expected
+
+
+def test_a_schedule_survives_a_crash_without_losing_or_doubling_a_tick(tmp_path: Path) -> None:
+    model = ScriptedModel(lambda r: reply("ok"))
+    s = Agent(
+        "w",
+        model=model,
+        store=tmp_path / "a.db",
+        clock=FakeClock(start=0.0),
+        schedule=Schedule(every_s=60, times=4),
+    ).run("watch")
+    crashed = tmp_path / "crashed.db"
+    cut_after(s, EventKind.TIMER_FIRED, 2, crashed)  # died right after tick 2 fired
+    again = open_session(s.id, store=crashed, model=model, clock=FakeClock(start=121.0))
+    again.resume()
+    assert again.wait(10) == "done"
+    assert [t["tick"] for t in ticks(again)] == [1, 2, 3, 4]
