@@ -80,10 +80,14 @@ class ModelConnectionError(ModelError):
 
 
 class ModelProtocolError(ModelError):
-    """The provider's answer could not be read: malformed JSON, a stream cut short."""
+    """The provider's answer could not be read: malformed JSON, a stream cut short (tried
+    again), or an answer of the wrong shape (``retryable=False``: asking again will not help)."""
 
     code = "model_protocol"
-    retryable = True
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class ToolError(JupyterAgentError):

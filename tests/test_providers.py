@@ -161,10 +161,11 @@ def test_a_transient_fault_is_retried_and_recorded(
     assert len(of_kind(s, EventKind.MODEL_RETRY)) == 1
 
 
-@pytest.mark.parametrize("wire", ["openai", "anthropic"])
-def test_a_stream_cut_short_is_retried(tmp_path: Path, wire: str) -> None:
-    with FakeProvider([Fault(drop_after=2, then=reply("a long answer, cut")), reply("ok")]) as fake:
-        s = run(model_for(wire, fake, stream=True), tmp_path)
+@pytest.mark.parametrize(("wire", "stream"), WIRES)
+def test_an_answer_cut_short_is_retried(tmp_path: Path, wire: str, stream: bool) -> None:
+    cut = Fault(drop_after=2 if stream else 10, then=reply("a long answer, cut"))
+    with FakeProvider([cut, reply("ok")]) as fake:
+        s = run(model_for(wire, fake, stream=stream), tmp_path)
     assert s.status == "done" and s.result == "ok"
     (retry,) = of_kind(s, EventKind.MODEL_RETRY)
     assert retry["error"]["code"] == "model_protocol"
@@ -241,7 +242,8 @@ def test_the_key_is_nowhere_in_the_store_or_any_output(
         script = [*SCRIPT, reply("again")]
         with FakeProvider([Fault(status=429, retry_after=0.01), *script], api_key=KEY) as fake:
             base = fake.openai_base_url if wire == "openai" else fake.anthropic_base_url
-            model = f"{wire}:{'gpt-4.1-mini' if wire == 'openai' else 'claude-sonnet-4-5'}@{base}"
+            monkeypatch.setenv(f"{wire.upper()}_BASE_URL", base)  # key and URL from the env
+            model = f"{wire}:{'gpt-4.1-mini' if wire == 'openai' else 'claude-sonnet-4-5'}"
             agent = Agent(
                 "k",
                 model=model,
@@ -334,3 +336,20 @@ def test_the_error_event_names_the_providers_request_id(tmp_path: Path) -> None:
     (err,) = of_kind(s, EventKind.ERROR)
     assert err["status_code"] == "400" and err["request_id"].startswith("req_")
     assert "messages: field required" in err["message"] and err["request_id"] in err["message"]
+
+
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+def test_the_environments_key_is_not_sent_to_a_url_from_a_model_string(
+    tmp_path: Path, wire: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model string recorded in a shared store must not collect your key for its URL."""
+    monkeypatch.setenv(f"{wire.upper()}_API_KEY", KEY)
+    monkeypatch.delenv(f"{wire.upper()}_BASE_URL", raising=False)
+    with FakeProvider([reply("hi")]) as fake:
+        base = fake.openai_base_url if wire == "openai" else fake.anthropic_base_url
+        agent = Agent("k", model=f"{wire}:some-model@{base}", store=tmp_path / "a.db", tools=[])
+        s = agent.run("hi", timeout=30)
+        get_runtime().call(agent.model.aclose)
+        sent = fake.requests[0].headers
+    assert s.status == "done"
+    assert KEY not in str(sent)

@@ -32,7 +32,14 @@ from ._base import (
     ToolSpec,
     Usage,
 )
-from ._http import DEFAULT_RETRY, DEFAULT_TIMEOUT, ProviderClient, RetryPolicy, with_retries
+from ._http import (
+    DEFAULT_RETRY,
+    DEFAULT_TIMEOUT,
+    ProviderClient,
+    RetryPolicy,
+    check_key,
+    with_retries,
+)
 from ._prices import cost_usd
 
 T = TypeVar("T")
@@ -108,8 +115,14 @@ class AnthropicModel:
             raise ValueError(f"max_tokens must be a positive integer, not {max_tokens!r}")
         self.model, self.stream, self.max_tokens = model, stream, max_tokens
         self.retry, self._sleep = retry, sleep
-        base = (base_url or os.environ.get("ANTHROPIC_BASE_URL") or OFFICIAL_BASE_URL).rstrip("/")
-        key = api_key or os.environ.get("ANTHROPIC_API_KEY") or None
+        env_base = (os.environ.get("ANTHROPIC_BASE_URL") or "").rstrip("/")
+        base = (base_url or env_base or OFFICIAL_BASE_URL).rstrip("/")
+        key = api_key
+        if key is None and base in (OFFICIAL_BASE_URL, env_base):
+            # the environment's key goes only where the environment says (or to Anthropic):
+            # never to a base URL read from a model string, such as one in a shared store
+            key = os.environ.get("ANTHROPIC_API_KEY")
+        key = check_key(key)
         if key is None and base == OFFICIAL_BASE_URL:
             raise ConfigError(
                 "no Anthropic API key: set ANTHROPIC_API_KEY or pass api_key=..., or "
@@ -302,7 +315,9 @@ class _StreamState:
     def _delta(self, index: int, delta: Mapping[str, Any]) -> None:
         block = self._blocks.get(index)
         if block is None:
-            raise ModelProtocolError("anthropic sent a delta for a content block it never started")
+            raise ModelProtocolError(
+                "anthropic sent a delta for a content block it never started", retryable=False
+            )
         if delta.get("type") == "text_delta":
             block["text"] = str(block.get("text") or "") + _field(delta, "text", str)
         elif delta.get("type") == "input_json_delta":
@@ -414,7 +429,9 @@ def _field(data: Mapping[str, Any], key: str, kind: type[T]) -> T:
     """``data[key]`` when it is a ``kind``, else the answer is unreadable."""
     value = data.get(key)
     if not isinstance(value, kind):
-        raise ModelProtocolError(f"anthropic sent {key!r} that is not a {kind.__name__}")
+        raise ModelProtocolError(
+            f"anthropic sent {key!r} that is not a {kind.__name__}", retryable=False
+        )
     return value
 
 

@@ -21,6 +21,7 @@ import anyio
 import httpx
 
 from .._errors import (
+    ConfigError,
     ModelConnectionError,
     ModelError,
     ModelHTTPError,
@@ -32,7 +33,9 @@ from ._redact import redact
 
 T = TypeVar("T")
 
-DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=30.0, pool=10.0)
+# A non-streaming answer sends nothing until it is whole: long answers take minutes (the
+# official SDKs wait 600 s too).
+DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=600.0, write=30.0, pool=10.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +86,24 @@ async def with_retries(
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
+def check_key(key: str | None) -> str | None:
+    """The key without surrounding whitespace; refuse one with control characters in it."""
+    if key is None:
+        return None
+    key = key.strip()
+    if any(ord(c) < 32 or ord(c) == 127 for c in key):
+        raise ConfigError(
+            "the API key contains a control character (a pasted line break?); set it again"
+        )
+    return key or None
+
+
+def secret_header_values(headers: Mapping[str, str] | None) -> tuple[str, ...]:
+    """Values of headers that carry credentials, to redact like the key."""
+    words = ("authorization", "key", "token", "secret")
+    return tuple(v for k, v in (headers or {}).items() if any(w in k.lower() for w in words))
+
+
 class ProviderClient:
     """One provider endpoint: base URL, headers (with the key), timeouts, error translation."""
 
@@ -114,7 +135,7 @@ class ProviderClient:
     async def post_json(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """POST ``body`` and return the JSON answer, or raise a translated ``ModelError``."""
         async with self._send(path, body, stream=False) as response:
-            await response.aread()
+            await self._read(response)
             try:
                 data = response.json()
             except ValueError as exc:
@@ -122,8 +143,29 @@ class ProviderClient:
                     f"{self.provider} sent a body that is not JSON: {response.text[:200]!r}"
                 ) from exc
         if not isinstance(data, dict):
-            raise ModelProtocolError(f"{self.provider} sent JSON that is not an object")
+            raise ModelProtocolError(
+                f"{self.provider} sent JSON that is not an object", retryable=False
+            )
+        if data.get("error"):  # some gateways answer 200 with an error body
+            raise self.error_in_body(data["error"], request_id=response.headers.get("x-request-id"))
         return data
+
+    def error_in_body(self, error: object, *, request_id: str | None = None) -> ModelHTTPError:
+        """An error the provider put in a 200 answer or a stream: its own code, else 500."""
+        message = error.get("message") if isinstance(error, dict) else str(error)
+        code = error.get("code") if isinstance(error, dict) else None
+        status = code if isinstance(code, int) and 400 <= code < 600 else 500
+        return ModelHTTPError(
+            self.redact(f"{self.provider} sent an error: {message}"),
+            status_code=status,
+            request_id=request_id,
+        )
+
+    async def _read(self, response: httpx.Response) -> None:
+        try:
+            await response.aread()
+        except httpx.HTTPError as exc:
+            raise self._translate(exc) from exc
 
     @asynccontextmanager
     async def stream_sse(
@@ -162,7 +204,7 @@ class ProviderClient:
             raise self._translate(exc) from exc
         try:
             if response.status_code >= 400:
-                await response.aread()
+                await self._read(response)
                 raise self._http_error(response)
             yield response
         finally:
@@ -186,6 +228,8 @@ class ProviderClient:
         text = self.redact(f"{type(exc).__name__}: {exc}")
         if isinstance(exc, httpx.TimeoutException):
             return ModelTimeout(f"{self.provider} did not answer in time ({text})")
+        if isinstance(exc, httpx.LocalProtocolError):  # our own request is malformed
+            return ModelError(f"could not send the request to {self.provider} ({text})")
         if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
             return ModelProtocolError(f"{self.provider}'s answer was cut short ({text})")
         if isinstance(exc, httpx.TransportError):

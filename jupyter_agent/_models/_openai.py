@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +29,15 @@ from ._base import (
     ToolSpec,
     Usage,
 )
-from ._http import DEFAULT_RETRY, DEFAULT_TIMEOUT, ProviderClient, RetryPolicy, with_retries
+from ._http import (
+    DEFAULT_RETRY,
+    DEFAULT_TIMEOUT,
+    ProviderClient,
+    RetryPolicy,
+    check_key,
+    secret_header_values,
+    with_retries,
+)
 from ._prices import cost_usd
 
 OFFICIAL_BASE_URL = "https://api.openai.com/v1"
@@ -66,21 +75,28 @@ class OpenAIModel:
         if not model:
             raise ValueError("name the model, e.g. OpenAIModel('gpt-4.1-mini')")
         self.model, self.stream, self.retry, self._sleep = model, stream, retry, sleep
-        base = (base_url or os.environ.get("OPENAI_BASE_URL") or OFFICIAL_BASE_URL).rstrip("/")
-        key = api_key or os.environ.get("OPENAI_API_KEY")
+        env_base = (os.environ.get("OPENAI_BASE_URL") or "").rstrip("/")
+        base = (base_url or env_base or OFFICIAL_BASE_URL).rstrip("/")
+        key = api_key
+        if key is None and base in (OFFICIAL_BASE_URL, env_base):
+            # the environment's key goes only where the environment says (or to OpenAI): never
+            # to a base URL read from a model string, such as one recorded in a shared store
+            key = os.environ.get("OPENAI_API_KEY")
+        key = check_key(key)
         if not key and base == OFFICIAL_BASE_URL:
             raise ConfigError(
                 "no OpenAI API key: set OPENAI_API_KEY or pass api_key=..., or "
                 "give a base URL for a local server (openai:MODEL@URL)"
             )
-        sent = {"content-type": "application/json", **(headers or {})}
+        sent = httpx.Headers({"content-type": "application/json"})
         if key:
             sent["authorization"] = f"Bearer {key}"
+        sent.update(headers or {})  # the caller's headers win, whatever their case
         self._client = ProviderClient(
             provider="openai",
             base_url=base,
             headers=sent,
-            secrets=(key,),
+            secrets=(key, *secret_header_values(headers)),
             timeout=timeout,
             http_client=http_client,
         )
@@ -131,7 +147,7 @@ class OpenAIModel:
     def _body(self, request: ModelRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
-            "messages": [_message(m) for m in request.messages],
+            "messages": request_messages(request.messages),
         }
         if request.tools:
             body["tools"] = [_tool(t) for t in request.tools]
@@ -147,14 +163,17 @@ class OpenAIModel:
             message = choice["message"]
             calls = tuple(
                 ToolCallRequest(
-                    c["id"], c["function"]["name"], c["function"].get("arguments") or ""
+                    c.get("id") or _new_call_id(),
+                    c["function"]["name"],
+                    _arguments_text(c["function"].get("arguments")),
                 )
                 for c in message.get("tool_calls") or ()
             )
             text = message.get("content") or ""
         except (KeyError, IndexError, TypeError) as exc:
             raise ModelProtocolError(
-                f"openai sent an answer without a message: {json.dumps(data)[:200]}"
+                f"openai sent an answer without a message: {json.dumps(data)[:200]}",
+                retryable=False,
             ) from exc
         if observer is not None and text:
             observer.partial(text)
@@ -165,7 +184,7 @@ class OpenAIModel:
     async def _streamed(
         self, body: dict[str, Any], observer: ModelObserver | None
     ) -> ModelResponse:
-        acc = _StreamState()
+        acc = _StreamState(error=self._client.error_in_body)
         async with self._client.stream_sse("/chat/completions", body) as events:
             async for _event, data in events:
                 if data.strip() == "[DONE]":
@@ -174,7 +193,7 @@ class OpenAIModel:
                 acc.add(_json_chunk(data))
                 if observer is not None and acc.text_changed(time.monotonic()):
                     observer.partial(acc.text)
-        if not acc.done and acc.finish_reason is None:
+        if acc.finish_reason is None and not (acc.done and (acc.text or acc.calls)):
             raise ModelProtocolError("openai's stream ended before the answer was complete")
         if observer is not None and acc.text:
             observer.partial(acc.text)
@@ -214,20 +233,22 @@ class OpenAIModel:
 class _StreamState:
     """Chat-completion chunks folded into one answer."""
 
+    error: Callable[[object], ModelHTTPError]
     text: str = ""
     finish_reason: str | None = None
     usage: dict[str, Any] | None = None
     model: str | None = None
     done: bool = False
-    calls: dict[int, dict[str, str]] = field(default_factory=dict)
+    calls: list[dict[str, str]] = field(default_factory=list)
+    _by_index: dict[int, int] = field(default_factory=dict)
     _shown: str = ""
     _shown_at: float = 0.0
 
     def add(self, chunk: dict[str, Any]) -> None:
-        if "error" in chunk:
-            error = chunk["error"]
-            message = error.get("message") if isinstance(error, dict) else str(error)
-            raise ModelHTTPError(f"openai sent an error mid-stream: {message}", status_code=500)
+        if chunk.get("error"):
+            raise self.error(chunk["error"])
+        if chunk.get("object") == "error":  # older vLLM streams its errors this way
+            raise self.error(chunk)
         self.model = chunk.get("model") or self.model
         if chunk.get("usage"):
             self.usage = chunk["usage"]
@@ -235,14 +256,26 @@ class _StreamState:
             delta = choice.get("delta") or {}
             self.text += delta.get("content") or ""
             for call in delta.get("tool_calls") or ():
-                slot = self.calls.setdefault(
-                    int(call.get("index", 0)), {"id": "", "name": "", "arguments": ""}
-                )
+                slot = self._slot(call)
                 fn = call.get("function") or {}
                 slot["id"] = call.get("id") or slot["id"]
                 slot["name"] += fn.get("name") or ""
-                slot["arguments"] += fn.get("arguments") or ""
+                slot["arguments"] += _arguments_text(fn.get("arguments"))
             self.finish_reason = choice.get("finish_reason") or self.finish_reason
+
+    def _slot(self, call: Mapping[str, Any]) -> dict[str, str]:
+        """The call this delta continues, or a new one. Deltas are matched by ``index``, but
+        a new ``id`` at a used index is a new call (Ollama sends parallel calls all at index
+        0), and a delta without an index is a whole call of its own (older servers)."""
+        index, call_id = call.get("index"), call.get("id") or ""
+        if isinstance(index, int) and index in self._by_index:
+            slot = self.calls[self._by_index[index]]
+            if not (call_id and slot["id"] and call_id != slot["id"]):
+                return slot
+        self.calls.append({"id": "", "name": "", "arguments": ""})
+        if isinstance(index, int):
+            self._by_index[index] = len(self.calls) - 1
+        return self.calls[-1]
 
     def text_changed(self, now: float) -> bool:
         if self.text != self._shown and now - self._shown_at >= PARTIAL_INTERVAL_S:
@@ -252,9 +285,21 @@ class _StreamState:
 
     def tool_calls(self) -> tuple[ToolCallRequest, ...]:
         return tuple(
-            ToolCallRequest(c["id"], c["name"], c["arguments"])
-            for _, c in sorted(self.calls.items())
+            ToolCallRequest(c["id"] or _new_call_id(), c["name"], c["arguments"])
+            for c in self.calls
         )
+
+
+def _new_call_id() -> str:
+    """For servers that send tool calls without an id: the engine keys calls by id."""
+    return f"call_{uuid.uuid4().hex[:16]}"
+
+
+def _arguments_text(value: object) -> str:
+    """Arguments as JSON text; some servers send an object instead of a string."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _json_chunk(data: str) -> dict[str, Any]:
@@ -295,5 +340,27 @@ def _tool(t: ToolSpec) -> dict[str, Any]:
 
 
 def request_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
-    """The Chat Completions ``messages`` for a conversation (public for inspection and tests)."""
-    return [_message(m) for m in messages]
+    """The Chat Completions ``messages`` for a conversation.
+
+    A person's message that arrived while tool calls were still open (told while the session
+    waited for an approval) moves after those calls' results: the API wants every ``tool``
+    message right after the assistant message that asked for it.
+    """
+    out: list[dict[str, Any]] = []
+    deferred: list[dict[str, Any]] = []
+    waiting: set[str | None] = set()
+    for m in messages:
+        if m.role == "tool":
+            out.append(_message(m))
+            waiting.discard(m.tool_call_id)
+            if not waiting:
+                out += deferred
+                deferred = []
+        elif waiting and m.role == "user":
+            deferred.append(_message(m))
+        else:
+            out += deferred
+            deferred = []
+            out.append(_message(m))
+            waiting = {c.id for c in m.tool_calls} if m.role == "assistant" else set()
+    return out + deferred

@@ -9,6 +9,7 @@ zero. Extend the table for your own models or negotiated prices::
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -67,9 +68,11 @@ def cost_usd(
     return total / 1_000_000
 
 
+_DATE_SUFFIX = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{8})$")
+
+
 def _undated(model: str) -> Price | None:
-    best = None
-    for known, price in PRICES.items():
-        if model.startswith(known + "-") and (best is None or len(known) > len(best[0])):
-            best = (known, price)
-    return best[1] if best else None
+    """``gpt-4.1-mini-2025-04-14`` -> the price of ``gpt-4.1-mini``; only a date is dropped
+    (``o3-pro`` is not ``o3``)."""
+    undated = _DATE_SUFFIX.sub("", model)
+    return PRICES.get(undated) if undated != model else None

@@ -16,6 +16,9 @@ REDACTED = "[redacted]"
 def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
     """``text`` with every given secret and anything shaped like a key replaced."""
     for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, REDACTED)
+        if not secret:
+            continue
+        for form in {secret, secret.strip(), secret.encode("unicode_escape").decode()}:
+            if len(form) >= 4:
+                text = text.replace(form, REDACTED)
     return _KEY_SHAPES.sub(REDACTED, text)
