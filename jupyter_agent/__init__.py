@@ -6,7 +6,7 @@ Example:
     >>> s.wait(); print(s.result)
 """
 
-from ._agent import Agent, open_session, open_store, sessions
+from ._agent import Agent, open_session, open_store, resume_interrupted, sessions
 from ._errors import (
     BudgetExceeded,
     ConfigError,
@@ -82,7 +82,21 @@ __all__ = [
     "__version__",
     "open_session",
     "open_store",
+    "resume_interrupted",
     "sessions",
     "set_price",
     "tool",
 ]
+
+
+AUTO_RESUME_ENV = "JUPYTER_AGENT_AUTO_RESUME"
+
+
+def load_ipython_extension(ipython: object) -> None:
+    """``%load_ext jupyter_agent``. With ``JUPYTER_AGENT_AUTO_RESUME=1`` in the kernel's
+    environment, sessions a dead kernel left ``interrupted`` are resumed here (built-in tools
+    only; off by default)."""
+    import os
+
+    if os.environ.get(AUTO_RESUME_ENV) == "1":
+        resume_interrupted()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from ._clock import Clock, SystemClock
 from ._engine import Engine, create_session
-from ._errors import ConfigError
+from ._errors import ConfigError, JupyterAgentError
 from ._identity import current_identity
 from ._models import Model, resolve_model
 from ._policy import Limits
@@ -21,6 +22,7 @@ from ._store import SqliteStore, default_store_path
 from ._tools import BUILTIN_TOOLS, Tool, resolve_tools
 
 ToolLike = Tool | str | Callable[..., object]
+log = logging.getLogger("jupyter_agent")
 
 _stores: dict[Path, SqliteStore] = {}
 _stores_lock = threading.Lock()
@@ -196,3 +198,21 @@ def _agent_for(
         clock=clock,
     )
     return agent
+
+
+def resume_interrupted(
+    *, store: SqliteStore | str | Path | None = None, tools: Sequence[ToolLike] = ()
+) -> list[Session]:
+    """Resume, in this process, every session left ``interrupted`` by a process that died or
+    shut down. A session whose own tools are not given (or whose model cannot be rebuilt from
+    its name) is left as it is, and logged."""
+    resumed = []
+    for session in sessions(store=store, status="interrupted"):
+        handle = open_session(session.id, store=store, tools=tools)
+        try:
+            handle.resume()
+        except JupyterAgentError as exc:
+            log.warning("not resuming session %s: %s", session.id, exc)
+            continue
+        resumed.append(handle)
+    return resumed

@@ -297,3 +297,70 @@ def test_a_schedule_survives_a_crash_without_losing_or_doubling_a_tick(tmp_path:
     again.resume()
     assert again.wait(10) == "done"
     assert [t["tick"] for t in ticks(again)] == [1, 2, 3, 4]
+
+
+DEMO_WORKER = """
+import sys, time
+from jupyter_agent import Agent, tool
+from jupyter_agent.testing import ScriptedModel, call
+
+@tool(effect="read_only")
+def mine() -> str:
+    '''A tool only this process knows.'''
+    return "x"
+
+Agent("demo", model="demo:loop?steps=100000", store=sys.argv[1], max_steps=10**6).start("loop")
+Agent("custom", model="demo:loop?steps=100000", store=sys.argv[1],
+      tools=[mine, "python", "write_file", "read_file", "list_files"],
+      max_steps=10**6).start("loop")
+print("started", flush=True)
+time.sleep(120)
+"""
+
+
+def test_resume_interrupted_takes_over_what_a_dead_process_left(tmp_path: Path) -> None:
+    from jupyter_agent import resume_interrupted, sessions
+
+    db = tmp_path / "agent.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DEMO_WORKER, str(db)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "started"
+    time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    resumed = resume_interrupted(store=db)
+    assert [s.name for s in resumed] == ["demo"]  # 'custom' needs a tool only it had
+    (s,) = resumed
+    assert s.running_here
+    deadline = time.monotonic() + 5
+    while s.status != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    before = s.row.steps
+    time.sleep(0.5)
+    assert s.row.steps > before
+    s.stop()
+    assert s.wait(10) == "stopped"
+    by_name = {x.name: x.status for x in sessions(store=db)}
+    assert by_name == {"demo": "stopped", "custom": "interrupted"}
+
+
+def test_a_session_that_fails_does_not_disturb_the_others(tmp_path: Path) -> None:
+    def broken(request):
+        raise RuntimeError("this model is broken")
+
+    db = tmp_path / "a.db"
+    bad = Agent("bad", model=ScriptedModel(broken), store=db).start("fail")
+    good = [Agent(f"good{i}", model="demo:loop?steps=30", store=db).start("loop") for i in range(5)]
+    assert bad.wait(30) == "failed"
+    assert [g.wait(60) for g in good] == ["done"] * 5
+    err = next(e.payload for e in bad.events if e.kind is EventKind.ERROR)
+    assert "this model is broken" in err["message"] and "Traceback" in err["traceback"]
+
+
+def test_the_runtime_never_prints(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    s = Agent("quiet", model="demo:fix", store=tmp_path / "a.db").start("fix it")
+    assert s.wait(60) == "done"
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
