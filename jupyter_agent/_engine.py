@@ -87,7 +87,8 @@ def record_outside(
     session row; a ``status_changed`` event updates the row's status too."""
     row = store.get_session(session_id)
     chain = EventChain(session_id, last_seq=row.last_seq, last_hash=row.last_hash or GENESIS_HASH)
-    event = chain.next(kind, payload, ts=clock.now(), actor=actor)
+    ts = max(clock.now(), row.updated_at)  # the session's own clock may run ahead of this one
+    event = chain.next(kind, payload, ts=ts, actor=actor)
     update: dict[str, Any] = {
         "id": session_id,
         "updated_at": event.ts,

@@ -364,3 +364,26 @@ def test_the_runtime_never_prints(tmp_path: Path, capfd: pytest.CaptureFixture[s
     assert s.wait(60) == "done"
     out, err = capfd.readouterr()
     assert out == "" and err == ""
+
+
+def test_an_interruption_never_dates_before_the_sessions_last_event(tmp_path: Path) -> None:
+    """A session on a fast or fake clock may be ahead of the wall clock: its log stays ordered."""
+    with SqliteStore(tmp_path / "a.db") as store:
+        chain = started(store)
+        ahead = time.time() + 86_400
+        e = chain.next(EventKind.STATUS_CHANGED, {"status": "sleeping"}, ts=ahead)
+        store.write(
+            [e],
+            session={
+                "id": "s1",
+                "status": "sleeping",
+                "updated_at": ahead,
+                "last_seq": e.seq,
+                "last_hash": e.hash,
+            },
+        )
+        store.register_runtime(runtime("rt-a"))
+        store.acquire_lease("s1", "rt-a", now=2.0)
+        store.sweep(now=time.time(), alive=lambda rt, now: False)
+        events = list(store.iter_events("s1"))
+        assert events[-1].payload["status"] == "interrupted" and events[-1].ts >= ahead

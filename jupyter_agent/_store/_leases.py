@@ -148,11 +148,13 @@ def check_fence(conn: sqlite3.Connection, session_id: str, runtime_id: str) -> N
 def interrupt(conn: sqlite3.Connection, session_id: str, *, now: float, reason: str) -> bool:
     """Mark a leased running session ``interrupted`` with a chained event; clear its lease."""
     row = conn.execute(
-        "SELECT status, last_seq, last_hash FROM sessions WHERE id = ?", (session_id,)
+        "SELECT status, last_seq, last_hash, updated_at FROM sessions WHERE id = ?",
+        (session_id,),
     ).fetchone()
     if row is None:
         return False
-    status, last_seq, last_hash = row
+    status, last_seq, last_hash, updated_at = row
+    now = max(now, updated_at or 0.0)  # a session on a fake or fast clock: time never goes back
     if status in _LIVE_STATUSES:
         chain = EventChain(session_id, last_seq=last_seq, last_hash=last_hash or GENESIS_HASH)
         e = chain.next(

@@ -1,0 +1,153 @@
+"""How much running agents slow a notebook down: ``1+1`` round trips in a real kernel.
+
+    python -m bench.kernel                     0, 10 and 50 agents, 200 cells each
+    python -m bench.kernel --agents 0,100 --samples 500
+
+For each number of agents a fresh kernel starts them (a scripted model calling a 10 ms tool,
+forever), lets them run for a second, then times ``1+1`` cells from sending the request to its
+``execute_reply``, one after the other. Prints median and p95 with their ratios to the idle
+kernel, and the agents' steps per second during the timing (to show they really ran).
+``measure()`` returns the same numbers. Compare ratios, not absolute times: the machines are
+shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import sqlite3
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from jupyter_client.blocking.client import BlockingKernelClient
+from jupyter_client.manager import start_new_kernel
+
+AGENT_COUNTS = (0, 10, 50)
+WARM_UP_S = 1.0
+
+START_AGENTS = """
+import anyio
+from jupyter_agent import Agent, tool
+from jupyter_agent.testing import ScriptedModel, call
+
+@tool(effect="read_only")
+async def work() -> str:
+    '''Waits {tool_ms} ms, like a quick API call.'''
+    await anyio.sleep({tool_ms} / 1000)
+    return "ok"
+
+agents = [
+    Agent(f"bench-{{i}}", model=ScriptedModel(lambda r: call("work")), tools=[work],
+          max_steps=10**9).start("work until stopped")
+    for i in range({n})
+]
+"""
+STOP_AGENTS = "for s in agents: s.stop()\nfor s in agents: s.wait(60)"
+
+
+def measure(
+    agent_counts: tuple[int, ...] = AGENT_COUNTS, *, samples: int = 200, tool_ms: float = 10.0
+) -> dict[str, list[dict[str, float]]]:
+    """``1+1`` round-trip median and p95 (ms) in a kernel running each number of agents."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in agent_counts:
+            rows.append(_measure_one(n, Path(tmp) / f"bench-{n}.db", samples, tool_ms))
+    idle = next((r for r in rows if r["agents"] == 0), rows[0])
+    for r in rows:
+        r["median_ratio"] = r["median_ms"] / idle["median_ms"]
+        r["p95_ratio"] = r["p95_ms"] / idle["p95_ms"]
+    return {"rows": rows}
+
+
+def _measure_one(n: int, db: Path, samples: int, tool_ms: float) -> dict[str, float]:
+    env = {**os.environ, "JUPYTER_AGENT_DB": str(db)}
+    env.pop("PYTEST_CURRENT_TEST", None)
+    km, kc = start_new_kernel(kernel_name="python3", env=env, cwd=str(db.parent))
+    try:
+        if n:
+            _execute(kc, START_AGENTS.format(n=n, tool_ms=tool_ms))
+        time.sleep(WARM_UP_S)
+        for _ in range(10):
+            _execute(kc, "1+1")
+        steps_before, t0 = _steps(db), time.monotonic()
+        times = [_execute(kc, "1+1") for _ in range(samples)]
+        steps_per_s = (_steps(db) - steps_before) / (time.monotonic() - t0)
+        if n:
+            _execute(kc, STOP_AGENTS)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    ordered = sorted(times)
+    return {
+        "agents": n,
+        "median_ms": statistics.median(ordered) * 1000,
+        "p95_ms": ordered[max(0, -(-len(ordered) * 95 // 100) - 1)] * 1000,
+        "max_ms": ordered[-1] * 1000,
+        "agent_steps_per_s": steps_per_s,
+    }
+
+
+def _execute(kc: BlockingKernelClient, code: str, timeout: float = 60.0) -> float:
+    """Run a cell; return seconds from sending it to its ``execute_reply``."""
+    started = time.perf_counter()
+    msg_id = kc.execute(code, store_history=False)
+    while True:
+        reply = kc.get_shell_msg(timeout=timeout)
+        if reply["parent_header"].get("msg_id") == msg_id:
+            break
+    took = time.perf_counter() - started
+    if reply["content"]["status"] != "ok":
+        raise RuntimeError(f"bench cell failed: {reply['content'].get('evalue')}\n{code}")
+    _drain(kc)
+    return took
+
+
+def _drain(kc: BlockingKernelClient) -> None:
+    """Drop queued IOPub messages (outside the timing), so they do not pile up."""
+    while True:
+        try:
+            kc.get_iopub_msg(timeout=0)
+        except queue.Empty:
+            return
+
+
+def _steps(db: Path) -> int:
+    if not db.exists():
+        return 0
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("SELECT coalesce(sum(steps), 0) FROM sessions").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.kernel")
+    parser.add_argument("--agents", default=",".join(map(str, AGENT_COUNTS)))
+    parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--tool-ms", type=float, default=10.0)
+    args = parser.parse_args()
+    counts = tuple(int(x) for x in args.agents.split(","))
+    result = measure(counts, samples=args.samples, tool_ms=args.tool_ms)
+    print(
+        f"{'agents':>6} {'median ms':>10} {'p95 ms':>8} {'max ms':>8} "
+        f"{'median/idle':>11} {'p95/idle':>9} {'agent steps/s':>13}"
+    )
+    for r in result["rows"]:
+        print(
+            f"{r['agents']:>6.0f} {r['median_ms']:>10.1f} {r['p95_ms']:>8.1f} {r['max_ms']:>8.1f} "
+            f"{r['median_ratio']:>11.2f} {r['p95_ratio']:>9.2f} {r['agent_steps_per_s']:>13.0f}"
+        )
+    print(
+        f"1+1 execute round trip (request to execute_reply), {args.samples} cells after "
+        f"{WARM_UP_S:g} s of warm-up; agents: a scripted model calling a {args.tool_ms:g} ms "
+        "tool without end; ratios are to the kernel with no agents."
+    )
+
+
+if __name__ == "__main__":
+    main()
