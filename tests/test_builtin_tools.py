@@ -324,3 +324,22 @@ async def test_sleep_refuses_an_endless_wait(ctx: ToolContext) -> None:
     ctx.clock = FakeClock()
     output = await call("sleep", ctx, seconds=float("inf"))
     assert output.is_error and "finite" in output.text
+
+
+async def test_wait_until_waits_for_an_iso_time_on_the_context_clock(ctx: ToolContext) -> None:
+    clock = FakeClock(start=0.0)
+    ctx.clock = clock
+    woke: list[float] = []
+
+    async def sleep_until(t: float) -> None:
+        woke.append(t)
+        await clock.sleep_until(t)
+
+    ctx.sleep_until = sleep_until
+    output = await call("wait_until", ctx, time="1970-01-02T00:00:00Z", reason="window")
+    assert woke == [86_400.0] and not output.is_error and "window" in output.text
+
+
+async def test_wait_until_refuses_a_time_it_cannot_read(ctx: ToolContext) -> None:
+    output = await call("wait_until", ctx, time="tomorrow-ish")
+    assert output.is_error and "ISO 8601" in output.text

@@ -400,6 +400,7 @@ def test_builtins_have_the_names_the_demo_model_calls() -> None:
         "list_files",
         "update_plan",
         "sleep",
+        "wait_until",
     ]
 
 

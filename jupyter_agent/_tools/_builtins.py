@@ -10,6 +10,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from .._errors import UnknownTool
 from ._context import Effect, PlanItem, PlanStatus, ToolContext
@@ -61,9 +62,39 @@ async def sleep(ctx: ToolContext, seconds: float, reason: str = "") -> ToolOutpu
     return ToolOutput(f"slept {seconds:g}s" + (f" ({reason})" if reason else ""))
 
 
+@tool(effect=Effect.IDEMPOTENT)
+async def wait_until(ctx: ToolContext, time: str, reason: str = "") -> ToolOutput:
+    """Wait until a moment, e.g. the start of a maintenance window; the wait survives restarts.
+
+    Args:
+        time: When to go on: ISO 8601 ("2026-11-27T09:00:00Z"; UTC when no zone is given).
+        reason: What you are waiting for, shown to the people watching.
+    """
+    try:
+        when = datetime.fromisoformat(time.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return ToolOutput(
+            f"time must be ISO 8601 like 2026-11-27T09:00:00Z, got {time!r}", is_error=True
+        )
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    await ctx.sleep_until(when.timestamp())
+    return ToolOutput(f"waited until {when.isoformat()}" + (f" ({reason})" if reason else ""))
+
+
 BUILTIN_TOOLS: dict[str, Tool] = {
     t.name: t
-    for t in (python, shell, read_file, write_file, edit_file, list_files, update_plan, sleep)
+    for t in (
+        python,
+        shell,
+        read_file,
+        write_file,
+        edit_file,
+        list_files,
+        update_plan,
+        sleep,
+        wait_until,
+    )
 }
 
 
