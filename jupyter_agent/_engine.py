@@ -68,10 +68,24 @@ def create_session(
 
 
 def record_message(
-    store: SqliteStore, session_id: str, text: str, *, actor: str, clock: Clock
+    store: SqliteStore,
+    session_id: str,
+    text: str,
+    *,
+    actor: str,
+    clock: Clock,
+    runtime_id: str | None = None,
 ) -> None:
     """Append a person's message to a session no engine is running (it is read on resume)."""
-    record_outside(store, session_id, EventKind.MESSAGE, {"text": text}, actor=actor, clock=clock)
+    record_outside(
+        store,
+        session_id,
+        EventKind.MESSAGE,
+        {"text": text},
+        actor=actor,
+        clock=clock,
+        runtime_id=runtime_id,
+    )
 
 
 def record_outside(
@@ -82,9 +96,11 @@ def record_outside(
     *,
     actor: str,
     clock: Clock,
+    runtime_id: str | None = None,
 ) -> None:
     """Append one event to a session that no engine runs (a message, a stop), chained from the
-    session row; a ``status_changed`` event updates the row's status too."""
+    session row; a ``status_changed`` event updates the row's status too. Refused with
+    ``SessionLeased`` if a live process other than ``runtime_id`` holds the session."""
     row = store.get_session(session_id)
     chain = EventChain(session_id, last_seq=row.last_seq, last_hash=row.last_hash or GENESIS_HASH)
     ts = max(clock.now(), row.updated_at)  # the session's own clock may run ahead of this one
@@ -97,7 +113,7 @@ def record_outside(
     }
     if kind is EventKind.STATUS_CHANGED:
         update["status"] = payload["status"]
-    store.write([event], session=update)
+    store.write([event], session=update, free_for=runtime_id or "")
 
 
 class _ModelFailed(Exception):
@@ -164,6 +180,7 @@ class Engine:
         self.lease: str | None = None  # the runtime holding the session; fences every write
         self._schedule: Schedule | None = None
         self._wait_scope: anyio.CancelScope | None = None
+        self._wait_kind: str | None = None
 
     async def run_to_rest(self) -> SessionState:
         """``run()``, again while decisions arrive for waiting calls; then release the inbox.
@@ -209,20 +226,24 @@ class Engine:
             await self._fail(exc, where="engine")
         return state
 
-    def interrupt(self) -> None:
-        """Cut short the wait in progress (a model answer, a sleep); call on the loop thread."""
-        if self._wait_scope is not None:
+    def interrupt(self, *, only: str | None = None) -> None:
+        """Cut short the wait in progress (a model answer, a sleep; with ``only``, just that
+        kind of wait); call on the loop thread. A pause or stop asked for between two waits
+        is seen when the next one starts."""
+        if self._wait_scope is not None and only in (None, self._wait_kind):
             self._wait_scope.cancel()
 
     @asynccontextmanager
-    async def _interruptible(self) -> AsyncIterator[None]:
+    async def _interruptible(self, kind: str) -> AsyncIterator[None]:
         """A wait that ``interrupt()`` ends by raising ``_Interrupted`` (nothing recorded)."""
+        if self.inbox.pause_requested or self.inbox.stop_requested:
+            raise _Interrupted
         with anyio.CancelScope() as scope:
-            self._wait_scope = scope
+            self._wait_scope, self._wait_kind = scope, kind
             try:
                 yield
             finally:
-                self._wait_scope = None
+                self._wait_scope = self._wait_kind = None
         if scope.cancelled_caught:
             raise _Interrupted
 
@@ -242,9 +263,10 @@ class Engine:
         snapshot = None
         if self.state.last_seq - self._last_snapshot >= self.snapshot_every:
             snapshot = (self.state.last_seq, self.state.to_snapshot())
-        await self.store.write_async(
-            events, session=self._session_row(ts), snapshot=snapshot, lease=self.lease
-        )
+        with anyio.CancelScope(shield=True):  # a pause may not cut a write in half
+            await self.store.write_async(
+                events, session=self._session_row(ts), snapshot=snapshot, lease=self.lease
+            )
         self._chain = chain
         if snapshot:
             self._last_snapshot = snapshot[0]
@@ -325,7 +347,7 @@ class Engine:
                 )
             )
         await self._set_status("sleeping")
-        async with self._interruptible():
+        async with self._interruptible("tick"):
             await self.clock.sleep_until(wake_at)
         now = self.clock.now()
         fire = schedule.tick_to_fire(state.started_at, tick, now)
@@ -448,7 +470,7 @@ class Engine:
             request = ModelRequest(
                 ConversationView(self.state.messages), self._specs, step, _Observer(self, step)
             )
-            async with self._interruptible():
+            async with self._interruptible("model"):
                 response = await self.model.complete(request)
         except _Interrupted:
             return False  # no answer recorded: the boundary pauses or stops the session
@@ -563,8 +585,8 @@ class Engine:
         try:
             with limit:
                 return await tool.invoke(args, ctx), None
-        except _Interrupted:
-            raise
+        except (_Interrupted, SessionConflict, StoreError):
+            raise  # a pause, or the store failing under the tool: not the tool's own error
         except Exception as exc:
             tb = "".join(traceback.format_exception(exc)[-3:])
             return ToolOutput(f"{type(exc).__name__}: {exc}", True), tb
@@ -576,6 +598,8 @@ class Engine:
     async def _sleep_until(self, call_id: str, wake_at: float) -> None:
         """A durable timer: a resumed call keeps the wake time recorded before the crash."""
         timer_id = f"timer-{call_id}"
+        if timer_id in self.state.fired_timers:
+            return  # it fired before a crash cut the call short: the wait is over
         if timer_id in self.state.timers:
             wake_at = self.state.timers[timer_id]
         else:
@@ -587,7 +611,7 @@ class Engine:
                 )
             )
         await self._set_status("sleeping")
-        async with self._interruptible():
+        async with self._interruptible("sleep"):
             await self.clock.sleep_until(wake_at)
         await self._record((EventKind.TIMER_FIRED, {"timer_id": timer_id}, "agent"))
         await self._set_status("running")

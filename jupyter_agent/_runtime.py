@@ -12,8 +12,11 @@ A clean exit (kernel shutdown or restart) marks its running sessions ``interrupt
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import collections
 import contextlib
+import os
 import threading
 import time
 import uuid
@@ -25,8 +28,9 @@ import anyio
 from anyio.from_thread import BlockingPortal
 
 from ._clock import SystemClock
-from ._engine import Engine, record_message
+from ._engine import Engine, record_message, record_outside
 from ._errors import InvalidSessionState, JupyterAgentError
+from ._events import EventKind
 from ._identity import current_identity
 from ._inbox import Decision, Inbox
 from ._state import TERMINAL
@@ -49,8 +53,13 @@ class Runtime:
         self._engines: dict[str, Engine] = {}
         self._relaunch: dict[str, Callable[[], object]] = {}
         self._stores: dict[str, SqliteStore] = {}
+        self._session_stores: dict[str, SqliteStore] = {}  # sessions whose lease we hold
         self._housekeeper: threading.Thread | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # anyio runs on asyncio here
         self._closing = threading.Event()
+        self._forked = False
+        self.errors: collections.deque[str] = collections.deque(maxlen=50)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -61,14 +70,16 @@ class Runtime:
                 holder: list[BlockingPortal] = []
 
                 async def main() -> None:
+                    self._loop = asyncio.get_running_loop()
                     async with BlockingPortal() as portal:
                         holder.append(portal)
                         ready.set()
                         await portal.sleep_until_stopped()
 
-                threading.Thread(
+                self._loop_thread = threading.Thread(
                     target=anyio.run, args=(main,), name="agent-loop", daemon=True
-                ).start()
+                )
+                self._loop_thread.start()
                 ready.wait()
                 self._portal = holder[0]
             return self._portal
@@ -82,14 +93,13 @@ class Runtime:
     def attach(self, store: SqliteStore) -> None:
         """Register this runtime in ``store`` (once) and start housekeeping."""
         key = str(store.path)
-        with self._lock:
-            if key in self._stores:
-                return
-            self._stores[key] = store
+        if key in self._stores:
+            return
         now = time.time()
         store.register_runtime(this_process(self.id, current_identity(), now))
         store.sweep(now=now)
         with self._lock:
+            self._stores.setdefault(key, store)
             if self._housekeeper is None:
                 self._housekeeper = threading.Thread(
                     target=self._housekeep, name="agent-runtime-housekeeping", daemon=True
@@ -102,14 +112,17 @@ class Runtime:
             for store in list(self._stores.values()):
                 try:
                     now = time.time()
-                    store.heartbeat(self.id, now)
+                    if not store.heartbeat(self.id, now):  # judged dead while we lived on
+                        store.register_runtime(this_process(self.id, current_identity(), now))
                     store.sweep(now=now)
                     self._take_commands(store)
-                except JupyterAgentError:
-                    continue  # the store is busy or gone: try again next round
+                except Exception as exc:  # housekeeping must outlive any one bad round
+                    self.errors.append(f"{type(exc).__name__}: {exc}")
 
     def shutdown(self) -> None:
         """Clean exit: running sessions become ``interrupted`` and this runtime ends."""
+        if self._forked:
+            return  # a forked child: the stores' writer threads are not here
         self._closing.set()
         for store in list(self._stores.values()):
             with contextlib.suppress(JupyterAgentError):
@@ -131,7 +144,7 @@ class Runtime:
 
         The lease is kept while the session can still go on (paused, waiting for a person), so
         another process cannot take it over; ``relaunch`` resumes it here when a command from
-        another process (an approval) needs that.
+        another process (an approval, a resume) needs that.
         """
         session_id, store = engine.session_id, engine.store
         self.attach(store)
@@ -140,36 +153,70 @@ class Runtime:
             raise InvalidSessionState(f"session {session_id} is already running in this process")
         try:
             store.acquire_lease(session_id, self.id, now=time.time())
-            engine.lease = self.id
-            portal = self._ensure_loop()
-            task: Future[object] = portal.start_task_soon(self._run, engine)
         except BaseException:
             inbox.deactivate()
             raise
-        self._tasks[session_id] = task
+        engine.lease = self.id
         self._engines[session_id] = engine
         self._relaunch[session_id] = relaunch
+        self._session_stores[session_id] = store
+        try:
+            task: Future[object] = self._ensure_loop().start_task_soon(self._run, engine)
+        except BaseException:
+            self._engines.pop(session_id, None)
+            inbox.deactivate()
+            self.forget(session_id)
+            raise
+        self._tasks[session_id] = task
         return task
 
     async def _run(self, engine: Engine) -> object:
         try:
             state = await engine.run_to_rest()
-        finally:
+        except BaseException as exc:
             self._engines.pop(engine.session_id, None)
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._abandon, engine, exc)
+            raise
+        self._engines.pop(engine.session_id, None)
         if state.status in TERMINAL:
-            self._relaunch.pop(engine.session_id, None)
-            await anyio.to_thread.run_sync(engine.store.release_lease, engine.session_id, self.id)
+            await anyio.to_thread.run_sync(self.forget, engine.session_id)
         return state
 
-    def interrupt(self, session_id: str) -> None:
-        """Cut short what the session waits on (a model answer, a sleep): it then sees its
-        pause or stop request at once instead of at the end of the wait."""
+    def _abandon(self, engine: Engine, exc: BaseException) -> None:
+        """The engine stopped on an error it could not record: mark the session interrupted
+        (if this process still holds it) so anyone can resume it, and let it go."""
+        with contextlib.suppress(JupyterAgentError):
+            engine.store.interrupt_session(
+                engine.session_id, self.id, now=time.time(), reason=f"its engine stopped: {exc}"
+            )
+        self.forget(engine.session_id)
+
+    def forget(self, session_id: str) -> None:
+        """Give the session up: release its lease (if held here) and its relaunch entry."""
+        self._relaunch.pop(session_id, None)
+        store = self._session_stores.pop(session_id, None)
+        if store is not None:
+            with contextlib.suppress(JupyterAgentError):
+                store.release_lease(session_id, self.id)
+
+    def interrupt(self, session_id: str, *, only: str | None = None) -> None:
+        """Cut short what the session waits on (a model answer, a sleep; with ``only``, just
+        that kind of wait): it then sees its pause or stop request at once."""
         engine = self._engines.get(session_id)
-        if engine is not None and self._portal is not None:
-            self._portal.call(engine.interrupt)
+        if engine is None or self._portal is None:
+            return
+        if threading.current_thread() is self._loop_thread:
+            engine.interrupt(only=only)
+        elif self._loop is not None:  # never wait for the loop: it may be busy
+            self._loop.call_soon_threadsafe(lambda: engine.interrupt(only=only))
 
     def task(self, session_id: str) -> Future[object] | None:
         return self._tasks.get(session_id)
+
+    def holds(self, session_id: str) -> bool:
+        """Whether this process holds the session's lease (running it, or paused here)."""
+        return session_id in self._session_stores
 
     def owner_elsewhere(self, store: SqliteStore, session_id: str) -> str | None:
         """The live runtime of another process that holds the session, or None."""
@@ -180,31 +227,47 @@ class Runtime:
         return holder if info is not None and is_alive(info, time.time()) else None
 
     def _take_commands(self, store: SqliteStore) -> None:
-        for session_id in list(self._relaunch):
+        for session_id, held_in in list(self._session_stores.items()):
+            if held_in is not store:
+                continue
             for cmd in store.take_commands(session_id, taken_by=self.id):
-                self._apply_command(session_id, cmd.verb, cmd.args, cmd.actor)
+                try:
+                    self._apply_command(session_id, cmd.verb, cmd.args, cmd.actor)
+                except Exception as exc:  # one bad command must not drop the others
+                    self.errors.append(f"command {cmd.id} ({cmd.verb}): {exc}")
 
-    def _apply_command(
-        self, session_id: str, verb: str, args: dict[str, object], actor: str
-    ) -> None:
-        inbox, relaunch = self.inbox(session_id), self._relaunch.get(session_id)
+    def _apply_command(self, session_id: str, verb: str, args: object, actor: str) -> None:
+        args = args if isinstance(args, dict) else {}
+        inbox, store = self.inbox(session_id), self._session_stores[session_id]
+        clock = SystemClock()
         if verb == "tell":
-            engine = self._engines.get(session_id)
-            store = engine.store if engine else None
             text = str(args.get("text", ""))
-
-            def record() -> None:
-                if store is not None:
-                    record_message(store, session_id, text, actor=actor, clock=SystemClock())
-
-            inbox.post_message(text, actor, otherwise=record)
+            inbox.post_message(
+                text,
+                actor,
+                otherwise=lambda: record_message(
+                    store, session_id, text, actor=actor, clock=clock, runtime_id=self.id
+                ),
+            )
+            self.interrupt(session_id, only="tick")
         elif verb in ("approve", "deny"):
             decision = Decision(verb == "approve", actor, str(args.get("reason", "")))
-            if not inbox.post_decision(str(args.get("call_id")), decision) and relaunch:
-                relaunch()
-        elif verb == "resume" and relaunch and not inbox.active:
-            relaunch()
-        elif verb in ("pause", "stop"):
+            if not inbox.post_decision(str(args.get("call_id")), decision):
+                self._relaunch[session_id]()
+        elif verb == "resume" and not inbox.active:
+            self._relaunch[session_id]()
+        elif verb == "stop" and not inbox.active:
+            record_outside(
+                store,
+                session_id,
+                EventKind.STATUS_CHANGED,
+                {"status": "stopped", "reason": f"stopped by {actor}"},
+                actor=actor,
+                clock=clock,
+                runtime_id=self.id,
+            )
+            self.forget(session_id)
+        elif verb in ("pause", "stop") and inbox.active:
             if verb == "pause":
                 inbox.pause_requested = True
             else:
@@ -214,6 +277,19 @@ class Runtime:
 
 _runtime: Runtime | None = None
 _runtime_lock = threading.Lock()
+
+
+def _forget_runtime_in_child() -> None:
+    """After os.fork the child has none of the parent's threads: start afresh, and never
+    let the parent's runtime speak for the child at exit."""
+    global _runtime
+    if _runtime is not None:
+        _runtime._forked = True
+    _runtime = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_runtime_in_child)
 
 
 def get_runtime() -> Runtime:

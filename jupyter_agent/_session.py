@@ -135,9 +135,15 @@ class Session:
             text,
             actor,
             otherwise=lambda: record_message(
-                self.store, self.id, text, actor=actor, clock=SystemClock()
+                self.store,
+                self.id,
+                text,
+                actor=actor,
+                clock=SystemClock(),
+                runtime_id=get_runtime().id,
             ),
         )
+        get_runtime().interrupt(self.id, only="tick")  # a scheduled agent hears it now
 
     def pause(self) -> None:
         """Pause at the next step boundary, cutting short a model call or sleep in progress."""
@@ -162,7 +168,9 @@ class Session:
                 {"status": "stopped", "reason": f"stopped by {actor}"},
                 actor=actor,
                 clock=SystemClock(),
+                runtime_id=get_runtime().id,
             )
+            get_runtime().forget(self.id)  # a session paused here: let its lease go
             return
         get_runtime().inbox(self.id).stop_requested = True
         get_runtime().interrupt(self.id)
@@ -175,6 +183,9 @@ class Session:
         runtime = get_runtime()
         holder = runtime.owner_elsewhere(self.store, self.id)
         if holder is not None:
+            if self.status in ("paused", "awaiting_approval"):  # idle there: ask it to go on
+                self.store.send_command(self.id, "resume", {}, actor=current_identity())
+                return self
             owner = self.store.get_runtime(holder)
             assert owner is not None
             raise SessionLeased(self.id, owner)

@@ -109,6 +109,7 @@ class SessionState:
     open_calls: dict[str, ToolCallRecord] = field(default_factory=dict)
     approvals: dict[str, ApprovalRequest] = field(default_factory=dict)
     timers: dict[str, float] = field(default_factory=dict)
+    fired_timers: list[str] = field(default_factory=list)
     result: str | None = None
     started_at: float = 0.0
     schedule: dict[str, Any] | None = None
@@ -170,6 +171,8 @@ class SessionState:
             self.max_steps, self.owner = p.get("max_steps", 0), p.get("owner", event.actor)
             self.status = "running"
             self.started_at, self.schedule = event.ts, p.get("schedule")
+        elif kind is EventKind.MESSAGE and event.actor != "schedule":
+            self.answered = False  # a person spoke: the model answers before the next tick
         elif kind is EventKind.MODEL_RESPONSE:
             self.steps += 1
             self.answered = not p["tool_calls"]
@@ -202,6 +205,8 @@ class SessionState:
             self.timers[p["timer_id"]] = p["wake_at"]
         elif kind is EventKind.TIMER_FIRED:
             self.timers.pop(p["timer_id"], None)
+            if "tick" not in p:
+                self.fired_timers.append(p["timer_id"])
             if "tick" in p:
                 self.ticks_fired, self.answered = p["tick"], False
         elif kind is EventKind.STATUS_CHANGED:

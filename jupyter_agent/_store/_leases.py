@@ -70,15 +70,24 @@ def process_start(pid: int) -> str | None:
     return None if fields[0] in ("Z", "X") else fields[19]
 
 
+def local_host() -> str:
+    """This machine as far as pids go: the host name, plus the pid namespace when there is one
+    (two containers may share a host name but not their pids)."""
+    try:
+        return f"{socket.gethostname()}#pidns:{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return socket.gethostname()
+
+
 def this_process(runtime_id: str, user: str, now: float) -> RuntimeInfo:
     pid = os.getpid()
-    return RuntimeInfo(runtime_id, socket.gethostname(), pid, process_start(pid), user, now, now)
+    return RuntimeInfo(runtime_id, local_host(), pid, process_start(pid), user, now, now)
 
 
 def is_alive(rt: RuntimeInfo, now: float, *, ttl_s: float = HEARTBEAT_TTL_S) -> bool:
     if rt.ended_at is not None:
         return False
-    if rt.host == socket.gethostname() and os.path.isdir("/proc") and rt.pid_start:
+    if rt.host == local_host() and rt.pid_start:
         return process_start(rt.pid) == rt.pid_start
     return now - rt.heartbeat_at < ttl_s
 
@@ -111,8 +120,12 @@ def register(conn: sqlite3.Connection, rt: RuntimeInfo) -> None:
     )
 
 
-def heartbeat(conn: sqlite3.Connection, runtime_id: str, now: float) -> None:
-    conn.execute("UPDATE runtimes SET heartbeat_at = ? WHERE id = ?", (now, runtime_id))
+def heartbeat(conn: sqlite3.Connection, runtime_id: str, now: float) -> bool:
+    """Renew the runtime; False if it was ended (another process judged it dead)."""
+    cur = conn.execute(
+        "UPDATE runtimes SET heartbeat_at = ? WHERE id = ? AND ended_at IS NULL", (now, runtime_id)
+    )
+    return cur.rowcount == 1
 
 
 def acquire(
@@ -125,7 +138,25 @@ def acquire(
         owner = _runtime(conn, holder)
         if owner is not None and alive(owner, now):
             raise SessionLeased(session_id, owner)
+    if holder != runtime_id:  # a takeover: commands left for the old holder are void
+        conn.execute(
+            "UPDATE commands SET taken_at = ?, taken_by = 'expired' "
+            "WHERE session_id = ? AND taken_at IS NULL",
+            (now, session_id),
+        )
     conn.execute("UPDATE sessions SET runtime_id = ? WHERE id = ?", (runtime_id, session_id))
+
+
+def check_free(
+    conn: sqlite3.Connection, session_id: str, runtime_id: str | None, now: float, alive: Liveness
+) -> None:
+    """Refuse (``SessionLeased``) unless the session is held by nobody alive but ``runtime_id``."""
+    row = conn.execute("SELECT runtime_id FROM sessions WHERE id = ?", (session_id,)).fetchone()
+    holder = row[0] if row else None
+    if holder and holder != runtime_id:
+        owner = _runtime(conn, holder)
+        if owner is not None and alive(owner, now):
+            raise SessionLeased(session_id, owner)
 
 
 def release(conn: sqlite3.Connection, session_id: str, runtime_id: str) -> None:
@@ -190,10 +221,20 @@ def end(conn: sqlite3.Connection, runtime_id: str, *, now: float, reason: str) -
 
 
 def sweep(conn: sqlite3.Connection, *, now: float, alive: Liveness) -> list[str]:
-    """End every runtime that is gone; return the sessions that became ``interrupted``."""
+    """End every runtime that is gone; return the sessions that became ``interrupted``.
+
+    A session leased by a runtime that is missing or already ended is orphaned too.
+    """
     rows = conn.execute(f"SELECT {_RUNTIME_COLUMNS} FROM runtimes WHERE ended_at IS NULL")
     dead = [rt for rt in (RuntimeInfo(*r) for r in rows) if not alive(rt, now)]
     interrupted: list[str] = []
     for rt in dead:
         interrupted += end(conn, rt.id, now=now, reason=f"its process ({rt.describe()}) stopped")
+    orphans = conn.execute(
+        "SELECT s.id FROM sessions s LEFT JOIN runtimes r ON r.id = s.runtime_id "
+        "WHERE s.runtime_id IS NOT NULL AND (r.id IS NULL OR r.ended_at IS NOT NULL)"
+    ).fetchall()
+    for (session_id,) in orphans:
+        if interrupt(conn, session_id, now=now, reason="the process that ran it is gone"):
+            interrupted.append(session_id)
     return interrupted

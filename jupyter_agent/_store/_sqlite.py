@@ -156,14 +156,17 @@ class SqliteStore:
         session: Mapping[str, Any] | None = None,
         snapshot: tuple[int, str] | None = None,
         lease: str | None = None,
+        free_for: str | None = None,
     ) -> None:
         """Append events, upsert the session row, add a snapshot: atomically; wait until durable.
 
         With ``lease``, the write is refused (``LeaseLost``) unless that runtime holds the
         session. Raises ``SessionConflict`` if another writer already took one of the sequence
-        numbers, and ``StoreError`` if the write could not be made durable.
+        numbers, and ``StoreError`` if the write could not be made durable. With ``free_for``,
+        the write is refused (``SessionLeased``) while a live runtime other than that one holds
+        the session (for writes from outside the session's engine).
         """
-        self._wait(self._submit(_WriteJob(events, session, snapshot, lease)))
+        self._wait(self._submit(_WriteJob(events, session, snapshot, lease, free_for)))
 
     async def write_async(
         self,
@@ -247,8 +250,21 @@ class SqliteStore:
     def register_runtime(self, rt: leases.RuntimeInfo) -> None:
         self._wait(self._submit(lambda conn: leases.register(conn, rt)))
 
-    def heartbeat(self, runtime_id: str, now: float) -> None:
-        self._wait(self._submit(lambda conn: leases.heartbeat(conn, runtime_id, now)))
+    def heartbeat(self, runtime_id: str, now: float) -> bool:
+        """Renew a runtime; False if it was ended meanwhile (judged dead by another process)."""
+        alive: bool = self._wait(self._submit(lambda conn: leases.heartbeat(conn, runtime_id, now)))
+        return alive
+
+    def interrupt_session(
+        self, session_id: str, runtime_id: str, *, now: float, reason: str
+    ) -> None:
+        """If ``runtime_id`` still holds the session: mark it ``interrupted``, free it."""
+
+        def job(conn: sqlite3.Connection) -> None:
+            leases.check_fence(conn, session_id, runtime_id)
+            leases.interrupt(conn, session_id, now=now, reason=reason)
+
+        self._wait(self._submit(job))
 
     def acquire_lease(
         self,
@@ -396,7 +412,7 @@ class SqliteStore:
 class _WriteJob:
     """One atomic write: events, the session row, a snapshot (any of them may be absent)."""
 
-    __slots__ = ("events", "lease", "session", "snapshot")
+    __slots__ = ("events", "free_for", "lease", "session", "snapshot")
 
     def __init__(
         self,
@@ -404,13 +420,17 @@ class _WriteJob:
         session: Mapping[str, Any] | None,
         snapshot: tuple[int, str] | None,
         lease: str | None = None,
+        free_for: str | None = None,
     ) -> None:
         self.events, self.session, self.snapshot, self.lease = events, session, snapshot, lease
+        self.free_for = free_for
 
     def __call__(self, conn: sqlite3.Connection) -> None:
+        sid = self.events[0].session_id if self.events else str((self.session or {})["id"])
         if self.lease is not None:
-            sid = self.events[0].session_id if self.events else str((self.session or {})["id"])
             leases.check_fence(conn, sid, self.lease)
+        if self.free_for is not None:
+            leases.check_free(conn, sid, self.free_for, time.time(), leases.is_alive)
         if self.session:
             _upsert_session(conn, self.session)
         if self.events:
