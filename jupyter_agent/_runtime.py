@@ -54,6 +54,7 @@ class Runtime:
         self._relaunch: dict[str, Callable[[], object]] = {}
         self._stores: dict[str, SqliteStore] = {}
         self._session_stores: dict[str, SqliteStore] = {}  # sessions whose lease we hold
+        self._abandoned: dict[str, tuple[SqliteStore, str]] = {}  # to mark interrupted
         self._housekeeper: threading.Thread | None = None
         self._loop_thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # anyio runs on asyncio here
@@ -116,6 +117,7 @@ class Runtime:
                         store.register_runtime(this_process(self.id, current_identity(), now))
                     store.sweep(now=now)
                     self._take_commands(store)
+                    self._retry_abandoned()
                 except Exception as exc:  # housekeeping must outlive any one bad round
                     self.errors.append(f"{type(exc).__name__}: {exc}")
 
@@ -151,6 +153,7 @@ class Runtime:
         inbox = self.inbox(session_id)
         if not inbox.activate():
             raise InvalidSessionState(f"session {session_id} is already running in this process")
+        self._abandoned.pop(session_id, None)  # run again: no longer to be marked interrupted
         try:
             store.acquire_lease(session_id, self.id, now=time.time())
         except BaseException:
@@ -185,12 +188,20 @@ class Runtime:
 
     def _abandon(self, engine: Engine, exc: BaseException) -> None:
         """The engine stopped on an error it could not record: mark the session interrupted
-        (if this process still holds it) so anyone can resume it, and let it go."""
-        with contextlib.suppress(JupyterAgentError):
-            engine.store.interrupt_session(
-                engine.session_id, self.id, now=time.time(), reason=f"its engine stopped: {exc}"
-            )
-        self.forget(engine.session_id)
+        (if this process still holds it) so anyone can resume it, and let it go. If the store
+        refuses now (it may be what failed), housekeeping tries again."""
+        self._relaunch.pop(engine.session_id, None)
+        self._session_stores.pop(engine.session_id, None)
+        self._abandoned[engine.session_id] = (engine.store, f"its engine stopped: {exc}")
+        self._retry_abandoned()
+
+    def _retry_abandoned(self) -> None:
+        for session_id, (store, reason) in list(self._abandoned.items()):
+            try:
+                store.interrupt_session(session_id, self.id, now=time.time(), reason=reason)
+            except JupyterAgentError:
+                continue
+            self._abandoned.pop(session_id, None)
 
     def forget(self, session_id: str) -> None:
         """Give the session up: release its lease (if held here) and its relaunch entry."""

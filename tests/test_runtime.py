@@ -387,3 +387,159 @@ def test_an_interruption_never_dates_before_the_sessions_last_event(tmp_path: Pa
         store.sweep(now=time.time(), alive=lambda rt, now: False)
         events = list(store.iter_events("s1"))
         assert events[-1].payload["status"] == "interrupted" and events[-1].ts >= ahead
+
+
+# -- regressions from review -----------------------------------------------------------------
+
+PAUSED_WORKER = """
+import sys, time
+from jupyter_agent import Agent, tool
+from jupyter_agent.testing import ScriptedModel, call
+
+@tool(effect="read_only")
+def wait() -> str:
+    '''Waits.'''
+    time.sleep(0.05)
+    return "waited"
+
+s = Agent("idle", model=ScriptedModel(lambda r: call("wait")), tools=[wait],
+          store=sys.argv[1], max_steps=10_000).start("hold it")
+time.sleep(0.3)
+s.pause()
+s.wait(10)
+print(s.id, s.status, flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_session_paused_in_an_idle_process_hears_tell_and_stop_from_here(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "agent.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PAUSED_WORKER, str(db)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        session_id, status = proc.stdout.readline().split()
+        assert status == "paused"
+        s = open_session(session_id, store=db)
+        s.tell("are you there?")
+        s.stop()
+        deadline = time.monotonic() + 10
+        while s.status != "stopped":
+            assert time.monotonic() < deadline, "the idle owner did not act on the commands"
+            time.sleep(0.1)
+        texts = [e.payload["text"] for e in s.events if e.kind is EventKind.MESSAGE]
+        assert texts == ["are you there?"]
+        assert s.row.runtime_id is None  # the lease went with the stop
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+def test_pause_during_a_models_retry_backoff_pauses_cleanly(tmp_path: Path) -> None:
+    from jupyter_agent import OpenAIModel, RetryPolicy
+    from jupyter_agent._runtime import get_runtime
+    from jupyter_agent.testing import FakeProvider, Fault
+
+    with FakeProvider([Fault(status=503), reply("back")]) as fake:
+        model = OpenAIModel(
+            "m", base_url=fake.openai_base_url, retry=RetryPolicy(base_delay_s=30, jitter=0)
+        )
+        s = Agent("a", model=model, store=tmp_path / "a.db", tools=[]).start("go")
+        deadline = time.monotonic() + 10
+        while not any(e.kind is EventKind.MODEL_RETRY for e in s.events):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        s.pause()
+        assert s.wait(5) == "paused"
+        s.resume()
+        assert s.wait(10) == "done" and s.result == "back"
+        get_runtime().call(model.aclose)
+
+
+def test_an_engine_that_stops_on_a_store_error_frees_the_session(tmp_path: Path) -> None:
+    import sqlite3
+    import threading
+
+    from jupyter_agent import StoreError, tool
+
+    db = tmp_path / "agent.db"
+    store = SqliteStore(db, busy_timeout_s=0.2)
+    gate = threading.Event()
+
+    @tool(effect="read_only")
+    def gated() -> str:
+        """Waits for the test."""
+        assert gate.wait(10)
+        return "ok"
+
+    s = Agent(
+        "a", model=ScriptedModel([call("gated"), reply("done")]), store=store, tools=[gated]
+    ).start("go")
+    time.sleep(0.3)
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    gate.set()
+    with pytest.raises(StoreError):
+        s.wait(10)
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    deadline = time.monotonic() + 5
+    while s.status != "interrupted":
+        assert time.monotonic() < deadline, "the failed engine left the session running"
+        time.sleep(0.05)
+    assert s.row.runtime_id is None
+    store.close()
+
+
+def test_a_sleep_whose_timer_fired_before_a_crash_does_not_sleep_again(tmp_path: Path) -> None:
+    model = ScriptedModel([call("sleep", seconds=600), reply("awake")])
+    s = Agent("a", model=model, store=tmp_path / "a.db", clock=FakeClock(start=0.0)).run("nap")
+    crashed = tmp_path / "crashed.db"
+    cut_after(s, EventKind.TIMER_FIRED, 1, crashed)
+    later = FakeClock(start=600.5)
+    again = open_session(s.id, store=crashed, model=model, clock=later).resume()
+    assert again.wait(10) == "done"
+    assert later.now() == 600.5, "it woke at once: the wait was already over"
+
+
+def test_a_message_wakes_a_scheduled_session_before_its_next_tick(tmp_path: Path) -> None:
+    model = ScriptedModel(lambda r: reply(f"answer {r.step}"))
+    s = Agent(
+        "w", model=model, store=tmp_path / "a.db", schedule=Schedule(every_s=3600, times=3)
+    ).start("watch")
+    deadline = time.monotonic() + 10
+    while s.status != "sleeping":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    s.tell("what is the error rate?")
+    deadline = time.monotonic() + 5
+    while s.row.steps < 2:
+        assert time.monotonic() < deadline, "the message waited for the next tick"
+        time.sleep(0.05)
+    assert s.state.ticks_fired == 0  # no tick was spent on it
+    s.stop()
+
+
+def test_housekeeping_survives_a_malformed_command(tmp_path: Path, holder) -> None:
+    import sqlite3
+
+    _proc, session_id = holder
+    db = tmp_path / "agent.db"
+    conn = sqlite3.connect(db)
+    conn.execute(
+        "INSERT INTO commands (session_id, verb, args, actor, created_at) "
+        "VALUES (?, 'tell', 'null', 'mallory', 0)",
+        (session_id,),
+    )
+    conn.commit()
+    conn.close()
+    s = open_session(session_id, store=db)
+    time.sleep(1.0)
+    s.stop()
+    deadline = time.monotonic() + 10
+    while s.status != "stopped":
+        assert time.monotonic() < deadline, "the owner's housekeeping died"
+        time.sleep(0.1)
