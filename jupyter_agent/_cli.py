@@ -135,7 +135,9 @@ def _store(args: argparse.Namespace, *, create: bool = False) -> SqliteStore:
             f"no store at {path} (run `jupyter-agent demo` to make one, or pass "
             "--db / set JUPYTER_AGENT_DB)"
         )
-    return SqliteStore(path)
+    store = SqliteStore(path)
+    store.sweep(now=time.time())  # show sessions of processes that died as interrupted
+    return store
 
 
 def _prog() -> str:

@@ -177,3 +177,25 @@ def test_output_piped_into_head_ends_quietly(demo_db) -> None:
         timeout=60,
     )
     assert out.stdout.count("\n") == 1 and out.stderr == ""
+
+
+def test_sessions_of_a_killed_process_are_listed_as_interrupted(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    db = tmp_path / "agent.db"
+    worker = (
+        "import sys, time\nfrom jupyter_agent import Agent\n"
+        "s = Agent('w', model='demo:loop?steps=100000', store=sys.argv[1],"
+        " max_steps=10**6).start('loop')\nprint(s.id, flush=True)\ntime.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", worker, str(db)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    session_id = proc.stdout.readline().strip()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    out = cli("--db", str(db), "sessions")
+    (row,) = [r for r in out.stdout.splitlines() if r.startswith(session_id)]
+    assert " interrupted " in row
