@@ -48,6 +48,7 @@ def run_session(db: str, steps: int, *, pause_at: int | None = None) -> tuple[st
     )
     session = agent.start("benchmark")
     session.wait()
+    session.release()  # a fresh process resumes it in the resume probe
     return session.id, marks
 
 

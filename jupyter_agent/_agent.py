@@ -106,11 +106,14 @@ class Agent:
         prepare = getattr(self.model, "prepare_workspace", None)
         if callable(prepare):
             prepare(workspace)
+        runtime = get_runtime()
+        runtime.attach(self.store)
         create_session(
             self.store,
             session_id=session_id,
             owner=current_identity(),
             clock=self.clock,
+            runtime_id=runtime.id,
             started={
                 "name": self.name,
                 "model": getattr(self.model, "spec", self.model.name),

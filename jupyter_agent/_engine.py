@@ -44,9 +44,16 @@ Draft = tuple[EventKind, Mapping[str, Any], str]  # kind, payload, actor
 
 
 def create_session(
-    store: SqliteStore, *, session_id: str, owner: str, clock: Clock, started: Mapping[str, Any]
+    store: SqliteStore,
+    *,
+    session_id: str,
+    owner: str,
+    clock: Clock,
+    started: Mapping[str, Any],
+    runtime_id: str | None = None,
 ) -> None:
-    """Record a new session: its row and its ``session_started`` event, in one commit."""
+    """Record a new session: its row (leased to ``runtime_id``, so a process that dies before
+    running it still leaves it findable) and its ``session_started`` event, in one commit."""
     event = EventChain(session_id).next(
         EventKind.SESSION_STARTED, started, ts=clock.now(), actor=owner
     )
@@ -63,6 +70,7 @@ def create_session(
             "updated_at": event.ts,
             "last_seq": event.seq,
             "last_hash": event.hash,
+            "runtime_id": runtime_id,
         },
     )
 
@@ -181,6 +189,7 @@ class Engine:
         self._schedule: Schedule | None = None
         self._wait_scope: anyio.CancelScope | None = None
         self._wait_kind: str | None = None
+        self._deferred: list[tuple[Draft, float]] = []
 
     async def run_to_rest(self) -> SessionState:
         """``run()``, again while decisions arrive for waiting calls; then release the inbox.
@@ -224,6 +233,8 @@ class Engine:
             await self._fail(exc.__cause__ or exc, where="model")
         except Exception as exc:
             await self._fail(exc, where="engine")
+        if self._deferred:  # e.g. a model request whose answer a pause cut short
+            await self._record()
         return state
 
     def interrupt(self, *, only: str | None = None) -> None:
@@ -249,15 +260,23 @@ class Engine:
 
     # -- recording ---------------------------------------------------------------------------
 
+    def _defer(self, *drafts: Draft) -> None:
+        """Queue events that need not be durable before the engine goes on (a model request):
+        they are written, in order, with the next recorded events. Saves a commit per step."""
+        now = self.clock.now()
+        self._deferred += [(d, now) for d in drafts]
+
     async def _record(self, *drafts: Draft) -> list[Event]:
-        """Append events durably, then let the engine act on them.
+        """Append events (and any deferred ones before them) durably, then let the engine act.
 
         The chain moves on only once the write succeeded; a failed write ends the run with a
         ``StoreError`` (the in-memory state is thrown away, the log stays whole).
         """
         ts = self.clock.now()
+        timed = [*self._deferred, *((d, ts) for d in drafts)]
+        self._deferred = []
         chain = self._chain.copy()
-        events = [chain.next(kind, payload, ts=ts, actor=actor) for kind, payload, actor in drafts]
+        events = [chain.next(k, p, ts=at, actor=a) for (k, p, a), at in timed]
         for event in events:
             self.state.apply(event)
         snapshot = None
@@ -462,7 +481,7 @@ class Engine:
     async def _step(self) -> bool:
         """One model turn and its tool calls; True when the session is finished."""
         step = self.state.steps + 1
-        await self._record(
+        self._defer(
             (EventKind.MODEL_REQUEST, {"step": step, "messages": len(self.state.messages)}, "agent")
         )
         started = time.monotonic()

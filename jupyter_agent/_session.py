@@ -197,6 +197,16 @@ class Session:
         agent._launch(self.id)
         return self
 
+    def release(self) -> None:
+        """Let go of a session paused or waiting here, so another process may resume it.
+
+        (This process keeps a session it paused until it exits, so that nobody else runs it
+        meanwhile; controls from elsewhere still reach it through the store.)
+        """
+        if self.running_here:
+            raise InvalidSessionState(f"session {self.id} is running here: pause or stop it first")
+        get_runtime().forget(self.id)
+
     def approve(self, call_id: str) -> None:
         """Let a waiting call run (for an in-doubt call: run it again)."""
         self._decide(call_id, Decision(True, current_identity()))

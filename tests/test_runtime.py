@@ -543,3 +543,28 @@ def test_housekeeping_survives_a_malformed_command(tmp_path: Path, holder) -> No
     while s.status != "stopped":
         assert time.monotonic() < deadline, "the owner's housekeeping died"
         time.sleep(0.1)
+
+
+def test_a_released_paused_session_can_be_resumed_by_another_process(tmp_path: Path) -> None:
+    db = tmp_path / "a.db"
+    model = ScriptedModel([call("sleep", seconds=600), reply("done elsewhere")])
+    s = Agent("a", model=model, store=db).start("nap")
+    deadline = time.monotonic() + 10
+    while s.status != "sleeping":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    s.pause()
+    assert s.wait(5) == "paused" and s.row.runtime_id is not None  # still held here
+    s.release()
+    assert s.row.runtime_id is None
+    code = (
+        "import sys\nfrom jupyter_agent import open_session\n"
+        "from jupyter_agent.testing import ScriptedModel, FakeClock, reply\n"
+        "s = open_session(sys.argv[2], store=sys.argv[1], clock=FakeClock(start=1e12),"
+        " model=ScriptedModel([reply('x'), reply('done elsewhere')]))\n"
+        "s.resume(); print(s.wait(30))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(db), s.id], capture_output=True, text=True, timeout=60
+    )
+    assert out.stdout.strip() == "done", out.stderr
