@@ -35,10 +35,10 @@ from ._base import (
 from ._http import (
     DEFAULT_RETRY,
     DEFAULT_TIMEOUT,
+    HTTPModel,
     ProviderClient,
     RetryPolicy,
     check_key,
-    with_retries,
 )
 from ._prices import cost_usd
 
@@ -82,7 +82,7 @@ class AnthropicOptions(TypedDict, total=False):
     sleep: Callable[[float], Awaitable[None]]
 
 
-class AnthropicModel:
+class AnthropicModel(HTTPModel):
     """Claude behind Anthropic's Messages API, named ``anthropic:<model>``.
 
     ``headers`` go with every request (e.g. ``anthropic-beta``); a base URL other than the
@@ -167,27 +167,6 @@ class AnthropicModel:
         if self.base_url == OFFICIAL_BASE_URL:
             return self.name
         return f"{self.name}@{self.base_url}"
-
-    @property
-    def base_url(self) -> str:
-        return self._client.base_url
-
-    def __repr__(self) -> str:  # never the key, nor the headers that hold it
-        return f"AnthropicModel({self.model!r}, base_url={self.base_url!r}, stream={self.stream})"
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-    async def complete(self, request: ModelRequest) -> ModelResponse:
-        """Answer ``request``, retrying per ``self.retry``; each retry is told to the observer."""
-        body = self._body(request)
-        attempt = self._streamed if self.stream else self._plain
-        return await with_retries(
-            lambda: attempt(body, request.observer),
-            policy=self.retry,
-            observer=request.observer,
-            sleep=self._sleep,
-        )
 
     def _body(self, request: ModelRequest) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "max_tokens": self.max_tokens}

@@ -28,7 +28,7 @@ from .._errors import (
     ModelProtocolError,
     ModelTimeout,
 )
-from ._base import ModelObserver
+from ._base import ModelObserver, ModelRequest, ModelResponse
 from ._redact import redact
 
 T = TypeVar("T")
@@ -102,6 +102,55 @@ def secret_header_values(headers: Mapping[str, str] | None) -> tuple[str, ...]:
     """Values of headers that carry credentials, to redact like the key."""
     words = ("authorization", "key", "token", "secret")
     return tuple(v for k, v in (headers or {}).items() if any(w in k.lower() for w in words))
+
+
+class HTTPModel:
+    """What the HTTP providers share: their client, retries and the ``complete`` entry point.
+
+    A provider sets ``model``, ``stream``, ``retry``, ``_sleep`` and ``_client`` and defines
+    ``_body(request)`` and the two ways of one attempt, ``_plain`` and ``_streamed``.
+    """
+
+    model: str
+    stream: bool
+    retry: RetryPolicy
+    _sleep: Callable[[float], Awaitable[None]]
+    _client: ProviderClient
+
+    @property
+    def base_url(self) -> str:
+        return self._client.base_url
+
+    def __repr__(self) -> str:  # never the key, nor the headers that hold it
+        return (
+            f"{type(self).__name__}({self.model!r}, base_url={self.base_url!r}, "
+            f"stream={self.stream})"
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        """Answer ``request``, retrying per ``self.retry``; each retry is told to the observer."""
+        body = self._body(request)
+        attempt = self._streamed if self.stream else self._plain
+        return await with_retries(
+            lambda: attempt(body, request.observer),
+            policy=self.retry,
+            observer=request.observer,
+            sleep=self._sleep,
+        )
+
+    def _body(self, request: ModelRequest) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def _plain(self, body: dict[str, Any], observer: ModelObserver | None) -> ModelResponse:
+        raise NotImplementedError
+
+    async def _streamed(
+        self, body: dict[str, Any], observer: ModelObserver | None
+    ) -> ModelResponse:
+        raise NotImplementedError
 
 
 class ProviderClient:

@@ -32,11 +32,11 @@ from ._base import (
 from ._http import (
     DEFAULT_RETRY,
     DEFAULT_TIMEOUT,
+    HTTPModel,
     ProviderClient,
     RetryPolicy,
     check_key,
     secret_header_values,
-    with_retries,
 )
 from ._prices import cost_usd
 
@@ -50,7 +50,7 @@ _STOP_REASONS = {
 PARTIAL_INTERVAL_S = 0.05  # streamed text reaches the observer at most 20 times a second
 
 
-class OpenAIModel:
+class OpenAIModel(HTTPModel):
     """A model behind an OpenAI-compatible ``/chat/completions`` endpoint.
 
     Example:
@@ -123,26 +123,6 @@ class OpenAIModel:
         if self.base_url == OFFICIAL_BASE_URL:
             return self.name
         return f"{self.name}@{self.base_url}"
-
-    @property
-    def base_url(self) -> str:
-        return self._client.base_url
-
-    def __repr__(self) -> str:
-        return f"OpenAIModel({self.model!r}, base_url={self.base_url!r}, stream={self.stream})"
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-    async def complete(self, request: ModelRequest) -> ModelResponse:
-        body = self._body(request)
-        attempt = self._streamed if self.stream else self._plain
-        return await with_retries(
-            lambda: attempt(body, request.observer),
-            policy=self.retry,
-            observer=request.observer,
-            sleep=self._sleep,
-        )
 
     def _body(self, request: ModelRequest) -> dict[str, Any]:
         body: dict[str, Any] = {

@@ -132,13 +132,11 @@ def acquire(
     conn: sqlite3.Connection, session_id: str, runtime_id: str, now: float, alive: Liveness
 ) -> None:
     """Take the session's lease, unless a live runtime other than ours holds it."""
+    check_free(conn, session_id, runtime_id, now, alive)
     row = conn.execute("SELECT runtime_id FROM sessions WHERE id = ?", (session_id,)).fetchone()
-    holder = row[0] if row else None
-    if holder and holder != runtime_id:
-        owner = _runtime(conn, holder)
-        if owner is not None and alive(owner, now):
-            raise SessionLeased(session_id, owner)
-    if holder != runtime_id:  # a takeover: commands left for the old holder are void
+    if (
+        row is not None and row[0] != runtime_id
+    ):  # a takeover: commands left for the old holder are void
         conn.execute(
             "UPDATE commands SET taken_at = ?, taken_by = 'expired' "
             "WHERE session_id = ? AND taken_at IS NULL",
