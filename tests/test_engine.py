@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from logs import cut_log
 
 from jupyter_agent import Agent, EventKind, InvalidSessionState, open_session, tool
 from jupyter_agent._runtime import get_runtime
@@ -220,33 +221,6 @@ def test_stop_ends_the_session_and_it_cannot_be_resumed(db: Path) -> None:
 
 
 # -- in-doubt calls (the crash itself is in test_crash.py; here the log is cut by hand) -------
-
-
-def cut_log(session, *, after: EventKind, last: bool = False) -> Path:
-    """Copy ``session``'s log up to its first (or ``last``) ``after`` event into a new store:
-    the log a process killed at that point would have left."""
-    from jupyter_agent import SqliteStore
-
-    events = session.events
-    marks = [i for i, e in enumerate(events) if e.kind is after]
-    cut = (marks[-1] if last else marks[0]) + 1
-    path = Path(session.store.path).parent / "crashed.db"
-    row = session.row
-    with SqliteStore(path) as store:
-        store.write(
-            events[:cut],
-            session={
-                "id": session.id,
-                "name": row.name,
-                "status": "running",
-                "model": row.model,
-                "created_at": row.created_at,
-                "updated_at": row.updated_at,
-                "last_seq": events[cut - 1].seq,
-                "last_hash": events[cut - 1].hash,
-            },
-        )
-    return path
 
 
 def crashed_session(db: Path, tool_obj, *, effect_name: str) -> str:

@@ -12,33 +12,12 @@ from pathlib import Path
 
 import anyio
 import pytest
+from logs import cut_log, new_session
 
 from jupyter_agent import Agent, EventKind, Schedule, SessionLeased, SqliteStore, open_session
-from jupyter_agent._events import EventChain, verify_chain
+from jupyter_agent._events import verify_chain
 from jupyter_agent._store._leases import LeaseLost, RuntimeInfo
 from jupyter_agent.testing import FakeClock, ScriptedModel, call, reply
-
-
-def started(store: SqliteStore, sid: str = "s1") -> EventChain:
-    chain = EventChain(sid)
-    e = chain.next(
-        EventKind.SESSION_STARTED,
-        {"name": "t", "model": "demo", "goal": "g", "tools": [], "workspace": "."},
-        ts=1.0,
-    )
-    store.write(
-        [e],
-        session={
-            "id": sid,
-            "name": "t",
-            "status": "running",
-            "created_at": 1.0,
-            "updated_at": 1.0,
-            "last_seq": 1,
-            "last_hash": e.hash,
-        },
-    )
-    return chain
 
 
 def runtime(rid: str, pid: int = 4242) -> RuntimeInfo:
@@ -50,7 +29,7 @@ def runtime(rid: str, pid: int = 4242) -> RuntimeInfo:
 
 def test_a_live_holder_keeps_the_lease_and_is_named(tmp_path: Path) -> None:
     with SqliteStore(tmp_path / "a.db") as store:
-        started(store)
+        new_session(store)
         store.register_runtime(runtime("rt-a"))
         store.acquire_lease("s1", "rt-a", now=2.0, alive=lambda rt, now: True)
         with pytest.raises(SessionLeased, match=r"pid 4242 on elsewhere .*rt-a"):
@@ -60,7 +39,7 @@ def test_a_live_holder_keeps_the_lease_and_is_named(tmp_path: Path) -> None:
 
 def test_a_dead_holders_lease_can_be_taken_over(tmp_path: Path) -> None:
     with SqliteStore(tmp_path / "a.db") as store:
-        started(store)
+        new_session(store)
         store.register_runtime(runtime("rt-a"))
         store.acquire_lease("s1", "rt-a", now=2.0)
         store.acquire_lease("s1", "rt-b", now=2.0, alive=lambda rt, now: False)
@@ -69,7 +48,7 @@ def test_a_dead_holders_lease_can_be_taken_over(tmp_path: Path) -> None:
 
 def test_a_write_from_a_runtime_that_lost_its_lease_is_refused(tmp_path: Path) -> None:
     with SqliteStore(tmp_path / "a.db") as store:
-        chain = started(store)
+        chain = new_session(store)
         store.register_runtime(runtime("rt-a"))
         store.acquire_lease("s1", "rt-a", now=2.0)
         store.acquire_lease("s1", "rt-b", now=2.0, alive=lambda rt, now: False)
@@ -82,7 +61,7 @@ def test_sweep_marks_a_dead_runtimes_sessions_interrupted_with_a_chained_event(
     tmp_path: Path,
 ) -> None:
     with SqliteStore(tmp_path / "a.db") as store:
-        started(store)
+        new_session(store)
         store.register_runtime(runtime("rt-a"))
         store.acquire_lease("s1", "rt-a", now=2.0)
         assert store.sweep(now=3.0, alive=lambda rt, now: True) == []
@@ -239,26 +218,6 @@ def test_a_schedule_wakes_the_session_on_every_tick_then_finishes(tmp_path: Path
     assert len(msgs) == 5 and all(m.actor == "schedule" for m in msgs)
 
 
-def cut_after(session, kind: EventKind, nth: int, path: Path) -> None:
-    events = session.events
-    idx = [i for i, e in enumerate(events) if e.kind is kind][nth - 1] + 1
-    row = session.row
-    with SqliteStore(path) as store:
-        store.write(
-            events[:idx],
-            session={
-                "id": session.id,
-                "name": row.name,
-                "status": "sleeping",
-                "model": row.model,
-                "created_at": row.created_at,
-                "updated_at": row.updated_at,
-                "last_seq": events[idx - 1].seq,
-                "last_hash": events[idx - 1].hash,
-            },
-        )
-
-
 @pytest.mark.parametrize(
     ("catch_up", "expected"),
     [
@@ -275,7 +234,7 @@ def test_ticks_missed_while_nothing_ran_fire_once_unless_catching_up(
         "w", model=model, store=tmp_path / "a.db", clock=FakeClock(start=1_000.0), schedule=schedule
     ).run("watch")
     crashed = tmp_path / "crashed.db"
-    cut_after(s, EventKind.TIMER_SET, 3, crashed)  # died waiting for tick 3
+    cut_log(s, after=EventKind.TIMER_SET, nth=3, path=crashed)  # died waiting for tick 3
     later = FakeClock(start=1_560.0)  # back after ticks 3, 4 and 5 fell due
     again = open_session(s.id, store=crashed, model=model, clock=later).resume()
     assert again.wait(10) == "done"
@@ -292,7 +251,7 @@ def test_a_schedule_survives_a_crash_without_losing_or_doubling_a_tick(tmp_path:
         schedule=Schedule(every_s=60, times=4),
     ).run("watch")
     crashed = tmp_path / "crashed.db"
-    cut_after(s, EventKind.TIMER_FIRED, 2, crashed)  # died right after tick 2 fired
+    cut_log(s, after=EventKind.TIMER_FIRED, nth=2, path=crashed)  # died right after tick 2 fired
     again = open_session(s.id, store=crashed, model=model, clock=FakeClock(start=121.0))
     again.resume()
     assert again.wait(10) == "done"
@@ -369,7 +328,7 @@ def test_the_runtime_never_prints(tmp_path: Path, capfd: pytest.CaptureFixture[s
 def test_an_interruption_never_dates_before_the_sessions_last_event(tmp_path: Path) -> None:
     """A session on a fast or fake clock may be ahead of the wall clock: its log stays ordered."""
     with SqliteStore(tmp_path / "a.db") as store:
-        chain = started(store)
+        chain = new_session(store)
         ahead = time.time() + 86_400
         e = chain.next(EventKind.STATUS_CHANGED, {"status": "sleeping"}, ts=ahead)
         store.write(
@@ -498,7 +457,7 @@ def test_a_sleep_whose_timer_fired_before_a_crash_does_not_sleep_again(tmp_path:
     model = ScriptedModel([call("sleep", seconds=600), reply("awake")])
     s = Agent("a", model=model, store=tmp_path / "a.db", clock=FakeClock(start=0.0)).run("nap")
     crashed = tmp_path / "crashed.db"
-    cut_after(s, EventKind.TIMER_FIRED, 1, crashed)
+    cut_log(s, after=EventKind.TIMER_FIRED, nth=1, path=crashed)
     later = FakeClock(start=600.5)
     again = open_session(s.id, store=crashed, model=model, clock=later).resume()
     assert again.wait(10) == "done"

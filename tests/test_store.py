@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from logs import new_session
 
 from jupyter_agent import SessionConflict, SessionNotFound, StoreCorrupt, StoreVersionError
 from jupyter_agent._events import EventChain, EventKind, verify_chain
@@ -17,23 +18,6 @@ def _started(name: str = "t") -> dict[str, object]:
     return {"name": name, "model": "demo", "goal": "g", "tools": [], "workspace": "."}
 
 
-def _new_session(store: SqliteStore, sid: str = "s1") -> EventChain:
-    chain = EventChain(sid)
-    e = chain.next(EventKind.SESSION_STARTED, _started(), ts=1.0)
-    store.write(
-        [e],
-        session={
-            "id": sid,
-            "name": "t",
-            "status": "running",
-            "created_at": 1.0,
-            "updated_at": 1.0,
-            "last_seq": 1,
-        },
-    )
-    return chain
-
-
 @pytest.fixture
 def store(tmp_path: Path):
     with SqliteStore(tmp_path / "agent.db") as s:
@@ -41,7 +25,7 @@ def store(tmp_path: Path):
 
 
 def test_events_round_trip_in_order_with_intact_chain(store: SqliteStore) -> None:
-    chain = _new_session(store)
+    chain = new_session(store)
     for i in range(5):
         store.write([chain.next(EventKind.MESSAGE, {"text": f"m{i}"}, ts=2.0 + i, actor="ann")])
     events = list(store.iter_events("s1"))
@@ -51,7 +35,7 @@ def test_events_round_trip_in_order_with_intact_chain(store: SqliteStore) -> Non
 
 
 def test_verify_chain_finds_an_edited_event(store: SqliteStore, tmp_path: Path) -> None:
-    chain = _new_session(store)
+    chain = new_session(store)
     for i in range(3):
         store.write([chain.next(EventKind.MESSAGE, {"text": f"m{i}"}, ts=2.0)])
     conn = sqlite3.connect(tmp_path / "agent.db")
@@ -63,7 +47,7 @@ def test_verify_chain_finds_an_edited_event(store: SqliteStore, tmp_path: Path) 
 
 
 def test_events_table_refuses_update_and_delete(store: SqliteStore, tmp_path: Path) -> None:
-    _new_session(store)
+    new_session(store)
     conn = sqlite3.connect(tmp_path / "agent.db")
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
         conn.execute("UPDATE events SET actor = 'x'")
@@ -73,7 +57,7 @@ def test_events_table_refuses_update_and_delete(store: SqliteStore, tmp_path: Pa
 
 
 def test_second_writer_of_a_sequence_number_gets_a_conflict(store: SqliteStore) -> None:
-    chain = _new_session(store)
+    chain = new_session(store)
     rival = EventChain("s1", last_seq=chain.last_seq, last_hash=chain.last_hash)
     store.write([chain.next(EventKind.MESSAGE, {"text": "mine"}, ts=2.0)])
     with pytest.raises(SessionConflict, match="another process"):
@@ -82,7 +66,7 @@ def test_second_writer_of_a_sequence_number_gets_a_conflict(store: SqliteStore) 
 
 
 def test_a_failed_write_does_not_take_others_in_its_group_down(store: SqliteStore) -> None:
-    chain = _new_session(store)
+    chain = new_session(store)
     good = [chain.next(EventKind.MESSAGE, {"text": f"{i}"}, ts=2.0) for i in range(50)]
     dup = EventChain("s1").next(EventKind.SESSION_STARTED, _started(), ts=1.0)
     errors: list[BaseException] = []
@@ -107,7 +91,7 @@ def test_a_failed_write_does_not_take_others_in_its_group_down(store: SqliteStor
 
 
 def test_session_row_is_upserted_with_the_events(store: SqliteStore) -> None:
-    chain = _new_session(store)
+    chain = new_session(store)
     e = chain.next(EventKind.STATUS_CHANGED, {"status": "paused"}, ts=3.0)
     store.write([e], session={"id": "s1", "status": "paused", "updated_at": 3.0, "last_seq": 2})
     row = store.get_session("s1")
@@ -120,15 +104,15 @@ def test_unknown_session_is_a_clear_error(store: SqliteStore) -> None:
 
 
 def test_find_session_by_unique_prefix(store: SqliteStore) -> None:
-    _new_session(store, "abc123")
-    _new_session(store, "abd456")
+    new_session(store, "abc123")
+    new_session(store, "abd456")
     assert store.find_session("abc").id == "abc123"
     with pytest.raises(SessionNotFound):
         store.find_session("ab")
 
 
 def test_snapshot_is_returned_newest_first_at_or_before(store: SqliteStore) -> None:
-    chain = _new_session(store)
+    chain = new_session(store)
     for i in range(3):
         e = chain.next(EventKind.MESSAGE, {"text": f"{i}"}, ts=2.0)
         store.write([e], snapshot=(e.seq, f'{{"at": {e.seq}}}'))
@@ -207,14 +191,14 @@ def test_default_location_follows_the_environment(
 
 def test_two_store_objects_on_one_file_both_see_all_events(tmp_path: Path) -> None:
     with SqliteStore(tmp_path / "a.db") as one, SqliteStore(tmp_path / "a.db") as two:
-        chain = _new_session(one)
+        chain = new_session(one)
         two.write([chain.next(EventKind.MESSAGE, {"text": "from two"}, ts=2.0)])
         assert [e.seq for e in one.iter_events("s1")] == [1, 2]
 
 
 def test_an_ambiguous_prefix_says_so(store: SqliteStore) -> None:
-    _new_session(store, "abc1")
-    _new_session(store, "abc2")
+    new_session(store, "abc1")
+    new_session(store, "abc2")
     with pytest.raises(SessionNotFound, match="start of several session ids"):
         store.find_session("abc")
 
@@ -236,7 +220,7 @@ def test_a_write_that_cannot_get_the_lock_fails_instead_of_hanging(tmp_path: Pat
     from jupyter_agent import StoreError
 
     with SqliteStore(tmp_path / "a.db", busy_timeout_s=0.2) as store:
-        chain = _new_session(store)
+        chain = new_session(store)
         blocker = sqlite3.connect(tmp_path / "a.db", isolation_level=None)
         blocker.execute("BEGIN EXCLUSIVE")
         with pytest.raises(StoreError, match=r"could not write .* locked"):
@@ -277,7 +261,7 @@ def test_integer_timestamps_still_verify(store: SqliteStore) -> None:
 
 
 def test_text_that_is_not_valid_unicode_round_trips(store: SqliteStore) -> None:
-    chain = _new_session(store)
+    chain = new_session(store)
     store.write([chain.next(EventKind.MESSAGE, {"text": "bad\udcffname"}, ts=2.0)])
     (e,) = store.iter_events("s1", after=1)
     assert e.payload["text"] == "bad\udcffname"
@@ -285,7 +269,7 @@ def test_text_that_is_not_valid_unicode_round_trips(store: SqliteStore) -> None:
 
 
 def test_nan_and_infinity_are_refused_so_the_log_stays_json(store: SqliteStore) -> None:
-    chain = _new_session(store)
+    chain = new_session(store)
     with pytest.raises(ValueError):
         chain.next(EventKind.TIMER_SET, {"timer_id": "t", "wake_at": float("inf")}, ts=2.0)
     assert chain.last_seq == 1

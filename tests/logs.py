@@ -1,0 +1,55 @@
+"""Helpers shared by tests that build logs by hand: a bare session, a log cut by a 'crash'."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jupyter_agent import EventKind, SqliteStore
+from jupyter_agent._events import EventChain
+
+
+def new_session(store: SqliteStore, sid: str = "s1") -> EventChain:
+    """A session with only its ``session_started`` event; returns its chain to go on with."""
+    chain = EventChain(sid)
+    started = {"name": "t", "model": "demo", "goal": "g", "tools": [], "workspace": "."}
+    e = chain.next(EventKind.SESSION_STARTED, started, ts=1.0)
+    store.write(
+        [e],
+        session={
+            "id": sid,
+            "name": "t",
+            "status": "running",
+            "created_at": 1.0,
+            "updated_at": 1.0,
+            "last_seq": 1,
+            "last_hash": e.hash,
+        },
+    )
+    return chain
+
+
+def cut_log(
+    session, *, after: EventKind, nth: int = 1, last: bool = False, path: Path | None = None
+) -> Path:
+    """Copy ``session``'s log up to its ``nth`` (or ``last``) ``after`` event into a new
+    store: the log a process killed at that point would have left."""
+    events = session.events
+    marks = [i for i, e in enumerate(events) if e.kind is after]
+    cut = (marks[-1] if last else marks[nth - 1]) + 1
+    path = path or Path(session.store.path).parent / "crashed.db"
+    row = session.row
+    with SqliteStore(path) as store:
+        store.write(
+            events[:cut],
+            session={
+                "id": session.id,
+                "name": row.name,
+                "status": "running",
+                "model": row.model,
+                "created_at": row.created_at,
+                "updated_at": row.updated_at,
+                "last_seq": events[cut - 1].seq,
+                "last_hash": events[cut - 1].hash,
+            },
+        )
+    return path
