@@ -121,6 +121,14 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("demo", help="run an offline session on the demo model and show it")
     c.add_argument("--scenario", default="fix", help="fix (default), explore, watch, loop")
     c.add_argument("--steps", type=int, default=None, help="turns for the loop/watch scenarios")
+    c.add_argument(
+        "--speed",
+        type=float,
+        default=600.0,
+        metavar="X",
+        help="run the session's clock X times faster than real time (default 600: "
+        "the watch scenario's one-minute sleeps take 0.1 s; 1 for real time)",
+    )
     c.set_defaults(run=cmd_demo)
     return p
 
@@ -276,14 +284,19 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from ._agent import Agent
+    from ._clock import ScaledClock
 
     spec = f"demo:{args.scenario}" + (f"?steps={args.steps}" if args.steps else "")
     store = _store(args, create=True)
     store.close()
-    agent = Agent("demo", model=spec, store=store.path)
+    if args.speed <= 0:
+        raise CliError("--speed must be more than 0 (1 is real time)")
+    clock = ScaledClock(speed=args.speed) if args.speed != 1 else None
+    agent = Agent("demo", model=spec, store=store.path, clock=clock)
     session = agent.start(_DEMO_GOALS.get(args.scenario, "Show what you can do."))
     print(f"store:     {agent.store.path}")
-    print(f"session:   {session.id} ({spec})")
+    speed = f", clock {args.speed:g}x real time" if clock else ""
+    print(f"session:   {session.id} ({spec}{speed})")
     print(f"workspace: {session.state.workspace}")
     print()
     status = _follow(session)

@@ -199,3 +199,15 @@ def test_sessions_of_a_killed_process_are_listed_as_interrupted(tmp_path: Path) 
     out = cli("--db", str(db), "sessions")
     (row,) = [r for r in out.stdout.splitlines() if r.startswith(session_id)]
     assert " interrupted " in row
+
+
+def test_the_watch_demo_runs_its_minutes_on_a_fast_clock(tmp_path: Path) -> None:
+    out = cli("--db", str(tmp_path / "a.db"), "demo", "--scenario", "watch", "--steps", "3")
+    assert out.returncode == 0, out.stderr
+    assert "clock 600x real time" in out.stdout and "status: done" in out.stdout
+    assert "sleep until" in out.stdout
+
+
+def test_a_speed_of_zero_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    out = cli("--db", str(tmp_path / "a.db"), "demo", "--speed", "0")
+    assert out.returncode == 2 and "--speed must be more than 0" in out.stderr
