@@ -124,10 +124,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--speed",
         type=float,
-        default=600.0,
+        default=None,
         metavar="X",
-        help="run the session's clock X times faster than real time (default 600: "
-        "the watch scenario's one-minute sleeps take 0.1 s; 1 for real time)",
+        help="run the session's clock X times faster than real time (default: 600 for watch, "
+        "whose one-minute sleeps then take 0.1 s; 1 otherwise)",
     )
     c.set_defaults(run=cmd_demo)
     return p
@@ -289,14 +289,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     spec = f"demo:{args.scenario}" + (f"?steps={args.steps}" if args.steps else "")
     store = _store(args, create=True)
     store.close()
-    if args.speed <= 0:
+    speed = args.speed if args.speed is not None else 600.0 if args.scenario == "watch" else 1.0
+    if speed <= 0:
         raise CliError("--speed must be more than 0 (1 is real time)")
-    clock = ScaledClock(speed=args.speed) if args.speed != 1 else None
+    clock = ScaledClock(speed=speed) if speed != 1 else None
     agent = Agent("demo", model=spec, store=store.path, clock=clock)
     session = agent.start(_DEMO_GOALS.get(args.scenario, "Show what you can do."))
     print(f"store:     {agent.store.path}")
-    speed = f", clock {args.speed:g}x real time" if clock else ""
-    print(f"session:   {session.id} ({spec}{speed})")
+    fast = f", clock {speed:g}x real time" if clock else ""
+    print(f"session:   {session.id} ({spec}{fast})")
     print(f"workspace: {session.state.workspace}")
     print()
     status = _follow(session)
