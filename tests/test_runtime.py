@@ -79,22 +79,26 @@ def test_sweep_marks_a_dead_runtimes_sessions_interrupted_with_a_chained_event(
         assert store.get_runtime("rt-a").ended_at == 3.0  # type: ignore[union-attr]
 
 
-WORKER = """
-import sys, time
-from jupyter_agent import Agent, tool
-from jupyter_agent.testing import ScriptedModel, call
+def holder_script(name: str, tool_s: float, then: str) -> str:
+    """A process running a session that calls a slow read-only tool without end; ``then``
+    runs after the start, and the process lives on for two minutes."""
+    return (
+        "import sys, time\n"
+        "from jupyter_agent import Agent, tool\n"
+        "from jupyter_agent.testing import ScriptedModel, call\n\n"
+        "@tool(effect='read_only')\n"
+        "def wait() -> str:\n"
+        "    '''Waits.'''\n"
+        f"    time.sleep({tool_s})\n"
+        "    return 'waited'\n\n"
+        f"s = Agent({name!r}, model=ScriptedModel(lambda r: call('wait')), tools=[wait],\n"
+        "          store=sys.argv[1], max_steps=10_000).start('hold it')\n"
+        f"{then}\n"
+        "time.sleep(120)\n"
+    )
 
-@tool(effect="read_only")
-def wait() -> str:
-    '''Waits.'''
-    time.sleep(0.2)
-    return "waited"
 
-s = Agent("held", model=ScriptedModel(lambda r: call("wait")), tools=[wait],
-          store=sys.argv[1], max_steps=10_000).start("hold it")
-print(s.id, flush=True)
-time.sleep(120)
-"""
+WORKER = holder_script("held", 0.2, "print(s.id, flush=True)")
 
 
 @pytest.fixture
@@ -353,25 +357,9 @@ def test_an_interruption_never_dates_before_the_sessions_last_event(tmp_path: Pa
 
 # -- regressions from review -----------------------------------------------------------------
 
-PAUSED_WORKER = """
-import sys, time
-from jupyter_agent import Agent, tool
-from jupyter_agent.testing import ScriptedModel, call
-
-@tool(effect="read_only")
-def wait() -> str:
-    '''Waits.'''
-    time.sleep(0.05)
-    return "waited"
-
-s = Agent("idle", model=ScriptedModel(lambda r: call("wait")), tools=[wait],
-          store=sys.argv[1], max_steps=10_000).start("hold it")
-time.sleep(0.3)
-s.pause()
-s.wait(10)
-print(s.id, s.status, flush=True)
-time.sleep(120)
-"""
+PAUSED_WORKER = holder_script(
+    "idle", 0.05, "time.sleep(0.3)\ns.pause()\ns.wait(10)\nprint(s.id, s.status, flush=True)"
+)
 
 
 def test_a_session_paused_in_an_idle_process_hears_tell_and_stop_from_here(
