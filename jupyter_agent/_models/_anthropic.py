@@ -12,7 +12,6 @@ one turn. One attempt (the request and, when streaming, the whole stream) is ret
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
@@ -38,7 +37,7 @@ from ._http import (
     HTTPModel,
     ProviderClient,
     RetryPolicy,
-    check_key,
+    endpoint,
 )
 from ._prices import cost_usd
 
@@ -115,14 +114,9 @@ class AnthropicModel(HTTPModel):
             raise ValueError(f"max_tokens must be a positive integer, not {max_tokens!r}")
         self.model, self.stream, self.max_tokens = model, stream, max_tokens
         self.retry, self._sleep = retry, sleep
-        env_base = (os.environ.get("ANTHROPIC_BASE_URL") or "").rstrip("/")
-        base = (base_url or env_base or OFFICIAL_BASE_URL).rstrip("/")
-        key = api_key
-        if key is None and base in (OFFICIAL_BASE_URL, env_base):
-            # the environment's key goes only where the environment says (or to Anthropic):
-            # never to a base URL read from a model string, such as one in a shared store
-            key = os.environ.get("ANTHROPIC_API_KEY")
-        key = check_key(key)
+        base, key = endpoint(
+            base_url=base_url, api_key=api_key, official=OFFICIAL_BASE_URL, env="ANTHROPIC"
+        )
         if key is None and base == OFFICIAL_BASE_URL:
             raise ConfigError(
                 "no Anthropic API key: set ANTHROPIC_API_KEY or pass api_key=..., or "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import os
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -84,6 +85,23 @@ async def with_retries(
                 await observer.retrying(attempt=n, error=exc, delay_s=delay)
             await sleep(delay)
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def endpoint(
+    *, base_url: str | None, api_key: str | None, official: str, env: str
+) -> tuple[str, str | None]:
+    """The base URL and key for a provider whose environment variables start with ``env``.
+
+    The environment's key (``{env}_API_KEY``) goes only to the official URL or the one in
+    ``{env}_BASE_URL``, never to a URL read from a model string (such as one recorded in a
+    shared store); a key given as ``api_key`` goes wherever it is told.
+    """
+    env_base = (os.environ.get(f"{env}_BASE_URL") or "").rstrip("/")
+    base = (base_url or env_base or official).rstrip("/")
+    key = api_key
+    if key is None and base in (official, env_base):
+        key = os.environ.get(f"{env}_API_KEY")
+    return base, check_key(key)
 
 
 def check_key(key: str | None) -> str | None:

@@ -9,7 +9,6 @@ The key and base URL come from the arguments, else ``OPENAI_API_KEY`` / ``OPENAI
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -35,7 +34,7 @@ from ._http import (
     HTTPModel,
     ProviderClient,
     RetryPolicy,
-    check_key,
+    endpoint,
     secret_header_values,
 )
 from ._prices import cost_usd
@@ -75,14 +74,9 @@ class OpenAIModel(HTTPModel):
         if not model:
             raise ValueError("name the model, e.g. OpenAIModel('gpt-4.1-mini')")
         self.model, self.stream, self.retry, self._sleep = model, stream, retry, sleep
-        env_base = (os.environ.get("OPENAI_BASE_URL") or "").rstrip("/")
-        base = (base_url or env_base or OFFICIAL_BASE_URL).rstrip("/")
-        key = api_key
-        if key is None and base in (OFFICIAL_BASE_URL, env_base):
-            # the environment's key goes only where the environment says (or to OpenAI): never
-            # to a base URL read from a model string, such as one recorded in a shared store
-            key = os.environ.get("OPENAI_API_KEY")
-        key = check_key(key)
+        base, key = endpoint(
+            base_url=base_url, api_key=api_key, official=OFFICIAL_BASE_URL, env="OPENAI"
+        )
         if not key and base == OFFICIAL_BASE_URL:
             raise ConfigError(
                 "no OpenAI API key: set OPENAI_API_KEY or pass api_key=..., or "
