@@ -33,8 +33,9 @@ from ._policy import Limits
 from ._schedule import Schedule
 from ._state import TERMINAL, ConversationView, SessionState, load_state
 from ._store import SqliteStore
+from ._store._sqlite import blob_digest
 from ._tools import Tool, ToolOutput
-from ._tools._context import Effect, PlanItem, ToolContext
+from ._tools._context import Effect, FileChange, PlanItem, ToolContext
 
 SNAPSHOT_EVERY = 100
 BLOB_THRESHOLD = 32_000  # characters of tool output kept inline in an event
@@ -122,6 +123,22 @@ def record_outside(
     if kind is EventKind.STATUS_CHANGED:
         update["status"] = payload["status"]
     store.write([event], session=update, free_for=runtime_id or "")
+
+
+def session_totals(s: SessionState) -> dict[str, Any]:
+    """The session row's columns that follow from its state: status, position, totals."""
+    return {
+        "id": s.id,
+        "status": s.status,
+        "last_seq": s.last_seq,
+        "last_hash": s.last_hash,
+        "steps": s.steps,
+        "tool_calls": s.tool_calls,
+        "input_tokens": s.input_tokens,
+        "output_tokens": s.output_tokens,
+        "cached_tokens": s.cached_tokens,
+        "cost_usd": s.cost_usd if s.cost_known else None,
+    }
 
 
 class _ModelFailed(Exception):
@@ -266,7 +283,7 @@ class Engine:
         now = self.clock.now()
         self._deferred += [(d, now) for d in drafts]
 
-    async def _record(self, *drafts: Draft) -> list[Event]:
+    async def _record(self, *drafts: Draft, blobs: Sequence[bytes] = ()) -> list[Event]:
         """Append events (and any deferred ones before them) durably, then let the engine act.
 
         The chain moves on only once the write succeeded; a failed write ends the run with a
@@ -284,7 +301,11 @@ class Engine:
             snapshot = (self.state.last_seq, self.state.to_snapshot())
         with anyio.CancelScope(shield=True):  # a pause may not cut a write in half
             await self.store.write_async(
-                events, session=self._session_row(ts), snapshot=snapshot, lease=self.lease
+                events,
+                session=self._session_row(ts),
+                snapshot=snapshot,
+                lease=self.lease,
+                blobs=blobs,
             )
         self._chain = chain
         if snapshot:
@@ -292,20 +313,7 @@ class Engine:
         return events
 
     def _session_row(self, ts: float) -> dict[str, Any]:
-        s = self.state
-        return {
-            "id": s.id,
-            "status": s.status,
-            "updated_at": ts,
-            "last_seq": s.last_seq,
-            "last_hash": s.last_hash,
-            "steps": s.steps,
-            "tool_calls": s.tool_calls,
-            "input_tokens": s.input_tokens,
-            "output_tokens": s.output_tokens,
-            "cached_tokens": s.cached_tokens,
-            "cost_usd": s.cost_usd if s.cost_known else None,
-        }
+        return {**session_totals(self.state), "updated_at": ts}
 
     async def _set_status(self, status: str, reason: str = "", actor: str = "agent") -> None:
         if self.state.status != status:
@@ -558,7 +566,7 @@ class Engine:
         self, call_id: str, name: str, arguments: str, *, rerun: bool = False
     ) -> None:
         started = time.monotonic()
-        output, error = await self._invoke(call_id, name, arguments)
+        output, error, changes = await self._invoke(call_id, name, arguments)
         payload: dict[str, Any] = {
             "call_id": call_id,
             "name": name,
@@ -570,6 +578,13 @@ class Engine:
             payload["rerun"] = True
         if error:
             payload["error"] = error
+        blobs: list[bytes] = []
+        if changes:  # file versions, so that a restore can put the files back
+            blobs = [b for c in changes for b in (c.before, c.after) if b is not None]
+            payload["files"] = [
+                {"path": c.path, "before": _digest(c.before), "after": _digest(c.after)}
+                for c in changes
+            ]
         if len(output.text) > BLOB_THRESHOLD:
             digest = await anyio.to_thread.run_sync(self.store.put_blob, output.text.encode())
             payload["output_blob"] = digest
@@ -577,19 +592,19 @@ class Engine:
                 output.text[: BLOB_THRESHOLD // 2] + f"\n[... output cut: "
                 f"{len(output.text)} characters in all, kept in blob {digest}]"
             )
-        await self._record((EventKind.TOOL_RESULT, payload, "agent"))
+        await self._record((EventKind.TOOL_RESULT, payload, "agent"), blobs=blobs)
 
     async def _invoke(
         self, call_id: str, name: str, arguments: str
-    ) -> tuple[ToolOutput, str | None]:
+    ) -> tuple[ToolOutput, str | None, list[FileChange]]:
         tool = self.tools.get(name)
         if tool is None:
             known = ", ".join(sorted(self.tools)) or "none"
-            return ToolOutput(f"unknown tool {name!r}; the tools are: {known}", True), None
+            return ToolOutput(f"unknown tool {name!r}; the tools are: {known}", True), None, []
         try:
             args = tool.validate(arguments)
         except ToolArgsInvalid as exc:
-            return ToolOutput(f"invalid arguments for {name}: {exc}", True), None
+            return ToolOutput(f"invalid arguments for {name}: {exc}", True), None, []
         ctx = ToolContext(
             session_id=self.session_id,
             call_id=call_id,
@@ -603,12 +618,12 @@ class Engine:
         limit = anyio.fail_after(tool.timeout_s) if tool.timeout_s else nullcontext()
         try:
             with limit:
-                return await tool.invoke(args, ctx), None
+                return await tool.invoke(args, ctx), None, ctx.file_changes
         except (_Interrupted, SessionConflict, StoreError):
             raise  # a pause, or the store failing under the tool: not the tool's own error
         except Exception as exc:
             tb = "".join(traceback.format_exception(exc)[-3:])
-            return ToolOutput(f"{type(exc).__name__}: {exc}", True), tb
+            return ToolOutput(f"{type(exc).__name__}: {exc}", True), tb, ctx.file_changes
 
     async def _set_plan(self, items: Sequence[PlanItem]) -> None:
         plan = [{"step": i.step, "status": i.status} for i in items]
@@ -634,6 +649,10 @@ class Engine:
             await self.clock.sleep_until(wake_at)
         await self._record((EventKind.TIMER_FIRED, {"timer_id": timer_id}, "agent"))
         await self._set_status("running")
+
+
+def _digest(data: bytes | None) -> str | None:
+    return None if data is None else blob_digest(data)
 
 
 def _workspace_path(workspace: str) -> Path:

@@ -42,6 +42,8 @@ class EventKind(enum.StrEnum):
     STATUS_CHANGED = "status_changed"
     BUDGET_EXCEEDED = "budget_exceeded"
     ERROR = "error"
+    FORK = "fork"
+    RESTORE = "restore"
 
 
 # kind -> (payload version, required payload keys). Bump the version when a kind's shape changes,
@@ -64,6 +66,8 @@ SCHEMA: dict[EventKind, tuple[int, frozenset[str]]] = {
     EventKind.STATUS_CHANGED: (1, frozenset({"status"})),
     EventKind.BUDGET_EXCEEDED: (1, frozenset({"kind", "limit", "used"})),
     EventKind.ERROR: (1, frozenset({"code", "message"})),
+    EventKind.FORK: (1, frozenset({"parent_id", "fork_seq", "name"})),
+    EventKind.RESTORE: (1, frozenset({"to_seq", "files"})),
 }
 
 

@@ -27,6 +27,7 @@ from typing import TypeVar
 import anyio
 from anyio.from_thread import BlockingPortal
 
+from ._branch import restore_session
 from ._clock import SystemClock
 from ._engine import Engine, record_message, record_outside
 from ._errors import InvalidSessionState, JupyterAgentError
@@ -278,6 +279,12 @@ class Runtime:
                 runtime_id=self.id,
             )
             self.forget(session_id)
+        elif verb == "restore" and not inbox.active:
+            restore_session(
+                store, session_id, int(args["at"]), actor=actor, clock=clock, runtime_id=self.id
+            )
+        elif verb == "restore":
+            raise InvalidSessionState(f"session {session_id} is running: pause it before restoring")
         elif verb in ("pause", "stop") and inbox.active:
             if verb == "pause":
                 inbox.pause_requested = True

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._branch import check_point, fork_session, restore_session
 from ._clock import SystemClock
 from ._engine import record_message, record_outside
 from ._errors import InvalidSessionState
@@ -206,6 +208,57 @@ class Session:
         if self.running_here:
             raise InvalidSessionState(f"session {self.id} is running here: pause or stop it first")
         get_runtime().forget(self.id)
+
+    def fork(
+        self,
+        at: int | None = None,
+        *,
+        name: str | None = None,
+        workspace: str | Path | None = None,
+    ) -> Session:
+        """A new session that branches off after event ``at`` (default: the newest); this one
+        is untouched. The fork is paused: ``tell`` it something and ``resume`` it.
+
+        It works in this session's workspace, or, given ``workspace`` (a new folder), in a
+        copy whose files are as they were at the fork point.
+
+        Example:
+            >>> f = s.fork(at=42, name="try the other fix"); f.tell("use a cache"); f.resume()
+        """
+        point = self.row.last_seq if at is None else at
+        fork_id = fork_session(
+            self.store,
+            self.id,
+            point,
+            actor=current_identity(),
+            clock=SystemClock(),
+            name=name,
+            workspace=workspace,
+        )
+        return Session(self.store, fork_id, agent_factory=self._agent_factory)
+
+    def restore(self, at: int) -> None:
+        """Rewind this session to right after event ``at``: its state, plan and conversation
+        become what they were then, and files the file tools wrote since are put back. Nothing
+        is deleted: the events after ``at`` stay in the log. The session is left paused.
+
+        A session running here is paused first; one running in another process must be paused
+        there (a paused one gets the restore through the store).
+        """
+        check_point(self.store, self.id, at, verb="restore")
+        if self.running_here:
+            self.pause()
+            self.wait(timeout=60)
+        actor = current_identity()
+        if self.status != "paused" and get_runtime().owner_elsewhere(self.store, self.id):
+            raise InvalidSessionState(
+                f"session {self.id} is {self.status} in another process: pause it before restoring"
+            )
+        if self._send_elsewhere("restore", {"at": at}, actor):
+            return
+        restore_session(
+            self.store, self.id, at, actor=actor, clock=SystemClock(), runtime_id=get_runtime().id
+        )
 
     def approve(self, call_id: str) -> None:
         """Let a waiting call run (for an in-doubt call: run it again)."""

@@ -8,8 +8,9 @@ contribute to it, so a snapshot stays small however long the session runs.
 
 from __future__ import annotations
 
+import bisect
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, overload
 
@@ -24,6 +25,10 @@ MESSAGE_KINDS = (
     EventKind.MODEL_RESPONSE,
     EventKind.TOOL_RESULT,
 )
+# What a restore keeps from the branch it leaves: money and tokens spent stay spent.
+SPENT = ("input_tokens", "output_tokens", "cached_tokens", "cost_usd", "cost_known")
+
+Rewind = Callable[[int], "SessionState"]  # seq -> the session's state right after that event
 
 
 class ConversationView(Sequence[Message]):
@@ -121,20 +126,39 @@ class SessionState:
     messages: list[Message] = field(default_factory=list)
 
     @classmethod
-    def fold(cls, session_id: str, events: Any) -> SessionState:
-        """The state after ``events`` (an iterable of ``Event``), from nothing."""
+    def fold(cls, session_id: str, events: Iterable[Event]) -> SessionState:
+        """The state after ``events`` (all of a session's events from seq 1), from nothing."""
         state = cls(id=session_id)
+        seen: list[Event] = []
+
+        def rewind(seq: int) -> SessionState:
+            return cls.fold(session_id, seen[:seq])
+
         for event in events:
-            state.apply(event)
+            state.apply(event, rewind=rewind)
+            seen.append(event)
         return state
 
-    def apply(self, event: Event) -> None:
+    def apply(self, event: Event, *, rewind: Rewind | None = None) -> None:
+        """Move on by one event. A ``restore`` needs ``rewind``: the state it goes back to."""
         if event.seq != self.last_seq + 1:
             raise ValueError(f"event {event.seq} of {self.id} follows {self.last_seq}")
         payload = event.payload
+        if event.kind is EventKind.RESTORE:
+            if rewind is None:
+                raise ValueError(f"event {event.seq} of {self.id} is a restore: give rewind=")
+            self._restore(rewind(payload["to_seq"]))
         self.apply_to_messages(event, payload)
         self._apply_rest(event, payload)
         self.last_seq, self.last_hash = event.seq, event.hash
+
+    def _restore(self, earlier: SessionState) -> None:
+        """Become ``earlier`` (the state at the restore point), keeping what was spent since."""
+        keep = {name: getattr(self, name) for name in ("id", *SPENT)}
+        for f in fields(self):
+            setattr(self, f.name, getattr(earlier, f.name))
+        for name, value in keep.items():
+            setattr(self, name, value)
 
     def apply_to_messages(self, event: Event, payload: dict[str, Any] | None = None) -> None:
         """The part of ``apply`` that builds the conversation (used when loading a snapshot)."""
@@ -215,6 +239,12 @@ class SessionState:
             self.result, self.status = p["result"], "done"
         elif kind is EventKind.SESSION_FAILED:
             self.error, self.status = p["error"], "failed"
+        elif kind is EventKind.FORK:
+            self.id, self.name, self.owner = event.session_id, p["name"], event.actor
+            self.workspace = p.get("workspace", self.workspace)
+            self.status, self.result, self.error = "paused", None, None
+        elif kind is EventKind.RESTORE:
+            self.status, self.result, self.error = "paused", None, None
 
     # -- snapshots ---------------------------------------------------------------------------
 
@@ -239,19 +269,42 @@ class SessionState:
         return asdict(self)
 
 
-def load_state(store: Any, session_id: str) -> SessionState:
+def load_state(store: Any, session_id: str, *, at: int | None = None) -> SessionState:
     """Rebuild a session's state from the store: newest snapshot + the events after it.
 
+    With ``at``, the state right after event ``at`` (what a restore or a fork goes back to).
     Costs O(events since the snapshot) for the state, plus one pass over the conversation's
-    events to rebuild ``messages``.
+    events to rebuild ``messages``. A fork reads its parent's events up to the fork point.
     """
-    snap = store.latest_snapshot(session_id)
+
+    def rewind(seq: int) -> SessionState:
+        return load_state(store, session_id, at=seq)
+
+    snap = store.latest_snapshot(session_id, at_most=at)
     if snap is None:
-        return SessionState.fold(session_id, store.iter_events(session_id))
+        return SessionState.fold(session_id, store.iter_events(session_id, until=at))
     seq, text = snap
     state = SessionState.from_snapshot(text)
-    for event in store.iter_events(session_id, until=seq, kinds=MESSAGE_KINDS):
-        state.apply_to_messages(event)
-    for event in store.iter_events(session_id, after=seq):
-        state.apply(event)
+    state.id = session_id  # a fork starts from its parent's snapshots
+    conversation = store.iter_events(
+        session_id, until=seq, kinds=(*MESSAGE_KINDS, EventKind.RESTORE)
+    )
+    _rebuild_messages(state, conversation)
+    for event in store.iter_events(session_id, after=seq, until=at):
+        state.apply(event, rewind=rewind)
     return state
+
+
+def _rebuild_messages(state: SessionState, events: Iterable[Event]) -> None:
+    """The conversation from its events; a restore drops what was said after its target."""
+    seqs: list[int] = []  # seq of each message event seen, and the conversation's length after
+    lengths: list[int] = []
+    for event in events:
+        if event.kind is EventKind.RESTORE:
+            i = bisect.bisect_right(seqs, event.payload["to_seq"])
+            del state.messages[lengths[i - 1] if i else 0 :]
+            del seqs[i:], lengths[i:]
+            continue
+        state.apply_to_messages(event)
+        seqs.append(event.seq)
+        lengths.append(len(state.messages))

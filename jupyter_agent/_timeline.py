@@ -22,7 +22,7 @@ _MARK = {"ok": "✓", "error": "✗", "running": "…", "waiting": "?", "skipped
 class TimelineRow:
     seq: int
     ts: float
-    kind: str  # model | tool | message | plan | status | approval | timer | error | result
+    kind: str  # model|tool|message|plan|status|approval|timer|error|result|fork|restore
     label: str
     detail: str = ""
     status: RowStatus = "info"
@@ -129,6 +129,21 @@ def _row(e: Event, p: dict[str, Any], calls: dict[str, TimelineRow]) -> Timeline
         )
     if k is EventKind.ERROR:
         return TimelineRow(e.seq, e.ts, "error", p["code"], _short(p["message"], 120), "error")
+    if k is EventKind.FORK:
+        return TimelineRow(
+            e.seq,
+            e.ts,
+            "fork",
+            f"forked by {e.actor}",
+            f"from {p['parent_id']} after event {p['fork_seq']}: {p['name']}",
+            actor=e.actor,
+        )
+    if k is EventKind.RESTORE:
+        files = ", ".join(f["path"] for f in p["files"])
+        detail = f"back to event {p['to_seq']}" + (f"; files put back: {files}" if files else "")
+        return TimelineRow(
+            e.seq, e.ts, "restore", f"restored by {e.actor}", _short(detail, 120), actor=e.actor
+        )
     if k is EventKind.SESSION_FINISHED:
         return TimelineRow(e.seq, e.ts, "result", "done", _short(p["result"], 120), "ok")
     return None

@@ -92,6 +92,7 @@ class SqliteStore:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        self._lineage: dict[str, list[tuple[str, int | None]]] = {}
         if self.path.is_dir():
             raise StoreError(f"{self.path} is a directory; give the store a file name")
         try:
@@ -157,8 +158,10 @@ class SqliteStore:
         snapshot: tuple[int, str] | None = None,
         lease: str | None = None,
         free_for: str | None = None,
+        blobs: Sequence[bytes] = (),
     ) -> None:
-        """Append events, upsert the session row, add a snapshot: atomically; wait until durable.
+        """Append events, upsert the session row, add a snapshot and blobs: atomically; wait
+        until durable.
 
         With ``lease``, the write is refused (``LeaseLost``) unless that runtime holds the
         session. Raises ``SessionConflict`` if another writer already took one of the sequence
@@ -166,7 +169,7 @@ class SqliteStore:
         the write is refused (``SessionLeased``) while a live runtime other than that one holds
         the session (for writes from outside the session's engine).
         """
-        self._wait(self._submit(_WriteJob(events, session, snapshot, lease, free_for)))
+        self._wait(self._submit(_WriteJob(events, session, snapshot, lease, free_for, blobs)))
 
     async def write_async(
         self,
@@ -175,9 +178,12 @@ class SqliteStore:
         session: Mapping[str, Any] | None = None,
         snapshot: tuple[int, str] | None = None,
         lease: str | None = None,
+        blobs: Sequence[bytes] = (),
     ) -> None:
-        """``write`` for the event loop: waits for the commit without blocking the loop."""
-        fut = self._submit(_WriteJob(events, session, snapshot, lease))
+        """``write`` for the event loop: waits for the commit without blocking the loop.
+
+        ``blobs`` are stored (under their sha256, see ``blob_digest``) in the same commit."""
+        fut = self._submit(_WriteJob(events, session, snapshot, lease, blobs=blobs))
         try:
             await asyncio.wrap_future(fut)
         except (sqlite3.Error, WriterClosed) as exc:
@@ -200,16 +206,8 @@ class SqliteStore:
 
     def put_blob(self, data: bytes) -> str:
         """Store ``data`` under its sha256 (once, however often it is put); return the digest."""
-        digest = hashlib.sha256(data).hexdigest()
-
-        def job(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT OR IGNORE INTO blobs (sha256, size, data, created_at) VALUES (?, ?, ?, ?)",
-                (digest, len(data), data, time.time()),
-            )
-
-        self._wait(self._submit(job))
-        return digest
+        self._wait(self._submit(lambda conn: _put_blobs(conn, [data])))
+        return blob_digest(data)
 
     def send_command(
         self, session_id: str, verb: str, args: Mapping[str, Any] | None = None, *, actor: str
@@ -360,6 +358,35 @@ class SqliteStore:
             params.append(limit)
         return [SessionRow(*r) for r in self._reader().execute(sql, params)]
 
+    def lineage(self, session_id: str) -> list[tuple[str, int | None]]:
+        """Where a session's events live, oldest first: ``(session_id, up to seq)``.
+
+        A session's own events come last (``None``: all of them). A fork's history begins with
+        its parent's events up to the fork point; nothing is copied.
+        """
+        cached = self._lineage.get(session_id)
+        if cached is not None:
+            return cached
+        segments: list[tuple[str, int | None]] = []
+        sid: str | None = session_id
+        until: int | None = None
+        while sid is not None:
+            segments.append((sid, until))
+            row = (
+                self._reader()
+                .execute("SELECT parent_id, fork_seq FROM sessions WHERE id = ?", (sid,))
+                .fetchone()
+            )
+            if row is None:
+                return segments[::-1]  # not (yet) in the store: nothing to remember
+            sid, parent_until = row
+            if sid is None:
+                break
+            # a fork of a fork at an earlier point sees even less of the grandparent
+            until = parent_until if until is None else min(until, parent_until)
+        self._lineage[session_id] = segments[::-1]
+        return segments[::-1]
+
     def iter_events(
         self,
         session_id: str,
@@ -368,7 +395,19 @@ class SqliteStore:
         until: int | None = None,
         kinds: Sequence[EventKind] | None = None,
     ) -> Iterator[Event]:
-        """The session's events with ``after < seq <= until``, in order."""
+        """The session's events with ``after < seq <= until``, in order (for a fork, its
+        parent's events up to the fork point come first; they keep the parent's id)."""
+        for owner, upto in self.lineage(session_id):
+            end = upto if until is None else until if upto is None else min(until, upto)
+            if end is not None and end <= after:
+                continue
+            yield from self._own_events(owner, after, end, kinds)
+            if upto is not None:
+                after = max(after, upto)
+
+    def _own_events(
+        self, session_id: str, after: int, until: int | None, kinds: Sequence[EventKind] | None
+    ) -> Iterator[Event]:
         sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE session_id = ? AND seq > ?"
         params: list[Any] = [session_id, after]
         if until is not None:
@@ -384,17 +423,22 @@ class SqliteStore:
     def latest_snapshot(
         self, session_id: str, *, at_most: int | None = None
     ) -> tuple[int, str] | None:
-        """The newest snapshot ``(seq, state_json)`` at or before ``at_most``."""
-        row = (
-            self._reader()
-            .execute(
-                "SELECT seq, state FROM snapshots WHERE session_id = ? AND seq <= ? "
-                "ORDER BY seq DESC LIMIT 1",
-                (session_id, at_most if at_most is not None else 2**62),
+        """The newest snapshot ``(seq, state_json)`` at or before ``at_most`` (a fork may start
+        from its parent's)."""
+        limit = at_most if at_most is not None else 2**62
+        for owner, upto in reversed(self.lineage(session_id)):
+            row = (
+                self._reader()
+                .execute(
+                    "SELECT seq, state FROM snapshots WHERE session_id = ? AND seq <= ? "
+                    "ORDER BY seq DESC LIMIT 1",
+                    (owner, limit if upto is None else min(limit, upto)),
+                )
+                .fetchone()
             )
-            .fetchone()
-        )
-        return (int(row[0]), str(row[1])) if row else None
+            if row:
+                return (int(row[0]), str(row[1]))
+        return None
 
     def get_blob(self, digest: str) -> bytes:
         row = (
@@ -412,7 +456,7 @@ class SqliteStore:
 class _WriteJob:
     """One atomic write: events, the session row, a snapshot (any of them may be absent)."""
 
-    __slots__ = ("events", "free_for", "lease", "session", "snapshot")
+    __slots__ = ("blobs", "events", "free_for", "lease", "session", "snapshot")
 
     def __init__(
         self,
@@ -421,9 +465,10 @@ class _WriteJob:
         snapshot: tuple[int, str] | None,
         lease: str | None = None,
         free_for: str | None = None,
+        blobs: Sequence[bytes] = (),
     ) -> None:
         self.events, self.session, self.snapshot, self.lease = events, session, snapshot, lease
-        self.free_for = free_for
+        self.free_for, self.blobs = free_for, blobs
 
     def __call__(self, conn: sqlite3.Connection) -> None:
         sid = self.events[0].session_id if self.events else str((self.session or {})["id"])
@@ -433,6 +478,8 @@ class _WriteJob:
             leases.check_free(conn, sid, self.free_for, time.time(), leases.is_alive)
         if self.session:
             _upsert_session(conn, self.session)
+        if self.blobs:
+            _put_blobs(conn, self.blobs)
         if self.events:
             try:
                 conn.executemany(
@@ -467,6 +514,19 @@ class _WriteJob:
                 "VALUES (?, ?, ?, ?)",
                 (sid, seq, state, time.time()),
             )
+
+
+def blob_digest(data: bytes) -> str:
+    """The key a blob is stored under: its sha256, in hex."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def _put_blobs(conn: sqlite3.Connection, blobs: Sequence[bytes]) -> None:
+    now = time.time()
+    conn.executemany(
+        "INSERT OR IGNORE INTO blobs (sha256, size, data, created_at) VALUES (?, ?, ?, ?)",
+        [(blob_digest(b), len(b), b, now) for b in blobs],
+    )
 
 
 def _upsert_session(conn: sqlite3.Connection, row: Mapping[str, Any]) -> None:

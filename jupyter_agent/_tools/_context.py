@@ -36,6 +36,18 @@ class PlanItem:
     status: PlanStatus = "pending"
 
 
+@dataclass(frozen=True, slots=True)
+class FileChange:
+    """A file a tool wrote: its bytes before (``None``: it did not exist) and after.
+
+    The engine keeps both as blobs beside the call's result, so a restore can put files back.
+    """
+
+    path: str  # relative to the workspace, with forward slashes
+    before: bytes | None
+    after: bytes | None
+
+
 async def _no_plan(items: list[PlanItem]) -> None:
     raise RuntimeError("this tool context has no plan")
 
@@ -60,3 +72,9 @@ class ToolContext:
     plan: tuple[PlanItem, ...] = ()
     set_plan: Callable[[list[PlanItem]], Awaitable[None]] = _no_plan
     sleep_until: Callable[[float], Awaitable[None]] = _plain_sleep
+    file_changes: list[FileChange] = field(default_factory=list)
+
+    def note_file_change(self, target: Path, before: bytes | None, after: bytes | None) -> None:
+        """Record that a tool changed ``target`` (a path inside the workspace)."""
+        relative = target.relative_to(self.workspace.resolve()).as_posix()
+        self.file_changes.append(FileChange(relative, before, after))

@@ -70,9 +70,11 @@ def write_file(ctx: ToolContext, path: str, content: str) -> ToolOutput:
     target = resolve_in_workspace(ctx.workspace, path)
     if target.is_dir():
         return _error(f"{path!r} is a directory; give a file path")
+    before = target.read_bytes() if target.exists() else None
     target.parent.mkdir(parents=True, exist_ok=True)
     with target.open("w", encoding="utf-8", newline="") as f:
         f.write(content)
+    ctx.note_file_change(target, before, content.encode())
     return ToolOutput(f"wrote {len(content)} characters to {path}")
 
 
@@ -102,8 +104,10 @@ def edit_file(ctx: ToolContext, path: str, old: str, new: str) -> ToolOutput:
         return _error(
             f"old text occurs {count} times in {path}; add surrounding lines so it occurs once"
         )
+    after = text.replace(old, new, 1)
     with target.open("w", encoding="utf-8", newline="") as f:
-        f.write(text.replace(old, new, 1))
+        f.write(after)
+    ctx.note_file_change(target, text.encode(), after.encode())
     return ToolOutput(f"replaced 1 occurrence in {path}")
 
 

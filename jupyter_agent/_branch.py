@@ -1,0 +1,193 @@
+"""Fork and restore: branch a session at an event, or rewind it to one. Nothing is deleted.
+
+A fork is a new session row pointing at its parent and fork point; its log starts with a
+``fork`` event chained to the parent's event at that point, and its history before it is the
+parent's (read through ``SqliteStore.lineage``, never copied).
+
+A restore appends a ``restore`` event: the session's state becomes what it was right after the
+target event (the fold does this), the branch it leaves stays in the log for anyone to read,
+and files the file tools wrote since are put back as they were, from the before/after blobs
+recorded with each call's result. Tokens and money spent on the abandoned branch stay counted.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._clock import Clock
+from ._engine import session_totals
+from ._errors import InvalidSessionState
+from ._events import GENESIS_HASH, Event, EventChain, EventKind
+from ._state import load_state
+from ._store import SqliteStore
+from ._store._sqlite import blob_digest
+from ._tools._workspace import resolve_in_workspace
+
+_CHANGES = (EventKind.TOOL_RESULT, EventKind.RESTORE)
+
+
+@dataclass(frozen=True, slots=True)
+class FileVersion:
+    """A file's content at some point of a session: ``None`` when it did not exist."""
+
+    path: str
+    digest: str | None
+
+
+def check_point(store: SqliteStore, session_id: str, at: int, *, verb: str) -> None:
+    """A clear error unless ``at`` is an event of the session."""
+    last = store.get_session(session_id).last_seq
+    if isinstance(at, bool) or not isinstance(at, int) or not 1 <= at <= last:
+        raise ValueError(f"cannot {verb} session {session_id} at {at!r}: give an event 1..{last}")
+
+
+def fork_session(
+    store: SqliteStore,
+    parent_id: str,
+    at: int,
+    *,
+    actor: str,
+    clock: Clock,
+    name: str | None = None,
+    workspace: str | Path | None = None,
+) -> str:
+    """A new session that continues from ``parent_id``'s event ``at``; returns its id.
+
+    The fork works in its parent's workspace, or, given ``workspace``, in a copy of it whose
+    files are put back as they were at the fork point.
+    """
+    check_point(store, parent_id, at, verb="fork")
+    state = load_state(store, parent_id, at=at)
+    parent = store.get_session(parent_id)
+    fork_id = uuid.uuid4().hex[:12]
+    payload: dict[str, Any] = {
+        "parent_id": parent_id,
+        "fork_seq": at,
+        "name": name or f"{parent.name or 'agent'} (fork at {at})",
+    }
+    if workspace is not None:
+        target = Path(workspace).expanduser().resolve()
+        if target.exists() and any(target.iterdir()):
+            raise ValueError(f"workspace {target} is not empty; give a new folder for the fork")
+        shutil.copytree(Path(state.workspace), target, dirs_exist_ok=True)
+        changes = file_history(store.iter_events(parent_id))
+        put_files_back(store, target, versions_at(changes, at))
+        payload["workspace"] = str(target)
+    chain = EventChain(fork_id, last_seq=at, last_hash=state.last_hash or GENESIS_HASH)
+    event = chain.next(EventKind.FORK, payload, ts=max(clock.now(), state.started_at), actor=actor)
+    state.apply(event)
+    store.write(
+        [event],
+        session={
+            **session_totals(state),
+            "name": payload["name"],
+            "parent_id": parent_id,
+            "fork_seq": at,
+            "owner": actor,
+            "model": parent.model,
+            "goal": parent.goal,
+            "created_at": event.ts,
+            "updated_at": event.ts,
+        },
+    )
+    return fork_id
+
+
+def restore_session(
+    store: SqliteStore,
+    session_id: str,
+    at: int,
+    *,
+    actor: str,
+    clock: Clock,
+    runtime_id: str | None = None,
+) -> list[FileVersion]:
+    """Rewind a session no engine runs to right after event ``at``; return the files put back.
+
+    Refused with ``SessionLeased`` if a live process other than ``runtime_id`` holds it.
+    """
+    check_point(store, session_id, at, verb="restore")
+    row = store.get_session(session_id)
+    if at == row.last_seq:
+        raise ValueError(f"session {session_id} is already at event {at}: nothing to restore")
+    if row.status == "running":
+        raise InvalidSessionState(f"session {session_id} is running: pause it before restoring")
+    state = load_state(store, session_id)
+    workspace = Path(state.workspace)
+    wanted = versions_at(file_history(store.iter_events(session_id)), at)
+    replaced = {v.path: _read(workspace, v.path) for v in wanted}  # kept: restorable again
+    restored = put_files_back(store, workspace, wanted)  # files first: a crash here leaves
+    files = [  # the log as it was, and a second restore finishes the job
+        {"path": v.path, "before": _digest(replaced[v.path]), "after": v.digest} for v in restored
+    ]
+    chain = EventChain(session_id, last_seq=row.last_seq, last_hash=row.last_hash or GENESIS_HASH)
+    ts = max(clock.now(), row.updated_at)
+    event = chain.next(EventKind.RESTORE, {"to_seq": at, "files": files}, ts=ts, actor=actor)
+    state.apply(event, rewind=lambda seq: load_state(store, session_id, at=seq))
+    store.write(
+        [event],
+        session={**session_totals(state), "updated_at": ts},
+        free_for=runtime_id or "",
+        blobs=[b for v in restored if (b := replaced[v.path]) is not None],
+    )
+    return restored
+
+
+# -- file versions ---------------------------------------------------------------------------
+
+
+def file_history(events: Iterable[Event]) -> list[tuple[int, str, str | None, str | None]]:
+    """Every recorded file change, in log order: ``(seq, path, before, after)`` digests."""
+    changes = []
+    for e in events:
+        if e.kind in _CHANGES:
+            for f in e.payload.get("files", ()):
+                changes.append((e.seq, f["path"], f["before"], f["after"]))
+    return changes
+
+
+def versions_at(
+    changes: list[tuple[int, str, str | None, str | None]], at: int
+) -> list[FileVersion]:
+    """Each file changed after event ``at``, with its content as it was right after ``at``."""
+    last_before: dict[str, str | None] = {}
+    first_after: dict[str, str | None] = {}
+    for seq, path, before, after in changes:
+        if seq <= at:
+            last_before[path] = after
+        elif path not in first_after:
+            first_after[path] = before
+    return [FileVersion(p, last_before.get(p, b)) for p, b in first_after.items()]
+
+
+def put_files_back(
+    store: SqliteStore, workspace: Path, versions: list[FileVersion]
+) -> list[FileVersion]:
+    """Make each file as ``versions`` says; return those that had to change."""
+    changed = []
+    for v in versions:
+        target = resolve_in_workspace(workspace, v.path)
+        now = blob_digest(target.read_bytes()) if target.is_file() else None
+        if now == v.digest:
+            continue
+        if v.digest is None:
+            target.unlink()
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(store.get_blob(v.digest))
+        changed.append(v)
+    return changed
+
+
+def _read(workspace: Path, path: str) -> bytes | None:
+    target = resolve_in_workspace(workspace, path)
+    return target.read_bytes() if target.is_file() else None
+
+
+def _digest(data: bytes | None) -> str | None:
+    return None if data is None else blob_digest(data)

@@ -1,0 +1,250 @@
+"""Fork and restore: a branch reads its parent's log without copying it; a restore rewinds the
+state and the files, keeps the abandoned branch in the log, and both survive snapshots."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from jupyter_agent import Agent, EventKind, InvalidSessionState, open_session
+from jupyter_agent._events import verify_chain
+from jupyter_agent._state import SessionState, load_state
+from jupyter_agent.testing import ScriptedModel, call, reply
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "agent.db"
+
+
+def own_event_count(db: Path, session_id: str) -> int:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM events WHERE session_id = ?", (session_id,)
+        ).fetchone()[0]
+
+
+def seq_of(session, kind: EventKind, nth: int = 1) -> int:
+    return [e.seq for e in session.events if e.kind is kind][nth - 1]
+
+
+def same_but_identity(a: SessionState, b: SessionState) -> None:
+    skip = {"id", "name", "owner", "status", "last_seq", "last_hash", "result", "workspace"}
+    da, db_ = a.comparable(), b.comparable()
+    assert {k: v for k, v in da.items() if k not in skip} == {
+        k: v for k, v in db_.items() if k not in skip
+    }
+
+
+def writer_script() -> ScriptedModel:
+    return ScriptedModel(
+        [
+            call("write_file", path="a.txt", content="one"),
+            call("write_file", path="a.txt", content="two"),
+            call("write_file", path="b/c.txt", content="new file"),
+            call("edit_file", path="a.txt", old="two", new="three"),
+            reply("written"),
+        ]
+    )
+
+
+def test_a_fork_copies_no_event_and_starts_from_the_parents_state(db: Path) -> None:
+    parent = Agent("p", model="demo:fix", store=db).run("make the tests pass")
+    before = [e.hash for e in parent.events]
+    at = seq_of(parent, EventKind.TOOL_RESULT, 3)
+
+    fork = parent.fork(at=at, name="other idea")
+
+    assert own_event_count(db, fork.id) == 1  # only its fork event
+    assert [e.hash for e in fork.events][:at] == before[:at]
+    assert fork.events[at].kind is EventKind.FORK and fork.events[at].seq == at + 1
+    assert verify_chain(fork.events) is None
+    row = fork.row
+    assert (row.parent_id, row.fork_seq, row.status, row.name) == (
+        parent.id,
+        at,
+        "paused",
+        "other idea",
+    )
+    same_but_identity(fork.state, load_state(parent.store, parent.id, at=at))
+    assert fork.state.id == fork.id and row.steps == fork.state.steps
+    assert [e.hash for e in parent.events] == before and parent.status == "done"
+
+
+def test_a_fork_runs_on_by_itself_and_the_parent_is_untouched(db: Path) -> None:
+    parent = Agent("p", model=writer_script(), store=db, workspace=db.parent / "ws").run("go")
+    before = [e.hash for e in parent.events]
+    fork = parent.fork(at=seq_of(parent, EventKind.TOOL_RESULT, 1))
+    fork.tell("take another road")
+    fork.resume().wait(timeout=30)
+
+    assert fork.status == "done"
+    assert [e.hash for e in parent.events] == before
+    assert verify_chain(fork.events) is None
+    texts = [e.payload["text"] for e in fork.events if e.kind is EventKind.MESSAGE]
+    assert texts == ["take another road"]
+    assert SessionState.fold(fork.id, fork.events).comparable() == fork.state.comparable()
+
+
+def test_restore_rewinds_the_state_and_keeps_the_abandoned_branch_in_the_log(db: Path) -> None:
+    s = Agent("r", model="demo:loop?steps=12", store=db).run("loop")
+    last = s.row.last_seq
+    at = seq_of(s, EventKind.TOOL_RESULT, 5)
+    then = load_state(s.store, s.id, at=at)
+
+    s.restore(at=at)
+
+    assert s.status == "paused" and s.row.last_seq == last + 1
+    assert len(s.events) == last + 1  # nothing deleted
+    restore = s.events[-1]
+    assert restore.kind is EventKind.RESTORE and restore.payload["to_seq"] == at
+    now = s.state
+    assert (now.steps, now.tool_calls, now.plan, now.messages) == (
+        then.steps,
+        then.tool_calls,
+        then.plan,
+        then.messages,
+    )
+    assert s.row.steps == then.steps and s.result is None
+    assert any(r.kind == "restore" for r in s.timeline())
+    assert verify_chain(s.events) is None
+
+
+def test_a_restored_session_runs_on_to_the_end_again(db: Path) -> None:
+    s = Agent("r", model="demo:loop?steps=12", store=db).run("loop")
+    s.restore(at=seq_of(s, EventKind.TOOL_RESULT, 5))
+    s.resume().wait(timeout=30)
+    assert s.status == "done"
+    assert SessionState.fold(s.id, s.events).comparable() == s.state.comparable()
+    assert s.state.steps == 13
+
+
+def test_restore_puts_files_back(db: Path, tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    s = Agent("w", model=writer_script(), store=db, workspace=ws).run("write")
+    assert (ws / "a.txt").read_text() == "three" and (ws / "b/c.txt").exists()
+
+    s.restore(at=seq_of(s, EventKind.TOOL_RESULT, 1))
+
+    assert (ws / "a.txt").read_text() == "one"
+    assert not (ws / "b/c.txt").exists()
+    files = {f["path"] for f in s.events[-1].payload["files"]}
+    assert files == {"a.txt", "b/c.txt"}
+
+
+def test_restoring_to_before_a_restore_undoes_it(db: Path, tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    s = Agent("w", model=writer_script(), store=db, workspace=ws).run("write")
+    end = s.row.last_seq
+    (ws / "a.txt").write_text("edited by hand")  # not the agent's, but kept in the store
+    s.restore(at=seq_of(s, EventKind.TOOL_RESULT, 2))
+    assert (ws / "a.txt").read_text() == "two"
+    replaced = {f["path"]: f["before"] for f in s.events[-1].payload["files"]}
+    assert s.store.get_blob(replaced["a.txt"]) == b"edited by hand"
+
+    s.restore(at=end)  # where the agent had left things before the first restore
+    assert (ws / "a.txt").read_text() == "three"
+    assert (ws / "b/c.txt").read_text() == "new file"
+
+
+def test_tokens_and_cost_spent_stay_counted_after_a_restore(db: Path) -> None:
+    s = Agent("r", model="demo:loop?steps=8", store=db).run("loop")
+    spent = (s.row.input_tokens, s.row.output_tokens)
+    s.restore(at=seq_of(s, EventKind.MODEL_RESPONSE, 2))
+    assert (s.state.input_tokens, s.state.output_tokens) == spent
+    assert (s.row.input_tokens, s.row.output_tokens) == spent
+
+
+def test_snapshots_on_both_sides_of_restores_give_the_same_state_as_a_fold(db: Path) -> None:
+    s = Agent("long", model="demo:loop?steps=150", store=db, max_steps=1000).run("loop")
+    assert s.store.latest_snapshot(s.id) is not None
+    s.restore(at=250)  # behind the newest snapshot: its branch is abandoned
+    s.resume().wait(timeout=60)
+    s.restore(at=120)
+    s.restore(at=s.row.last_seq - 1)  # forward again, to before that last restore
+    folded = SessionState.fold(s.id, s.events)
+    assert load_state(s.store, s.id).comparable() == folded.comparable()
+    for at in (50, 120, 260, s.row.last_seq - 3):
+        events = list(s.store.iter_events(s.id, until=at))
+        assert load_state(s.store, s.id, at=at).comparable() == (
+            SessionState.fold(s.id, events).comparable()
+        )
+
+
+def test_a_fork_of_a_fork_at_an_earlier_point_sees_only_what_it_branched_from(db: Path) -> None:
+    parent = Agent("p", model="demo:loop?steps=10", store=db).run("loop")
+    child = parent.fork(at=30)
+    child.resume().wait(timeout=30)
+    grandchild = child.fork(at=12)
+    events = grandchild.events
+    assert [e.seq for e in events] == list(range(1, 14))
+    assert {e.session_id for e in events[:12]} == {parent.id}
+    assert verify_chain(events) is None
+    same_but_identity(grandchild.state, load_state(parent.store, parent.id, at=12))
+
+
+def test_a_fork_given_its_own_workspace_gets_the_files_as_they_were(
+    db: Path, tmp_path: Path
+) -> None:
+    ws = tmp_path / "ws"
+    s = Agent("w", model=writer_script(), store=db, workspace=ws).run("write")
+    fork = s.fork(at=seq_of(s, EventKind.TOOL_RESULT, 2), workspace=tmp_path / "fork-ws")
+    assert (tmp_path / "fork-ws/a.txt").read_text() == "two"
+    assert not (tmp_path / "fork-ws/b/c.txt").exists()
+    assert (ws / "a.txt").read_text() == "three"  # the parent's files are untouched
+    assert fork.state.workspace == str(tmp_path / "fork-ws")
+
+
+def test_restoring_a_session_that_runs_here_pauses_it_first(db: Path) -> None:
+    s = Agent("slow", model="demo:loop?steps=100000", store=db).start("loop")
+    deadline = time.monotonic() + 10
+    while s.row.last_seq < 20 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    s.restore(at=10)
+    assert s.status == "paused" and s.state.last_seq == s.row.last_seq
+    assert s.events[-1].kind is EventKind.RESTORE
+    s.stop()
+
+
+def test_a_restore_command_reaches_the_process_holding_the_session(db: Path) -> None:
+    s = Agent("p", model="demo:loop?steps=100000", store=db).start("loop")
+    time.sleep(0.2)
+    s.pause()
+    s.wait(timeout=10)
+    last = s.row.last_seq
+    s.store.send_command(s.id, "restore", {"at": 5}, actor="someone-else")
+    deadline = time.monotonic() + 5
+    while s.row.last_seq == last and time.monotonic() < deadline:
+        time.sleep(0.05)
+    restore = s.events[-1]
+    assert restore.kind is EventKind.RESTORE and restore.actor == "someone-else"
+    assert s.state.last_seq == last + 1 and s.status == "paused"
+    s.stop()
+
+
+@pytest.mark.parametrize("at", [0, -1, 10_000, "3", 2.5, True])
+def test_a_point_outside_the_log_is_a_clear_error(db: Path, at: object) -> None:
+    s = Agent("p", model="demo:fix", store=db).run("go")
+    with pytest.raises(ValueError, match=r"give an event 1\.\.\d+"):
+        s.fork(at=at)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"give an event 1\.\.\d+"):
+        s.restore(at=at)  # type: ignore[arg-type]
+
+
+def test_a_fork_resumes_from_another_handle_like_any_session(db: Path) -> None:
+    parent = Agent("p", model="demo:loop?steps=6", store=db).run("loop")
+    fork_id = parent.fork(at=9).id
+    again = open_session(fork_id[:8], store=db)
+    again.resume().wait(timeout=30)
+    assert again.status == "done" and again.row.parent_id == parent.id
+
+
+def test_a_restore_to_the_newest_event_is_refused(db: Path) -> None:
+    s = Agent("p", model="demo:fix", store=db).run("go")
+    with pytest.raises(ValueError, match="nothing to restore"):
+        s.restore(at=s.row.last_seq)
+    with pytest.raises(InvalidSessionState):
+        Agent("q", model="demo:fix", store=db).run("go").stop()
