@@ -6,6 +6,8 @@ Example:
     >>> s.wait(); print(s.result)
 """
 
+from typing import TYPE_CHECKING
+
 from ._agent import Agent, open_session, open_store, resume_interrupted, sessions
 from ._errors import (
     BudgetExceeded,
@@ -39,6 +41,9 @@ from ._store import SqliteStore
 from ._store._leases import SessionLeased
 from ._tools import Tool, ToolOutput, tool
 from ._tools._context import Effect, PlanItem, ToolContext
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
 
 __version__ = "0.1.0"
 
@@ -92,11 +97,23 @@ __all__ = [
 AUTO_RESUME_ENV = "JUPYTER_AGENT_AUTO_RESUME"
 
 
-def load_ipython_extension(ipython: object) -> None:
-    """``%load_ext jupyter_agent``. With ``JUPYTER_AGENT_AUTO_RESUME=1`` in the kernel's
-    environment, sessions a dead kernel left ``interrupted`` are resumed here (built-in tools
-    only; off by default)."""
+def load_ipython_extension(ipython: "InteractiveShell") -> None:
+    """``%load_ext jupyter_agent``: adds the ``%agent`` and ``%%agent`` magics (``%agent help``).
+
+    With ``JUPYTER_AGENT_AUTO_RESUME=1`` in the kernel's environment, sessions a dead kernel
+    left ``interrupted`` are resumed here too (built-in tools only; off by default).
+    """
     import os
 
+    from ._magics import register
+
+    register(ipython)
     if os.environ.get(AUTO_RESUME_ENV) == "1":
         resume_interrupted()
+
+
+def unload_ipython_extension(ipython: "InteractiveShell") -> None:
+    """``%unload_ext jupyter_agent``: removes the magics; running sessions go on."""
+    from ._magics import unregister
+
+    unregister(ipython)

@@ -17,6 +17,7 @@ from ._policy import Limits
 from ._runtime import get_runtime
 from ._schedule import Schedule
 from ._session import Session
+from ._session_list import SessionList
 from ._state import SessionState, load_state
 from ._store import SqliteStore, default_store_path
 from ._tools import BUILTIN_TOOLS, Tool, resolve_tools
@@ -168,10 +169,10 @@ def open_session(
 
 def sessions(
     *, store: SqliteStore | str | Path | None = None, status: str | None = None
-) -> list[Session]:
-    """Every session in the store, most recently updated first."""
+) -> SessionList:
+    """Every session in the store, most recently updated first; shown as a table."""
     st = open_store(store)
-    return [open_session(row.id, store=st) for row in st.list_sessions(status=status)]
+    return SessionList(open_session(row.id, store=st) for row in st.list_sessions(status=status))
 
 
 def _agent_for(

@@ -1,0 +1,371 @@
+"""``%%agent`` starts a session from a cell; ``%agent VERB`` lists, shows and steers sessions.
+
+Loaded by ``%load_ext jupyter_agent``. Every verb is a thin call on the public API (``Agent``,
+``open_session``, ``Session``), so the magics do nothing the Python API cannot. A mistake in
+the arguments, or an error the API reports, is one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import re
+import shlex
+import sys
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn, TypedDict
+
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.display import display
+
+from ._agent import Agent, ToolLike, open_session, open_store, sessions
+from ._errors import JupyterAgentError
+from ._export import export_json, export_markdown
+from ._session import Session
+from ._store import SessionRow, SqliteStore
+from ._tools import BUILTIN_TOOLS, Tool
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
+
+CELL_USAGE = (
+    "%%agent [--name N] [--model M] [--tools a,b] [--budget k=v,...] [--workspace DIR] "
+    "[--store PATH], then the goal on the lines below"
+)
+VERBS = {
+    "list": "%agent list [--status S]",
+    "show": "%agent show ID",
+    "tell": "%agent tell ID MESSAGE...",
+    "pause": "%agent pause ID",
+    "resume": "%agent resume ID",
+    "stop": "%agent stop ID",
+    "approve": "%agent approve ID CALL",
+    "deny": "%agent deny ID CALL [--reason R...]",
+    "fork": "%agent fork ID [--at N] [--name NAME] [--workspace DIR]",
+    "restore": "%agent restore ID --at N",
+    "export": "%agent export ID [--format md|json|jsonl] [--out FILE]",
+    "help": "%agent help",
+}
+# --budget keys the Agent enforces today, and the Agent argument each one sets.
+BUDGET_KEYS = {"steps": "max_steps", "max_steps": "max_steps"}
+
+
+class MagicUsageError(Exception):
+    """Bad arguments to a magic: shown as one line, with the form that was expected."""
+
+
+class _Budget(TypedDict, total=False):
+    max_steps: int
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser that raises ``MagicUsageError`` instead of printing and exiting."""
+
+    def __init__(self, usage: str) -> None:
+        super().__init__(prog="%agent", usage=usage, add_help=False, allow_abbrev=False)
+        self.add_argument("--store", metavar="PATH")
+
+    def error(self, message: str) -> NoReturn:
+        raise MagicUsageError(f"{message}; usage: {self.usage}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        raise MagicUsageError(f"{(message or '').strip()}; usage: {self.usage}")
+
+
+def _verb_parsers() -> dict[str, _Parser]:
+    parsers = {verb: _Parser(usage) for verb, usage in VERBS.items()}
+    parsers["list"].add_argument("--status")
+    for verb in VERBS.keys() - {"list", "help"}:
+        parsers[verb].add_argument("id")
+    for verb in ("approve", "deny"):
+        parsers[verb].add_argument("call")
+    parsers["deny"].add_argument("--reason", nargs="+", default=[])
+    parsers["fork"].add_argument("--at", type=int)
+    parsers["fork"].add_argument("--name")
+    parsers["fork"].add_argument("--workspace", metavar="DIR")
+    parsers["restore"].add_argument("--at", type=int, required=True)
+    export = parsers["export"]
+    export.add_argument("--format", choices=["md", "markdown", "json", "jsonl"], default="md")
+    export.add_argument("--out", metavar="FILE")
+    return parsers
+
+
+def _cell_parser() -> _Parser:
+    p = _Parser(CELL_USAGE)
+    p.add_argument("--name", default="agent")
+    p.add_argument("--model")
+    p.add_argument("--tools")
+    p.add_argument("--budget")
+    p.add_argument("--workspace")
+    return p
+
+
+@magics_class
+class AgentMagics(Magics):
+    """``%agent`` and ``%%agent``; registered by ``%load_ext jupyter_agent``."""
+
+    def __init__(self, shell: InteractiveShell | None = None) -> None:
+        super().__init__(shell)
+        self._parsers = _verb_parsers()
+        self._verbs: dict[str, Callable[[argparse.Namespace], None]] = {
+            "list": self._list,
+            "show": self._show,
+            "pause": lambda a: self._control(a, "pause", "pausing at the next step boundary"),
+            "resume": lambda a: self._control(a, "resume", "resumed"),
+            "stop": lambda a: self._control(a, "stop", "stopping"),
+            "approve": self._approve,
+            "deny": self._deny,
+            "fork": self._fork,
+            "restore": self._restore,
+            "export": self._export,
+        }
+
+    @line_cell_magic
+    def agent(self, line: str, cell: str | None = None) -> None:
+        """Start, watch and steer agent sessions from the notebook.
+
+        Cell magic: the cell's body is the goal. The session runs in the background; the cell
+        returns at once and shows it.
+
+            %%agent [--name N] [--model M] [--tools a,b] [--budget k=v,...] [--workspace DIR]
+            The tests in this folder fail. Find out why and fix the code.
+
+          --name N         the agent's name (default: agent)
+          --model M        provider:model, e.g. openai:gpt-4.1-mini, anthropic:claude-sonnet-4-5,
+                           demo:fix (default: $JUPYTER_AGENT_MODEL, else demo)
+          --tools a,b      built-in tools by name, or @tool functions defined in this notebook
+                           (default: every built-in)
+          --budget k=v,... limits; supported today: steps=N (at most N model turns)
+          --workspace DIR  the folder the file and shell tools stay inside
+                           (default: a new folder beside the store)
+
+        Line magic, one verb a line (ID may be a unique prefix of a session's id):
+
+            %agent list [--status S]        every session in the store, as a table
+            %agent show ID                  show the session
+            %agent tell ID MESSAGE...       a message to the agent, read at its next step
+            %agent pause ID                 pause at the next step boundary
+            %agent resume ID                run a paused or interrupted session here
+            %agent stop ID                  stop for good
+            %agent approve ID CALL          let a call waiting for a person run
+            %agent deny ID CALL [--reason R...]
+                                            skip a waiting call, telling the agent why
+            %agent fork ID [--at N] [--name NAME] [--workspace DIR]
+                                            a new, paused session branching after event N
+                                            (default: the latest); in a copy of the files
+                                            as they were then, given a new --workspace
+            %agent restore ID --at N        rewind the session to event N, files included;
+                                            nothing is deleted, and it is left paused
+            %agent export ID [--format md|json|jsonl] [--out FILE]
+                                            the session as a file (default: Markdown, printed)
+            %agent help                     this text
+
+        A session's own @tool functions are found in the notebook by name, so ``resume`` (and
+        ``approve``/``deny``, which may resume it) work once the cell defining them has run.
+        Every form also takes --store PATH (default: $JUPYTER_AGENT_DB, else agent/agent.db in
+        the Jupyter data directory). Python: jupyter_agent.Agent, sessions(), open_session().
+        """
+        try:
+            if cell is None:
+                self._run_verb(line)
+            else:
+                self._start(line, cell)
+        except MagicUsageError as exc:
+            print(f"{'%agent' if cell is None else '%%agent'}: {exc}", file=sys.stderr)
+        except (JupyterAgentError, ValueError, OSError) as exc:
+            print(f"jupyter-agent: {exc}", file=sys.stderr)
+
+    # -- %%agent ---------------------------------------------------------------------------
+
+    def _start(self, line: str, cell: str) -> None:
+        args = _cell_parser().parse_args(_split(line, CELL_USAGE))
+        goal = cell.strip()
+        if not goal:
+            raise MagicUsageError(
+                f"the cell's body is the goal, and it is empty; usage: {CELL_USAGE}"
+            )
+        agent = Agent(
+            args.name,
+            model=args.model,
+            tools=self._tools(args.tools),
+            workspace=args.workspace,
+            store=args.store,
+            **_budget(args.budget),
+        )
+        _display(agent.start(goal))
+
+    def _tools(self, spec: str | None) -> list[ToolLike] | None:
+        """Built-ins by name; any other name is a tool (or function) in the notebook."""
+        if spec is None:
+            return None
+        names = [n.strip() for n in spec.split(",") if n.strip()]
+        user_ns = self.shell.user_ns if self.shell is not None else {}
+        tools: list[ToolLike] = []
+        for name in names:
+            found = user_ns.get(name)
+            if name in BUILTIN_TOOLS:
+                tools.append(name)
+            elif isinstance(found, Tool) or (callable(found) and not isinstance(found, type)):
+                tools.append(found)
+            else:
+                raise MagicUsageError(
+                    f"unknown tool {name!r}: name a built-in ({', '.join(BUILTIN_TOOLS)}) "
+                    "or a @tool function defined in this notebook"
+                )
+        return tools
+
+    def _open(self, session_id: str, store: str | None) -> Session:
+        """A handle that can resume the session: its own tools are looked up in the notebook
+        (so ``%agent resume`` works once the cell defining them has run again)."""
+        session = open_session(session_id, store=store)
+        own = {n for n in session.state.tools if n not in BUILTIN_TOOLS}
+        user_ns = self.shell.user_ns if self.shell is not None else {}
+        tools = [t for t in user_ns.values() if isinstance(t, Tool) and t.name in own]
+        if not tools:
+            return session
+        return open_session(session.id, store=store, tools=tools)
+
+    # -- %agent VERB -----------------------------------------------------------------------
+
+    def _run_verb(self, line: str) -> None:
+        verb, rest = [*line.split(maxsplit=1), "", ""][:2]
+        if verb in ("", "help"):
+            print(HELP)
+        elif verb == "tell":
+            self._tell(rest)
+        elif verb in self._verbs:
+            self._verbs[verb](self._parsers[verb].parse_args(_split(rest, VERBS[verb])))
+        else:
+            raise MagicUsageError(
+                f"unknown verb {verb!r}; one of: {', '.join(VERBS)} (see %agent help)"
+            )
+
+    def _list(self, args: argparse.Namespace) -> None:
+        _display(sessions(store=args.store, status=args.status))
+
+    def _show(self, args: argparse.Namespace) -> None:
+        _display(self._open(args.id, args.store))
+
+    def _tell(self, rest: str) -> None:
+        """``tell [--store PATH] ID MESSAGE...``: the message is the rest of the line as written
+        (no shell quoting, so "don't" stays as it is); one pair of enclosing quotes is dropped."""
+        found = _TELL.fullmatch(rest)
+        assert found is not None  # every part of the pattern is optional
+        session_id, message = found["id"], _unquote(found["message"].strip())
+        if session_id.startswith("-"):
+            raise MagicUsageError(f"unrecognized arguments: {session_id}; usage: {VERBS['tell']}")
+        if not session_id or not message:
+            missing = "a message" if session_id else "a session id and a message"
+            raise MagicUsageError(f"tell needs {missing}; usage: {VERBS['tell']}")
+        session = self._open(session_id, found["store"])
+        session.tell(message)
+        print(f"{session.id}: message sent")
+
+    def _control(self, args: argparse.Namespace, verb: str, done: str) -> None:
+        session = self._open(args.id, args.store)
+        getattr(session, verb)()
+        print(f"{session.id}: {done}")
+
+    def _approve(self, args: argparse.Namespace) -> None:
+        session = self._open(args.id, args.store)
+        session.approve(args.call)
+        print(f"{session.id}: approved {args.call}")
+
+    def _deny(self, args: argparse.Namespace) -> None:
+        session = self._open(args.id, args.store)
+        session.deny(args.call, reason=" ".join(args.reason))
+        print(f"{session.id}: denied {args.call}")
+
+    def _fork(self, args: argparse.Namespace) -> None:
+        session = self._open(args.id, args.store)
+        new = session.fork(at=args.at, name=args.name, workspace=args.workspace)
+        where = "its latest event" if args.at is None else f"event {args.at}"
+        print(f"forked {session.id} after {where}: new session {new.id}")
+        print(f"  it is paused: %agent tell {new.id} ... then %agent resume {new.id}")
+        _display(new)
+
+    def _restore(self, args: argparse.Namespace) -> None:
+        session = self._open(args.id, args.store)
+        session.restore(at=args.at)
+        print(f"{session.id}: restored to event {args.at}; now {session.status}")
+
+    def _export(self, args: argparse.Namespace) -> None:
+        store = open_store(args.store)
+        row = store.find_session(args.id)
+        text = _EXPORTERS[args.format](store, row)
+        if args.out:
+            Path(args.out).expanduser().write_text(text, encoding="utf-8")
+            print(f"wrote {args.out}")
+        else:
+            sys.stdout.write(text)
+
+
+HELP = inspect.cleandoc(AgentMagics.agent.__doc__ or "")
+_TELL = re.compile(r"\s*(?:--store(?:=|\s+)(?P<store>\S+))?\s*(?P<id>\S*)\s*(?P<message>.*)", re.S)
+
+
+def _display(obj: object) -> None:
+    display(obj)  # type: ignore[no-untyped-call]
+
+
+def _split(text: str, usage: str) -> list[str]:
+    try:
+        return shlex.split(text)
+    except ValueError as exc:  # an unbalanced quote
+        raise MagicUsageError(f"{exc}; usage: {usage}") from None
+
+
+def _unquote(text: str) -> str:
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        return text[1:-1]
+    return text
+
+
+def _budget(spec: str | None) -> _Budget:
+    """``steps=50`` → ``{"max_steps": 50}``; a key the Agent cannot enforce yet is an error."""
+    budget = _Budget()
+    for item in filter(None, (part.strip() for part in (spec or "").split(","))):
+        key, sep, value = (s.strip() for s in item.partition("="))
+        if not sep or not key:
+            raise MagicUsageError(f"--budget takes key=value pairs, not {item!r}")
+        if key not in BUDGET_KEYS:
+            supported = ", ".join(f"{k}=N" for k in BUDGET_KEYS)
+            raise MagicUsageError(f"budget {key!r} is not supported yet; supported: {supported}")
+        try:
+            budget["max_steps"] = int(value)
+        except ValueError:
+            raise MagicUsageError(f"budget {key} must be a whole number, not {value!r}") from None
+    return budget
+
+
+def _export_jsonl(store: SqliteStore, row: SessionRow) -> str:
+    """The session row on the first line, then one event a line."""
+    head = {"format": "jupyter-agent-session", "version": 1, "session": asdict(row)}
+    lines = [json.dumps(head, ensure_ascii=False)]
+    lines += [json.dumps(e.to_dict(), ensure_ascii=False) for e in store.iter_events(row.id)]
+    return "\n".join(lines) + "\n"
+
+
+_EXPORTERS: dict[str, Callable[[SqliteStore, SessionRow], str]] = {
+    "md": export_markdown,
+    "markdown": export_markdown,
+    "json": export_json,
+    "jsonl": _export_jsonl,
+}
+
+
+def register(shell: InteractiveShell) -> None:
+    shell.register_magics(AgentMagics)
+
+
+def unregister(shell: InteractiveShell) -> None:
+    """Remove ``%agent``/``%%agent`` if they are still ours (``%unload_ext``, ``%reload_ext``)."""
+    manager = shell.magics_manager
+    for kind in ("line", "cell"):
+        fn = manager.magics[kind].get("agent")
+        if isinstance(getattr(fn, "__self__", None), AgentMagics):
+            del manager.magics[kind]["agent"]
+    manager.registry.pop(AgentMagics.__name__, None)
