@@ -204,6 +204,15 @@ class Runtime:
                 continue
             self._abandoned.pop(session_id, None)
 
+    def relaunch(self, session_id: str) -> bool:
+        """Run again, with the agent it last ran with, a session this process holds (paused or
+        waiting here); False if there is none to run it with."""
+        again = self._relaunch.get(session_id)
+        if again is None or self.is_running(session_id):
+            return False
+        again()
+        return True
+
     def forget(self, session_id: str) -> None:
         """Give the session up: release its lease (if held here) and its relaunch entry."""
         self._relaunch.pop(session_id, None)

@@ -191,6 +191,8 @@ class Session:
             owner = self.store.get_runtime(holder)
             assert owner is not None
             raise SessionLeased(self.id, owner)
+        if runtime.relaunch(self.id):  # paused or waiting here: the agent it ran with goes on
+            return self
         if self._agent_factory is None:
             raise InvalidSessionState(
                 "this handle cannot run the session; use open_session(id, tools=[...]) to resume it"

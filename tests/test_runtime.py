@@ -14,7 +14,15 @@ import anyio
 import pytest
 from logs import cut_log, new_session
 
-from jupyter_agent import Agent, EventKind, Schedule, SessionLeased, SqliteStore, open_session
+from jupyter_agent import (
+    Agent,
+    EventKind,
+    Schedule,
+    SessionLeased,
+    SqliteStore,
+    open_session,
+    tool,
+)
 from jupyter_agent._events import verify_chain
 from jupyter_agent._store._leases import LeaseLost, RuntimeInfo
 from jupyter_agent.testing import FakeClock, ScriptedModel, call, reply
@@ -518,3 +526,24 @@ def test_a_released_paused_session_can_be_resumed_by_another_process(tmp_path: P
         [sys.executable, "-c", code, str(db), s.id], capture_output=True, text=True, timeout=60
     )
     assert out.stdout.strip() == "done", out.stderr
+
+
+def test_a_fresh_handle_resumes_a_session_paused_here_with_the_agent_it_ran_with(
+    tmp_path: Path,
+) -> None:
+    @tool
+    def tick() -> str:
+        """One more tick."""
+        return "tick"
+
+    model = ScriptedModel(lambda req: call("tick") if req.step and req.step < 400 else reply("ok"))
+    s = Agent("own-tool", model=model, tools=[tick], store=tmp_path / "a.db").start("go")
+    deadline = time.monotonic() + 10
+    while s.row.steps < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    s.pause()
+    assert s.wait(timeout=10) == "paused"
+
+    again = open_session(s.id, store=tmp_path / "a.db")  # no tools, no model object given
+    again.resume()
+    assert again.wait(timeout=30) == "done"
