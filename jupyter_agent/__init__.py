@@ -97,6 +97,15 @@ __all__ = [
 AUTO_RESUME_ENV = "JUPYTER_AGENT_AUTO_RESUME"
 
 
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    """The REST API for the lab extension, the CLI's peers and scripts (``_server``)."""
+    return [{"module": "jupyter_agent._server"}]
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    return [{"src": "labextension", "dest": "jupyter-agent"}]
+
+
 def load_ipython_extension(ipython: "InteractiveShell") -> None:
     """``%load_ext jupyter_agent``: adds the ``%agent`` and ``%%agent`` magics (``%agent help``).
 

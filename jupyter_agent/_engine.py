@@ -463,11 +463,12 @@ class Engine:
         if messages:
             await self._record(*((EventKind.MESSAGE, {"text": t}, a) for t, a in messages))
         if self.inbox.stop_requested:
-            await self._set_status("stopped", "stopped by a person")
+            who = self.inbox.stop_requested
+            await self._set_status("stopped", f"stopped by {who}", actor=who)
             return True
         if self.inbox.pause_requested:
-            self.inbox.pause_requested = False
-            await self._set_status("paused", "paused by a person")
+            who, self.inbox.pause_requested = self.inbox.pause_requested, None
+            await self._set_status("paused", f"paused by {who}", actor=who)
             return True
         hit = self.limits.check(self.state)
         if hit is not None:

@@ -26,8 +26,8 @@ class Inbox:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.active = False
-        self.pause_requested = False
-        self.stop_requested = False
+        self.pause_requested: str | None = None  # who asked
+        self.stop_requested: str | None = None
         self._messages: list[tuple[str, str]] = []
         self._decisions: dict[str, Decision] = {}
 
@@ -67,7 +67,7 @@ class Inbox:
             if self.active:
                 return False
             self.active = True
-            self.pause_requested = self.stop_requested = False
+            self.pause_requested = self.stop_requested = None
             return True
 
     def deactivate_if_idle(

@@ -296,9 +296,9 @@ class Runtime:
             raise InvalidSessionState(f"session {session_id} is running: pause it before restoring")
         elif verb in ("pause", "stop") and inbox.active:
             if verb == "pause":
-                inbox.pause_requested = True
+                inbox.pause_requested = actor
             else:
-                inbox.stop_requested = True
+                inbox.stop_requested = actor
             self.interrupt(session_id)
 
 

@@ -29,6 +29,7 @@ from ._tools._context import PlanItem
 
 if TYPE_CHECKING:
     from ._agent import Agent
+    from ._widget import SessionWidget
 
 
 class Timeline(list[TimelineRow]):
@@ -97,6 +98,17 @@ class Session:
         """One row per model turn, tool call, message and change; ``print()`` it to read it."""
         return Timeline(timeline(self.store.iter_events(self.id)))
 
+    def widget(self) -> SessionWidget:
+        """The live widget (one per session in this process); a notebook shows it for ``s``."""
+        from ._widget import widget_for
+
+        return widget_for(self)
+
+    def _repr_mimebundle_(self, include: object = None, exclude: object = None) -> Any:
+        from ._widget import session_mimebundle  # views load only when a notebook asks
+
+        return session_mimebundle(self)
+
     @property
     def result(self) -> str | None:
         """The model's final answer once the session is done."""
@@ -153,7 +165,7 @@ class Session:
         if self._send_elsewhere("pause", {}, current_identity()):
             return
         self._require_running_here("pause")
-        get_runtime().inbox(self.id).pause_requested = True
+        get_runtime().inbox(self.id).pause_requested = current_identity()
         get_runtime().interrupt(self.id)
 
     def stop(self) -> None:
@@ -174,7 +186,7 @@ class Session:
             )
             get_runtime().forget(self.id)  # a session paused here: let its lease go
             return
-        get_runtime().inbox(self.id).stop_requested = True
+        get_runtime().inbox(self.id).stop_requested = actor
         get_runtime().interrupt(self.id)
 
     def resume(self) -> Session:

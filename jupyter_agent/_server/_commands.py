@@ -1,0 +1,130 @@
+"""What a control from the REST API does: queue it for the live process that holds the session,
+or, when none does, do what can be done without one (a message, a stop, a fork, a restore).
+
+Kept apart from the tornado handlers so that it is plain code over a store, tested as such.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .._branch import fork_session, restore_session
+from .._clock import SystemClock
+from .._engine import record_message, record_outside
+from .._errors import InvalidSessionState
+from .._events import EventKind
+from .._state import TERMINAL
+from .._store import SqliteStore
+from .._store._leases import is_alive
+
+VERBS = ("pause", "resume", "stop", "tell", "approve", "deny", "fork", "restore")
+
+
+class CommandRefused(Exception):
+    """A control that cannot be done now; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of a control: ``queued`` for a live process, or ``done`` here."""
+
+    state: str  # queued | done
+    command_id: int | None = None
+    runtime_id: str | None = None
+    session_id: str | None = None  # a fork's new session
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "command_id": self.command_id,
+            "runtime_id": self.runtime_id,
+            "session_id": self.session_id,
+        }
+
+
+def parse(body: object) -> tuple[str, dict[str, Any]]:
+    """``{"verb": ..., <arguments>}`` checked: the verb and its arguments, or ``ValueError``."""
+    if not isinstance(body, dict):
+        raise ValueError('send a JSON object like {"verb": "pause"}')
+    verb = body.get("verb")
+    if verb not in VERBS:
+        raise ValueError(f"unknown verb {verb!r}; use one of: {', '.join(VERBS)}")
+    args = {k: v for k, v in body.items() if k != "verb"}
+    if verb == "tell" and not (isinstance(args.get("text"), str) and args["text"].strip()):
+        raise ValueError('tell needs "text": the message for the agent')
+    if verb in ("approve", "deny") and not isinstance(args.get("call_id"), str):
+        raise ValueError(f'{verb} needs "call_id": the id of the waiting call')
+    if verb == "deny" and not isinstance(args.setdefault("reason", ""), str):
+        raise ValueError('"reason" must be text')
+    if verb == "restore" or (verb == "fork" and "at" in args):
+        at = args.get("at")
+        if isinstance(at, bool) or not isinstance(at, int):
+            raise ValueError(f'{verb} needs "at": the number of an event')
+    return verb, args
+
+
+def apply(
+    store: SqliteStore, session_id: str, verb: str, args: dict[str, Any], *, actor: str
+) -> Outcome:
+    """Do one control on behalf of ``actor`` (the Jupyter user)."""
+    row = store.get_session(session_id)
+    if verb == "fork":
+        at = int(args.get("at", row.last_seq))
+        name = args.get("name") if isinstance(args.get("name"), str) else None
+        new_id = fork_session(store, session_id, at, actor=actor, clock=SystemClock(), name=name)
+        return Outcome("done", session_id=new_id)
+    if row.status in TERMINAL and verb != "restore":
+        raise CommandRefused(409, f"session {session_id} is {row.status}: cannot {verb} it")
+    holder = live_holder(store, session_id)
+    if verb == "restore" and row.status in ("running", "sleeping"):
+        raise CommandRefused(
+            409, f"session {session_id} is {row.status}: pause it before restoring"
+        )
+    if holder is not None:
+        command_id = store.send_command(session_id, verb, args, actor=actor)
+        return Outcome("queued", command_id=command_id, runtime_id=holder)
+    return _without_a_runtime(store, session_id, verb, args, actor=actor)
+
+
+def _without_a_runtime(
+    store: SqliteStore, session_id: str, verb: str, args: dict[str, Any], *, actor: str
+) -> Outcome:
+    clock = SystemClock()
+    if verb == "tell":
+        record_message(store, session_id, args["text"], actor=actor, clock=clock)
+    elif verb == "stop":
+        record_outside(
+            store,
+            session_id,
+            EventKind.STATUS_CHANGED,
+            {"status": "stopped", "reason": f"stopped by {actor}"},
+            actor=actor,
+            clock=clock,
+        )
+    elif verb == "restore":
+        try:
+            restore_session(store, session_id, int(args["at"]), actor=actor, clock=clock)
+        except InvalidSessionState as exc:
+            raise CommandRefused(409, str(exc)) from exc
+    else:
+        raise CommandRefused(
+            409,
+            f"no live process runs session {session_id}: resume it from a notebook "
+            f"(open_session('{session_id}').resume()) or with `jupyter-agent resume {session_id}`",
+        )
+    return Outcome("done")
+
+
+def live_holder(store: SqliteStore, session_id: str) -> str | None:
+    """The live runtime holding the session's lease, if any."""
+    holder = store.get_session(session_id).runtime_id
+    if not holder:
+        return None
+    info = store.get_runtime(holder)
+    return holder if info is not None and is_alive(info, time.time()) else None

@@ -1,0 +1,268 @@
+"""The REST API of the server extension, on a real jupyter_server with a real store: each
+endpoint, its refusals (no credentials, no XSRF), and commands reaching a kernel-like process
+that is busy in its main thread."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tornado.httpclient import HTTPClientError
+
+from jupyter_agent import Agent, EventKind, SqliteStore
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:jupyter_server")
+
+API = ("jupyter-agent", "api")
+
+
+async def get_json(jp_fetch: Any, *parts: str, **params: object) -> Any:
+    r = await jp_fetch(*API, *parts, params={k: str(v) for k, v in params.items()})
+    return json.loads(r.body)
+
+
+async def post(jp_fetch: Any, session_id: str, body: object, **kw: Any) -> Any:
+    return await jp_fetch(
+        *API, "sessions", session_id, "commands", method="POST", body=json.dumps(body), **kw
+    )
+
+
+def finished(store_path: Path, name: str = "done", spec: str = "demo:fix") -> str:
+    return Agent(name, model=spec, store=store_path).run("go").id
+
+
+def paused_elsewhere_kind(store_path: Path) -> str:
+    """A session that no live process holds, paused: what a stopped kernel leaves."""
+    s = Agent("idle", model="demo:loop?steps=50", store=store_path).run("loop")
+    fork = s.fork(at=10)
+    return fork.id
+
+
+# -- authentication ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "parts"),
+    [
+        ("GET", ("sessions",)),
+        ("GET", ("sessions", "abc")),
+        ("GET", ("sessions", "abc", "events")),
+        ("GET", ("stream",)),
+        ("POST", ("sessions", "abc", "commands")),
+    ],
+)
+async def test_every_endpoint_refuses_a_request_without_credentials(
+    jp_fetch: Any, method: str, parts: tuple[str, ...]
+) -> None:
+    body = json.dumps({"verb": "pause"}) if method == "POST" else None
+    with pytest.raises(HTTPClientError) as err:
+        await jp_fetch(*API, *parts, method=method, body=body, headers={"Authorization": ""})
+    assert err.value.code == 403
+
+
+async def test_a_write_with_a_login_cookie_but_no_xsrf_token_is_refused(
+    jp_fetch: Any, jp_auth_header: dict[str, str], store_path: Path
+) -> None:
+    sid = paused_elsewhere_kind(store_path)
+    token = jp_auth_header["Authorization"].split()[1]
+    login = await jp_fetch("api", "status", params={"token": token}, headers={"Authorization": ""})
+    cookie = login.headers["Set-Cookie"].split(";")[0]
+    no_token = {"Authorization": "", "Cookie": cookie}
+    with pytest.raises(HTTPClientError) as err:
+        await post(jp_fetch, sid, {"verb": "tell", "text": "hi"}, headers=no_token)
+    assert err.value.code == 403
+    with_xsrf = {**no_token, "Cookie": f"{cookie}; _xsrf=abc123", "X-XSRFToken": "abc123"}
+    r = await post(jp_fetch, sid, {"verb": "tell", "text": "hi"}, headers=with_xsrf)
+    assert r.code == 200
+    assert SqliteStore(store_path).get_session(sid).last_seq == 12
+
+
+# -- reads ---------------------------------------------------------------------------------
+
+
+async def test_sessions_lists_every_session_with_filters_and_paging(
+    jp_fetch: Any, store_path: Path
+) -> None:
+    ids = [finished(store_path, f"s{i}") for i in range(3)]
+    paused = paused_elsewhere_kind(store_path)
+    everything = await get_json(jp_fetch, "sessions")
+    assert everything["total"] == 5 and {s["id"] for s in everything["sessions"]} >= set(ids)
+    assert "last_hash" not in everything["sessions"][0]
+    only_paused = await get_json(jp_fetch, "sessions", status="paused")
+    assert [s["id"] for s in only_paused["sessions"]] == [paused]
+    page = await get_json(jp_fetch, "sessions", limit=2, offset=2)
+    assert len(page["sessions"]) == 2 and page["offset"] == 2
+    nobody = await get_json(jp_fetch, "sessions", owner="nobody-at-all")
+    assert nobody == {"sessions": [], "total": 0, "offset": 0}
+
+
+async def test_one_session_gives_its_row_header_plan_and_approvals(
+    jp_fetch: Any, store_path: Path
+) -> None:
+    sid = finished(store_path)
+    data = await get_json(jp_fetch, "sessions", sid[:6])
+    assert data["session"]["id"] == sid and data["session"]["status"] == "done"
+    assert data["header"]["steps"] == data["session"]["steps"] > 0
+    assert data["plan"] and all(i["status"] == "done" for i in data["plan"])
+    assert data["approvals"] == []
+    with pytest.raises(HTTPClientError) as err:
+        await jp_fetch(*API, "sessions", "nosuchsession")
+    assert err.value.code == 404
+
+
+async def test_events_come_after_a_sequence_number_in_pages_and_whole_on_demand(
+    jp_fetch: Any, store_path: Path
+) -> None:
+    sid = finished(store_path, spec="demo:loop?steps=40")
+    last = SqliteStore(store_path).get_session(sid).last_seq
+    newest = await get_json(jp_fetch, "sessions", sid, "events", limit=50)
+    assert [e["seq"] for e in newest["events"]] == list(range(last - 49, last + 1))
+    assert newest["has_more"] is True
+    older = await get_json(jp_fetch, "sessions", sid, "events", before=last - 49, limit=50)
+    assert older["events"][-1]["seq"] == last - 50
+    since = await get_json(jp_fetch, "sessions", sid, "events", after=last - 3)
+    assert since["mode"] == "after" and [e["seq"] for e in since["events"]] == [
+        last - 2,
+        last - 1,
+        last,
+    ]
+    whole = await get_json(jp_fetch, "sessions", sid, "events", seq="1,2")
+    assert [e["seq"] for e in whole["events"]] == [1, 2]
+    assert whole["events"][0]["p"]["goal"] == "go"
+    with pytest.raises(HTTPClientError) as err:
+        await jp_fetch(*API, "sessions", sid, "events", params={"after": "x"})
+    assert err.value.code == 400
+
+
+async def test_the_stream_sends_new_events_and_changed_sessions(
+    jp_fetch: Any, store_path: Path
+) -> None:
+    SqliteStore(store_path).close()
+    chunks: list[bytes] = []
+    stream = jp_fetch(*API, "stream", streaming_callback=chunks.append, request_timeout=30)
+    await asyncio.sleep(0.5)  # connected, and has seen the store as it was
+    sid = await asyncio.get_running_loop().run_in_executor(None, finished, store_path)
+    for _ in range(100):
+        if b"session_finished" in b"".join(chunks):
+            break
+        await asyncio.sleep(0.1)
+    text = b"".join(chunks).decode()
+    assert text.startswith("event: hello\n")
+    events = [
+        json.loads(block.split("data: ", 1)[1])
+        for block in text.split("\n\n")
+        if block.startswith("event: event")
+    ]
+    assert {e["session_id"] for e in events} == {sid}
+    seqs = [e["event"]["seq"] for e in events]
+    assert seqs == sorted(seqs) and seqs[0] == 1
+    assert any(e["event"]["kind"] == "session_finished" for e in events)
+    assert f'"id": "{sid}"' in text  # the session's row came too
+    stream.cancel()
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+async def test_commands_with_no_live_process_do_what_needs_none_and_record_the_user(
+    jp_fetch: Any, store_path: Path
+) -> None:
+    sid = paused_elsewhere_kind(store_path)
+    told = await post(jp_fetch, sid, {"verb": "tell", "text": "look at the logs"})
+    user = json.loads(told.body)["actor"]  # a token without a login cookie: a new anonymous
+    assert told.code == 200 and user  # user each time; the lab's cookie keeps one
+    forked = await post(jp_fetch, sid, {"verb": "fork", "at": 5, "name": "other"})
+    fork_id = json.loads(forked.body)["session_id"]
+    assert forked.code == 201
+    restored = await post(jp_fetch, sid, {"verb": "restore", "at": 11})
+    assert restored.code == 200
+    restorer = json.loads(restored.body)["actor"]
+    stopped = await post(jp_fetch, sid, {"verb": "stop"})
+    assert stopped.code == 200
+
+    store = SqliteStore(store_path)
+    events = list(store.iter_events(sid))
+    message = next(e for e in events if e.kind is EventKind.MESSAGE)
+    assert (message.actor, message.payload["text"]) == (user, "look at the logs")
+    assert events[-2].kind is EventKind.RESTORE and events[-2].actor == restorer
+    assert store.get_session(sid).status == "stopped"
+    assert store.get_session(fork_id).parent_id == sid
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "says"),
+    [
+        ({"verb": "explode"}, 400, "unknown verb"),
+        ({"verb": "tell"}, 400, 'needs \\"text\\"'),
+        ({"verb": "approve"}, 400, "call_id"),
+        ({"verb": "restore", "at": "x"}, 400, 'needs \\"at\\"'),
+        (["pause"], 400, "JSON object"),
+        ({"verb": "approve", "call_id": "c1"}, 409, "no live process runs"),
+        ({"verb": "restore", "at": 999}, 400, "give an event"),
+    ],
+)
+async def test_a_bad_command_is_a_clear_error(
+    jp_fetch: Any, store_path: Path, body: object, status: int, says: str
+) -> None:
+    sid = paused_elsewhere_kind(store_path)
+    with pytest.raises(HTTPClientError) as err:
+        await post(jp_fetch, sid, body)
+    assert err.value.code == status
+    assert err.value.response is not None and says in err.value.response.body.decode()
+
+
+async def test_a_command_for_a_finished_session_is_refused(jp_fetch: Any, store_path: Path) -> None:
+    sid = finished(store_path)
+    with pytest.raises(HTTPClientError) as err:
+        await post(jp_fetch, sid, {"verb": "pause"})
+    assert err.value.code == 409
+
+
+BUSY_KERNEL = """
+import sys, time
+from jupyter_agent import Agent
+s = Agent("busy", model="demo:loop?steps=100000&pace=0.05", store=sys.argv[1]).start("loop")
+print(s.id, flush=True)
+time.sleep(120)  # the main thread is busy, like a kernel running a long cell
+"""
+
+
+async def test_commands_reach_a_session_running_in_another_busy_process(
+    jp_fetch: Any, store_path: Path
+) -> None:
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", BUSY_KERNEL, str(store_path), stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert worker.stdout is not None
+        sid = (await worker.stdout.readline()).decode().strip()
+        store = SqliteStore(store_path)
+
+        async def status_becomes(wanted: str) -> float:
+            started = time.monotonic()
+            while store.get_session(sid).status != wanted:
+                assert time.monotonic() - started < 5, f"still {store.get_session(sid).status}"
+                await asyncio.sleep(0.05)
+            return time.monotonic() - started
+
+        r = await post(jp_fetch, sid, {"verb": "pause"})
+        assert r.code == 202 and json.loads(r.body)["runtime_id"]
+        assert await status_becomes("paused") < 2
+        told = await post(jp_fetch, sid, {"verb": "tell", "text": "from the sidebar"})
+        user = json.loads(told.body)["actor"]
+        await post(jp_fetch, sid, {"verb": "resume"})
+        await status_becomes("running")
+        stopper = json.loads((await post(jp_fetch, sid, {"verb": "stop"})).body)["actor"]
+        await status_becomes("stopped")
+        message = next(e for e in store.iter_events(sid) if e.kind is EventKind.MESSAGE)
+        assert (message.actor, message.payload["text"]) == (user, "from the sidebar")
+        stop = [e for e in store.iter_events(sid) if e.kind is EventKind.STATUS_CHANGED][-1]
+        assert stop.payload["status"] == "stopped" and stop.actor == stopper
+    finally:
+        worker.kill()
+        await worker.wait()
