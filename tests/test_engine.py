@@ -325,6 +325,7 @@ def test_resuming_needs_the_sessions_own_tools(db: Path) -> None:
     s.pause()
     gate.set()
     s.wait(10)
+    s.release()  # as if another process picked it up: it has only the store
     from jupyter_agent import ConfigError
 
     with pytest.raises(ConfigError, match="uses tools not given here: wait_gate, mine"):
