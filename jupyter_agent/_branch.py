@@ -91,6 +91,7 @@ def fork_session(
             "owner": actor,
             "model": parent.model,
             "goal": parent.goal,
+            "notebook": parent.notebook,
             "created_at": event.ts,
             "updated_at": event.ts,
         },

@@ -25,6 +25,7 @@ import anyio
 from ._clock import Clock
 from ._errors import JupyterAgentError, SessionConflict, StoreError, ToolArgsInvalid
 from ._events import GENESIS_HASH, Event, EventChain, EventKind
+from ._identity import current_notebook
 from ._inbox import Decision, Inbox
 from ._live import live_text
 from ._models._base import Model, ModelRequest, ModelResponse
@@ -72,6 +73,7 @@ def create_session(
             "last_seq": event.seq,
             "last_hash": event.hash,
             "runtime_id": runtime_id,
+            "notebook": current_notebook(),
         },
     )
 

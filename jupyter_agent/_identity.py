@@ -14,3 +14,8 @@ def current_identity() -> str:
         return getpass.getuser()
     except (KeyError, OSError):  # no passwd entry (some containers)
         return f"uid:{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+
+
+def current_notebook() -> str | None:
+    """The notebook this kernel runs for, as Jupyter tells its kernels (else None)."""
+    return os.environ.get("JPY_SESSION_NAME") or None

@@ -119,8 +119,13 @@ def _v3(db: sqlite_utils.Database) -> None:
     db.table("sessions").create_index(["runtime_id"])
 
 
+def _v4(db: sqlite_utils.Database) -> None:
+    """The notebook a session was started from (``JPY_SESSION_NAME`` in a Jupyter kernel)."""
+    db.table("sessions").add_column("notebook", str)
+
+
 # MIGRATIONS[i] takes the schema from version i to i + 1. Append only; never edit a shipped one.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
 LATEST = len(MIGRATIONS)
 
 

@@ -52,6 +52,7 @@ class SessionRow:
     cost_usd: float | None
     runtime_id: str | None
     cached_tokens: int
+    notebook: str | None
 
 
 _SESSION_COLUMNS = tuple(f.name for f in fields(SessionRow))
