@@ -1,0 +1,270 @@
+// The "Agents" sidebar: every session in the store, live; a session panel in the main area
+// (the same view as the notebook widget); a status bar item; notifications when a session
+// needs a person, fails or finishes.
+
+import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { MainAreaWidget, Notification } from '@jupyterlab/apputils';
+import { IStatusBar } from '@jupyterlab/statusbar';
+import { listIcon } from '@jupyterlab/ui-components';
+import { Widget } from '@lumino/widgets';
+
+import { SessionView } from '../../jupyter_agent/static/widget.js';
+import { ISessionRow, listSessions, stream } from './api';
+import { restSource } from './source';
+
+const OPEN = 'jupyter-agent:open-session';
+const STATUS_ICON: Record<string, string> = {
+  running: '●',
+  sleeping: '◔',
+  paused: '❚❚',
+  awaiting_approval: '!',
+  interrupted: '↯',
+  done: '✓',
+  failed: '✗',
+  stopped: '■'
+};
+
+function ago(ts: number): string {
+  const s = Math.max(0, Date.now() / 1000 - ts);
+  if (s < 60) {
+    return `${Math.round(s)} s ago`;
+  }
+  if (s < 3600) {
+    return `${Math.round(s / 60)} min ago`;
+  }
+  if (s < 86400) {
+    return `${Math.round(s / 3600)} h ago`;
+  }
+  return `${Math.round(s / 86400)} d ago`;
+}
+
+function cost(row: ISessionRow): string {
+  return row.cost_usd === null ? 'cost ?' : `$${row.cost_usd.toFixed(row.cost_usd < 1 ? 4 : 2)}`;
+}
+
+function el<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  cls: string,
+  text = ''
+): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag);
+  node.className = cls;
+  node.textContent = text;
+  return node;
+}
+
+/** Sessions known to the page, kept current from the stream; tells listeners of changes. */
+class Sessions {
+  rows = new Map<string, ISessionRow>();
+  loaded = false;
+  private listeners = new Set<(row: ISessionRow | null, old: ISessionRow | null) => void>();
+
+  constructor() {
+    stream.subscribe(m => {
+      if (m.type === 'session') {
+        const old = this.rows.get(m.row.id) ?? null;
+        this.rows.set(m.row.id, m.row);
+        this.emit(m.row, old);
+      } else if (m.type === 'open') {
+        void this.load(); // (re)connected: anything may have changed meanwhile
+      }
+    });
+  }
+
+  async load(): Promise<void> {
+    const rows = await listSessions();
+    this.rows = new Map(rows.map(r => [r.id, r]));
+    this.loaded = true;
+    this.emit(null, null);
+  }
+
+  onChange(fn: (row: ISessionRow | null, old: ISessionRow | null) => void): void {
+    this.listeners.add(fn);
+  }
+
+  sorted(): ISessionRow[] {
+    return [...this.rows.values()].sort((a, b) => b.updated_at - a.updated_at);
+  }
+
+  private emit(row: ISessionRow | null, old: ISessionRow | null): void {
+    this.listeners.forEach(fn => fn(row, old));
+  }
+}
+
+class AgentSidebar extends Widget {
+  private list = el('div', 'ja-sidebar-list');
+  private empty = el('div', 'ja-sidebar-empty', 'No agent sessions yet: run a %%agent cell.');
+
+  constructor(
+    private sessions: Sessions,
+    private open: (id: string) => void
+  ) {
+    super();
+    this.id = 'jupyter-agent-sidebar';
+    this.addClass('ja-sidebar');
+    this.title.icon = listIcon;
+    this.title.caption = 'Agents';
+    const head = el('div', 'ja-sidebar-head');
+    head.append(el('h2', '', 'Agents'));
+    this.node.append(head, this.list);
+    sessions.onChange(() => this.render());
+    window.setInterval(() => this.render(), 10_000); // "last activity" ages
+  }
+
+  render(): void {
+    const rows = this.sessions.sorted();
+    this.list.replaceChildren(...(rows.length ? rows.map(r => this.item(r)) : [this.empty]));
+  }
+
+  private item(row: ISessionRow): HTMLElement {
+    const item = el('div', 'ja-sidebar-item');
+    item.dataset.sessionId = row.id;
+    item.dataset.status = row.status;
+    item.title = `${row.goal ?? ''}\n${row.id} · ${row.model ?? ''}`;
+    const icon = el('span', `ja-sidebar-icon ja-st-${row.status}`, STATUS_ICON[row.status] ?? '?');
+    icon.title = row.status;
+    const name = el('span', 'ja-sidebar-name', row.name || row.id);
+    const status = el('span', 'ja-sidebar-status', row.status.replace('_', ' '));
+    const top = el('div', 'ja-sidebar-top');
+    top.append(icon, name, status);
+    const meta = el(
+      'div',
+      'ja-sidebar-meta',
+      [
+        row.owner ?? '',
+        row.notebook ?? '',
+        `${row.steps} steps`,
+        cost(row),
+        ago(row.updated_at)
+      ]
+        .filter(Boolean)
+        .join(' · ')
+    );
+    item.append(top, meta);
+    item.addEventListener('click', () => this.open(row.id));
+    return item;
+  }
+}
+
+class SessionPanel extends Widget {
+  private view: SessionView | null = null;
+  private close_: (() => void) | null = null;
+
+  constructor(readonly sessionId: string) {
+    super();
+    this.addClass('ja-panel');
+    this.node.textContent = 'Loading…';
+    void this.load();
+  }
+
+  private async load(): Promise<void> {
+    try {
+      const source = await restSource(this.sessionId);
+      this.node.textContent = '';
+      this.view = new SessionView(this.node, source);
+      this.close_ = () => source.close();
+    } catch (err) {
+      this.node.textContent = `Cannot show session ${this.sessionId}: ${err}`;
+    }
+  }
+
+  dispose(): void {
+    this.view?.destroy();
+    this.close_?.();
+    super.dispose();
+  }
+}
+
+class StatusItem extends Widget {
+  constructor(
+    private sessions: Sessions,
+    showSidebar: () => void
+  ) {
+    super();
+    this.addClass('ja-statusbar');
+    this.node.title = 'Agent sessions: click to show them';
+    this.node.addEventListener('click', showSidebar);
+    sessions.onChange(() => this.render());
+    this.render();
+  }
+
+  render(): void {
+    const rows = [...this.sessions.rows.values()];
+    const running = rows.filter(r => r.status === 'running' || r.status === 'sleeping').length;
+    const waiting = rows.filter(r => r.status === 'awaiting_approval').length;
+    this.node.textContent = `${running} running · ${waiting} need you`;
+    this.node.classList.toggle('ja-statusbar-attention', waiting > 0);
+  }
+}
+
+function notify(row: ISessionRow, old: ISessionRow | null, open: (id: string) => void): void {
+  if (old === null || old.status === row.status) {
+    return;
+  }
+  const name = row.name || row.id;
+  const options = {
+    autoClose: 8000 as number | false,
+    actions: [{ label: 'Open', callback: () => open(row.id) }]
+  };
+  if (row.status === 'awaiting_approval') {
+    Notification.warning(`Agent ${name} needs you: a call waits for approval`, {
+      ...options,
+      autoClose: false
+    });
+  } else if (row.status === 'failed') {
+    Notification.error(`Agent ${name} failed`, options);
+  } else if (row.status === 'done') {
+    Notification.success(`Agent ${name} finished`, options);
+  }
+}
+
+const plugin: JupyterFrontEndPlugin<void> = {
+  id: 'jupyter-agent:plugin',
+  description: 'Every jupyter-agent session in one sidebar, with panels and notifications.',
+  autoStart: true,
+  optional: [IStatusBar],
+  activate: (app: JupyterFrontEnd, statusBar: IStatusBar | null) => {
+    const sessions = new Sessions();
+    const panels = new Map<string, MainAreaWidget<SessionPanel>>();
+
+    app.commands.addCommand(OPEN, {
+      label: 'Open agent session',
+      execute: args => {
+        const id = String(args.id);
+        let panel = panels.get(id);
+        if (!panel || panel.isDisposed) {
+          panel = new MainAreaWidget({ content: new SessionPanel(id) });
+          const row = sessions.rows.get(id);
+          panel.id = `jupyter-agent-session-${id}`;
+          panel.title.label = `Agent: ${row?.name || id}`;
+          panel.title.closable = true;
+          panels.set(id, panel);
+          app.shell.add(panel, 'main');
+        }
+        app.shell.activateById(panel.id);
+      }
+    });
+    const open = (id: string) => void app.commands.execute(OPEN, { id });
+
+    const sidebar = new AgentSidebar(sessions, open);
+    app.shell.add(sidebar, 'left', { rank: 850 });
+    sessions.onChange((row, old) => {
+      if (row !== null) {
+        notify(row, old, open);
+      }
+    });
+    if (statusBar) {
+      const item = new StatusItem(sessions, () => app.shell.activateById(sidebar.id));
+      statusBar.registerStatusItem('jupyter-agent:status', {
+        item,
+        align: 'left',
+        rank: 50
+      });
+    }
+    void sessions.load().catch(err => {
+      sidebar.node.append(el('div', 'ja-error', `Cannot list agent sessions: ${err}`));
+    });
+  }
+};
+
+export default plugin;
