@@ -6,8 +6,10 @@ import json
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import anyio
 import pytest
 
 from jupyter_agent._errors import ConfigError
@@ -330,6 +332,10 @@ async def test_loop_counts_on_from_its_call_ids_after_compaction() -> None:
         ("explore", "demo:explore", 20),
         ("loop?steps=200", "demo:loop?steps=200", 200),
         ("watch?steps=20", "demo:watch", 20),
+        ("loop?steps=400&pace=0.25", "demo:loop?steps=400&pace=0.25", 400),
+        ("demo:loop?pace=0.1&steps=3", "demo:loop?steps=3&pace=0.1", 3),
+        ("fix?pace=2", "demo:fix?pace=2", 20),
+        ("loop?pace=0", "demo:loop", 20),
     ],
 )
 def test_from_spec_parses_scenario_and_steps(spec: str, name: str, steps: int) -> None:
@@ -338,7 +344,20 @@ def test_from_spec_parses_scenario_and_steps(spec: str, name: str, steps: int) -
     assert DemoModel.from_spec(model.name).name == name
 
 
-@pytest.mark.parametrize("spec", ["nope", "loop?steps=0", "loop?steps=x", "loop?speed=3"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "nope",
+        "loop?steps=0",
+        "loop?steps=x",
+        "loop?speed=3",
+        "loop?pace=-1",
+        "loop?pace=x",
+        "loop?pace=nan",
+        "loop?pace=inf",
+        "loop?pace=3600",
+    ],
+)
 def test_from_spec_rejects_what_it_cannot_play(spec: str) -> None:
     with pytest.raises(ConfigError):
         DemoModel.from_spec(spec)
@@ -347,6 +366,28 @@ def test_from_spec_rejects_what_it_cannot_play(spec: str) -> None:
 def test_unknown_scenario_error_names_the_valid_ones() -> None:
     with pytest.raises(ConfigError, match="demo:explore, demo:fix, demo:loop, demo:watch"):
         DemoModel("nope")
+
+
+def test_pace_must_be_a_sensible_number_of_seconds() -> None:
+    with pytest.raises(ValueError, match="pace"):
+        DemoModel("loop", pace=-0.5)
+
+
+async def test_pace_makes_each_turn_take_that_long_in_real_time() -> None:
+    model = DemoModel.from_spec("loop?steps=3&pace=0.2")
+    started = time.monotonic()
+    response = await model.complete(ModelRequest([GOAL]))
+    assert 0.2 <= time.monotonic() - started < 1.0
+    assert response.model == "demo:loop?steps=3&pace=0.2"
+    assert names([response]) == [["python"]]
+
+
+async def test_a_paced_turn_can_be_cancelled_while_it_waits() -> None:
+    model = DemoModel("loop", pace=30)
+    started = time.monotonic()
+    with anyio.move_on_after(0.1):
+        await model.complete(ModelRequest([GOAL]))
+    assert time.monotonic() - started < 1.0
 
 
 def test_steps_must_be_positive() -> None:

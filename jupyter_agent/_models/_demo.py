@@ -20,6 +20,7 @@ from ._demo_scenarios import EXPLORE, FIX, Scenario, Step, Transcript, first_lin
 
 DEFAULT_STEPS = 20
 THRESHOLD_MS = 300.0
+_MAX_PACE = 60.0  # seconds a turn may be slowed to, for watching; more is surely a typo
 INCIDENT = "incidents/INC-1.md"
 
 # --- watch: a monitoring loop on a durable timer ------------------------------------------------
@@ -156,7 +157,8 @@ class DemoModel:
     Scenarios: ``fix`` (the default: find and fix a bug, proven by the tests), ``explore``,
     ``watch`` (a monitoring loop on a durable timer, ``steps`` checks) and ``loop`` (exactly
     ``steps`` tool turns). A person's message sent mid-run is acknowledged ("Noted: ...") and
-    the scenario carries on.
+    the scenario carries on. ``pace`` slows each turn to that many seconds of real time, so a
+    person can watch a session unfold.
 
     Example:
         >>> model = DemoModel.from_spec("loop?steps=200")
@@ -164,39 +166,58 @@ class DemoModel:
         'demo:loop?steps=200'
     """
 
-    def __init__(self, scenario: str = "fix", *, steps: int = DEFAULT_STEPS) -> None:
+    def __init__(
+        self, scenario: str = "fix", *, steps: int = DEFAULT_STEPS, pace: float = 0.0
+    ) -> None:
         if scenario not in SCENARIOS:
             raise ConfigError(f"unknown demo scenario {scenario!r}; choose one of: {_choices()}")
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps must be a positive integer, not {steps!r}")
+        if (
+            isinstance(pace, bool)
+            or not isinstance(pace, int | float)
+            or not 0 <= pace <= _MAX_PACE
+        ):
+            raise ValueError(f"pace must be between 0 and {_MAX_PACE:g} seconds, not {pace!r}")
         self._scenario: Scenario = SCENARIOS[scenario]
         self._steps = steps
+        self._pace = float(pace)
 
     @classmethod
     def from_spec(cls, spec: str) -> DemoModel:
-        """Parse ``"<scenario>"`` or ``"<scenario>?steps=N"``; a leading ``demo:`` is allowed."""
+        """Parse ``"<scenario>[?steps=N][&pace=S]"``; a leading ``demo:`` is allowed.
+
+        ``pace`` makes each model turn take ``S`` seconds of real time, so a person (or a browser
+        test) can watch a session unfold: ``demo:loop?steps=400&pace=0.25``.
+        """
         text = spec.strip()
         text = "" if text == "demo" else text.removeprefix("demo:")
         scenario, _, query = text.partition("?")
-        steps = DEFAULT_STEPS
+        steps, pace = DEFAULT_STEPS, 0.0
         for option in filter(None, query.split("&")):
             key, _, value = option.partition("=")
-            if key != "steps":
-                raise ConfigError(f"unknown option {key!r} in model 'demo:{text}' (options: steps)")
-            if not value.isdigit() or int(value) < 1:
-                raise ConfigError(f"steps must be a positive integer in model 'demo:{text}'")
-            steps = int(value)
+            if key == "steps":
+                steps = _parse_steps(value, text)
+            elif key == "pace":
+                pace = _parse_pace(value, text)
+            else:
+                raise ConfigError(
+                    f"unknown option {key!r} in model 'demo:{text}' (options: steps, pace)"
+                )
         if (scenario or "fix") not in SCENARIOS:
             raise ConfigError(f"unknown demo scenario {scenario!r}; choose one of: {_choices()}")
-        return cls(scenario or "fix", steps=steps)
+        return cls(scenario or "fix", steps=steps, pace=pace)
 
     @property
     def name(self) -> str:
-        """``demo:<scenario>``, plus ``?steps=N`` when it matters, so ``from_spec`` round-trips."""
-        name = f"demo:{self._scenario.name}"
+        """``demo:<scenario>``, plus the options that matter, so ``from_spec`` round-trips."""
+        options = []
         if self._scenario.uses_steps and self._steps != DEFAULT_STEPS:
-            name += f"?steps={self._steps}"
-        return name
+            options.append(f"steps={self._steps}")
+        if self._pace:
+            options.append(f"pace={self._pace!r}".removesuffix(".0"))
+        query = "&".join(options)
+        return f"demo:{self._scenario.name}" + (f"?{query}" if query else "")
 
     @property
     def scenario(self) -> str:
@@ -205,6 +226,11 @@ class DemoModel:
     @property
     def steps(self) -> int:
         return self._steps
+
+    @property
+    def pace(self) -> float:
+        """Seconds of real time each turn takes (0: as fast as possible)."""
+        return self._pace
 
     def prepare_workspace(self, workspace: Path | str) -> None:
         """Seed the files this scenario works on; an existing file is never overwritten."""
@@ -215,7 +241,10 @@ class DemoModel:
                 path.write_text(content, encoding="utf-8")
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
-        await anyio.lowlevel.checkpoint()
+        if self._pace:
+            await anyio.sleep(self._pace)
+        else:
+            await anyio.lowlevel.checkpoint()
         t = Transcript(request.messages)
         step = self._next_step(t, {spec.name for spec in request.tools})
         notes = [f"Noted: {_brief(message)}" for message in t.steering]
@@ -245,6 +274,24 @@ class DemoModel:
                 "I'll stop here so you can take a look."
             )
         return self._scenario.play(t, self._steps)
+
+
+def _parse_steps(value: str, text: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"steps must be a positive integer in model 'demo:{text}'")
+    return int(value)
+
+
+def _parse_pace(value: str, text: str) -> float:
+    try:
+        pace = float(value)
+    except ValueError:
+        pace = -1.0
+    if not 0 <= pace <= _MAX_PACE:  # also refuses nan and inf
+        raise ConfigError(
+            f"pace must be between 0 and {_MAX_PACE:g} seconds in model 'demo:{text}'"
+        )
+    return pace
 
 
 def _choices() -> str:

@@ -1,0 +1,146 @@
+"""The session widget in a real JupyterLab: it shows a running agent live and steers it.
+
+A ``%%agent`` cell runs the demo model's loop, paced so each model turn takes a quarter of a
+second: slow enough to watch and to catch between steps, fast enough for a short test. The
+assertions are on the widget's DOM contract (``.ja-session``, ``.ja-row``, ``button.ja-pause``,
+...), which is what a person sees and clicks.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Locator, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+from .conftest import Lab, LabNotebook
+
+pytestmark = pytest.mark.ui
+Open = Callable[[str, list[str]], LabNotebook]
+
+LOAD = "%load_ext jupyter_agent"
+PACED = "%%agent --model demo:loop?steps=400&pace=0.25\nCount to four hundred, one step at a time."
+QUICK = "%%agent --model demo:loop?steps=3\nCount to three."
+AGENT_CELL = 1
+
+# Counted in the page, from the cell's node, so a re-rendered widget is counted afresh.
+_CELL = "window.jupyterapp.shell.currentWidget.content.widgets[i].node"
+_ROW_COUNT = f"{_CELL}.querySelectorAll('.ja-session .ja-timeline .ja-row').length"
+_ROWS = f"(i) => {_ROW_COUNT}"
+_ROWS_ABOVE = f"([i, n]) => {_ROW_COUNT} > n"
+_ROWS_AT_LEAST = f"([i, n]) => {_ROW_COUNT} >= n"
+_STEPS = f"""(i) => {_CELL}.querySelector('.ja-session .ja-header [data-field="steps"]')"""
+_STEPS_ABOVE = f"""([i, n]) => parseInt(({_STEPS})(i)?.textContent ?? '', 10) > n"""
+
+
+def start_agent(nb: LabNotebook) -> Locator:
+    """Load the extension, start the agent cell, and return its widget once it shows."""
+    nb.run(0)
+    nb.start(AGENT_CELL)
+    return shown_widget(nb)
+
+
+def shown_widget(nb: LabNotebook) -> Locator:
+    widget = nb.outputs(AGENT_CELL).locator(".ja-session")
+    try:
+        widget.wait_for(timeout=20_000)
+    except PlaywrightTimeout:
+        shown = nb.outputs(AGENT_CELL).inner_text()
+        message = f"no .ja-session widget in the agent cell's output; it shows:\n{shown}"
+    else:
+        return widget
+    pytest.fail(message, pytrace=False)
+
+
+def rows(nb: LabNotebook) -> int:
+    count: int = nb.page.evaluate(_ROWS, AGENT_CELL)
+    return count
+
+
+def wait_for_rows_above(nb: LabNotebook, n: int, *, timeout: float = 15) -> int:
+    nb.page.wait_for_function(_ROWS_ABOVE, arg=[AGENT_CELL, n], timeout=timeout * 1000)
+    return rows(nb)
+
+
+def steps(widget: Locator) -> int:
+    return int(widget.locator('.ja-header [data-field="steps"]').inner_text().strip())
+
+
+def test_kernels_run_this_venvs_python_on_the_test_store(notebook: Open, lab: Lab) -> None:
+    cell = "import os, sys\nprint(sys.executable, os.environ['JUPYTER_AGENT_DB'])"
+    nb = notebook("env.ipynb", [cell])
+    nb.run(0)
+    text = nb.outputs(0).inner_text()
+    assert sys.executable in text
+    assert str(lab.store) in text
+
+
+def test_the_widget_shows_a_running_session_and_steers_it(notebook: Open, tmp_path: Path) -> None:
+    nb = notebook("steer.ipynb", [LOAD, PACED])
+    widget = start_agent(nb)
+    expect(widget).to_have_attribute("data-session-id", re.compile(r"\S"))
+    expect(widget.locator(".ja-header")).to_be_visible()
+
+    # Rows and the step count rise while the agent runs.
+    first = wait_for_rows_above(nb, 0)
+    wait_for_rows_above(nb, first)
+    at = steps(widget)
+    nb.page.wait_for_function(_STEPS_ABOVE, arg=[AGENT_CELL, at], timeout=15_000)
+    assert int(widget.locator('.ja-header [data-field="tool_calls"]').inner_text()) > 0
+
+    # Paused, nothing happens.
+    widget.locator("button.ja-pause").click()
+    expect(widget).to_have_attribute("data-status", "paused", timeout=10_000)
+    paused_rows, paused_steps = rows(nb), steps(widget)
+    time.sleep(2)  # the window in which a running agent would add about eight rows
+    assert (rows(nb), steps(widget)) == (paused_rows, paused_steps)
+
+    # Resumed, it goes on.
+    widget.locator("button.ja-resume").click()
+    expect(widget).not_to_have_attribute("data-status", "paused", timeout=10_000)
+    wait_for_rows_above(nb, paused_rows)
+
+    # A message typed in the widget reaches the agent and shows in its timeline.
+    message = "please keep the steps short"
+    widget.locator("input.ja-tell-input").fill(message)
+    widget.locator("button.ja-tell").click()
+    told = widget.locator('.ja-row[data-kind="message"]', has_text=message)
+    expect(told).to_have_count(1, timeout=10_000)
+
+    widget.scroll_into_view_if_needed()
+    nb.page.screenshot(path=tmp_path / "widget.png")
+    print(f"screenshot: {tmp_path / 'widget.png'}")
+
+    widget.locator("button.ja-stop").click()
+    expect(widget).to_have_attribute("data-status", "stopped", timeout=10_000)
+
+
+def test_a_reloaded_page_catches_up_with_the_running_session(notebook: Open) -> None:
+    nb = notebook("reload.ipynb", [LOAD, PACED])
+    widget = start_agent(nb)
+    session_id = widget.get_attribute("data-session-id")
+    wait_for_rows_above(nb, 3)
+    nb.save()  # the output names the widget's model; the model itself lives in the kernel
+    before = rows(nb)
+
+    nb.reload()
+    widget = shown_widget(nb)
+    expect(widget).to_have_attribute("data-session-id", session_id or "")
+    nb.page.wait_for_function(_ROWS_AT_LEAST, arg=[AGENT_CELL, before], timeout=15_000)
+    wait_for_rows_above(nb, rows(nb))  # and it is live again, not a picture
+
+
+def test_the_saved_notebook_keeps_an_html_snapshot_of_the_session(notebook: Open) -> None:
+    nb = notebook("snapshot.ipynb", [LOAD, QUICK])
+    widget = start_agent(nb)
+    expect(widget).to_have_attribute("data-status", "done", timeout=30_000)
+    saved = nb.save()
+    data = [out.get("data", {}) for out in saved.cells[AGENT_CELL].outputs]
+    html = [d["text/html"] for d in data if "text/html" in d]
+    assert html, f"no text/html in the saved outputs: {[sorted(d) for d in data]}"
+    assert "Count to three." in "".join(html)
