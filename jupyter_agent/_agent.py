@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from ._clock import Clock, SystemClock
@@ -13,7 +13,7 @@ from ._engine import Engine, create_session
 from ._errors import ConfigError, JupyterAgentError
 from ._identity import current_identity
 from ._models import Model, resolve_model
-from ._policy import Limits
+from ._policy import Limits, check_policy
 from ._runtime import get_runtime
 from ._schedule import Schedule
 from ._session import Session
@@ -48,7 +48,10 @@ def open_store(store: SqliteStore | str | Path | None = None) -> SqliteStore:
 
 
 class Agent:
-    """A named agent: a model, tools, instructions, a workspace and limits.
+    """A named agent: a model, tools, instructions, a workspace, limits and a policy.
+
+    ``policy`` says per tool (``"*"``: any other) whether a call may run (``allow``), waits
+    for a person's approval first (``ask``), or is refused (``deny``).
 
     Example:
         >>> agent = Agent("fixer", model="demo:fix")
@@ -65,6 +68,7 @@ class Agent:
         instructions: str = "",
         workspace: str | Path | None = None,
         max_steps: int = 500,
+        policy: Mapping[str, str] | None = None,
         schedule: Schedule | None = None,
         store: SqliteStore | str | Path | None = None,
         clock: Clock | None = None,
@@ -77,6 +81,7 @@ class Agent:
         self.instructions = instructions
         self.workspace = Path(workspace).expanduser().resolve() if workspace else None
         self.limits = Limits(max_steps=max_steps)
+        self.policy = check_policy(policy)
         self.schedule = schedule
         self.store = open_store(store)
         self.clock = clock or SystemClock()
@@ -123,6 +128,7 @@ class Agent:
                 "tools": list(self.tools),
                 "workspace": str(workspace),
                 "max_steps": self.limits.max_steps,
+                "policy": self.policy,
                 "schedule": self.schedule.to_payload() if self.schedule else None,
             },
         )
@@ -198,6 +204,7 @@ def _agent_for(
         instructions=state.instructions,
         workspace=state.workspace,
         max_steps=state.max_steps or 500,
+        policy=state.policy,
         store=store,
         clock=clock,
     )

@@ -30,7 +30,7 @@ from ._inbox import Decision, Inbox
 from ._live import live_text
 from ._models._base import Model, ModelRequest, ModelResponse
 from ._models._redact import redact
-from ._policy import Limits
+from ._policy import Limits, rule_for
 from ._schedule import Schedule
 from ._state import TERMINAL, ConversationView, SessionState, load_state
 from ._store import SqliteStore
@@ -39,6 +39,7 @@ from ._tools import Tool, ToolOutput
 from ._tools._context import Effect, FileChange, PlanItem, ToolContext
 
 SNAPSHOT_EVERY = 100
+DECISION_POLL_S = 0.05  # how often a call waiting for approval looks for a decision
 BLOB_THRESHOLD = 32_000  # characters of tool output kept inline in an event
 _RERUNNABLE = frozenset({Effect.READ_ONLY.value, Effect.IDEMPOTENT.value})
 
@@ -409,13 +410,16 @@ class Engine:
                 decision = self.inbox.take_decision(call.call_id)
                 if decision is not None:
                     await self._apply_decision(call.call_id, call.name, call.arguments, decision)
-            elif call.effect in _RERUNNABLE and call.name in self.tools:
+            elif (rule := rule_for(self.state.policy, call.name)) == "deny":
+                await self._skip_call(call.call_id, call.name, "the policy does not allow it")
+            elif call.effect in _RERUNNABLE and call.name in self.tools and rule == "allow":
                 await self._run_call(call.call_id, call.name, call.arguments, rerun=True)
-            else:
+            else:  # a person decides: it may have had an effect, or the policy asks anyway
+                reason = "in_doubt" if call.effect not in _RERUNNABLE else "policy"
                 await self._record(
                     (
                         EventKind.APPROVAL_REQUESTED,
-                        {"call_id": call.call_id, "name": call.name, "reason": "in_doubt"},
+                        {"call_id": call.call_id, "name": call.name, "reason": reason},
                         "agent",
                     )
                 )
@@ -428,6 +432,7 @@ class Engine:
     async def _apply_decision(
         self, call_id: str, name: str, arguments: str, decision: Decision
     ) -> None:
+        in_doubt = self.state.approvals[call_id].reason == "in_doubt"
         await self._record(
             (
                 EventKind.APPROVAL_DECIDED,
@@ -440,24 +445,18 @@ class Engine:
             )
         )
         if decision.approve:
-            await self._run_call(call_id, name, arguments, rerun=True)
-        else:
-            why = f" ({decision.reason})" if decision.reason else ""
-            await self._record(
-                (
-                    EventKind.TOOL_RESULT,
-                    {
-                        "call_id": call_id,
-                        "name": name,
-                        "is_error": True,
-                        "skipped": True,
-                        "output": f"not run again: {decision.actor} chose to skip this call"
-                        f"{why}. It was interrupted before its result was recorded, so it may"
-                        " or may not have taken effect.",
-                    },
-                    "agent",
-                )
+            await self._run_call(call_id, name, arguments, rerun=in_doubt)
+            return
+        why = f" ({decision.reason})" if decision.reason else ""
+        if in_doubt:
+            await self._skip_call(
+                call_id,
+                name,
+                f"{decision.actor} chose not to run it again{why}. It was interrupted before "
+                "its result was recorded, so it may or may not have taken effect.",
             )
+        else:
+            await self._skip_call(call_id, name, f"{decision.actor} denied it{why}")
 
     async def _at_boundary(self) -> bool:
         """Take people's messages and requests; True if the session must stop here."""
@@ -521,10 +520,52 @@ class Engine:
             return True
         try:
             for call in response.tool_calls:
-                await self._run_call(call.id, call.name, call.arguments)
+                await self._run_as_policy_says(call.id, call.name, call.arguments)
         except _Interrupted:
-            pass  # the call stays open (in doubt) and is settled on resume
+            pass  # the call stays open (in doubt, or waiting) and is settled on resume
         return False
+
+    async def _run_as_policy_says(self, call_id: str, name: str, arguments: str) -> None:
+        rule = rule_for(self.state.policy, name)
+        if rule == "allow":
+            await self._run_call(call_id, name, arguments)
+        elif rule == "deny":
+            await self._skip_call(call_id, name, f"the policy does not allow the tool {name}")
+        else:
+            await self._record(
+                (
+                    EventKind.APPROVAL_REQUESTED,
+                    {"call_id": call_id, "name": name, "reason": "policy"},
+                    "agent",
+                ),
+                (EventKind.STATUS_CHANGED, {"status": "awaiting_approval"}, "agent"),
+            )
+            decision = await self._await_decision(call_id)
+            await self._set_status("running")
+            await self._apply_decision(call_id, name, arguments, decision)
+
+    async def _await_decision(self, call_id: str) -> Decision:
+        """Wait for a person's decision on a call (a pause or stop cuts the wait short)."""
+        async with self._interruptible("approval"):
+            # decisions arrive from other threads (a cell, the runtime's command reader)
+            while (decision := self.inbox.take_decision(call_id)) is None:  # noqa: ASYNC110
+                await anyio.sleep(DECISION_POLL_S)
+        return decision
+
+    async def _skip_call(self, call_id: str, name: str, why: str) -> None:
+        await self._record(
+            (
+                EventKind.TOOL_RESULT,
+                {
+                    "call_id": call_id,
+                    "name": name,
+                    "is_error": True,
+                    "skipped": True,
+                    "output": f"not run: {why}",
+                },
+                "agent",
+            )
+        )
 
     def _response_draft(self, step: int, r: ModelResponse, duration_ms: float) -> Draft:
         u = r.usage

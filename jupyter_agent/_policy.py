@@ -2,9 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from ._state import SessionState
+
+Rule = Literal["allow", "ask", "deny"]
+RULES: tuple[Rule, ...] = ("allow", "ask", "deny")
+
+
+def check_policy(policy: Mapping[str, str] | None) -> dict[str, str]:
+    """``{"shell": "ask", "*": "allow"}``, checked: each tool (or ``*``, any other tool) is
+    ``allow``ed to run, must ``ask`` a person first, or is ``deny``ed."""
+    checked: dict[str, str] = {}
+    for name, rule in (policy or {}).items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a policy maps tool names to rules, not {name!r}")
+        if rule not in RULES:
+            raise ValueError(
+                f"policy for {name!r} is {rule!r}; use one of: {', '.join(RULES)}"
+            )
+        checked[name] = rule
+    return checked
+
+
+def rule_for(policy: Mapping[str, str], tool_name: str) -> str:
+    """What the policy says about a call to ``tool_name`` (``allow`` when it is silent)."""
+    return policy.get(tool_name, policy.get("*", "allow"))
 
 
 @dataclass(frozen=True, slots=True)

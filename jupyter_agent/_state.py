@@ -101,6 +101,7 @@ class SessionState:
     workspace: str = ""
     tools: list[str] = field(default_factory=list)
     max_steps: int = 0
+    policy: dict[str, str] = field(default_factory=dict)
     owner: str = ""
     status: str = "created"
     steps: int = 0
@@ -193,6 +194,7 @@ class SessionState:
             self.instructions = p.get("instructions", "")
             self.workspace, self.tools = p["workspace"], list(p["tools"])
             self.max_steps, self.owner = p.get("max_steps", 0), p.get("owner", event.actor)
+            self.policy = dict(p.get("policy") or {})
             self.status = "running"
             self.started_at, self.schedule = event.ts, p.get("schedule")
         elif kind is EventKind.MESSAGE and event.actor != "schedule":

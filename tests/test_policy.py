@@ -1,0 +1,100 @@
+"""Policy: per tool, a call runs, waits for a person, or is refused; decisions come from any
+handle or process, and a pause while a call waits keeps it waiting across a resume."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from jupyter_agent import Agent, EventKind, open_session
+from jupyter_agent.testing import ScriptedModel, call, reply
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "agent.db"
+
+
+def writer() -> ScriptedModel:
+    return ScriptedModel([call("write_file", path="a.txt", content="hi"), reply("done")])
+
+
+def wait_for(session, status: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while session.status != status:
+        assert time.monotonic() < deadline, f"still {session.status}"
+        time.sleep(0.02)
+
+
+def test_an_ask_rule_waits_for_approval_then_runs_the_call(db: Path, tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    s = Agent("a", model=writer(), store=db, workspace=ws, policy={"write_file": "ask"}).start(
+        "write"
+    )
+    wait_for(s, "awaiting_approval")
+    [waiting] = s.pending_approvals
+    assert (waiting.name, waiting.reason) == ("write_file", "policy")
+    assert not (ws / "a.txt").exists()
+    s.approve(waiting.call_id)
+    assert s.wait(timeout=10) == "done"
+    assert (ws / "a.txt").read_text() == "hi"
+    decided = next(e for e in s.events if e.kind is EventKind.APPROVAL_DECIDED)
+    result = next(e for e in s.events if e.kind is EventKind.TOOL_RESULT)
+    assert decided.payload["decision"] == "approve" and "rerun" not in result.payload
+
+
+def test_a_denied_call_is_skipped_and_the_model_is_told_who_and_why(
+    db: Path, tmp_path: Path
+) -> None:
+    s = Agent("a", model=writer(), store=db, workspace=tmp_path / "ws", policy={"*": "ask"}).start(
+        "write"
+    )
+    wait_for(s, "awaiting_approval")
+    s.deny(s.pending_approvals[0].call_id, reason="not today")
+    assert s.wait(timeout=10) == "done"
+    result = next(e for e in s.events if e.kind is EventKind.TOOL_RESULT)
+    assert result.payload["skipped"] and "denied it (not today)" in result.payload["output"]
+    assert not (tmp_path / "ws/a.txt").exists()
+
+
+def test_a_deny_rule_refuses_the_call_without_asking(db: Path, tmp_path: Path) -> None:
+    s = Agent(
+        "a", model=writer(), store=db, workspace=tmp_path / "ws", policy={"write_file": "deny"}
+    ).run("write")
+    assert s.status == "done"
+    result = next(e for e in s.events if e.kind is EventKind.TOOL_RESULT)
+    assert result.payload["is_error"] and "policy does not allow" in result.payload["output"]
+    assert not any(e.kind is EventKind.APPROVAL_REQUESTED for e in s.events)
+
+
+def test_a_call_waiting_through_a_pause_still_waits_and_runs_once_approved(
+    db: Path, tmp_path: Path
+) -> None:
+    s = Agent(
+        "a", model=writer(), store=db, workspace=tmp_path / "ws", policy={"write_file": "ask"}
+    ).start("write")
+    wait_for(s, "awaiting_approval")
+    s.pause()
+    wait_for(s, "paused")
+    s.resume()
+    wait_for(s, "awaiting_approval")
+    again = open_session(s.id, store=db)  # another handle, as the widget or a magic has
+    again.approve(again.pending_approvals[0].call_id)
+    assert s.wait(timeout=10) == "done"
+    assert (tmp_path / "ws/a.txt").read_text() == "hi"
+    asked = [e for e in s.events if e.kind is EventKind.APPROVAL_REQUESTED]
+    assert len(asked) == 1
+
+
+def test_the_policy_is_recorded_with_the_session_so_a_resume_keeps_it(db: Path) -> None:
+    s = Agent("a", model="demo:fix", store=db, policy={"shell": "ask"}).start("go")
+    wait_for(s, "awaiting_approval")
+    assert s.state.policy == {"shell": "ask"}
+
+
+@pytest.mark.parametrize("policy", [{"shell": "maybe"}, {"": "ask"}])
+def test_a_bad_policy_is_a_clear_error(db: Path, policy: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="polic"):
+        Agent("a", model="demo:fix", store=db, policy=policy)
