@@ -1,0 +1,819 @@
+// jupyter-agent: the live view of one session. Plain DOM, no dependencies, no build step.
+//
+// `render({model, el})` is the anywidget entry point. `SessionView` takes any data source:
+//   source.state()       -> {session_id, header, plan, approvals, live, error, notice, initial_page}
+//   source.subscribe(fn) -> unsubscribe; fn({type: "state"}) or fn({type: "event", event})
+//   source.request(msg)  -> Promise of the answer to {type: "hello" | "page" | "detail" | "control"}
+// so a JupyterLab panel can show a session with the same code and a REST source.
+// The timeline folds events into rows the way jupyter_agent/_timeline.py does.
+
+const PAGE = 200;
+const REQUEST_TIMEOUT_MS = 30000;
+const MARK = { ok: "✓", error: "✗", running: "…", waiting: "?", skipped: "-", info: "·" };
+const TERMINAL = new Set(["done", "failed", "stopped"]);
+
+// ---- formatting ---------------------------------------------------------------------------
+
+export function short(text, n) {
+  const s = String(text ?? "").split(/\s+/).filter(Boolean).join(" ");
+  return s.length <= n ? s : s.slice(0, n - 1) + "…";
+}
+
+export function argsText(raw) {
+  try {
+    const value = JSON.parse(raw);
+    if (value && typeof value === "object" && !Array.isArray(value)) {
+      const parts = Object.entries(value).map(([k, v]) => `${k}=${JSON.stringify(v)}`);
+      return short(parts.join(", "), 70);
+    }
+  } catch (_) {
+    // cut in the delta or not JSON: show it as text
+  }
+  return short(raw, 70);
+}
+
+export function fmtDuration(ms) {
+  if (ms === null || ms === undefined) return "";
+  if (ms < 1) return `${(ms * 1000).toFixed(0)} µs`;
+  if (ms < 1000) return `${ms.toFixed(1)} ms`;
+  return `${(ms / 1000).toFixed(2)} s`;
+}
+
+export function fmtElapsed(seconds) {
+  const s = Math.max(0, Math.floor(seconds || 0));
+  const pad = (n) => String(n).padStart(2, "0");
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ${pad(s % 60)}s`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h ${pad(Math.floor((s % 3600) / 60))}m`;
+  return `${Math.floor(s / 86400)}d ${pad(Math.floor((s % 86400) / 3600))}h`;
+}
+
+export function fmtCost(usd) {
+  if (usd === null || usd === undefined) return "unknown";
+  return `$${usd < 0.01 ? usd.toFixed(4) : usd.toFixed(2)}`;
+}
+
+function fmtClock(ts) {
+  const d = new Date(ts * 1000);
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+function fmtDate(ts) {
+  const d = new Date(ts * 1000);
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${fmtClock(ts)}`;
+}
+
+// ---- events -> rows (the semantics of _timeline.py; a result completes its call's row) -----
+
+export function newFold() {
+  return { rows: [], calls: new Map() };
+}
+
+// Fold one event (in seq order); returns {added: row | null, changed: [rows]}.
+export function foldEvent(fold, e) {
+  const p = e.p || {};
+  const changed = [];
+  const row = (kind, label, detail = "", status = "info", extra = {}) => ({
+    seq: e.seq, end_seq: e.seq, ts: e.ts, kind, label, detail, status,
+    duration_ms: null, actor: e.actor, ...extra,
+  });
+  let added = null;
+  switch (e.kind) {
+    case "session_started":
+      added = row("status", "started", short(p.goal, 100));
+      break;
+    case "model_response": {
+      const names = (p.tool_calls || []).map((c) => c.name).join(", ");
+      let detail = names ? `→ ${names}` : `answer: ${short(p.text, 80)}`;
+      if (names && p.text) detail = `${short(p.text, 50)} ${detail}`;
+      const u = p.usage || {};
+      const tokens = (u.input_tokens || 0) + (u.output_tokens || 0);
+      added = row("model", `step ${p.step}`, `${detail}  [${tokens} tok]`, "ok", {
+        duration_ms: p.duration_ms ?? null,
+      });
+      break;
+    }
+    case "model_retry": {
+      const err = p.error || {};
+      added = row("model", `retry ${p.attempt}`, `${short(err.message, 80)}; again in ${p.delay_s} s`, "error");
+      break;
+    }
+    case "tool_call":
+      added = row("tool", p.name, argsText(p.arguments), "running", { call_id: p.call_id });
+      fold.calls.set(p.call_id, added);
+      break;
+    case "tool_result": {
+      let call = fold.calls.get(p.call_id);
+      const fresh = !call; // its intent is older than what is loaded
+      if (fresh) {
+        call = row("tool", p.name, "", "info", { call_id: p.call_id });
+        fold.calls.set(p.call_id, call);
+      }
+      call.status = p.skipped ? "skipped" : p.is_error ? "error" : "ok";
+      call.duration_ms = p.duration_ms ?? null;
+      call.detail = `${call.detail}  ⇒ ${short(p.output, 60)}`.trim();
+      call.result_seq = e.seq;
+      call.end_seq = e.seq;
+      if (fresh) added = call;
+      else changed.push(call);
+      break;
+    }
+    case "message":
+      added = row("message", `from ${e.actor}`, String(p.text ?? ""));
+      break;
+    case "plan_updated": {
+      const marks = { done: "[x]", active: "[>]", pending: "[ ]" };
+      const plan = (p.plan || []).map((i) => `${marks[i.status] || "[ ]"} ${i.step}`).join(" ");
+      added = row("plan", "plan", short(plan, 120));
+      break;
+    }
+    case "approval_requested": {
+      const call = fold.calls.get(p.call_id);
+      if (call) {
+        call.status = "waiting";
+        changed.push(call);
+      }
+      added = row("approval", "approval asked", `${p.name || ""} ${p.call_id} (${p.reason})`, "waiting", {
+        call_id: p.call_id,
+      });
+      break;
+    }
+    case "approval_decided":
+      added = row("approval", `${p.decision}d by ${e.actor}`, String(p.call_id), "info", { call_id: p.call_id });
+      break;
+    case "timer_set":
+      added = row("timer", "sleep until", fmtDate(p.wake_at));
+      break;
+    case "status_changed":
+      if (p.status !== "running" && p.status !== "sleeping") added = row("status", p.status, p.reason || "");
+      break;
+    case "budget_exceeded":
+      added = row("status", "limit reached", `${p.kind}: ${p.used} of ${p.limit}`, "error");
+      break;
+    case "error":
+      added = row("error", String(p.code), short(p.message, 120), "error");
+      break;
+    case "session_finished":
+      added = row("result", "done", short(p.result, 120), "ok");
+      break;
+    case "session_failed":
+      added = row("result", "failed", short((p.error || {}).message, 120), "error");
+      break;
+    case "fork":
+      added = row("fork", `forked by ${e.actor}`, `from ${p.parent_id} after event ${p.fork_seq}: ${p.name}`);
+      break;
+    case "restore": {
+      const files = (p.files || []).map((f) => f.path).join(", ");
+      const detail = `back to event ${p.to_seq}` + (files ? `; files put back: ${files}` : "");
+      added = row("restore", `restored by ${e.actor}`, short(detail, 120));
+      break;
+    }
+    default:
+      break;
+  }
+  if (added) fold.rows.push(added);
+  return { added, changed };
+}
+
+export function foldEvents(events) {
+  const fold = newFold();
+  for (const e of [...events].sort((a, b) => a.seq - b.seq)) foldEvent(fold, e);
+  return fold;
+}
+
+// ---- the anywidget model as a data source -------------------------------------------------
+
+const FIELDS = ["session_id", "header", "plan", "approvals", "live", "error", "notice", "initial_page"];
+
+export function modelSource(model) {
+  const me = Math.random().toString(36).slice(2, 10);
+  let counter = 0;
+  const pending = new Map();
+  const listeners = new Set();
+  const onCustom = (msg) => {
+    if (!msg || typeof msg !== "object") return;
+    if (msg.req && pending.has(msg.req)) {
+      const { resolve, timer } = pending.get(msg.req);
+      pending.delete(msg.req);
+      clearTimeout(timer);
+      resolve(msg);
+    } else if (msg.type === "event" && msg.event) {
+      for (const fn of listeners) fn({ type: "event", event: msg.event });
+    }
+  };
+  const onChange = () => {
+    for (const fn of listeners) fn({ type: "state" });
+  };
+  model.on("msg:custom", onCustom);
+  for (const f of FIELDS) model.on(`change:${f}`, onChange);
+  return {
+    state() {
+      const out = {};
+      for (const f of FIELDS) out[f] = model.get(f);
+      return out;
+    },
+    subscribe(fn) {
+      listeners.add(fn);
+      return () => listeners.delete(fn);
+    },
+    request(msg) {
+      const req = `${me}-${++counter}`;
+      return new Promise((resolve) => {
+        const timer = setTimeout(() => {
+          pending.delete(req);
+          resolve({ type: msg.type, ok: false, timeout: true, error: "no answer from the kernel yet (is it busy?)" });
+        }, REQUEST_TIMEOUT_MS);
+        pending.set(req, { resolve, timer });
+        model.send({ ...msg, req });
+      });
+    },
+    close() {
+      model.off("msg:custom", onCustom);
+      for (const f of FIELDS) model.off(`change:${f}`, onChange);
+      for (const { timer } of pending.values()) clearTimeout(timer);
+      pending.clear();
+      listeners.clear();
+    },
+  };
+}
+
+// ---- the view -----------------------------------------------------------------------------
+
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") el.className = v;
+    else if (k === "text") el.textContent = v;
+    else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v);
+  }
+  for (const c of children) if (c !== null && c !== undefined) el.append(c);
+  return el;
+}
+
+const schedule = (fn) =>
+  typeof requestAnimationFrame === "function" ? requestAnimationFrame(fn) : setTimeout(fn, 16);
+
+export class SessionView {
+  constructor(el, source, { pageSize = PAGE } = {}) {
+    this.host = el;
+    this.source = source;
+    this.pageSize = pageSize;
+    this.events = new Map(); // seq -> compact event, for whatever range is loaded
+    this.top = 0; // every event from the oldest loaded up to this seq is held
+    this.based = false; // whether the loaded range has a known start (a page, not only deltas)
+    this.maxFolded = 0;
+    this.hasMore = false;
+    this.loadingOlder = false;
+    this.catchingUp = false;
+    this.fold = newFold();
+    this.rowEls = new Map(); // row -> element
+    this.selected = null; // the selected row
+    this.details = new Map(); // row seq -> fetched whole events
+    this.localError = "";
+    this.clockOffset = 0; // kernel time - browser time, in seconds
+    this.pendingRender = false;
+    this.build();
+    this.unsubscribe = source.subscribe((m) => this.onSource(m));
+    const first = source.state().initial_page;
+    if (first && Array.isArray(first.events) && first.events.length) {
+      this.reset(first.events, Boolean(first.has_more));
+    }
+    this.renderState();
+    this.scrollToEnd();
+    this.catchUp();
+    this.timer = setInterval(() => this.tick(), 1000);
+  }
+
+  destroy() {
+    clearInterval(this.timer);
+    this.unsubscribe();
+    this.root.remove();
+  }
+
+  // -- building -----------------------------------------------------------------------------
+
+  build() {
+    const stat = (field, label) =>
+      h("span", { class: "ja-stat" }, h("span", { class: "ja-stat-label", text: label }), h("span", { "data-field": field, text: "0" }));
+    this.root = h("div", { class: "ja-session", "data-session-id": "", "data-status": "" });
+    this.nameEl = h("span", { class: "ja-name" });
+    this.statusEl = h("span", { class: "ja-status" });
+    this.budgetsEl = h("div", { class: "ja-budgets" });
+    this.header = h(
+      "div", { class: "ja-header" },
+      h("div", { class: "ja-title" }, this.nameEl, this.statusEl,
+        h("span", { class: "ja-meta", "data-field": "model" }), h("span", { class: "ja-meta", "data-field": "owner" })),
+      h("div", { class: "ja-stats" }, stat("steps", "steps"), stat("tool_calls", "tool calls"), stat("tokens", "tokens"),
+        stat("cost", "cost"), stat("elapsed", "elapsed")),
+      this.budgetsEl,
+    );
+    this.tellInput = h("input", { class: "ja-tell-input", type: "text", placeholder: "Tell the agent…" });
+    this.tellInput.addEventListener("keydown", (ev) => {
+      if (ev.key === "Enter") this.tell();
+    });
+    const button = (cls, text, title, fn) => h("button", { class: `ja-button ${cls}`, type: "button", title, text, onclick: fn });
+    this.controls = h(
+      "div", { class: "ja-controls" },
+      button("ja-pause", "Pause", "Pause at the next step boundary", () => this.control("pause")),
+      button("ja-resume", "Resume", "Run the session again", () => this.control("resume")),
+      button("ja-stop", "Stop", "Stop the session for good", () => this.control("stop")),
+      h("span", { class: "ja-tell-group" }, this.tellInput, button("ja-tell", "Tell", "Send the agent a message", () => this.tell())),
+      h("span", { class: "ja-branch-group" },
+        button("ja-fork", "Fork here", "New session branching after the selected row", () => this.branch("fork")),
+        button("ja-restore", "Restore here", "Rewind this session to the selected row", () => this.branch("restore"))),
+    );
+    this.errorEl = h("div", { class: "ja-error", role: "alert" });
+    this.noticeEl = h("div", { class: "ja-notice" });
+    this.approvalsEl = h("div", { class: "ja-approvals" });
+    this.ganttEl = h("div", { class: "ja-gantt" });
+    this.moreEl = button("ja-more", "Load earlier events", "Fetch the previous page", () => this.loadOlder());
+    this.timelineEl = h("div", { class: "ja-timeline" }, this.moreEl);
+    this.timelineEl.addEventListener("scroll", () => {
+      if (this.timelineEl.scrollTop < 40) this.loadOlder();
+    });
+    this.planEl = h("ol", { class: "ja-plan" });
+    this.liveEl = h("div", { class: "ja-live" });
+    this.root.append(
+      this.header, this.controls, this.errorEl, this.noticeEl, this.approvalsEl, this.ganttEl,
+      h("div", { class: "ja-body" }, this.timelineEl, h("div", { class: "ja-side" }, this.planEl)),
+      this.liveEl,
+    );
+    this.host.append(this.root);
+  }
+
+  // -- data ---------------------------------------------------------------------------------
+
+  onSource(m) {
+    if (m.type === "event") this.onEvent(m.event);
+    else if (!this.pendingRender) {
+      this.pendingRender = true;
+      schedule(() => {
+        this.pendingRender = false;
+        this.renderState();
+      });
+    }
+  }
+
+  onEvent(e) {
+    if (this.events.has(e.seq)) return;
+    const stick = this.atEnd();
+    this.ingest([e]);
+    if (stick) this.scrollToEnd();
+    if (e.seq > this.top) this.catchUp(); // a gap: ask for what is missing
+  }
+
+  ingest(list) {
+    const fresh = list.filter((e) => !this.events.has(e.seq)).sort((a, b) => a.seq - b.seq);
+    if (!fresh.length) return;
+    for (const e of fresh) this.events.set(e.seq, e);
+    if (this.based) while (this.events.has(this.top + 1)) this.top += 1;
+    if (fresh[0].seq > this.maxFolded) {
+      for (const e of fresh) this.foldOne(e);
+    } else {
+      this.refold();
+    }
+    this.scheduleGantt();
+  }
+
+  minSeq() {
+    let min = Infinity;
+    for (const seq of this.events.keys()) if (seq < min) min = seq;
+    return min === Infinity ? 0 : min;
+  }
+
+  // Start again from a page: the newest events, when the view was too far behind.
+  reset(list, hasMore) {
+    this.events.clear();
+    for (const el of this.rowEls.values()) el.remove();
+    this.rowEls.clear();
+    this.selected = null;
+    this.fold = newFold();
+    this.maxFolded = 0;
+    this.hasMore = hasMore;
+    this.based = true;
+    this.top = list.length ? Math.min(...list.map((e) => e.seq)) - 1 : 0;
+    this.ingest(list);
+    this.renderMore();
+  }
+
+  foldOne(e) {
+    const { added, changed } = foldEvent(this.fold, e);
+    this.maxFolded = Math.max(this.maxFolded, e.seq);
+    if (added) this.timelineEl.append(this.rowElement(added));
+    for (const row of changed) this.updateRow(row);
+  }
+
+  refold() {
+    const keep = this.selected ? this.selected.seq : null;
+    this.fold = foldEvents(this.events.values());
+    this.maxFolded = Math.max(0, ...this.events.keys());
+    for (const el of this.rowEls.values()) el.remove();
+    this.rowEls.clear();
+    this.selected = null;
+    const frag = document.createDocumentFragment();
+    for (const row of this.fold.rows) {
+      frag.append(this.rowElement(row));
+      if (row.seq === keep) this.select(row);
+    }
+    this.timelineEl.append(frag);
+    this.renderMore();
+  }
+
+  async catchUp() {
+    if (this.catchingUp) {
+      this.catchUpAgain = true;
+      return;
+    }
+    this.catchingUp = true;
+    this.catchUpAgain = false;
+    const before = this.top;
+    const answer = await this.source.request({ type: "hello", last_seq: this.top });
+    this.catchingUp = false;
+    if (!answer || answer.ok === false) return;
+    const stick = this.atEnd();
+    if (answer.mode === "reset") {
+      this.reset(answer.events || [], Boolean(answer.has_more));
+    } else {
+      if (!this.based) {
+        this.based = true;
+        this.top = answer.after || 0;
+      }
+      this.ingest(answer.events || []);
+    }
+    if (stick) this.scrollToEnd();
+    const gap = Math.max(0, ...this.events.keys()) > this.top;
+    if ((gap && this.top > before) || this.catchUpAgain) this.catchUp();
+  }
+
+  async loadOlder() {
+    if (!this.hasMore || this.loadingOlder) return;
+    this.loadingOlder = true;
+    this.renderMore();
+    const answer = await this.source.request({ type: "page", before: this.minSeq(), limit: this.pageSize });
+    this.loadingOlder = false;
+    if (!answer || answer.ok === false) {
+      this.renderMore();
+      return;
+    }
+    this.hasMore = Boolean(answer.has_more);
+    const tl = this.timelineEl;
+    const height = tl.scrollHeight;
+    const top = tl.scrollTop;
+    this.ingest(answer.events || []);
+    this.renderMore();
+    tl.scrollTop = top + (tl.scrollHeight - height); // keep the rows in view where they were
+  }
+
+  // -- controls -----------------------------------------------------------------------------
+
+  async control(action, args = {}, button = null) {
+    const btn = button || this.root.querySelector(`.ja-${action}`);
+    if (btn) btn.classList.add("ja-busy");
+    const answer = await this.source.request({ type: "control", action, ...args });
+    if (btn) btn.classList.remove("ja-busy");
+    this.localError = answer.ok ? "" : String(answer.error || "failed");
+    this.localNotice = answer.ok ? String(answer.notice || "") : "";
+    this.renderMessages();
+    return Boolean(answer.ok);
+  }
+
+  async tell() {
+    const text = this.tellInput.value.trim();
+    if (!text) {
+      this.showLocalError("type a message for the agent first");
+      return;
+    }
+    if (await this.control("tell", { text })) this.tellInput.value = "";
+  }
+
+  branch(action) {
+    if (!this.selected) {
+      this.showLocalError(`select a row in the timeline first, then ${action} there`);
+      return;
+    }
+    this.control(action, { seq: this.selected.end_seq });
+  }
+
+  showLocalError(text) {
+    this.localError = text;
+    this.localNotice = "";
+    this.renderMessages();
+  }
+
+  // -- rendering ----------------------------------------------------------------------------
+
+  renderState() {
+    const st = this.source.state();
+    const hd = st.header || {};
+    this.root.setAttribute("data-session-id", st.session_id || "");
+    this.root.setAttribute("data-status", hd.status || "");
+    this.nameEl.textContent = hd.name || "agent";
+    this.statusEl.textContent = hd.status || "";
+    this.statusEl.className = `ja-status ja-status-${hd.status || "unknown"}`;
+    this.setField("model", hd.model || "");
+    this.setField("owner", hd.owner ? `by ${hd.owner}` : "");
+    this.setField("steps", String(hd.steps ?? 0));
+    this.setField("tool_calls", String(hd.tool_calls ?? 0));
+    this.setField("tokens", String(hd.tokens ?? 0));
+    this.setField("cost", fmtCost(hd.cost_usd));
+    const tokensEl = this.root.querySelector('[data-field="tokens"]');
+    tokensEl.title = `in ${hd.input_tokens ?? 0} (cached ${hd.cached_tokens ?? 0}), out ${hd.output_tokens ?? 0}`;
+    if (hd !== this.lastHeader && hd.started_at !== undefined && hd.elapsed_s !== undefined) {
+      this.lastHeader = hd; // the kernel's clock, as of when this header came
+      this.clockOffset = hd.started_at + hd.elapsed_s - Date.now() / 1000;
+    }
+    this.renderElapsed();
+    this.renderBudgets(hd.budgets || []);
+    this.renderPlan(st.plan || []);
+    this.renderApprovals(st.approvals || []);
+    this.renderLive(st.live || {});
+    if (st.error !== this.lastError) {
+      this.lastError = st.error;
+      this.localError = "";
+    }
+    this.renderMessages();
+    this.scheduleGantt();
+  }
+
+  setField(name, value) {
+    const el = this.root.querySelector(`[data-field="${name}"]`);
+    if (el && el.textContent !== value) el.textContent = value;
+  }
+
+  kernelNow() {
+    return Date.now() / 1000 + this.clockOffset;
+  }
+
+  renderElapsed() {
+    const hd = this.source.state().header || {};
+    if (hd.started_at === undefined) return;
+    const end = TERMINAL.has(hd.status) ? hd.updated_at : this.kernelNow();
+    this.setField("elapsed", fmtElapsed(end - hd.started_at));
+  }
+
+  renderBudgets(budgets) {
+    this.budgetsEl.replaceChildren(
+      ...budgets.filter((b) => b.limit).map((b) => {
+        const frac = Math.min(1, b.used / b.limit);
+        return h(
+          "div", { class: "ja-budget", "data-budget": b.kind, title: `${b.kind}: ${b.used} of ${b.limit}` },
+          h("span", { class: "ja-budget-label", text: `${b.kind} ${b.used}/${b.limit}` }),
+          h("span", { class: "ja-meter" }, h("span", {
+            class: `ja-meter-fill${frac >= 0.9 ? " ja-meter-high" : ""}`, style: `width: ${(frac * 100).toFixed(1)}%`,
+          })),
+        );
+      }),
+    );
+    this.budgetsEl.hidden = budgets.length === 0;
+  }
+
+  renderPlan(plan) {
+    const marks = { done: "✓", active: "▸", pending: "○" };
+    this.planEl.replaceChildren(
+      ...plan.map((i) => h("li", { "data-status": i.status, class: `ja-plan-${i.status}` },
+        h("span", { class: "ja-plan-mark", text: marks[i.status] || "○" }), h("span", { text: i.step }))),
+    );
+    this.planEl.hidden = plan.length === 0;
+    this.planEl.parentElement.hidden = plan.length === 0;
+  }
+
+  renderApprovals(approvals) {
+    this.approvalsEl.replaceChildren(
+      ...approvals.map((a) => {
+        const approve = h("button", { class: "ja-button ja-approve", type: "button", text: "Approve" });
+        const deny = h("button", { class: "ja-button ja-deny", type: "button", text: "Deny" });
+        approve.addEventListener("click", () => this.control("approve", { call_id: a.call_id }, approve));
+        deny.addEventListener("click", () => this.control("deny", { call_id: a.call_id }, deny));
+        const why = a.reason === "in_doubt" ? "the process stopped while it ran: run it again?" : a.reason;
+        return h("div", { class: "ja-approval", "data-call-id": a.call_id },
+          h("span", { class: "ja-approval-text" },
+            h("b", { text: a.name }), ` ${short(a.arguments, 120)} `, h("span", { class: "ja-muted", text: `(${why})` })),
+          approve, deny);
+      }),
+    );
+    this.approvalsEl.hidden = approvals.length === 0;
+  }
+
+  renderLive(live) {
+    const text = live && live.text ? live.text : "";
+    this.liveEl.hidden = !text;
+    if (text) this.liveEl.textContent = text;
+    this.liveEl.title = text ? `step ${live.step}, streaming` : "";
+  }
+
+  renderMessages() {
+    const st = this.source.state();
+    const error = this.localError || st.error || "";
+    this.errorEl.textContent = error;
+    this.errorEl.hidden = !error;
+    const notice = error ? "" : this.localNotice || st.notice || "";
+    this.noticeEl.textContent = notice;
+    this.noticeEl.hidden = !notice;
+  }
+
+  renderMore() {
+    this.moreEl.hidden = !this.hasMore;
+    this.moreEl.textContent = this.loadingOlder ? "Loading…" : "Load earlier events";
+    this.timelineEl.prepend(this.moreEl);
+  }
+
+  rowElement(row) {
+    const el = h("div", { class: "ja-row" });
+    el.append(h("div", { class: "ja-row-line", onclick: () => this.toggle(row) }));
+    this.rowEls.set(row, el);
+    this.updateRow(row);
+    return el;
+  }
+
+  updateRow(row) {
+    const el = this.rowEls.get(row);
+    if (!el) return;
+    el.setAttribute("data-seq", String(row.seq));
+    el.setAttribute("data-kind", row.kind);
+    el.setAttribute("data-status", row.status);
+    el.classList.toggle("ja-selected", this.selected === row);
+    const line = el.firstChild;
+    line.replaceChildren(
+      h("span", { class: "ja-row-seq", text: String(row.seq) }),
+      h("span", { class: "ja-row-time", text: fmtClock(row.ts) }),
+      h("span", { class: `ja-row-mark ja-mark-${row.status}`, text: MARK[row.status] || "·" }),
+      h("span", { class: "ja-row-kind", text: row.kind }),
+      h("span", { class: "ja-row-label", text: row.label }),
+      h("span", { class: "ja-row-text", text: row.detail, title: row.detail }),
+      h("span", { class: "ja-row-dur", text: fmtDuration(row.duration_ms) }),
+    );
+    if (this.selected === row) this.renderDetail(row);
+  }
+
+  toggle(row) {
+    if (this.selected === row) {
+      this.select(null);
+    } else {
+      this.select(row);
+    }
+  }
+
+  select(row) {
+    const before = this.selected;
+    this.selected = row;
+    if (before) {
+      const el = this.rowEls.get(before);
+      if (el) {
+        el.classList.remove("ja-selected");
+        const d = el.querySelector(".ja-row-detail");
+        if (d) d.remove();
+      }
+    }
+    if (row) {
+      const el = this.rowEls.get(row);
+      if (el) el.classList.add("ja-selected");
+      this.renderDetail(row);
+    }
+    for (const bar of this.ganttEl.querySelectorAll(".ja-bar")) {
+      bar.classList.toggle("ja-selected", Boolean(row) && bar.getAttribute("data-seq") === String(row.seq));
+    }
+  }
+
+  async renderDetail(row) {
+    const el = this.rowEls.get(row);
+    if (!el) return;
+    let detail = el.querySelector(".ja-row-detail");
+    if (!detail) {
+      detail = h("div", { class: "ja-row-detail" });
+      el.append(detail);
+    }
+    const seqs = [row.seq, row.result_seq].filter((s) => s !== undefined && s !== null);
+    const key = seqs.join(",");
+    const known = this.details.get(key);
+    if (known) {
+      detail.replaceChildren(...known.map((e) => this.detailBlock(e)));
+      return;
+    }
+    detail.textContent = "Loading…";
+    const answer = await this.source.request({ type: "detail", seqs });
+    if (!answer || answer.ok === false) {
+      detail.textContent = answer && answer.error ? answer.error : "could not load this event";
+      return;
+    }
+    const events = answer.events || [];
+    if (row.status !== "running") this.details.set(key, events);
+    if (this.selected === row) detail.replaceChildren(...events.map((e) => this.detailBlock(e)));
+  }
+
+  detailBlock(e) {
+    const p = e.p || {};
+    const blocks = [];
+    const add = (label, text) => {
+      if (text !== undefined && text !== null && text !== "") blocks.push(h("div", { class: "ja-detail-label", text: label }), h("pre", { text: String(text) }));
+    };
+    const pretty = (raw) => {
+      try {
+        return JSON.stringify(typeof raw === "string" ? JSON.parse(raw) : raw, null, 2);
+      } catch (_) {
+        return String(raw);
+      }
+    };
+    if (e.kind === "tool_call") add("arguments", pretty(p.arguments));
+    else if (e.kind === "tool_result") {
+      add(p.is_error ? "output (error)" : "output", p.output);
+      add("error", p.error);
+      if (p.output_blob) add("whole output", `blob ${p.output_blob} in the store`);
+    } else if (e.kind === "model_response") {
+      add("text", p.text);
+      if ((p.tool_calls || []).length) add("tool calls", (p.tool_calls || []).map((c) => `${c.name} ${pretty(c.arguments)}`).join("\n"));
+      add("usage", JSON.stringify(p.usage || {}));
+    } else if (e.kind === "message") add("text", p.text);
+    else if (e.kind === "error") {
+      add("message", `${p.code}: ${p.message}`);
+      add("traceback", p.traceback);
+    } else add("payload", JSON.stringify(p, null, 2));
+    const head = `#${e.seq} ${e.kind} · ${e.actor} · ${fmtDate(e.ts)}${e.clipped ? " · (cut)" : ""}`;
+    return h("div", { class: "ja-detail-event" }, h("div", { class: "ja-detail-head", text: head }), ...blocks);
+  }
+
+  scheduleGantt() {
+    if (this.ganttPending) return;
+    this.ganttPending = true;
+    schedule(() => {
+      this.ganttPending = false;
+      this.renderGantt();
+    });
+  }
+
+  renderGantt() {
+    const now = this.kernelNow();
+    const spans = [];
+    for (const row of this.fold.rows) {
+      if (row.kind === "tool") {
+        const end = row.duration_ms !== null ? row.ts + row.duration_ms / 1000 : row.status === "running" ? Math.max(row.ts, now) : row.ts;
+        spans.push({ row, start: row.ts, end, cls: "ja-bar" });
+      } else if (row.kind === "model" && row.duration_ms !== null) {
+        spans.push({ row, start: row.ts - row.duration_ms / 1000, end: row.ts, cls: "ja-mbar" });
+      }
+    }
+    this.ganttEl.hidden = spans.length === 0;
+    if (!spans.length) {
+      this.ganttEl.replaceChildren();
+      return;
+    }
+    const t0 = Math.min(...spans.map((s) => s.start));
+    const t1 = Math.max(...spans.map((s) => s.end));
+    const width = Math.max(t1 - t0, 0.001);
+    const models = h("div", { class: "ja-gantt-lane ja-gantt-models", title: "model turns" });
+    const tools = h("div", { class: "ja-gantt-lane ja-gantt-tools", title: "tool calls" });
+    for (const s of spans) {
+      const left = ((s.start - t0) / width) * 100;
+      const pct = Math.max(((s.end - s.start) / width) * 100, 0.3);
+      const bar = h("div", {
+        class: `${s.cls}${this.selected === s.row ? " ja-selected" : ""}`,
+        "data-seq": String(s.row.seq),
+        "data-status": s.row.status,
+        style: `left: ${left.toFixed(3)}%; width: ${Math.min(pct, 100 - left).toFixed(3)}%`,
+        title: `${s.row.label} · ${fmtDuration((s.end - s.start) * 1000) || "running"}`,
+      });
+      bar.addEventListener("click", () => {
+        this.select(s.row);
+        const el = this.rowEls.get(s.row);
+        if (el && el.scrollIntoView) el.scrollIntoView({ block: "nearest" });
+      });
+      (s.cls === "ja-bar" ? tools : models).append(bar);
+    }
+    const axis = h("div", { class: "ja-gantt-axis" },
+      h("span", { text: fmtClock(t0) }), h("span", { text: fmtElapsed(t1 - t0) }), h("span", { text: fmtClock(t1) }));
+    this.ganttEl.replaceChildren(models, tools, axis);
+  }
+
+  tick() {
+    this.renderElapsed();
+    if (this.fold.rows.some((r) => r.kind === "tool" && r.status === "running")) this.scheduleGantt();
+  }
+
+  atEnd() {
+    const tl = this.timelineEl;
+    return tl.scrollTop + tl.clientHeight >= tl.scrollHeight - 24;
+  }
+
+  scrollToEnd() {
+    const go = () => {
+      this.timelineEl.scrollTop = this.timelineEl.scrollHeight;
+    };
+    go();
+    schedule(go); // once it is in the page and has a size
+  }
+}
+
+// ---- anywidget ----------------------------------------------------------------------------
+
+export function render({ model, el }) {
+  const source = modelSource(model);
+  const view = new SessionView(el, source);
+  return () => {
+    view.destroy();
+    source.close();
+  };
+}
+
+export default { render };

@@ -1,0 +1,648 @@
+"""The live session widget, through its comm: what the kernel sends and how it answers the page.
+
+The comm is the transport seam ipywidgets uses (``comm.create_comm``): a recording comm keeps
+every message as it would cross the wire (JSON) and plays the page's part. Sessions are real
+(agents on scripted and demo models) or written by hand into the store, as another process
+running the session would write them. One test runs the widget in a real kernel.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import subprocess
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import comm
+import pytest
+from comm.base_comm import BaseComm
+from logs import cut_log, new_session
+
+from jupyter_agent import Agent, EventKind, Session, SqliteStore, open_session, open_store, tool
+from jupyter_agent._engine import session_totals
+from jupyter_agent._live import live_text
+from jupyter_agent._state import SessionState
+from jupyter_agent._timeline import timeline
+from jupyter_agent._watch import compact_event, watcher
+from jupyter_agent._widget import SessionWidget, session_mimebundle
+from jupyter_agent.testing import ScriptedModel, call, reply
+
+WIDGET_JS = Path(__file__).parents[1] / "jupyter_agent" / "static" / "widget.js"
+VIEW_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+# -- the seam: a comm that records what the kernel sends ----------------------------------------
+
+
+class RecordingComm(BaseComm):
+    """Keeps each message as the page would receive it; ``page()`` sends one as the page."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.sent: list[tuple[float, str, dict[str, Any]]] = []
+        self.lock = threading.Lock()
+        super().__init__(**kwargs)
+
+    def publish_msg(
+        self,
+        msg_type: str,
+        data: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+        buffers: list[bytes] | None = None,
+        **keys: Any,
+    ) -> None:
+        wire = json.loads(json.dumps(data or {}, ensure_ascii=False))  # what crosses the wire
+        with self.lock:
+            self.sent.append((time.monotonic(), msg_type, wire))
+
+    def page(self, content: dict[str, Any]) -> dict[str, Any]:
+        """Send ``content`` as the page's custom message; return the widget's answer."""
+        req = f"r{len(self.sent)}-{time.monotonic()}"
+        self.handle_msg(
+            {
+                "content": {"data": {"method": "custom", "content": {**content, "req": req}}},
+                "buffers": [],
+            }
+        )
+        (answer,) = [c for c in self.customs() if c.get("req") == req]
+        return answer
+
+    def customs(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [d["content"] for _, t, d in self.sent if d.get("method") == "custom"]
+
+    def deltas(self) -> list[dict[str, Any]]:
+        """The data of each ``event`` delta (not the answers to requests)."""
+        with self.lock:
+            return [
+                d
+                for _, t, d in self.sent
+                if d.get("method") == "custom" and d["content"].get("type") == "event"
+            ]
+
+    def updates(self) -> list[tuple[float, dict[str, Any]]]:
+        with self.lock:
+            return [(ts, d["state"]) for ts, t, d in self.sent if d.get("method") == "update"]
+
+    def opening(self) -> dict[str, Any]:
+        with self.lock:
+            (state,) = [d["state"] for _, t, d in self.sent if t == "comm_open"]
+        return state
+
+
+@pytest.fixture
+def widgets(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Session], SessionWidget]]:
+    """Makes widgets on recording comms; closes them all and checks nothing is left watched."""
+    monkeypatch.setattr(comm, "create_comm", lambda *a, **k: RecordingComm(*a, **k))
+    made: list[SessionWidget] = []
+
+    def make(session: Session) -> SessionWidget:
+        w = SessionWidget(session)
+        made.append(w)
+        return w
+
+    yield make
+    for w in made:
+        w.close()
+    assert watcher.watching == 0
+
+
+def rec(w: SessionWidget) -> RecordingComm:
+    assert isinstance(w.comm, RecordingComm)
+    return w.comm
+
+
+def until(check: Callable[[], object], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "agent.db"
+
+
+# -- sessions written by hand, as another process running them would write them ----------------
+
+
+class HandSession:
+    """A session whose events the test appends, with its row kept current like an engine's."""
+
+    def __init__(self, store: SqliteStore, sid: str = "s1") -> None:
+        self.store, self.sid = store, sid
+        self.chain = new_session(store, sid)
+        self.state = SessionState.fold(sid, store.iter_events(sid))
+
+        self.queued: list[Any] = []
+
+    def add(self, kind: EventKind, payload: dict[str, Any], *, actor: str = "agent") -> None:
+        e = self.chain.next(kind, payload, ts=time.time(), actor=actor)
+        self.state.apply(e)
+        self.queued.append(e)
+
+    def flush(self) -> int:
+        """Write the queued events in one transaction, with a snapshot every 100 events."""
+        events, self.queued = self.queued, []
+        last = self.state.last_seq
+        crossed = last // 100 > (last - len(events)) // 100
+        snap = (last, self.state.to_snapshot()) if crossed else None
+        row = {**session_totals(self.state), "updated_at": events[-1].ts}
+        self.store.write(events, session=row, snapshot=snap)
+        return last
+
+    def append(self, kind: EventKind, payload: dict[str, Any], *, actor: str = "agent") -> int:
+        self.add(kind, payload, actor=actor)
+        return self.flush()
+
+    def step(self, n: int, *, output: str = "ok", write: bool = True) -> None:
+        """One model turn calling one tool, and the tool's result: four events."""
+        cid = f"call_{n}"
+        self.add(EventKind.MODEL_REQUEST, {"step": n, "messages": 2 * n + 1})
+        self.add(EventKind.MODEL_RESPONSE, response(n, cid))
+        self.add(EventKind.TOOL_CALL, tool_call(cid, '{"path": "a.txt"}'))
+        self.add(EventKind.TOOL_RESULT, tool_result(cid, output))
+        if write:
+            self.flush()
+
+
+def response(n: int, cid: str, *, text: str = "reading", arguments: str = "{}") -> dict[str, Any]:
+    return {
+        "step": n,
+        "text": text,
+        "tool_calls": [{"id": cid, "name": "read_file", "arguments": arguments}],
+        "usage": {"input_tokens": 100, "output_tokens": 10, "cost_usd": 0.001},
+        "stop_reason": "tool_use",
+        "model": "demo",
+        "duration_ms": 12.0,
+    }
+
+
+def tool_call(cid: str, arguments: str) -> dict[str, Any]:
+    return {"call_id": cid, "name": "read_file", "arguments": arguments, "effect": "read_only"}
+
+
+def tool_result(cid: str, output: str, **more: Any) -> dict[str, Any]:
+    return {"call_id": cid, "name": "read_file", "output": output, "is_error": False, **more}
+
+
+def long_session(store: SqliteStore, sid: str, n_events: int) -> HandSession:
+    """A session of exactly ``n_events`` events (a snapshot every 100, as the engine writes)."""
+    s = HandSession(store, sid)
+    step = 0
+    while s.chain.last_seq + 4 <= n_events:
+        step += 1
+        s.step(step, output=f"line {step}\n" * 3, write=False)
+        if len(s.queued) >= 100:
+            s.flush()
+    while s.chain.last_seq < n_events:
+        s.add(EventKind.MESSAGE, {"text": "filler"}, actor="ann")
+    if s.queued:
+        s.flush()
+    return s
+
+
+# -- deltas -------------------------------------------------------------------------------------
+
+
+def test_each_new_event_is_one_delta_message_under_2_kb(db: Path, widgets: Any) -> None:
+    store = open_store(db)
+    s = HandSession(store)
+    w = widgets(Session(store, s.sid))
+    huge = "x" * 100_000
+    cjk = "界" * 5_000  # three bytes each in UTF-8
+    s.append(EventKind.MESSAGE, {"text": cjk}, actor="ann")
+    s.append(EventKind.MODEL_RESPONSE, response(1, "c1", text=huge, arguments=huge))
+    s.append(EventKind.TOOL_CALL, tool_call("c1", json.dumps({"code": huge})))
+    s.append(EventKind.TOOL_RESULT, tool_result("c1", huge, error=huge, output_blob="ab" * 32))
+    plan = [{"step": f"step {i} " + "y" * 200, "status": "pending"} for i in range(300)]
+    s.append(EventKind.PLAN_UPDATED, {"plan": plan})
+    s.append(EventKind.ERROR, {"code": "boom", "message": huge, "traceback": huge})
+    last = s.append(EventKind.MESSAGE, {"text": "short and whole"}, actor="bob")
+
+    until(lambda: len(rec(w).deltas()) >= last - 1)
+    time.sleep(0.2)  # nothing more should come
+    deltas = rec(w).deltas()
+    assert [d["content"]["event"]["seq"] for d in deltas] == list(range(2, last + 1))
+    sizes = [len(json.dumps(d, ensure_ascii=False).encode()) for d in deltas]
+    assert max(sizes) <= 2048, sizes
+    events = [d["content"]["event"] for d in deltas]
+    assert events[0]["kind"] == "message" and events[0]["p"]["text"].startswith("界" * 100)
+    assert events[0]["clipped"] and events[-1]["p"]["text"] == "short and whole"
+    assert not events[-1]["clipped"]
+    assert "traceback" not in events[5]["p"]  # on demand only
+    assert [e["seq"] for e in rec(w).opening()["initial_page"]["events"]] == [1]
+
+
+def test_a_running_session_sends_every_event_exactly_once(db: Path, widgets: Any) -> None:
+    agent = Agent("loop", model="demo:loop?steps=30", store=db)
+    s = agent.start("go round")
+    w = widgets(s)
+    assert s.wait(30) == "done"
+    last = s.row.last_seq
+    until(lambda: w.header.get("status") == "done")
+    first = [e["seq"] for e in rec(w).opening()["initial_page"]["events"]]
+    later = [d["content"]["event"]["seq"] for d in rec(w).deltas()]
+    assert sorted(first + later) == list(range(1, last + 1))
+    assert later == sorted(later)
+
+
+def test_reconnect_catches_up_from_last_seen_seq(db: Path, widgets: Any) -> None:
+    store = open_store(db)
+    s = HandSession(store)
+    for n in range(1, 13):
+        s.step(n)  # 49 events
+    w = widgets(Session(store, s.sid))
+    answer = rec(w).page({"type": "hello", "last_seq": 20})
+    assert answer["type"] == "events" and answer["mode"] == "after"
+    assert [e["seq"] for e in answer["events"]] == list(range(21, 50))
+    # the page went away while five more events happened; a new view says what it had
+    for n in range(13, 14):
+        s.step(n)
+    s.append(EventKind.MESSAGE, {"text": "still there?"}, actor="ann")
+    answer = rec(w).page({"type": "hello", "last_seq": 49})
+    assert [e["seq"] for e in answer["events"]] == [50, 51, 52, 53, 54]
+    assert answer["events"][-1]["p"]["text"] == "still there?"
+    assert rec(w).page({"type": "hello", "last_seq": 54})["events"] == []
+
+
+def test_a_view_too_far_behind_starts_again_from_the_newest_page(db: Path, widgets: Any) -> None:
+    store = open_store(db)
+    s = long_session(store, "far", 1000)
+    w = widgets(Session(store, s.sid))
+    answer = rec(w).page({"type": "hello", "last_seq": 3})
+    assert answer["mode"] == "reset" and answer["has_more"] is True
+    assert [e["seq"] for e in answer["events"]] == list(range(801, 1001))
+
+
+def test_a_10000_event_session_opens_with_one_page(db: Path, widgets: Any) -> None:
+    store = open_store(db)
+    s = long_session(store, "big", 10_000)
+    session = Session(store, s.sid)
+    started = time.perf_counter()
+    w = widgets(session)
+    bundle = w._repr_mimebundle_()
+    took = time.perf_counter() - started
+    assert took < 0.5, f"opening took {took:.3f} s"
+    assert bundle is not None and VIEW_MIME in bundle[0]
+    state = rec(w).opening()
+    page = state["initial_page"]
+    assert [e["seq"] for e in page["events"]] == list(range(9801, 10_001))
+    assert page["has_more"] is True
+    state.pop("_esm"), state.pop("_css")
+    assert len(json.dumps(state).encode()) < 100_000
+    assert state["header"]["steps"] == s.state.steps and state["header"]["last_seq"] == 10_000
+    assert rec(w).deltas() == []
+
+
+def test_scrolling_up_fetches_older_events_in_pages(db: Path, widgets: Any) -> None:
+    store = open_store(db)
+    s = long_session(store, "pages", 1000)
+    w = widgets(Session(store, s.sid))
+    before, seen = 801, []
+    while True:
+        answer = rec(w).page({"type": "page", "before": before, "limit": 300})
+        seqs = [e["seq"] for e in answer["events"]]
+        assert seqs == list(range(max(1, before - 300), before))
+        seen = seqs + seen
+        if not answer["has_more"]:
+            break
+        before = seqs[0]
+    assert seen == list(range(1, 801))
+    capped = rec(w).page({"type": "page", "before": 1001, "limit": 10_000})
+    assert len(capped["events"]) == 500
+
+
+# -- values -------------------------------------------------------------------------------------
+
+
+def test_value_updates_are_coalesced_to_20_hz_and_the_final_state_is_sent(
+    db: Path, widgets: Any
+) -> None:
+    s = Agent("loop", model="demo:loop?steps=120", store=db).start("go round")
+    w = widgets(s)
+    stop = threading.Event()
+
+    def stream() -> None:  # a model streaming its answer, far faster than 20 Hz
+        n = 0
+        while not stop.is_set():
+            n += 1
+            live_text.set(s.id, 1, f"token {n} " * 3)
+            time.sleep(0.0005)
+
+    streamer = threading.Thread(target=stream)
+    streamer.start()
+    assert s.wait(60) == "done"
+    stop.set()
+    streamer.join()
+    live_text.set(s.id, 7, "the final words")
+    until(lambda: w.live == {"step": 7, "text": "the final words"})
+    until(lambda: w.header.get("status") == "done")
+    time.sleep(0.2)
+
+    updates = rec(w).updates()
+    times = [t for t, _ in updates]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert len(updates) >= 3 and min(gaps) >= 0.045, min(gaps)
+    assert len(rec(w).deltas()) > 2 * len(updates)  # values are not sent per event
+    headers = [u["header"] for _, u in updates if "header" in u]
+    lives = [u["live"] for _, u in updates if "live" in u]
+    row = s.row
+    assert headers[-1]["status"] == "done" and headers[-1]["steps"] == row.steps == 121
+    assert headers[-1]["tool_calls"] == row.tool_calls
+    assert lives[-1] == {"step": 7, "text": "the final words"}
+    live_text.clear(s.id)
+
+
+def test_header_plan_and_approval_values_follow_the_log(db: Path, widgets: Any) -> None:
+    store = open_store(db)
+    s = HandSession(store)
+    w = widgets(Session(store, s.sid))
+    plan = [{"step": "look", "status": "done"}, {"step": "fix", "status": "active"}]
+    s.append(EventKind.PLAN_UPDATED, {"plan": plan})
+    s.append(EventKind.MODEL_RESPONSE, response(1, "c1"))
+    until(lambda: w.plan == plan and w.header["steps"] == 1)
+    assert w.header["tokens"] == 110 and w.header["cost_usd"] == pytest.approx(0.001)
+    assert w.header["budgets"] == []  # this hand-made session has no step limit
+
+
+# -- the static snapshot ------------------------------------------------------------------------
+
+
+def test_static_html_snapshot_shows_the_timeline(db: Path) -> None:
+    model = ScriptedModel([call("list_files"), reply("all done <b>for real</b>")])
+    s = Agent("snap", model=model, store=db).run("look <around>")
+    data, _ = session_mimebundle(s)  # outside a kernel: no widget, the snapshot and the text
+    assert set(data) == {"text/plain", "text/html"}
+    page = data["text/html"]
+    assert "<script" not in page
+    assert "snap" in page and "done" in page and "list_files" in page
+    assert "&lt;b&gt;for real&lt;/b&gt;" in page and "<b>for real</b>" not in page
+    assert page.count("<tr data-seq=") == len(s.timeline())
+    assert data["text/plain"] == repr(s)
+
+
+def test_the_widget_display_carries_the_view_the_snapshot_and_text(db: Path, widgets: Any) -> None:
+    s = Agent("snap", model=ScriptedModel([reply("fine")]), store=db).run("go")
+    w = widgets(s)
+    bundle = w._repr_mimebundle_()
+    assert bundle is not None
+    data, _ = bundle
+    assert data[VIEW_MIME]["model_id"] == w.model_id
+    assert 'data-kind="result"' in data["text/html"] and "fine" in data["text/html"]
+    assert data["text/plain"].startswith(f"<Session {s.id}")
+
+
+# -- controls -----------------------------------------------------------------------------------
+
+
+def gated_tool() -> tuple[Any, threading.Event, threading.Event]:
+    gate, entered = threading.Event(), threading.Event()
+
+    @tool(effect="read_only")
+    def wait_gate() -> str:
+        """Waits for the test."""
+        entered.set()
+        assert gate.wait(30)
+        return "through"
+
+    return wait_gate, gate, entered
+
+
+def control(w: SessionWidget, action: str, **args: Any) -> dict[str, Any]:
+    return rec(w).page({"type": "control", "action": action, **args})
+
+
+def test_controls_reach_the_session(db: Path, widgets: Any) -> None:
+    wait_gate, gate, entered = gated_tool()
+    model = ScriptedModel([call("wait_gate"), call("list_files"), reply("done")])
+    s = Agent("a", model=model, store=db, tools=[wait_gate, "list_files"]).start("go")
+    w = widgets(s)
+    assert entered.wait(10)
+    assert control(w, "pause")["ok"]
+    gate.set()
+    assert s.wait(10) == "paused"
+    answer = control(w, "tell", text="also look at the logs")
+    assert answer == {**answer, "ok": True, "notice": "message sent"}
+    until(lambda: any(e["p"].get("text") == "also look at the logs" for e in seen_events(w)))
+    assert control(w, "resume")["ok"]
+    assert s.wait(10) == "done"
+    said = [e for e in s.events if e.kind is EventKind.MESSAGE]
+    assert said[0].payload["text"] == "also look at the logs"
+
+
+def test_stop_from_the_widget_stops_the_session(db: Path, widgets: Any) -> None:
+    wait_gate, gate, entered = gated_tool()
+    model = ScriptedModel([call("wait_gate"), reply("x")])
+    s = Agent("a", model=model, store=db, tools=[wait_gate]).start("go")
+    w = widgets(s)
+    assert entered.wait(10)
+    assert control(w, "stop")["ok"]
+    gate.set()
+    assert s.wait(10) == "stopped"
+    until(lambda: w.header["status"] == "stopped")
+
+
+def seen_events(w: SessionWidget) -> list[dict[str, Any]]:
+    return [d["content"]["event"] for d in rec(w).deltas()]
+
+
+@pytest.mark.parametrize("decision", ["approve", "deny"])
+def test_approvals_are_listed_and_decided_from_the_widget(
+    db: Path, widgets: Any, decision: str
+) -> None:
+    ran: list[str] = []
+
+    @tool(effect="side_effect")
+    def charge_card() -> str:
+        """Charges the card."""
+        ran.append("charged")
+        return "charged"
+
+    model = ScriptedModel([call("charge_card"), reply("finished")])
+    done = Agent("a", model=model, store=db, tools=[charge_card], max_steps=5).run("go")
+    crashed = cut_log(done, after=EventKind.TOOL_CALL)  # the process died while it ran
+    ran.clear()
+    model = ScriptedModel([call("charge_card"), reply("finished")])
+    s = open_session(done.id, store=crashed, tools=[charge_card], model=model)
+    s.resume()
+    assert s.wait(10) == "awaiting_approval"
+    w = widgets(s)
+    (waiting,) = w.approvals
+    assert waiting["name"] == "charge_card" and waiting["reason"] == "in_doubt"
+    assert control(w, decision, call_id=waiting["call_id"])["ok"]
+    assert s.wait(10) == "done"
+    assert ran == (["charged"] if decision == "approve" else [])
+    until(lambda: w.approvals == [])
+
+
+def test_a_control_error_shows_one_line(db: Path, widgets: Any) -> None:
+    s = Agent("a", model=ScriptedModel([reply("over")]), store=db).run("go")
+    w = widgets(s)
+    answer = control(w, "pause")
+    assert answer["ok"] is False
+    assert answer["error"] == f"cannot pause session {s.id}: it is done"
+    until(lambda: w.error == answer["error"])
+    for action, args in [
+        ("approve", {"call_id": "nope"}),
+        ("approve", {}),
+        ("launch", {}),
+        ("fork", {}),
+        ("restore", {"seq": 999}),
+    ]:
+        error = control(w, action, **args)["error"]
+        assert error and "\n" not in error and "Traceback" not in error, error
+    assert "select a row" in control(w, "fork")["error"]
+    assert control(w, "tell", text="   ")["error"] == "tell() needs a non-empty message"
+    unknown = rec(w).page({"type": "nonsense"})
+    assert unknown["ok"] is False and unknown["error"] == "unknown request 'nonsense'"
+
+
+def test_fork_and_restore_here_reach_the_session(db: Path, widgets: Any) -> None:
+    if not hasattr(Session, "fork") or not hasattr(Session, "restore"):
+        pytest.skip("Session.fork / Session.restore are not built yet")
+    s = Agent("a", model="demo:loop?steps=3", store=db).run("go")
+    w = widgets(s)
+    answer = control(w, "fork", seq=5)
+    assert answer["ok"], answer
+    (forked,) = w.forks
+    assert forked.id in answer["notice"]
+    assert forked.row.parent_id == s.id and forked.row.fork_seq == 5
+    fork_view = widgets(forked)  # the fork's own widget: its parent's history, then the fork
+    assert fork_view.header["parent_id"] == s.id and fork_view.header["status"] == "paused"
+    first_page = [(e["seq"], e["kind"]) for e in rec(fork_view).opening()["initial_page"]["events"]]
+    assert first_page[-1] == (6, "fork") and [seq for seq, _ in first_page] == list(range(1, 7))
+    answer = control(w, "restore", seq=5)
+    assert answer == {**answer, "ok": True, "notice": "restored to event 5"}
+    until(lambda: w.header["status"] == "paused")
+    assert seen_events(w)[-1]["kind"] == "restore"
+
+
+# -- detail on demand, closing --------------------------------------------------------------------
+
+
+def test_a_row_expands_to_the_whole_event_on_demand(db: Path, widgets: Any) -> None:
+    store = open_store(db)
+    s = HandSession(store)
+    s.step(1, output="y" * 60_000)
+    s.append(EventKind.ERROR, {"code": "boom", "message": "it broke", "traceback": "T" * 5000})
+    w = widgets(Session(store, s.sid))
+    answer = rec(w).page({"type": "detail", "seqs": [4, 5, 6]})
+    call_, result, error = answer["events"]
+    assert call_["kind"] == "tool_call" and json.loads(call_["p"]["arguments"]) == {"path": "a.txt"}
+    assert result["p"]["output"] == "y" * 60_000 and not result["clipped"]
+    assert error["p"]["traceback"] == "T" * 5000
+
+
+def test_closing_the_widget_stops_watching(db: Path, widgets: Any) -> None:
+    store = open_store(db)
+    s = HandSession(store)
+    w = widgets(Session(store, s.sid))
+    thread = watcher.thread
+    assert watcher.watching == 1 and thread is not None and thread.is_alive()
+    recorder = rec(w)
+    w.close()
+    assert watcher.watching == 0
+    thread.join(2)
+    assert not thread.is_alive()
+    sent = len(recorder.sent)
+    s.append(EventKind.MESSAGE, {"text": "anyone?"}, actor="ann")
+    time.sleep(0.2)
+    assert len(recorder.sent) == sent
+
+
+# -- the page's fold agrees with the timeline -----------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's module")
+def test_the_page_folds_events_into_the_same_rows_as_the_timeline(db: Path) -> None:
+    model = ScriptedModel(
+        [
+            call("write_file", path="a.txt", content="A"),
+            call("read_file", path="missing.txt"),
+            call("update_plan", steps=[{"step": "write", "status": "done"}]),
+            reply("done"),
+        ]
+    )
+    s = Agent("fold", model=model, store=db, workspace=db.parent / "ws").run("go")
+    events = list(s.store.iter_events(s.id))
+    compact = [compact_event(e) for e in events[4:]]  # a window: a result without its call
+    script = textwrap.dedent(
+        f"""
+        import {{ foldEvents }} from {json.dumps(WIDGET_JS.as_uri())};
+        let text = "";
+        for await (const chunk of process.stdin) text += chunk;
+        const events = JSON.parse(text);
+        const rows = foldEvents(events).rows.map((r) => [r.seq, r.kind, r.label, r.status]);
+        console.log(JSON.stringify(rows));
+        """
+    )
+    out = subprocess.run(
+        ["node", "--input-type=module", "-e", script],
+        input=json.dumps(compact),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    rows = [[r.seq, r.kind, r.label, r.status] for r in timeline(events[4:])]
+    assert json.loads(out.stdout) == rows
+    assert {r[1] for r in rows} >= {"model", "tool", "plan", "result"}
+
+
+# -- in a real kernel ------------------------------------------------------------------------------
+
+
+def test_a_session_displays_itself_as_the_live_widget_in_a_kernel(tmp_path: Path, db: Path) -> None:
+    from kernel_harness import Kernels
+
+    store = open_store(db)
+    s = HandSession(store, "kern")
+    s.step(1)
+    kernels = Kernels(tmp_path, db)
+    try:
+        k = kernels.start()
+        msg_id = k.kc.execute("from jupyter_agent import open_session\nopen_session('kern')")
+        shown: dict[str, Any] = {}
+        opened: dict[str, Any] = {}
+        deltas: list[int] = []
+        deadline = time.monotonic() + 60
+        appended = False
+        while time.monotonic() < deadline and (not deltas or deltas[-1] < 10):
+            try:
+                msg = k.kc.get_iopub_msg(timeout=1)
+            except Exception:
+                msg = None
+            if msg is not None:
+                kind, content = msg["msg_type"], msg["content"]
+                if kind in ("execute_result", "display_data"):
+                    shown = content["data"]
+                elif kind == "comm_open" and content["target_name"] == "jupyter.widget":
+                    opened = content["data"]["state"]
+                elif kind == "comm_msg" and content["data"].get("method") == "custom":
+                    deltas.append(content["data"]["content"]["event"]["seq"])
+                elif kind == "error":
+                    raise AssertionError("\n".join(content["traceback"]))
+                elif (
+                    kind == "status"
+                    and content["execution_state"] == "idle"
+                    and msg["parent_header"].get("msg_id") == msg_id
+                    and not appended
+                ):
+                    s.step(2)  # this process writes on while the kernel shows the session
+                    s.append(EventKind.MESSAGE, {"text": "from another process"}, actor="ann")
+                    appended = True
+        assert VIEW_MIME in shown and "text/html" in shown and "text/plain" in shown
+        assert shown[VIEW_MIME]["model_id"]
+        assert opened["session_id"] == "kern" and opened["_esm"].startswith("// jupyter-agent")
+        assert [e["seq"] for e in opened["initial_page"]["events"]] == [1, 2, 3, 4, 5]
+        assert deltas == [6, 7, 8, 9, 10]
+    finally:
+        kernels.close()
