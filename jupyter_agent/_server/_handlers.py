@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -21,11 +22,14 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from .._errors import JupyterAgentError, SessionNotFound
+from .._identity import current_identity
+from .._snapshot import snapshot_html
 from .._store import SessionRow, SqliteStore
 from .._watch import MAX_PAGE, PAGE_SIZE, SessionFeed, compact_event
 from . import _commands
 
 T = TypeVar("T")
+_ANONYMOUS = re.compile(r"[0-9a-f]{32}")  # jupyter_server's generated anonymous usernames
 STREAM_INTERVAL_S = 0.25
 STREAM_KEEPALIVE_S = 15.0
 STREAM_MAX_EVENTS = 50  # per session per tick; beyond that a view reloads the session instead
@@ -50,9 +54,13 @@ class _Base(APIHandler):
 
     @property
     def user_name(self) -> str:
+        """Who acts: the Jupyter user; on a single-user server whose users are anonymous
+        (a token, no JupyterHub), the person running the server, as kernels name them."""
         user = self.current_user
-        name = getattr(user, "username", None) or getattr(user, "name", None)
-        return str(name or "anonymous")
+        name = str(getattr(user, "username", "") or "")
+        if not name or _ANONYMOUS.fullmatch(name):
+            return current_identity()
+        return name
 
     async def off_loop(self, fn: Callable[[], T]) -> T:
         """Run a store call in a worker thread: SQLite waits never block the server."""
@@ -151,6 +159,21 @@ class EventsHandler(_Base):
         self.reply(data)
 
 
+class SnapshotHandler(_Base):
+    """``GET sessions/ID/snapshot``: the static HTML a saved notebook carries for it."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, session_id: str) -> None:
+        def read() -> str:
+            return snapshot_html(self.store, self.store.find_session(session_id).id)
+
+        try:
+            self.reply({"html": await self.off_loop(read)})
+        except SessionNotFound as exc:
+            self.fail(404, str(exc))
+
+
 class CommandsHandler(_Base):
     """``POST sessions/ID/commands`` with ``{"verb": ..., ...}``: recorded with the Jupyter
     user as its author; 202 when queued for the kernel that runs the session, 200 when done
@@ -244,6 +267,7 @@ def setup_handlers(web_app: Any, store: SqliteStore) -> None:
             (url_path_join(base, "sessions", sid), SessionHandler),
             (url_path_join(base, "sessions", sid, "events"), EventsHandler),
             (url_path_join(base, "sessions", sid, "commands"), CommandsHandler),
+            (url_path_join(base, "sessions", sid, "snapshot"), SnapshotHandler),
             (url_path_join(base, "stream"), StreamHandler),
         ],
     )

@@ -218,7 +218,11 @@ export function modelSource(model) {
       listeners.add(fn);
       return () => listeners.delete(fn);
     },
-    request(msg) {
+    async request(msg) {
+      if (msg.type === "control") {
+        const viaServer = await serverControl(model.get("session_id"), msg);
+        if (viaServer) return viaServer;
+      }
       const req = `${me}-${++counter}`;
       return new Promise((resolve) => {
         const timer = setTimeout(() => {
@@ -237,6 +241,51 @@ export function modelSource(model) {
       listeners.clear();
     },
   };
+}
+
+// A control goes to the Jupyter server's command endpoint when there is one: the kernel
+// reads those from the store on its own thread, so a pause or an approval works while a cell
+// keeps the kernel busy (comm messages wait until it is idle). Otherwise, or when only this
+// kernel can do it (the server answers 409), it goes over the comm.
+function jupyterServer() {
+  const el = typeof document !== "undefined" && document.getElementById("jupyter-config-data");
+  if (!el) return null;
+  try {
+    const config = JSON.parse(el.textContent || "{}");
+    const base = String(config.baseUrl || "/");
+    return { base: base.endsWith("/") ? base : `${base}/`, token: String(config.token || "") };
+  } catch {
+    return null;
+  }
+}
+
+export async function serverControl(sessionId, msg) {
+  const server = jupyterServer();
+  if (!server || !sessionId || typeof fetch !== "function") return null;
+  const { type: _type, req: _req, action, seq, ...rest } = msg;
+  const body = { verb: action, ...rest };
+  if (seq !== undefined) body.at = seq;
+  const headers = { "Content-Type": "application/json" };
+  if (server.token) headers.Authorization = `token ${server.token}`;
+  const xsrf = document.cookie.match(/(?:^|;\s*)_xsrf=([^;]*)/);
+  if (xsrf) headers["X-XSRFToken"] = decodeURIComponent(xsrf[1]);
+  const url = `${server.base}jupyter-agent/api/sessions/${encodeURIComponent(sessionId)}/commands`;
+  let resp;
+  try {
+    resp = await fetch(url, { method: "POST", headers, body: JSON.stringify(body), credentials: "same-origin" });
+  } catch {
+    return null;
+  }
+  if (resp.status === 404 || resp.status === 409 || resp.status >= 500) return null;
+  const data = await resp.json().catch(() => ({}));
+  if (!resp.ok) return { type: "control", action, ok: false, error: String(data.message || resp.status) };
+  const notice =
+    action === "fork"
+      ? `forked after event ${seq} as session ${data.session_id}: open_session(${JSON.stringify(data.session_id)})`
+      : data.state === "queued"
+        ? `${action} sent`
+        : `${action} done`;
+  return { type: "control", action, ok: true, notice, via: "server" };
 }
 
 // ---- the view -----------------------------------------------------------------------------

@@ -4,12 +4,14 @@
 
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { MainAreaWidget, Notification } from '@jupyterlab/apputils';
+import { INotebookTracker } from '@jupyterlab/notebook';
 import { IStatusBar } from '@jupyterlab/statusbar';
 import { listIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
 import { SessionView } from '../../jupyter_agent/static/widget.js';
 import { ISessionRow, listSessions, stream } from './api';
+import { keepSnapshotsFresh } from './snapshots';
 import { restSource } from './source';
 
 const OPEN = 'jupyter-agent:open-session';
@@ -222,8 +224,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
   id: 'jupyter-agent:plugin',
   description: 'Every jupyter-agent session in one sidebar, with panels and notifications.',
   autoStart: true,
-  optional: [IStatusBar],
-  activate: (app: JupyterFrontEnd, statusBar: IStatusBar | null) => {
+  optional: [IStatusBar, INotebookTracker],
+  activate: (
+    app: JupyterFrontEnd,
+    statusBar: IStatusBar | null,
+    notebooks: INotebookTracker | null
+  ) => {
     const sessions = new Sessions();
     const panels = new Map<string, MainAreaWidget<SessionPanel>>();
 
@@ -260,6 +266,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
         align: 'left',
         rank: 50
       });
+    }
+    if (notebooks) {
+      keepSnapshotsFresh(notebooks);
     }
     void sessions.load().catch(err => {
       sidebar.node.append(el('div', 'ja-error', `Cannot list agent sessions: ${err}`));

@@ -15,6 +15,7 @@ import pytest
 from tornado.httpclient import HTTPClientError
 
 from jupyter_agent import Agent, EventKind, SqliteStore
+from jupyter_agent._identity import current_identity
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:jupyter_server")
 
@@ -166,6 +167,13 @@ async def test_the_stream_sends_new_events_and_changed_sessions(
     stream.cancel()
 
 
+async def test_the_snapshot_is_the_sessions_static_html(jp_fetch: Any, store_path: Path) -> None:
+    sid = finished(store_path)
+    html = (await get_json(jp_fetch, "sessions", sid, "snapshot"))["html"]
+    assert f'data-session-id="{sid}"' in html and "<script" not in html
+    assert "session_finished" not in html and "done" in html
+
+
 # -- commands ------------------------------------------------------------------------------
 
 
@@ -174,14 +182,13 @@ async def test_commands_with_no_live_process_do_what_needs_none_and_record_the_u
 ) -> None:
     sid = paused_elsewhere_kind(store_path)
     told = await post(jp_fetch, sid, {"verb": "tell", "text": "look at the logs"})
-    user = json.loads(told.body)["actor"]  # a token without a login cookie: a new anonymous
-    assert told.code == 200 and user  # user each time; the lab's cookie keeps one
+    user = current_identity()  # anonymous token users of a one-person server: its owner
+    assert told.code == 200 and json.loads(told.body)["actor"] == user
     forked = await post(jp_fetch, sid, {"verb": "fork", "at": 5, "name": "other"})
     fork_id = json.loads(forked.body)["session_id"]
     assert forked.code == 201
     restored = await post(jp_fetch, sid, {"verb": "restore", "at": 11})
     assert restored.code == 200
-    restorer = json.loads(restored.body)["actor"]
     stopped = await post(jp_fetch, sid, {"verb": "stop"})
     assert stopped.code == 200
 
@@ -189,7 +196,7 @@ async def test_commands_with_no_live_process_do_what_needs_none_and_record_the_u
     events = list(store.iter_events(sid))
     message = next(e for e in events if e.kind is EventKind.MESSAGE)
     assert (message.actor, message.payload["text"]) == (user, "look at the logs")
-    assert events[-2].kind is EventKind.RESTORE and events[-2].actor == restorer
+    assert events[-2].kind is EventKind.RESTORE and events[-2].actor == user
     assert store.get_session(sid).status == "stopped"
     assert store.get_session(fork_id).parent_id == sid
 
@@ -253,16 +260,16 @@ async def test_commands_reach_a_session_running_in_another_busy_process(
         r = await post(jp_fetch, sid, {"verb": "pause"})
         assert r.code == 202 and json.loads(r.body)["runtime_id"]
         assert await status_becomes("paused") < 2
-        told = await post(jp_fetch, sid, {"verb": "tell", "text": "from the sidebar"})
-        user = json.loads(told.body)["actor"]
+        await post(jp_fetch, sid, {"verb": "tell", "text": "from the sidebar"})
         await post(jp_fetch, sid, {"verb": "resume"})
         await status_becomes("running")
-        stopper = json.loads((await post(jp_fetch, sid, {"verb": "stop"})).body)["actor"]
+        await post(jp_fetch, sid, {"verb": "stop"})
         await status_becomes("stopped")
+        user = current_identity()
         message = next(e for e in store.iter_events(sid) if e.kind is EventKind.MESSAGE)
         assert (message.actor, message.payload["text"]) == (user, "from the sidebar")
         stop = [e for e in store.iter_events(sid) if e.kind is EventKind.STATUS_CHANGED][-1]
-        assert stop.payload["status"] == "stopped" and stop.actor == stopper
+        assert stop.payload["status"] == "stopped" and stop.actor == user
     finally:
         worker.kill()
         await worker.wait()
