@@ -20,9 +20,7 @@ def check_policy(policy: Mapping[str, str] | None) -> dict[str, str]:
         if not isinstance(name, str) or not name:
             raise ValueError(f"a policy maps tool names to rules, not {name!r}")
         if rule not in RULES:
-            raise ValueError(
-                f"policy for {name!r} is {rule!r}; use one of: {', '.join(RULES)}"
-            )
+            raise ValueError(f"policy for {name!r} is {rule!r}; use one of: {', '.join(RULES)}")
         checked[name] = rule
     return checked
 
