@@ -122,7 +122,9 @@ class AgentSidebar extends Widget {
     const item = el('div', 'ja-sidebar-item');
     item.dataset.sessionId = row.id;
     item.dataset.status = row.status;
-    item.title = `${row.goal ?? ''}\n${row.id} · ${row.model ?? ''}`;
+    item.title = [row.goal ?? '', `${row.id} · ${row.model ?? ''}`, row.notebook ?? '']
+      .filter(Boolean)
+      .join('\n');
     const icon = el('span', `ja-sidebar-icon ja-st-${row.status}`, STATUS_ICON[row.status] ?? '?');
     icon.title = row.status;
     const name = el('span', 'ja-sidebar-name', row.name || row.id);
@@ -134,7 +136,7 @@ class AgentSidebar extends Widget {
       'ja-sidebar-meta',
       [
         row.owner ?? '',
-        row.notebook ?? '',
+        (row.notebook ?? '').split('/').pop() ?? '',
         `${row.steps} steps`,
         cost(row),
         ago(row.updated_at)
@@ -199,9 +201,21 @@ class StatusItem extends Widget {
   }
 }
 
+const lastSeen = new Map<string, string>(); // session id -> the status last told about
+const waiting = new Map<string, string>(); // session id -> its "needs you" notification
+
 function notify(row: ISessionRow, old: ISessionRow | null, open: (id: string) => void): void {
-  if (old === null || old.status === row.status) {
+  if (old?.status === row.status || lastSeen.get(row.id) === row.status) {
     return;
+  }
+  lastSeen.set(row.id, row.status);
+  if (old === null && row.status !== 'awaiting_approval' && Date.now() / 1000 - row.updated_at > 60) {
+    return; // old news about a session this page had not seen
+  }
+  const asking = waiting.get(row.id);
+  if (asking !== undefined && row.status !== 'awaiting_approval') {
+    Notification.dismiss(asking); // answered: the call no longer waits
+    waiting.delete(row.id);
   }
   const name = row.name || row.id;
   const options = {
@@ -209,10 +223,11 @@ function notify(row: ISessionRow, old: ISessionRow | null, open: (id: string) =>
     actions: [{ label: 'Open', callback: () => open(row.id) }]
   };
   if (row.status === 'awaiting_approval') {
-    Notification.warning(`Agent ${name} needs you: a call waits for approval`, {
+    const id = Notification.warning(`Agent ${name} needs you: a call waits for approval`, {
       ...options,
       autoClose: false
     });
+    waiting.set(row.id, id);
   } else if (row.status === 'failed') {
     Notification.error(`Agent ${name} failed`, options);
   } else if (row.status === 'done') {
@@ -257,6 +272,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
     sessions.onChange((row, old) => {
       if (row !== null) {
         notify(row, old, open);
+      } else {
+        sessions.sorted().forEach(r => r.status === 'awaiting_approval' && notify(r, null, open));
       }
     });
     if (statusBar) {

@@ -1,0 +1,123 @@
+"""The lab extension in a real JupyterLab: the Agents sidebar lists every session in the store,
+a session panel approves a waiting call while the owning kernel is busy in a long cell, and
+notifications tell a person when a session needs them and when it finishes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from jupyter_agent import SqliteStore
+
+from .conftest import Lab, LabNotebook
+
+pytestmark = pytest.mark.ui
+Open = Callable[[str, list[str]], LabNotebook]
+
+LOAD = "%load_ext jupyter_agent"
+ALPHA = "%%agent --name alpha --model demo:loop?steps=3\nCount to three."
+BETA = """
+from jupyter_agent import Agent
+from jupyter_agent.testing import ScriptedModel, call, reply
+model = ScriptedModel([call("shell", command="echo approved"), reply("all done")])
+beta = Agent("beta", model=model, tools=["shell"], policy={"shell": "ask"}).start("say it")
+"""
+BUSY = "import time\ntime.sleep(30)"
+
+
+def status_of(store: Path, name: str) -> str:
+    with SqliteStore(store) as s:
+        return next(r.status for r in s.list_sessions() if r.name == name)
+
+
+def wait_for_status(store: Path, name: str, wanted: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while status_of(store, name) != wanted:
+        assert time.monotonic() < deadline, f"{name} is still {status_of(store, name)}"
+        time.sleep(0.1)
+
+
+def kernel_state(lab: Lab, notebook: str) -> str:
+    """The execution state of the notebook's kernel, as the server sees it."""
+    session = next(s for s in lab.api("GET", "api/sessions") if s["path"] == notebook)
+    return str(lab.api("GET", f"api/kernels/{session['kernel']['id']}")["execution_state"])
+
+
+def open_sidebar(page: Page) -> None:
+    page.locator('li[data-id="jupyter-agent-sidebar"]').click()
+    expect(page.locator("#jupyter-agent-sidebar")).to_be_visible()
+
+
+def test_sidebar_lists_both_notebooks_sessions_and_approves_while_the_kernel_sleeps(
+    page: Page, lab: Lab, notebook: Open, tmp_path: Path
+) -> None:
+    first = notebook("first.ipynb", [LOAD, ALPHA])
+    first.run(0)
+    first.run(1)
+    wait_for_status(lab.store, "alpha", "done")
+
+    second = notebook("second.ipynb", [BETA, BUSY])
+    second.run(0)
+    wait_for_status(lab.store, "beta", "awaiting_approval")
+    second.start(1)  # the kernel is now busy for 30 s
+    deadline = time.monotonic() + 10
+    while kernel_state(lab, "second.ipynb") != "busy":
+        assert time.monotonic() < deadline, "the busy cell did not start"
+        time.sleep(0.05)
+    busy_since = time.monotonic()
+
+    open_sidebar(page)
+    items = page.locator("#jupyter-agent-sidebar .ja-sidebar-item")
+    expect(items).to_have_count(2, timeout=10_000)
+    alpha = items.filter(has_text="alpha")
+    beta = items.filter(has_text="beta")
+    expect(alpha).to_have_attribute("data-status", "done")
+    expect(alpha).to_contain_text("first.ipynb")
+    expect(beta).to_have_attribute("data-status", "awaiting_approval")
+    expect(beta).to_contain_text("second.ipynb")
+    expect(page.locator(".ja-statusbar")).to_have_text("0 running · 1 need you")
+    expect(page.locator(".Toastify__toast").filter(has_text="beta needs you")).to_be_visible()
+
+    beta.click()
+    panel = page.locator(".jp-MainAreaWidget .ja-panel .ja-session")
+    expect(panel).to_be_visible(timeout=10_000)
+    approve = panel.locator(".ja-approvals .ja-approval button.ja-approve")
+    expect(approve).to_have_count(1)
+    approve.click()
+
+    wait_for_status(lab.store, "beta", "done", timeout=10)
+    assert time.monotonic() - busy_since < 25  # well before the busy cell ends
+    assert kernel_state(lab, "second.ipynb") == "busy"
+    expect(page.locator(".Toastify__toast").filter(has_text="beta finished")).to_be_visible(
+        timeout=10_000
+    )
+    expect(beta).to_have_attribute("data-status", "done")
+    expect(panel.locator('.ja-row[data-kind="result"]')).to_contain_text("all done")
+    expect(panel).to_have_attribute("data-status", "done")  # the panel's header follows
+    expect(page.locator(".Toastify__toast").filter(has_text="beta needs you")).to_have_count(0)
+    expect(panel.locator(".ja-approvals .ja-approval")).to_have_count(0)
+    page.screenshot(path=tmp_path / "sidebar.png")
+
+
+def test_a_saved_notebook_carries_a_snapshot_as_fresh_as_the_session(
+    lab: Lab, notebook: Open
+) -> None:
+    nb = notebook("saved.ipynb", [LOAD, "%%agent --name gamma --model demo:loop?steps=5\nFive."])
+    nb.run(0)
+    nb.run(1)  # the output's snapshot is taken now, at the session's first event
+    wait_for_status(lab.store, "gamma", "done")
+    with SqliteStore(lab.store) as store:
+        last = next(r.last_seq for r in store.list_sessions() if r.name == "gamma")
+    time.sleep(2.5)  # the extension fetches the newest snapshot when the session changes
+    saved = nb.save()
+    html = "".join(
+        "".join(out["data"]["text/html"])
+        for out in saved.cells[1].outputs
+        if "text/html" in out.get("data", {})
+    )
+    assert f"snapshot of event {last}," in html
+    assert "Finished all 5 steps" in html
