@@ -121,3 +121,27 @@ def test_a_saved_notebook_carries_a_snapshot_as_fresh_as_the_session(
     )
     assert f"snapshot of event {last}," in html
     assert "Finished all 5 steps" in html
+
+
+def test_the_widgets_controls_work_while_its_kernel_is_busy(lab: Lab, notebook: Open) -> None:
+    paced = "%%agent --name delta --model demo:loop?steps=400&pace=0.2\nCount slowly."
+    nb = notebook("busy.ipynb", [LOAD, paced, BUSY])
+    nb.run(0)
+    nb.run(1)
+    widget = nb.outputs(1).locator(".ja-session")
+    expect(widget).to_have_attribute("data-status", "running", timeout=20_000)
+    nb.start(2)
+    deadline = time.monotonic() + 10
+    while kernel_state(lab, "busy.ipynb") != "busy":
+        assert time.monotonic() < deadline, "the busy cell did not start"
+        time.sleep(0.05)
+
+    widget.locator("button.ja-pause").click()  # a comm message would wait for the cell
+    wait_for_status(lab.store, "delta", "paused", timeout=5)
+    expect(widget).to_have_attribute("data-status", "paused")
+    widget.locator("input.ja-tell-input").fill("noted while busy")
+    widget.locator("button.ja-tell").click()
+    expect(widget.locator('.ja-row[data-kind="message"]')).to_contain_text("noted while busy")
+    widget.locator("button.ja-resume").click()
+    wait_for_status(lab.store, "delta", "running", timeout=5)
+    assert kernel_state(lab, "busy.ipynb") == "busy"
