@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
 CELL_USAGE = (
-    "%%agent [--name N] [--model M] [--tools a,b] [--budget k=v,...] [--workspace DIR] "
+    "%%agent [--name N] [--model M] [--tools a,b] [--budget k=v,...] [--policy t=r,...] "
+    "[--workspace DIR] "
     "[--store PATH], then the goal on the lines below"
 )
 VERBS = {
@@ -99,6 +100,7 @@ def _cell_parser() -> _Parser:
     p.add_argument("--model")
     p.add_argument("--tools")
     p.add_argument("--budget")
+    p.add_argument("--policy")
     p.add_argument("--workspace")
     return p
 
@@ -130,7 +132,8 @@ class AgentMagics(Magics):
         Cell magic: the cell's body is the goal. The session runs in the background; the cell
         returns at once and shows it.
 
-            %%agent [--name N] [--model M] [--tools a,b] [--budget k=v,...] [--workspace DIR]
+            %%agent [--name N] [--model M] [--tools a,b] [--budget k=v,...] [--policy t=r,...]
+                    [--workspace DIR]
             The tests in this folder fail. Find out why and fix the code.
 
           --name N         the agent's name (default: agent)
@@ -139,6 +142,8 @@ class AgentMagics(Magics):
           --tools a,b      built-in tools by name, or @tool functions defined in this notebook
                            (default: every built-in)
           --budget k=v,... limits; supported today: steps=N (at most N model turns)
+          --policy t=r,... per tool (or * for any other): allow, ask (wait for a person's
+                           approval) or deny, e.g. --policy shell=ask,write_file=deny
           --workspace DIR  the folder the file and shell tools stay inside
                            (default: a new folder beside the store)
 
@@ -193,6 +198,7 @@ class AgentMagics(Magics):
             tools=self._tools(args.tools),
             workspace=args.workspace,
             store=args.store,
+            policy=_policy(args.policy),
             **_budget(args.budget),
         )
         _display(agent.start(goal))
@@ -339,6 +345,17 @@ def _budget(spec: str | None) -> _Budget:
         except ValueError:
             raise MagicUsageError(f"budget {key} must be a whole number, not {value!r}") from None
     return budget
+
+
+def _policy(spec: str | None) -> dict[str, str]:
+    """``shell=ask,write_file=deny`` → ``{"shell": "ask", "write_file": "deny"}``."""
+    policy: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in (spec or "").split(","))):
+        tool_name, sep, rule = (s.strip() for s in item.partition("="))
+        if not sep or not tool_name:
+            raise MagicUsageError(f"--policy takes tool=rule pairs, not {item!r}")
+        policy[tool_name] = rule
+    return policy
 
 
 def _export_jsonl(store: SqliteStore, row: SessionRow) -> str:

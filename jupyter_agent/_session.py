@@ -7,6 +7,7 @@ inbox, taken at the next step boundary.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
@@ -30,6 +31,9 @@ from ._tools._context import PlanItem
 if TYPE_CHECKING:
     from ._agent import Agent
     from ._widget import SessionWidget
+
+
+WAIT_SLICE_S = 0.05  # how often wait() looks for a call waiting for a person
 
 
 class Timeline(list[TimelineRow]):
@@ -283,12 +287,20 @@ class Session:
         self._decide(call_id, Decision(False, current_identity(), reason))
 
     def wait(self, timeout: float | None = None) -> str:
-        """Block until the session stops running in this process; return its status."""
+        """Block until the session stops running in this process or waits for a person;
+        return its status."""
         task = get_runtime().task(self.id)
-        if task is not None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while task is not None:
+            slice_s = WAIT_SLICE_S if deadline is None else deadline - time.monotonic()
             try:
-                task.result(timeout)
+                task.result(max(0.0, min(WAIT_SLICE_S, slice_s)))
+                break
             except FutureTimeout:
+                pass
+            if self.status == "awaiting_approval":  # a call waits inside the running session
+                break
+            if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"session {self.id} still running after {timeout} s") from None
         return self.status
 

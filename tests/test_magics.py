@@ -171,6 +171,25 @@ def test_cell_magic_passes_tools_budget_and_workspace_to_the_agent(
     assert started["max_steps"] == 7 and started["workspace"] == str(workspace)
 
 
+def test_cell_magic_policy_makes_a_tool_wait_for_approval(
+    db: Path, run: Run, shown: list[str]
+) -> None:
+    _, err = run("%%agent --model demo:fix --policy shell=ask,*=allow\nfix the tests")
+    assert err == ""
+    s = only_session(db)
+    s.wait(10)
+    assert s.status == "awaiting_approval"
+    assert [a.name for a in s.pending_approvals] == ["shell"]
+    assert s.events[0].payload["policy"] == {"shell": "ask", "*": "allow"}
+    s.stop()
+
+
+@pytest.mark.parametrize("spec", ["shell", "shell=maybe", "=ask"])
+def test_a_bad_policy_is_one_line(db: Path, run: Run, spec: str) -> None:
+    _, err = run(f"%%agent --model demo:fix --policy {spec}\ngo")
+    assert err.count("\n") == 1 and "polic" in err and "Traceback" not in err
+
+
 def test_cell_magic_without_a_model_uses_the_agents_default(
     db: Path, monkeypatch: pytest.MonkeyPatch, run: Run, shown: list[str]
 ) -> None:

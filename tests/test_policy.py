@@ -98,3 +98,10 @@ def test_the_policy_is_recorded_with_the_session_so_a_resume_keeps_it(db: Path) 
 def test_a_bad_policy_is_a_clear_error(db: Path, policy: dict[str, str]) -> None:
     with pytest.raises(ValueError, match="polic"):
         Agent("a", model="demo:fix", store=db, policy=policy)
+
+
+def test_run_returns_when_a_call_waits_for_a_person(db: Path) -> None:
+    s = Agent("a", model="demo:fix", store=db, policy={"shell": "ask"}).run("go", timeout=10)
+    assert s.status == "awaiting_approval" and s.running_here
+    s.stop()
+    assert s.wait(timeout=10) == "stopped"
