@@ -100,6 +100,21 @@ def record_message(
     )
 
 
+def record_stop(
+    store: SqliteStore, session_id: str, *, actor: str, clock: Clock, runtime_id: str | None = None
+) -> None:
+    """Stop for good a session no engine is running (paused, waiting, interrupted)."""
+    record_outside(
+        store,
+        session_id,
+        EventKind.STATUS_CHANGED,
+        {"status": "stopped", "reason": f"stopped by {actor}"},
+        actor=actor,
+        clock=clock,
+        runtime_id=runtime_id,
+    )
+
+
 def record_outside(
     store: SqliteStore,
     session_id: str,

@@ -29,9 +29,8 @@ from anyio.from_thread import BlockingPortal
 
 from ._branch import restore_session
 from ._clock import SystemClock
-from ._engine import Engine, record_message, record_outside
+from ._engine import Engine, record_message, record_stop
 from ._errors import InvalidSessionState, JupyterAgentError
-from ._events import EventKind
 from ._identity import current_identity
 from ._inbox import Decision, Inbox
 from ._state import TERMINAL
@@ -278,15 +277,7 @@ class Runtime:
         elif verb == "resume" and not inbox.active:
             self._relaunch[session_id]()
         elif verb == "stop" and not inbox.active:
-            record_outside(
-                store,
-                session_id,
-                EventKind.STATUS_CHANGED,
-                {"status": "stopped", "reason": f"stopped by {actor}"},
-                actor=actor,
-                clock=clock,
-                runtime_id=self.id,
-            )
+            record_stop(store, session_id, actor=actor, clock=clock, runtime_id=self.id)
             self.forget(session_id)
         elif verb == "restore" and not inbox.active:
             restore_session(

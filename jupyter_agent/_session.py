@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from ._branch import check_point, fork_session, restore_session
 from ._clock import SystemClock
-from ._engine import record_message, record_outside
+from ._engine import record_message, record_stop
 from ._errors import InvalidSessionState
-from ._events import Event, EventKind
+from ._events import Event
 from ._identity import current_identity
 from ._inbox import Decision
 from ._live import PartialText, live_text
@@ -179,14 +179,8 @@ class Session:
         if self._send_elsewhere("stop", {}, actor):
             return
         if not self.running_here:
-            record_outside(
-                self.store,
-                self.id,
-                EventKind.STATUS_CHANGED,
-                {"status": "stopped", "reason": f"stopped by {actor}"},
-                actor=actor,
-                clock=SystemClock(),
-                runtime_id=get_runtime().id,
+            record_stop(
+                self.store, self.id, actor=actor, clock=SystemClock(), runtime_id=get_runtime().id
             )
             get_runtime().forget(self.id)  # a session paused here: let its lease go
             return

@@ -12,9 +12,8 @@ from typing import Any
 
 from .._branch import fork_session, restore_session
 from .._clock import SystemClock
-from .._engine import record_message, record_outside
+from .._engine import record_message, record_stop
 from .._errors import InvalidSessionState
-from .._events import EventKind
 from .._state import TERMINAL
 from .._store import SqliteStore
 from .._store._leases import is_alive
@@ -99,14 +98,7 @@ def _without_a_runtime(
     if verb == "tell":
         record_message(store, session_id, args["text"], actor=actor, clock=clock)
     elif verb == "stop":
-        record_outside(
-            store,
-            session_id,
-            EventKind.STATUS_CHANGED,
-            {"status": "stopped", "reason": f"stopped by {actor}"},
-            actor=actor,
-            clock=clock,
-        )
+        record_stop(store, session_id, actor=actor, clock=clock)
     elif verb == "restore":
         try:
             restore_session(store, session_id, int(args["at"]), actor=actor, clock=clock)
