@@ -15,4 +15,5 @@ export class SessionView {
   destroy(): void;
 }
 
-export function render(context: { model: unknown; el: HTMLElement }): () => void;
+declare const _default: { render(context: { model: unknown; el: HTMLElement }): () => void };
+export default _default;

@@ -856,7 +856,7 @@ export class SessionView {
 
 // ---- anywidget ----------------------------------------------------------------------------
 
-export function render({ model, el }) {
+function render({ model, el }) {
   const source = modelSource(model);
   const view = new SessionView(el, source);
   return () => {
