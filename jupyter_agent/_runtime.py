@@ -22,12 +22,12 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 from anyio.from_thread import BlockingPortal
 
-from ._branch import restore_session
+from ._branch import FileVersion, restore_session
 from ._clock import SystemClock
 from ._engine import Engine, record_message, record_stop
 from ._errors import InvalidSessionState, JupyterAgentError
@@ -52,6 +52,7 @@ class Runtime:
         self._inboxes: dict[str, Inbox] = {}
         self._engines: dict[str, Engine] = {}
         self._relaunch: dict[str, Callable[[], object]] = {}
+        self._restores: dict[str, tuple[SqliteStore, int, str, Future[list[FileVersion]]]] = {}
         self._stores: dict[str, SqliteStore] = {}
         self._session_stores: dict[str, SqliteStore] = {}  # sessions whose lease we hold
         self._abandoned: dict[str, tuple[SqliteStore, str]] = {}  # to mark interrupted
@@ -182,9 +183,58 @@ class Runtime:
                 await anyio.to_thread.run_sync(self._abandon, engine, exc)
             raise
         self._engines.pop(engine.session_id, None)
-        if state.status in TERMINAL:
+        waiting = self._restores.pop(engine.session_id, None)
+        if waiting is not None:  # the pause it asked for has come: rewind now
+            await anyio.to_thread.run_sync(lambda: self._restore_now(engine.session_id, *waiting))
+        elif state.status in TERMINAL:
             await anyio.to_thread.run_sync(self.forget, engine.session_id)
         return state
+
+    def _note_failure(self, done: Future[Any]) -> None:
+        if done.exception() is not None:
+            self.errors.append(f"{type(done.exception()).__name__}: {done.exception()}")
+
+    def restore(
+        self, store: SqliteStore, session_id: str, at: int, actor: str
+    ) -> Future[list[FileVersion]]:
+        """Rewind a session to event ``at``: at once when nothing runs it here, else once the
+        pause this asks for has come. Nothing can run it meanwhile, here or elsewhere."""
+        done: Future[list[FileVersion]] = Future()
+        if self.inbox(session_id).active:
+            self._restores[session_id] = (store, at, actor, done)
+            self.inbox(session_id).pause_requested = actor
+            self.interrupt(session_id)
+        else:
+            self._restore_now(session_id, store, at, actor, done)
+        return done
+
+    def _restore_now(
+        self,
+        session_id: str,
+        store: SqliteStore,
+        at: int,
+        actor: str,
+        done: Future[list[FileVersion]],
+    ) -> None:
+        inbox = self.inbox(session_id)
+        if not inbox.activate():  # an engine started in between: wait for its pause
+            self._restores[session_id] = (store, at, actor, done)
+            inbox.pause_requested = actor
+            self.interrupt(session_id)
+            return
+        try:
+            done.set_result(
+                restore_session(
+                    store, session_id, at, actor=actor, clock=SystemClock(), runtime_id=self.id
+                )
+            )
+        except BaseException as exc:
+            done.set_exception(exc)
+        finally:
+            late = inbox.take_messages()
+            inbox.deactivate()
+            for text, who in late:  # told while the files and the log were being rewound
+                record_message(store, session_id, text, actor=who, clock=SystemClock())
 
     def _abandon(self, engine: Engine, exc: BaseException) -> None:
         """The engine stopped on an error it could not record: mark the session interrupted
@@ -279,12 +329,10 @@ class Runtime:
         elif verb == "stop" and not inbox.active:
             record_stop(store, session_id, actor=actor, clock=clock, runtime_id=self.id)
             self.forget(session_id)
-        elif verb == "restore" and not inbox.active:
-            restore_session(
-                store, session_id, int(args["at"]), actor=actor, clock=clock, runtime_id=self.id
-            )
         elif verb == "restore":
-            raise InvalidSessionState(f"session {session_id} is running: pause it before restoring")
+            self.restore(store, session_id, int(args["at"]), actor).add_done_callback(
+                self._note_failure
+            )
         elif verb in ("pause", "stop") and inbox.active:
             if verb == "pause":
                 inbox.pause_requested = actor

@@ -7,13 +7,14 @@ inbox, taken at the next step boundary.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._branch import check_point, fork_session, restore_session
+from ._branch import check_point, fork_session
 from ._clock import SystemClock
 from ._engine import record_message, record_stop
 from ._errors import InvalidSessionState
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
 
 WAIT_SLICE_S = 0.05  # how often wait() looks for a call waiting for a person
+RESTORE_TIMEOUT_S = 120.0  # a running session's pause, then the rewind of its files
 
 
 class Timeline(list[TimelineRow]):
@@ -247,30 +249,31 @@ class Session:
             name=name,
             workspace=workspace,
         )
-        return Session(self.store, fork_id, agent_factory=self._agent_factory)
+        parent_agent = self._agent_factory
+
+        def fork_agent() -> Agent:  # the parent's tools and model, a namespace of its own
+            assert parent_agent is not None
+            agent = copy.copy(parent_agent())
+            agent.namespace = {}
+            return agent
+
+        return Session(self.store, fork_id, agent_factory=fork_agent if parent_agent else None)
 
     def restore(self, at: int) -> None:
         """Rewind this session to right after event ``at``: its state, plan and conversation
         become what they were then, and files the file tools wrote since are put back. Nothing
         is deleted: the events after ``at`` stay in the log. The session is left paused.
 
-        A session running here is paused first; one running in another process must be paused
-        there (a paused one gets the restore through the store).
+        A session running here is paused first, then rewound. One held by another live process
+        is rewound there (paused first if it runs), through the store: this returns at once.
         """
         check_point(self.store, self.id, at, verb="restore")
-        if self.running_here:
-            self.pause()
-            self.wait(timeout=60)
         actor = current_identity()
-        if self.status != "paused" and get_runtime().owner_elsewhere(self.store, self.id):
-            raise InvalidSessionState(
-                f"session {self.id} is {self.status} in another process: pause it before restoring"
-            )
-        if self._send_elsewhere("restore", {"at": at}, actor):
+        runtime = get_runtime()
+        if not self.running_here and runtime.owner_elsewhere(self.store, self.id):
+            self.store.send_command(self.id, "restore", {"at": at}, actor=actor)
             return
-        restore_session(
-            self.store, self.id, at, actor=actor, clock=SystemClock(), runtime_id=get_runtime().id
-        )
+        runtime.restore(self.store, self.id, at, actor).result(timeout=RESTORE_TIMEOUT_S)
 
     def approve(self, call_id: str) -> None:
         """Let a waiting call run (for an in-doubt call: run it again)."""

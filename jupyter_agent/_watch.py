@@ -164,6 +164,7 @@ class SessionFeed:
                 "seq": a.seq,
             }
             for a in st.approvals.values()
+            if row.status not in TERMINAL  # a stopped session's calls wait for nobody
         ]
         return {"header": header, "plan": plan, "approvals": approvals}
 

@@ -248,3 +248,33 @@ def test_a_restore_to_the_newest_event_is_refused(db: Path) -> None:
         s.restore(at=s.row.last_seq)
     with pytest.raises(InvalidSessionState):
         Agent("q", model="demo:fix", store=db).run("go").stop()
+
+
+def test_a_restore_command_for_a_running_session_pauses_it_then_rewinds(db: Path) -> None:
+    s = Agent("p", model="demo:loop?steps=100000&pace=0.01", store=db).start("loop")
+    deadline = time.monotonic() + 10
+    while s.row.last_seq < 12 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    s.store.send_command(s.id, "restore", {"at": 5}, actor="from-the-sidebar")
+    deadline = time.monotonic() + 10
+    while s.events[-1].kind is not EventKind.RESTORE and time.monotonic() < deadline:
+        time.sleep(0.05)
+    restore = s.events[-1]
+    assert restore.kind is EventKind.RESTORE and restore.actor == "from-the-sidebar"
+    assert restore.payload["to_seq"] == 5 and s.status == "paused"
+    paused = s.events[-2]
+    assert paused.payload == {"status": "paused", "reason": "paused by from-the-sidebar"}
+    s.stop()
+
+
+def test_a_fork_runs_in_a_python_namespace_of_its_own(db: Path) -> None:
+    model = ScriptedModel(
+        [call("python", code="x = 41"), call("python", code="print(x + 1)"), reply("ok")]
+    )
+    parent = Agent("p", model=model, store=db, tools=["python"]).run("count")
+    outputs = [e.payload["output"] for e in parent.events if e.kind is EventKind.TOOL_RESULT]
+    assert "42" in outputs[1]
+    fork = parent.fork(at=seq_of(parent, EventKind.TOOL_RESULT, 1))
+    fork.resume().wait(timeout=30)
+    forked = [e.payload["output"] for e in fork.events if e.kind is EventKind.TOOL_RESULT]
+    assert "NameError" in forked[-1]  # nothing leaks between the two sessions' namespaces

@@ -14,7 +14,7 @@ from .._branch import fork_session, restore_session
 from .._clock import SystemClock
 from .._engine import record_message, record_stop
 from .._errors import InvalidSessionState
-from .._state import TERMINAL
+from .._state import TERMINAL, load_state
 from .._store import SqliteStore
 from .._store._leases import is_alive
 
@@ -81,11 +81,9 @@ def apply(
     if row.status in TERMINAL and verb != "restore":
         raise CommandRefused(409, f"session {session_id} is {row.status}: cannot {verb} it")
     holder = live_holder(store, session_id)
-    if verb == "restore" and row.status in ("running", "sleeping"):
-        raise CommandRefused(
-            409, f"session {session_id} is {row.status}: pause it before restoring"
-        )
-    if holder is not None:
+    if verb in ("approve", "deny"):
+        _check_waiting(store, session_id, args["call_id"])
+    if holder is not None:  # its kernel does it, busy or not (a restore pauses it first)
         command_id = store.send_command(session_id, verb, args, actor=actor)
         return Outcome("queued", command_id=command_id, runtime_id=holder)
     return _without_a_runtime(store, session_id, verb, args, actor=actor)
@@ -111,6 +109,16 @@ def _without_a_runtime(
             f"(open_session('{session_id}').resume()) or with `jupyter-agent resume {session_id}`",
         )
     return Outcome("done")
+
+
+def _check_waiting(store: SqliteStore, session_id: str, call_id: str) -> None:
+    waiting = load_state(store, session_id).approvals
+    if call_id not in waiting:
+        listed = ", ".join(sorted(waiting)) or "none"
+        raise CommandRefused(
+            409,
+            f"no call {call_id!r} waits for approval in session {session_id} (waiting: {listed})",
+        )
 
 
 def live_holder(store: SqliteStore, session_id: str) -> str | None:

@@ -21,7 +21,7 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from .._errors import JupyterAgentError, SessionNotFound
+from .._errors import JupyterAgentError, SessionNotFound, StoreError
 from .._identity import current_identity
 from .._snapshot import snapshot_html
 from .._store import SessionRow, SqliteStore
@@ -198,6 +198,8 @@ class CommandsHandler(_Base):
             return self.fail(404, str(exc))
         except _commands.CommandRefused as exc:
             return self.fail(exc.status, str(exc))
+        except StoreError as exc:
+            return self.fail(503, str(exc))
         except (ValueError, JupyterAgentError) as exc:
             return self.fail(409 if isinstance(exc, JupyterAgentError) else 400, str(exc))
         status = 201 if verb == "fork" else 202 if outcome.state == "queued" else 200

@@ -209,7 +209,8 @@ async def test_commands_with_no_live_process_do_what_needs_none_and_record_the_u
         ({"verb": "approve"}, 400, "call_id"),
         ({"verb": "restore", "at": "x"}, 400, 'needs \\"at\\"'),
         (["pause"], 400, "JSON object"),
-        ({"verb": "approve", "call_id": "c1"}, 409, "no live process runs"),
+        ({"verb": "approve", "call_id": "c1"}, 409, "no call 'c1' waits for approval"),
+        ({"verb": "pause"}, 409, "no live process runs"),
         ({"verb": "restore", "at": 999}, 400, "give an event"),
     ],
 )
