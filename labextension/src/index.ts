@@ -164,6 +164,10 @@ class SessionPanel extends Widget {
   private async load(): Promise<void> {
     try {
       const source = await restSource(this.sessionId);
+      if (this.isDisposed) {
+        source.close(); // closed while it loaded
+        return;
+      }
       this.node.textContent = '';
       this.view = new SessionView(this.node, source);
       this.close_ = () => source.close();

@@ -55,7 +55,7 @@ export async function restSource(sessionId: string): Promise<ViewSource & { id: 
       refresh();
     } else if (m.type === 'open' || (m.type === 'reload' && m.session_id === id)) {
       refresh();
-      void catchUp();
+      catchUp().catch(() => undefined); // the next change or reconnect tries again
     }
   });
   // After a reconnect or a burst too big for the stream: hand the view the newest event; a
