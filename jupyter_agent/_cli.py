@@ -70,7 +70,10 @@ def _quiet_stdout() -> None:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="jupyter-agent",
-        description=("Durable LLM agent sessions: list, inspect, export, verify and resume them."),
+        description=(
+            "Durable LLM agent sessions: list, inspect, export, verify, resume, fork and "
+            "restore them."
+        ),
     )
     p.add_argument(
         "--db",
@@ -117,6 +120,18 @@ def _parser() -> argparse.ArgumentParser:
         "--deny", action="append", default=[], metavar="CALL", help="skip a waiting call"
     )
     c.set_defaults(run=cmd_resume)
+
+    c = sub.add_parser("fork", help="a new, paused session branching after an event")
+    c.add_argument("id")
+    c.add_argument("--at", type=int, metavar="SEQ", help="branch after this event (default: last)")
+    c.add_argument("--name", help="the new session's name")
+    c.add_argument("--workspace", metavar="DIR", help="a new folder: a copy of the files then")
+    c.set_defaults(run=cmd_fork)
+
+    c = sub.add_parser("restore", help="rewind a session to an event (files included)")
+    c.add_argument("id")
+    c.add_argument("--at", type=int, metavar="SEQ", required=True, help="the event to go back to")
+    c.set_defaults(run=cmd_restore)
 
     c = sub.add_parser("demo", help="run an offline session on the demo model and show it")
     c.add_argument("--scenario", default="fix", help="fix (default), explore, watch, loop")
@@ -280,6 +295,34 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if not session.running_here:
         session.resume()
     return _follow(session)
+
+
+def cmd_fork(args: argparse.Namespace) -> int:
+    from ._agent import open_session
+
+    with _store(args) as store:
+        row = store.find_session(args.id)
+    parent = open_session(row.id, store=Path(args.db) if args.db else None)
+    fork = parent.fork(at=args.at, name=args.name, workspace=args.workspace)
+    print(f"{fork.id}  {fork.name} (paused; `jupyter-agent resume {fork.id}` runs it)")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from ._agent import open_session
+    from ._runtime import get_runtime
+
+    with _store(args) as store:
+        row = store.find_session(args.id)
+    session = open_session(row.id, store=Path(args.db) if args.db else None)
+    elsewhere = get_runtime().owner_elsewhere(session.store, session.id) is not None
+    session.restore(at=args.at)
+    if elsewhere:
+        print(f"{session.id}: restore to event {args.at} sent to the process that holds it")
+    else:
+        print(f"{session.id}: restored to event {args.at}; now {session.status}")
+        _print_timeline(session.store, session.id, after=session.row.last_seq - 1)
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

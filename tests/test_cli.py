@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from jupyter_agent import SqliteStore
 from jupyter_agent._cli import main
 
 
@@ -211,3 +212,24 @@ def test_the_watch_demo_runs_its_minutes_on_a_fast_clock(tmp_path: Path) -> None
 def test_a_speed_of_zero_is_one_line_and_exit_2(tmp_path: Path) -> None:
     out = cli("--db", str(tmp_path / "a.db"), "demo", "--speed", "0")
     assert out.returncode == 2 and "--speed must be more than 0" in out.stderr
+
+
+def test_fork_and_restore_from_the_command_line(tmp_path: Path) -> None:
+    db = tmp_path / "agent.db"
+    out = cli("--db", str(db), "demo", "--scenario", "loop", "--steps", "5")
+    assert out.returncode == 0, out.stderr
+    sid = out.stdout.split("session:")[1].split()[0]
+
+    forked = cli("--db", str(db), "fork", sid, "--at", "6", "--name", "other")
+    assert forked.returncode == 0, forked.stderr
+    fork_id = forked.stdout.split()[0]
+    restored = cli("--db", str(db), "restore", sid[:6], "--at", "6")
+    assert restored.returncode == 0, restored.stderr
+    assert "restored to event 6; now paused" in restored.stdout
+    assert "back to event 6" in restored.stdout
+
+    with SqliteStore(db) as store:
+        assert store.get_session(fork_id).parent_id == sid
+        assert store.get_session(sid).status == "paused"
+    bad = cli("--db", str(db), "restore", sid, "--at", "0")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "give an event" in bad.stderr
