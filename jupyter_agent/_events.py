@@ -71,6 +71,12 @@ SCHEMA: dict[EventKind, tuple[int, frozenset[str]]] = {
 }
 
 
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+_CANONICAL_ASCII = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
 def canonical_json(value: object) -> str:
     """The one JSON spelling used for payloads and hashes: sorted keys, no spaces, UTF-8.
 
@@ -78,13 +84,11 @@ def canonical_json(value: object) -> str:
     written with ``\\u`` escapes instead, so it round-trips exactly. NaN and infinity are refused:
     the log stays standard JSON that any tool (and SQLite's ``json_extract``) can read.
     """
-    text = json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
+    text = _CANONICAL.encode(value)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        text = json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        text = _CANONICAL_ASCII.encode(value)
     return text
 
 
@@ -130,9 +134,35 @@ def event_hash(
     v: int,
     payload_json: str,
 ) -> str:
-    head = canonical_json([session_id, seq, repr(ts), kind, actor, v])
-    data = f"{prev_hash}\n{head}\n{payload_json}".encode()
-    return hashlib.sha256(data).hexdigest()
+    try:
+        return _hash(prev_hash, _head(session_id, seq, ts, kind, actor, v), payload_json)
+    except UnicodeEncodeError:  # not valid Unicode: the head is spelled with \\u escapes
+        head = canonical_json([session_id, seq, repr(ts), kind, actor, v])
+        return _hash(prev_hash, head, payload_json)
+
+
+def _hash(prev_hash: str, head: str, payload_json: str) -> str:
+    return hashlib.sha256(f"{prev_hash}\n{head}\n{payload_json}".encode()).hexdigest()
+
+
+_STRINGS: dict[str, str] = {}  # session ids, kinds, actors: their JSON spelling
+
+
+def _json_str(text: str) -> str:
+    spelled = _STRINGS.get(text)
+    if spelled is None:
+        spelled = _CANONICAL.encode(text)
+        if len(_STRINGS) < 10_000:
+            _STRINGS[text] = spelled
+    return spelled
+
+
+def _head(session_id: str, seq: int, ts: float, kind: str, actor: str, v: int) -> str:
+    """``canonical_json([session_id, seq, repr(ts), kind, actor, v])``, without building it
+    through the encoder (a float's repr and an int need no escaping)."""
+    if type(seq) is not int or type(v) is not int:
+        return canonical_json([session_id, seq, repr(ts), kind, actor, v])
+    return f'[{_json_str(session_id)},{seq},"{ts!r}",{_json_str(kind)},{_json_str(actor)},{v}]'
 
 
 def check_payload(kind: EventKind, payload: Mapping[str, object]) -> int:
@@ -163,12 +193,17 @@ class EventChain:
         self, kind: EventKind, payload: Mapping[str, object], *, ts: float, actor: str = "agent"
     ) -> Event:
         version = check_payload(kind, payload)
-        payload_json = canonical_json(payload)
         ts = float(ts)  # the hash covers repr(ts); SQLite's REAL gives back a float
         seq = self.last_seq + 1
-        digest = event_hash(
-            self.last_hash, self.session_id, seq, ts, kind.value, actor, version, payload_json
-        )
+        payload_json = _CANONICAL.encode(payload)
+        try:  # encoding for the hash also proves the payload is valid Unicode
+            head = _head(self.session_id, seq, ts, kind.value, actor, version)
+            digest = _hash(self.last_hash, head, payload_json)
+        except UnicodeEncodeError:
+            payload_json = canonical_json(payload)
+            digest = event_hash(
+                self.last_hash, self.session_id, seq, ts, kind.value, actor, version, payload_json
+            )
         self.last_seq, self.last_hash = seq, digest
         return Event(self.session_id, seq, ts, kind, actor, version, payload_json, digest)
 

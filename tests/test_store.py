@@ -296,3 +296,26 @@ def test_an_older_store_is_migrated_forward_and_keeps_its_sessions(tmp_path: Pat
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == len(MIGRATIONS)
     conn.close()
+
+
+def test_a_write_waits_for_another_process_that_holds_the_lock(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path / "a.db") as store:
+        chain = new_session(store)
+        blocker = sqlite3.connect(tmp_path / "a.db", isolation_level=None, check_same_thread=False)
+        blocker.execute("BEGIN IMMEDIATE")
+        threading.Timer(0.3, blocker.execute, ["ROLLBACK"]).start()
+        store.write([chain.next(EventKind.MESSAGE, {"text": "after the lock"}, ts=2.0)])
+        blocker.close()
+        assert [e.payload for e in store.iter_events("s1")][-1] == {"text": "after the lock"}
+
+
+def test_the_write_ahead_log_stays_small_however_many_commits(tmp_path: Path) -> None:
+    from jupyter_agent._store._writer import CHECKPOINT_EVERY
+
+    with SqliteStore(tmp_path / "a.db") as store:
+        chain = new_session(store)
+        for i in range(3 * CHECKPOINT_EVERY):
+            store.write([chain.next(EventKind.MESSAGE, {"text": "x" * 300}, ts=2.0 + i)])
+        wal = (tmp_path / "a.db-wal").stat().st_size
+        assert wal < 2 * CHECKPOINT_EVERY * 3 * 4096  # reset after checkpoints, not 3x that
+        assert store.integrity_check() == "ok"

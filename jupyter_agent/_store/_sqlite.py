@@ -19,14 +19,17 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
+import anyio
+
 from .._errors import SessionConflict, SessionNotFound, StoreCorrupt, StoreError
 from .._events import Event, EventKind
 from . import _leases as leases
 from ._paths import default_store_path
 from ._schema import migrate
-from ._writer import Writer, WriterClosed
+from ._writer import BUSY, Writer, WriterClosed
 
 Synchronous = Literal["OFF", "NORMAL", "FULL"]
+SHARED_COMMITS_S = 0.05  # another session wrote this recently: commits that fsync are shared
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +97,7 @@ class SqliteStore:
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._lineage: dict[str, list[tuple[str, int | None]]] = {}
+        self._last_async: tuple[str, float] = ("", 0.0)  # the last write_async: session, when
         if self.path.is_dir():
             raise StoreError(f"{self.path} is a directory; give the store a file name")
         try:
@@ -169,8 +173,17 @@ class SqliteStore:
         numbers, and ``StoreError`` if the write could not be made durable. With ``free_for``,
         the write is refused (``SessionLeased``) while a live runtime other than that one holds
         the session (for writes from outside the session's engine).
+
+        The caller waits anyway, so the write is committed on its thread when nobody else is
+        writing (no hand-off to the writer thread and back); otherwise it joins a group commit.
         """
-        self._wait(self._submit(_WriteJob(events, session, snapshot, lease, free_for, blobs)))
+        job = _WriteJob(events, session, snapshot, lease, free_for, blobs)
+        try:
+            if self._writer.run_inline(job) is not BUSY:
+                return
+        except sqlite3.Error as exc:
+            raise self._store_error(exc) from exc
+        self._wait(self._submit(job))
 
     async def write_async(
         self,
@@ -181,14 +194,36 @@ class SqliteStore:
         lease: str | None = None,
         blobs: Sequence[bytes] = (),
     ) -> None:
-        """``write`` for the event loop: waits for the commit without blocking the loop.
+        """``write`` for the event loop: commits on the loop's thread when nobody else is
+        writing, which is quicker than handing the write to the writer thread and back, unless
+        commits wait for the disk (``synchronous = FULL``) and other sessions write too: then
+        the writer thread lets them share commits while the loop goes on (group commit).
 
-        ``blobs`` are stored (under their sha256, see ``blob_digest``) in the same commit."""
-        fut = self._submit(_WriteJob(events, session, snapshot, lease, blobs=blobs))
+        A write once started is waited for even if the caller is cancelled meanwhile (a pause
+        may not cut a write in half). ``blobs`` are stored (under their sha256, see
+        ``blob_digest``) in the same commit."""
+        job = _WriteJob(events, session, snapshot, lease, blobs=blobs)
+        writer = events[0].session_id if events else str((session or {}).get("id"))
+        if self._synchronous != "FULL" or self._alone(writer):
+            try:
+                if self._writer.run_inline(job) is not BUSY:
+                    return
+            except sqlite3.Error as exc:
+                raise self._store_error(exc) from exc
+        fut = self._submit(job)
         try:
-            await asyncio.wrap_future(fut)
+            with anyio.CancelScope(shield=True):
+                await asyncio.wrap_future(fut)
         except (sqlite3.Error, WriterClosed) as exc:
             raise self._store_error(exc) from exc
+
+    def _alone(self, session_id: str) -> bool:
+        """Whether ``session_id`` is the only session that wrote through ``write_async``
+        lately (within ``SHARED_COMMITS_S``)."""
+        now = time.monotonic()
+        last_id, last_at = self._last_async
+        self._last_async = (session_id, now)
+        return last_id == session_id or now - last_at > SHARED_COMMITS_S
 
     def _submit(self, job: Callable[[sqlite3.Connection], Any]) -> Future[Any]:
         try:
@@ -398,18 +433,46 @@ class SqliteStore:
     ) -> Iterator[Event]:
         """The session's events with ``after < seq <= until``, in order (for a fork, its
         parent's events up to the fork point come first; they keep the parent's id)."""
+        for r in self._rows(_EVENT_COLUMNS, session_id, after, until, kinds):
+            yield Event(r[0], r[1], r[2], EventKind(r[3]), r[4], r[5], r[6], r[7])
+
+    def iter_rows(
+        self,
+        session_id: str,
+        *,
+        after: int = 0,
+        until: int | None = None,
+        kinds: Sequence[EventKind] | None = None,
+    ) -> Iterator[tuple[int, str, str, str]]:
+        """``(seq, kind, actor, payload_json)`` of the events ``iter_events`` gives, without
+        making ``Event`` objects: for folds over many events (rebuilding a conversation)."""
+        return self._rows("seq, kind, actor, payload", session_id, after, until, kinds)
+
+    def _rows(
+        self,
+        columns: str,
+        session_id: str,
+        after: int,
+        until: int | None,
+        kinds: Sequence[EventKind] | None,
+    ) -> Iterator[Any]:
         for owner, upto in self.lineage(session_id):
             end = upto if until is None else until if upto is None else min(until, upto)
             if end is not None and end <= after:
                 continue
-            yield from self._own_events(owner, after, end, kinds)
+            yield from self._own_rows(columns, owner, after, end, kinds)
             if upto is not None:
                 after = max(after, upto)
 
-    def _own_events(
-        self, session_id: str, after: int, until: int | None, kinds: Sequence[EventKind] | None
-    ) -> Iterator[Event]:
-        sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE session_id = ? AND seq > ?"
+    def _own_rows(
+        self,
+        columns: str,
+        session_id: str,
+        after: int,
+        until: int | None,
+        kinds: Sequence[EventKind] | None,
+    ) -> sqlite3.Cursor:
+        sql = f"SELECT {columns} FROM events WHERE session_id = ? AND seq > ?"
         params: list[Any] = [session_id, after]
         if until is not None:
             sql += " AND seq <= ?"
@@ -418,8 +481,7 @@ class SqliteStore:
             sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
             params.extend(k.value for k in kinds)
         sql += " ORDER BY seq"
-        for r in self._reader().execute(sql, params):
-            yield Event(r[0], r[1], r[2], EventKind(r[3]), r[4], r[5], r[6], r[7])
+        return self._reader().execute(sql, params)
 
     def latest_snapshot(
         self, session_id: str, *, at_most: int | None = None
@@ -473,12 +535,15 @@ class _WriteJob:
 
     def __call__(self, conn: sqlite3.Connection) -> None:
         sid = self.events[0].session_id if self.events else str((self.session or {})["id"])
-        if self.lease is not None:
-            leases.check_fence(conn, sid, self.lease)
         if self.free_for is not None:
             leases.check_free(conn, sid, self.free_for, time.time(), leases.is_alive)
         if self.session:
-            _upsert_session(conn, self.session)
+            if not _update_session(conn, self.session, self.lease):
+                if self.lease is not None:
+                    leases.check_fence(conn, sid, self.lease)
+                _insert_session(conn, self.session)
+        elif self.lease is not None:
+            leases.check_fence(conn, sid, self.lease)
         if self.blobs:
             _put_blobs(conn, self.blobs)
         if self.events:
@@ -530,18 +595,36 @@ def _put_blobs(conn: sqlite3.Connection, blobs: Sequence[bytes]) -> None:
     )
 
 
-def _upsert_session(conn: sqlite3.Connection, row: Mapping[str, Any]) -> None:
+_UPDATES: dict[tuple[tuple[str, ...], bool], str] = {}  # (columns, fenced) -> SQL
+
+
+def _update_session(
+    conn: sqlite3.Connection, row: Mapping[str, Any], lease: str | None = None
+) -> bool:
+    """Update the session's row; False if there is none (or, with ``lease``, none held by that
+    runtime). The lease check rides in the same statement: one statement per write."""
+    cols = tuple(c for c in row if c != "id")
+    key = (cols, lease is not None)
+    sql = _UPDATES.get(key)
+    if sql is None:
+        sql = f"UPDATE sessions SET {', '.join(f'{c} = ?' for c in cols)} WHERE id = ?"
+        if lease is not None:
+            sql += " AND runtime_id = ?"
+        if len(_UPDATES) < 1000:
+            _UPDATES[key] = sql
+    params = [row[c] for c in cols]
+    params.append(row["id"])
+    if lease is not None:
+        params.append(lease)
+    return conn.execute(sql, params).rowcount > 0
+
+
+def _insert_session(conn: sqlite3.Connection, row: Mapping[str, Any]) -> None:
     cols = [c for c in row if c != "id"]
-    cur = conn.execute(
-        f"UPDATE sessions SET {', '.join(f'{c} = ?' for c in cols)} WHERE id = ?",
-        [*(row[c] for c in cols), row["id"]],
+    conn.execute(
+        f"INSERT INTO sessions (id, {', '.join(cols)}) VALUES (?, {', '.join('?' * len(cols))})",
+        [row["id"], *(row[c] for c in cols)],
     )
-    if cur.rowcount == 0:
-        conn.execute(
-            f"INSERT INTO sessions (id, {', '.join(cols)}) "
-            f"VALUES (?, {', '.join('?' * len(cols))})",
-            [row["id"], *(row[c] for c in cols)],
-        )
 
 
 def _like_prefix(prefix: str) -> str:
