@@ -13,6 +13,7 @@ otherwise listed in ``pending_approvals`` until a person approves (run it again)
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -41,7 +42,13 @@ from ._tools._context import Effect, FileChange, PlanItem, ToolContext
 SNAPSHOT_EVERY = 100
 DECISION_POLL_S = 0.05  # how often a call waiting for approval looks for a decision
 BLOB_THRESHOLD = 32_000  # characters of tool output kept inline in an event
+WORKSPACE_CHECK_S = 1.0  # how often a tool call makes sure the workspace folder exists
 _RERUNNABLE = frozenset({Effect.READ_ONLY.value, Effect.IDEMPOTENT.value})
+# kinds whose payloads the engine builds from plain JSON values (str, numbers, lists, dicts)
+_PLAIN = frozenset(
+    {EventKind.MODEL_REQUEST, EventKind.MODEL_RESPONSE, EventKind.TOOL_CALL, EventKind.TOOL_RESULT}
+)
+_UNSET = object()
 
 Draft = tuple[EventKind, Mapping[str, Any], str]  # kind, payload, actor
 
@@ -225,6 +232,8 @@ class Engine:
         self._wait_scope: anyio.CancelScope | None = None
         self._wait_kind: str | None = None
         self._deferred: list[tuple[Draft, float]] = []
+        self._row_written: dict[str, Any] = {}  # the session row as last written by this run
+        self._workspaces: dict[str, tuple[Path, float]] = {}  # -> (path, when looked for)
 
     async def run_to_rest(self) -> SessionState:
         """``run()``, again while decisions arrive for waiting calls; then release the inbox.
@@ -255,6 +264,7 @@ class Engine:
             self.session_id, last_seq=state.last_seq, last_hash=state.last_hash
         )
         self._last_snapshot = state.last_seq
+        self._row_written = {}
         self._schedule = Schedule.from_payload(state.schedule)
         if state.status in TERMINAL:
             return state
@@ -311,27 +321,29 @@ class Engine:
         timed = [*self._deferred, *((d, ts) for d in drafts)]
         self._deferred = []
         chain = self._chain.copy()
-        events = [chain.next(k, p, ts=at, actor=a) for (k, p, a), at in timed]
-        for event in events:
-            self.state.apply(event)
+        events = []
+        for (kind, payload, actor), at in timed:
+            event = chain.next(kind, payload, ts=at, actor=actor)
+            events.append(event)
+            # the hot kinds' payloads are plain JSON values built here: no need to decode them
+            self.state.apply(event, payload=payload if kind in _PLAIN else None)
         snapshot = None
         if self.state.last_seq - self._last_snapshot >= self.snapshot_every:
             snapshot = (self.state.last_seq, self.state.to_snapshot())
-        with anyio.CancelScope(shield=True):  # a pause may not cut a write in half
-            await self.store.write_async(
-                events,
-                session=self._session_row(ts),
-                snapshot=snapshot,
-                lease=self.lease,
-                blobs=blobs,
-            )
+        row = session_totals(self.state)
+        changed = {k: v for k, v in row.items() if self._row_written.get(k, _UNSET) != v}
+        await self.store.write_async(  # shielded: a pause may not cut a write in half
+            events,
+            session={**changed, "id": self.session_id, "updated_at": ts},
+            snapshot=snapshot,
+            lease=self.lease,
+            blobs=blobs,
+        )
         self._chain = chain
+        self._row_written = row
         if snapshot:
             self._last_snapshot = snapshot[0]
         return events
-
-    def _session_row(self, ts: float) -> dict[str, Any]:
-        return {**session_totals(self.state), "updated_at": ts}
 
     async def _set_status(self, status: str, reason: str = "", actor: str = "agent") -> None:
         if self.state.status != status:
@@ -419,12 +431,22 @@ class Engine:
         return ""
 
     async def _settle_open_calls(self) -> bool:
-        """Deal with calls left without a result; False if the session must wait for a person."""
+        """Deal with calls left without a result, in order; False if the session must wait for
+        a person. A call that waits for the policy's approval never ran, so neither did the
+        calls after it (calls run one after another): they wait behind it, then run as usual."""
+        fresh = False  # the calls from here on never started
         for call in list(self.state.open_calls.values()):
             if call.call_id in self.state.approvals:
+                asked = self.state.approvals[call.call_id].reason == "policy"
                 decision = self.inbox.take_decision(call.call_id)
-                if decision is not None:
-                    await self._apply_decision(call.call_id, call.name, call.arguments, decision)
+                if decision is None:
+                    if asked:
+                        break
+                    continue
+                await self._apply_decision(call.call_id, call.name, call.arguments, decision)
+                fresh = fresh or asked
+            elif fresh:
+                await self._run_as_policy_says(call.call_id, call.name, call.arguments)
             elif (rule := rule_for(self.state.policy, call.name)) == "deny":
                 await self._skip_call(call.call_id, call.name, "the policy does not allow it")
             elif call.effect in _RERUNNABLE and call.name in self.tools and rule == "allow":
@@ -667,7 +689,7 @@ class Engine:
         ctx = ToolContext(
             session_id=self.session_id,
             call_id=call_id,
-            workspace=_workspace_path(self.state.workspace),
+            workspace=self._workspace(),
             namespace=self.namespace,
             clock=self.clock,
             plan=tuple(self.state.plan),
@@ -683,6 +705,19 @@ class Engine:
         except Exception as exc:
             tb = "".join(traceback.format_exception(exc)[-3:])
             return ToolOutput(f"{type(exc).__name__}: {exc}", True), tb, ctx.file_changes
+
+    def _workspace(self) -> Path:
+        """The session's workspace folder, made if missing (it may have been removed; looked
+        for at most every ``WORKSPACE_CHECK_S``: a stat per tool call is a good share of a
+        step's cost)."""
+        path, checked = self._workspaces.get(self.state.workspace, (None, 0.0))
+        now = time.monotonic()
+        if path is None or now - checked > WORKSPACE_CHECK_S:
+            path = Path(self.state.workspace)
+            if not os.path.isdir(path):
+                path.mkdir(parents=True, exist_ok=True)
+            self._workspaces[self.state.workspace] = (path, now)
+        return path
 
     async def _set_plan(self, items: Sequence[PlanItem]) -> None:
         plan = [{"step": i.step, "status": i.status} for i in items]
@@ -712,9 +747,3 @@ class Engine:
 
 def _digest(data: bytes | None) -> str | None:
     return None if data is None else blob_digest(data)
-
-
-def _workspace_path(workspace: str) -> Path:
-    path = Path(workspace)
-    path.mkdir(parents=True, exist_ok=True)
-    return path

@@ -9,8 +9,11 @@ contribute to it, so a snapshot stays small however long the session runs.
 from __future__ import annotations
 
 import bisect
+import copy
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, overload
 
@@ -27,6 +30,9 @@ MESSAGE_KINDS = (
 )
 # What a restore keeps from the branch it leaves: money and tokens spent stay spent.
 SPENT = ("input_tokens", "output_tokens", "cached_tokens", "cost_usd", "cost_known")
+# What a restore keeps of the session itself: a fork restored to before its fork point is
+# still the fork (its own name and workspace), not its parent.
+IDENTITY = ("id", "name", "owner", "workspace")
 
 Rewind = Callable[[int], "SessionState"]  # seq -> the session's state right after that event
 
@@ -129,22 +135,43 @@ class SessionState:
     @classmethod
     def fold(cls, session_id: str, events: Iterable[Event]) -> SessionState:
         """The state after ``events`` (all of a session's events from seq 1), from nothing."""
+        return cls._fold(session_id, events, {})
+
+    @classmethod
+    def _fold(
+        cls, session_id: str, events: Iterable[Event], states: dict[int, SessionState]
+    ) -> SessionState:
+        """``fold``, sharing ``states`` (the state after each restore target folded so far)
+        with the folds its restores need: each point is folded once, however many restores
+        go back and forth over it."""
         state = cls(id=session_id)
         seen: list[Event] = []
 
         def rewind(seq: int) -> SessionState:
-            return cls.fold(session_id, seen[:seq])
+            if seq not in states:
+                states[seq] = cls._fold(session_id, seen[:seq], states)
+            return copy.deepcopy(states[seq])  # the restored state goes on changing
 
         for event in events:
             state.apply(event, rewind=rewind)
             seen.append(event)
         return state
 
-    def apply(self, event: Event, *, rewind: Rewind | None = None) -> None:
-        """Move on by one event. A ``restore`` needs ``rewind``: the state it goes back to."""
+    def apply(
+        self,
+        event: Event,
+        *,
+        rewind: Rewind | None = None,
+        payload: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Move on by one event. A ``restore`` needs ``rewind``: the state it goes back to.
+
+        ``payload`` spares decoding ``event.payload_json`` when the caller holds it already
+        (the engine, which just encoded it); it must be equal to what the JSON decodes to."""
         if event.seq != self.last_seq + 1:
             raise ValueError(f"event {event.seq} of {self.id} follows {self.last_seq}")
-        payload = event.payload
+        if payload is None:
+            payload = event.payload
         if event.kind is EventKind.RESTORE:
             if rewind is None:
                 raise ValueError(f"event {event.seq} of {self.id} is a restore: give rewind=")
@@ -154,40 +181,21 @@ class SessionState:
         self.last_seq, self.last_hash = event.seq, event.hash
 
     def _restore(self, earlier: SessionState) -> None:
-        """Become ``earlier`` (the state at the restore point), keeping what was spent since."""
-        keep = {name: getattr(self, name) for name in ("id", *SPENT)}
+        """Become ``earlier`` (the state at the restore point), keeping what was spent since
+        and who the session is."""
+        keep = {name: getattr(self, name) for name in (*IDENTITY, *SPENT)}
         for f in fields(self):
             setattr(self, f.name, getattr(earlier, f.name))
         for name, value in keep.items():
             setattr(self, name, value)
 
-    def apply_to_messages(self, event: Event, payload: dict[str, Any] | None = None) -> None:
+    def apply_to_messages(self, event: Event, payload: Mapping[str, Any] | None = None) -> None:
         """The part of ``apply`` that builds the conversation (used when loading a snapshot)."""
-        p = event.payload if payload is None else payload
-        kind = event.kind
-        if kind is EventKind.SESSION_STARTED:
-            if p.get("instructions"):
-                self.messages.append(Message("system", p["instructions"]))
-            self.messages.append(Message("user", p["goal"]))
-        elif kind is EventKind.MESSAGE:
-            self.messages.append(Message("user", p["text"], name=event.actor))
-        elif kind is EventKind.MODEL_RESPONSE:
-            calls = tuple(
-                ToolCallRequest(c["id"], c["name"], c["arguments"]) for c in p["tool_calls"]
-            )
-            self.messages.append(Message("assistant", p["text"], tool_calls=calls))
-        elif kind is EventKind.TOOL_RESULT:
-            self.messages.append(
-                Message(
-                    "tool",
-                    p["output"],
-                    tool_call_id=p["call_id"],
-                    name=p["name"],
-                    is_error=p["is_error"],
-                )
-            )
+        if event.kind in MESSAGE_KINDS:
+            p = event.payload if payload is None else payload
+            _say(self.messages, event.kind.value, event.actor, p)
 
-    def _apply_rest(self, event: Event, p: dict[str, Any]) -> None:
+    def _apply_rest(self, event: Event, p: Mapping[str, Any]) -> None:
         kind = event.kind
         if kind is EventKind.SESSION_STARTED:
             self.name, self.model, self.goal = p["name"], p["model"], p["goal"]
@@ -276,7 +284,8 @@ def load_state(store: Any, session_id: str, *, at: int | None = None) -> Session
 
     With ``at``, the state right after event ``at`` (what a restore or a fork goes back to).
     Costs O(events since the snapshot) for the state, plus one pass over the conversation's
-    events to rebuild ``messages``. A fork reads its parent's events up to the fork point.
+    events to rebuild ``messages`` (only over those since the last rebuild in this process:
+    see ``_Conversation``). A fork reads its parent's events up to the fork point.
     """
 
     def rewind(seq: int) -> SessionState:
@@ -288,25 +297,146 @@ def load_state(store: Any, session_id: str, *, at: int | None = None) -> Session
     seq, text = snap
     state = SessionState.from_snapshot(text)
     state.id = session_id  # a fork starts from its parent's snapshots
-    conversation = store.iter_events(
-        session_id, until=seq, kinds=(*MESSAGE_KINDS, EventKind.RESTORE)
-    )
-    _rebuild_messages(state, conversation)
+    state.messages = _conversation(store, session_id, seq)
     for event in store.iter_events(session_id, after=seq, until=at):
         state.apply(event, rewind=rewind)
     return state
 
 
-def _rebuild_messages(state: SessionState, events: Iterable[Event]) -> None:
-    """The conversation from its events; a restore drops what was said after its target."""
-    seqs: list[int] = []  # seq of each message event seen, and the conversation's length after
-    lengths: list[int] = []
-    for event in events:
-        if event.kind is EventKind.RESTORE:
-            i = bisect.bisect_right(seqs, event.payload["to_seq"])
-            del state.messages[lengths[i - 1] if i else 0 :]
-            del seqs[i:], lengths[i:]
-            continue
-        state.apply_to_messages(event)
-        seqs.append(event.seq)
-        lengths.append(len(state.messages))
+def _say(messages: list[Message], kind: str, actor: str, p: Mapping[str, Any]) -> None:
+    """Add what an event of ``kind`` says to the conversation (nothing for other kinds)."""
+    if kind == "tool_result":
+        messages.append(Message("tool", p["output"], (), p["call_id"], p["name"], p["is_error"]))
+    elif kind == "model_response":
+        calls = tuple(ToolCallRequest(c["id"], c["name"], c["arguments"]) for c in p["tool_calls"])
+        messages.append(Message("assistant", p["text"], calls))
+    elif kind == "message":
+        messages.append(Message("user", p["text"], (), None, actor))
+    elif kind == "session_started":
+        if p.get("instructions"):
+            messages.append(Message("system", p["instructions"]))
+        messages.append(Message("user", p["goal"]))
+
+
+# The conversation as a persistent stack: each message points at the conversation before it,
+# so the conversation after any earlier event stays at hand however later events change it.
+_Said = tuple[Message, "_Said"] | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Conversation:
+    """The conversation after each message or restore event up to ``upto`` (``heads[i]`` after
+    event ``seqs[i]``). What the log says never changes (it is append-only), so a process
+    rebuilds a session's conversation once and then reads only newer events: a resume loads
+    the state twice; ``Session.state``, restores and views load it often."""
+
+    upto: int
+    seqs: tuple[int, ...]
+    heads: tuple[_Said, ...]
+
+    def until(self, upto: int) -> tuple[list[int], list[_Said]]:
+        """``seqs`` and ``heads`` for the events up to ``upto`` (at most ``self.upto``)."""
+        if upto >= self.upto:
+            return list(self.seqs), list(self.heads)
+        i = bisect.bisect_right(self.seqs, upto)
+        return list(self.seqs[:i]), list(self.heads[:i])
+
+
+def _head(seqs: list[int], heads: list[_Said], seq: int) -> _Said:
+    """The conversation right after event ``seq``: as the last event at or before it left it."""
+    i = bisect.bisect_right(seqs, seq)
+    return heads[i - 1] if i else None
+
+
+# json.loads without its per-call checks (~2x quicker); typeshed does not list the attribute
+_SCAN: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def _decode(payload: str) -> dict[str, Any]:
+    """A payload from the store (canonical JSON: no whitespace around it)."""
+    try:
+        value: dict[str, Any] = _SCAN(payload, 0)[0]
+    except StopIteration:  # not JSON at all: let json say what is wrong
+        value = json.loads(payload)
+    return value
+
+
+def _messages(head: _Said) -> list[Message]:
+    out: list[Message] = []
+    while head is not None:
+        message, head = head
+        out.append(message)
+    out.reverse()
+    return out
+
+
+_CONVERSATIONS: weakref.WeakKeyDictionary[Any, dict[str, _Conversation]] = (
+    weakref.WeakKeyDictionary()
+)
+_CONVERSATIONS_LOCK = threading.Lock()
+_KEEP_CONVERSATIONS = 32  # sessions per store
+
+
+def _parents_conversation(
+    store: Any, memo: dict[str, _Conversation], session_id: str
+) -> _Conversation | None:
+    """For a fork: what its parent said up to the fork point (said in the fork too)."""
+    lineage = store.lineage(session_id) if hasattr(store, "lineage") else []
+    if len(lineage) < 2 or lineage[-2][1] is None:
+        return None
+    parent, fork_seq = lineage[-2]
+    known = memo.get(parent)
+    if known is None or known.upto <= fork_seq:
+        return known
+    seqs, heads = known.until(fork_seq)
+    return _Conversation(fork_seq, tuple(seqs), tuple(heads))
+
+
+def _conversation(store: Any, session_id: str, upto: int) -> list[Message]:
+    """The conversation from its events up to ``upto``. A restore makes it what it was right
+    after the restore's target, whatever happened in between (even a restore back, undone)."""
+    with _CONVERSATIONS_LOCK:
+        try:
+            memo = _CONVERSATIONS.setdefault(store, {})
+        except TypeError:  # a store that cannot be weakly referenced: no memo
+            memo = {}
+        known = memo.get(session_id)
+    if known is None:
+        known = _parents_conversation(store, memo, session_id)
+    seqs: list[int]
+    heads: list[_Said]
+    if known is not None:
+        seqs, heads = known.until(upto)
+        after = min(known.upto, upto)
+    else:
+        seqs, heads, after = [], [], 0
+    kinds = (*MESSAGE_KINDS, EventKind.RESTORE)
+    rows: Iterable[tuple[int, str, str, str]]
+    if hasattr(store, "iter_rows"):
+        rows = store.iter_rows(session_id, after=after, until=upto, kinds=kinds)
+    else:
+        events = store.iter_events(session_id, after=after, until=upto, kinds=kinds)
+        rows = ((e.seq, e.kind.value, e.actor, e.payload_json) for e in events)
+    head = heads[-1] if heads else None
+    said: list[Message] = []
+    for seq, kind, actor, payload in rows:  # the hot loop of a resume: ~20,000 rows per 10k steps
+        p = _decode(payload)
+        if kind == "tool_result":
+            message = Message("tool", p["output"], (), p["call_id"], p["name"], p["is_error"])
+            head = (message, head)
+        elif kind == "restore":
+            head = _head(seqs, heads, p["to_seq"])
+        else:
+            _say(said, kind, actor, p)
+            for message in said:
+                head = (message, head)
+            said.clear()
+        seqs.append(seq)
+        heads.append(head)
+    if known is None or known.upto < upto:
+        with _CONVERSATIONS_LOCK:
+            memo.pop(session_id, None)
+            while len(memo) >= _KEEP_CONVERSATIONS:
+                memo.pop(next(iter(memo)))
+            memo[session_id] = _Conversation(upto, tuple(seqs), tuple(heads))
+    return _messages(head)

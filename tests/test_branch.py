@@ -278,3 +278,43 @@ def test_a_fork_runs_in_a_python_namespace_of_its_own(db: Path) -> None:
     fork.resume().wait(timeout=30)
     forked = [e.payload["output"] for e in fork.events if e.kind is EventKind.TOOL_RESULT]
     assert "NameError" in forked[-1]  # nothing leaks between the two sessions' namespaces
+
+
+def test_undoing_a_restore_keeps_the_whole_conversation_after_later_snapshots(db: Path) -> None:
+    s = Agent("long", model="demo:loop?steps=200", store=db, max_steps=1000).run("loop")
+    s.restore(at=20)
+    s.restore(at=250)  # forward again, into the branch the first restore left
+    s.resume().wait(timeout=60)
+    assert s.status == "done"
+    newest = s.store.latest_snapshot(s.id)
+    assert newest is not None and newest[0] > s.events[-1].seq - 100  # taken after the undo
+    folded = SessionState.fold(s.id, s.events)
+    loaded = load_state(s.store, s.id)
+    assert len(loaded.messages) == len(folded.messages)
+    assert loaded.comparable() == folded.comparable()
+
+
+def test_many_restores_load_in_time_linear_in_the_log(db: Path) -> None:
+    s = Agent("p", model="demo:loop?steps=10", store=db).run("loop")
+    for _ in range(30):
+        s.restore(at=s.row.last_seq - 1)  # each one undoes the one before
+    started = time.monotonic()
+    loaded = load_state(s.store, s.id)
+    folded = SessionState.fold(s.id, s.events)
+    assert time.monotonic() - started < 2
+    assert loaded.comparable() == folded.comparable()
+
+
+def test_restoring_a_fork_to_before_its_fork_point_keeps_it_in_its_own_workspace(
+    db: Path, tmp_path: Path
+) -> None:
+    s = Agent("w", model=writer_script(), store=db, workspace=tmp_path / "ws").run("write")
+    fork = s.fork(at=seq_of(s, EventKind.TOOL_RESULT, 2), workspace=tmp_path / "fork-ws")
+    fork.restore(at=seq_of(s, EventKind.TOOL_RESULT, 1))
+    state = fork.state
+    assert (state.id, state.workspace) == (fork.id, str(tmp_path / "fork-ws"))
+    assert state.name == fork.name and (tmp_path / "fork-ws/a.txt").read_text() == "one"
+    assert (tmp_path / "ws/a.txt").read_text() == "three"  # the parent's files are untouched
+    assert load_state(s.store, fork.id).comparable() == (
+        SessionState.fold(fork.id, fork.events).comparable()
+    )

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from jupyter_agent import Agent, EventKind, open_session
-from jupyter_agent.testing import ScriptedModel, call, reply
+from jupyter_agent.testing import ScriptedModel, call, calls, reply
 
 
 @pytest.fixture
@@ -105,3 +105,32 @@ def test_run_returns_when_a_call_waits_for_a_person(db: Path) -> None:
     assert s.status == "awaiting_approval" and s.running_here
     s.stop()
     assert s.wait(timeout=10) == "stopped"
+
+
+def test_calls_after_one_that_waits_are_neither_in_doubt_nor_run_before_it(
+    db: Path, tmp_path: Path
+) -> None:
+    both = calls(
+        call("shell", command="echo first"),
+        call("write_file", path="x.txt", content="second"),
+    )
+    ws = tmp_path / "ws"
+    s = Agent(
+        "a",
+        model=ScriptedModel([both, reply("done")]),
+        store=db,
+        workspace=ws,
+        policy={"shell": "ask"},
+    ).start("two calls")
+    wait_for(s, "awaiting_approval")
+    s.pause()
+    wait_for(s, "paused")
+    s.resume()
+    wait_for(s, "awaiting_approval")
+    assert [(a.name, a.reason) for a in s.pending_approvals] == [("shell", "policy")]
+    assert not (ws / "x.txt").exists()  # the second call waits behind the first
+    s.approve(s.pending_approvals[0].call_id)
+    assert s.wait(timeout=10) == "done"
+    results = [e.payload for e in s.events if e.kind is EventKind.TOOL_RESULT]
+    assert [r["name"] for r in results] == ["shell", "write_file"]
+    assert not any(r.get("rerun") for r in results)
