@@ -20,10 +20,13 @@ lint: $(VENV)/.installed
 test-long: $(VENV)/.installed
 	$(BIN)/pytest -m slow
 
+# the peers (LangGraph, DBOS) come with the `bench` extra
 bench: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
 	$(BIN)/python -m bench
 
 bench-quick: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
 	$(BIN)/python -m bench --quick
 
 $(VENV)/.installed: pyproject.toml

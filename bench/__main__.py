@@ -1,112 +1,337 @@
-"""Per-step overhead, growth, bytes per step and resume time of the engine on a file store.
+"""This project side by side with LangGraph, DBOS and the SQLite floor, on the same workload.
 
-    python -m bench            N = 100, 1,000, 10,000
-    python -m bench --quick    N = 100, 1,000
+    python -m bench                   full: N = 100, 1,000, 10,000; kernel 0/10/50 agents; browser
+    python -m bench --quick           N = 100, 1,000 (under 3 minutes)
+    python -m bench --no-browser      without the Chromium timing
 
-Prints a table and writes bench/results/latest.json. Times are medians measured in this run;
-compare ratios, not absolute numbers (the machines are shared and noisy).
+Every measurement runs in its own child process (``python -m bench.<part>``), so each system's
+imports and peak RSS are its own. Prints one table with ratios and writes
+bench/results/latest.json (the table, every child's raw output, the machine and the date).
+Compare ratios, not absolute times: the machines here are shared and noisy.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
+import importlib.util
 import json
 import os
 import platform
+import shutil
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from ._workload import run_session
+from ._report import COMMITS, DURABILITY, LEGEND, Results, build_rows, targets
+from ._table import render
 
+ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results"
+PEER_LIMIT_S = 300  # a peer run projected to take longer is skipped (and said so)
+DISK_LIMIT = 10e9  # ... or to leave a bigger store
+PEERS = {"dbos": "dbos", "langgraph": "langgraph.checkpoint.sqlite"}  # system -> its module
 
 
-def measure(n: int, workdir: Path) -> dict[str, float]:
-    db = workdir / f"bench-{n}.db"
-    sid, marks = run_session(str(db), n, pause_at=n)
-    steps = [b - a for a, b in itertools.pairwise(marks)]
-    window = max(1, min(1000, len(steps) // 10))
-    first, last = steps[:window], steps[-window:]
-    raw = _raw_event_bytes(db, sid)
-    _checkpoint(db)
-    size = db.stat().st_size
-    probe = subprocess.run(
-        [sys.executable, "-m", "bench._workload", str(db), sid, str(n + 1)],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=Path(__file__).parent.parent,
+class Runner:
+    """Runs the children, keeps their raw output, and collects notes for the table."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.raw: list[dict[str, Any]] = []
+        self.notes: list[str] = []
+        self._dirs = 0
+
+    def folder(self) -> Path:
+        self._dirs += 1
+        path = self.workdir / f"run-{self._dirs}"
+        path.mkdir()
+        return path
+
+    def child(
+        self, part: str, *args: str, folder: Path, timeout: float = 900, silent: bool = False
+    ) -> dict[str, Any]:
+        """``python -m bench.<part> ... --dir folder``; its JSON, or ``{"error": ...}``.
+        ``silent``: the child reports nothing (it dies on purpose); only its exit code counts."""
+        argv = [sys.executable, "-m", f"bench.{part}", *args, "--dir", str(folder)]
+        label = " ".join([part, *args])
+        print(f"  … {label}", file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        try:
+            done = subprocess.run(
+                argv, capture_output=True, text=True, cwd=ROOT, timeout=timeout, check=False
+            )
+        except subprocess.TimeoutExpired:
+            return self._failed(label, f"timed out after {timeout:.0f} s")
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if silent and done.returncode == 0:
+            return {"run": label}
+        if done.returncode != 0 or not lines:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            return self._failed(label, " | ".join(tail) or f"exit code {done.returncode}")
+        doc: dict[str, Any] = json.loads(lines[-1])
+        doc["wall_s"] = time.perf_counter() - started
+        doc["run"] = label
+        self.raw.append(doc)
+        return doc
+
+    def _failed(self, label: str, why: str) -> dict[str, Any]:
+        if "No module named" in why and ("langgraph" in why or "dbos" in why):
+            why += " (install the peers: pip install -e '.[bench]')"
+        self.notes.append(f"{label}: failed: {why}")
+        doc = {"run": label, "error": why}
+        self.raw.append(doc)
+        return doc
+
+
+SYSTEMS = (("project", "project"), ("dbos", "peer_dbos"), ("langgraph", "peer_langgraph"))
+
+
+def repeats(system: str, n: int) -> int:
+    """Runs of one measurement (the median run is kept): cheap ones three times, as the
+    machines are noisy; LangGraph from 1,000 steps on (its store grows by ~1 GB) once."""
+    if system == "langgraph":
+        return 3 if n <= 100 else 1
+    return 3 if n <= 1000 else 1
+
+
+def per_step(
+    run: Runner, sizes: list[int], modes: list[str], keep: set[tuple[str, int]]
+) -> dict[tuple[str, str, int], Any]:
+    """Every system at every size and mode; returns {(system, mode, n): result}. The stores
+    of the matched runs in ``keep`` ((system, N)) are kept for the resume and fork phases."""
+    results: dict[tuple[str, str, int], Any] = {}
+    missing = {s for s, module in PEERS.items() if importlib.util.find_spec(module) is None}
+    for system in sorted(missing):
+        run.notes.append(f"{system}: not installed: pip install -e '.[bench]' to compare with it")
+    for n in sizes:
+        for system, part in SYSTEMS:
+            for mode in modes:
+                if system == "project" and mode == "default":
+                    continue  # the project's default is the matched "normal": measured once
+                if system in missing:
+                    results[(system, mode, n)] = {"skipped": "not installed"}
+                    continue
+                skip = _projected_too_long(results, system, mode, n)
+                if skip:
+                    run.notes.append(f"{system} at {n:,} steps ({mode}) skipped: {skip}")
+                    results[(system, mode, n)] = {"skipped": skip}
+                    continue
+                kept = mode == "normal" and (system, n) in keep
+                results[(system, mode, n)] = _median_run(run, system, part, mode, n, kept)
+        if "default" in modes:
+            results[("project", "default", n)] = results[("project", "normal", n)]
+    return results
+
+
+def _median_run(
+    run: Runner, system: str, part: str, mode: str, n: int, kept: bool
+) -> dict[str, Any]:
+    docs = []
+    for _ in range(repeats(system, n)):
+        folder = run.folder()
+        doc = run.child(part, "--steps", str(n), "--mode", mode, folder=folder)
+        doc["folder"] = str(folder)
+        docs.append(doc)
+        if "error" in doc:
+            break
+    good = sorted((d for d in docs if "step_us" in d), key=lambda d: d["step_us"])
+    chosen = good[len(good) // 2] if good else docs[-1]
+    chosen["step_us_runs"] = [d["step_us"] for d in good]
+    if good:  # growth is noisier than the step time: its own median over the runs
+        chosen["growth_runs"] = sorted(d["growth"] for d in good)
+        chosen["growth"] = chosen["growth_runs"][len(good) // 2]
+    for doc in docs:
+        if doc is not chosen or not kept:
+            shutil.rmtree(doc["folder"], ignore_errors=True)
+    return chosen
+
+
+def _projected_too_long(results: dict[Any, Any], system: str, mode: str, n: int) -> str | None:
+    """From the runs at smaller sizes: the time (the step time grows linearly between the
+    first and the last window) and the store's size (bytes per step that grow with N, as when
+    the whole state is saved at every step, make it grow with N²)."""
+    runs = sorted(
+        (k[2], results[k])
+        for k in results
+        if k[0] == system and k[1] == mode and k[2] < n and "step_us" in results[k]
     )
-    resume = json.loads(probe.stdout)
-    return {
-        "steps": n,
-        "step_us_median": statistics.median(steps) * 1e6,
-        "first_window_us": statistics.median(first) * 1e6,
-        "last_window_us": statistics.median(last) * 1e6,
-        "growth_last_over_first": statistics.median(last) / statistics.median(first),
-        "bytes_per_step": size / n,
-        "raw_event_bytes_per_step": raw / n,
-        "disk_over_raw": size / raw,
-        "resume_load_state_ms": resume["load_state_ms"],
-        "resume_one_more_step_ms": resume["resume_one_step_ms"],
-    }
+    if not runs:
+        return None
+    m, doc = runs[-1]
+    first, last = doc["first_us"] / 1e6, doc["last_us"] / 1e6
+    slope = max(0.0, (last - first) / (0.9 * m))
+    seconds = n * first + slope * n * n / 2
+    per_step = doc["disk_bytes"] / m
+    growing = len(runs) > 1 and per_step > 1.5 * runs[-2][1]["disk_bytes"] / runs[-2][0]
+    disk = per_step * n * (n / m if growing else 1)
+    why = []
+    if seconds > PEER_LIMIT_S:
+        why.append(f"{seconds / 60:.0f} min (over {PEER_LIMIT_S // 60} min)")
+    if disk > DISK_LIMIT:
+        why.append(f"a {disk / 1e9:.0f} GB store (over {DISK_LIMIT / 1e9:.0f} GB)")
+    if not why:
+        return None
+    return f"projected {' and '.join(why)} from the {m:,}-step run"
 
 
-def _raw_event_bytes(db: Path, sid: str) -> int:
-    conn = sqlite3.connect(db)
-    total = conn.execute(
-        "select sum(length(payload) + length(hash) + length(kind) + length(actor) + "
-        "length(session_id) + 16) from events where session_id = ?",
-        (sid,),
-    ).fetchone()[0]
-    conn.close()
-    return int(total)
+def resume_and_branch(
+    run: Runner, n: int, steps: dict[Any, Any], peer_n: dict[str, int]
+) -> dict[str, Any]:
+    """Fresh processes: the project's resume, fork and restore at ``n`` (and at 1,000 for a
+    same-size comparison); the peers' resume and fork where their stores exist."""
+    out: dict[str, Any] = {}
+    for size in sorted({n, 1000}):
+        prepared = run.folder()
+        run.child("resume", "--steps", str(size), "--phase", "prepare", folder=prepared)
+        for phase in ("resume", "fork", "restore"):
+            copy = run.folder()
+            shutil.copytree(prepared, copy, dirs_exist_ok=True)
+            out[f"project_{phase}_{size}"] = run.child(
+                "resume", "--steps", str(size), "--phase", phase, folder=copy
+            )
+            shutil.rmtree(copy, ignore_errors=True)
+        shutil.rmtree(prepared, ignore_errors=True)
+    dn = peer_n["dbos"]
+    if importlib.util.find_spec(PEERS["dbos"]) is not None:
+        crashed = run.folder()
+        crash = ("--steps", str(dn), "--mode", "normal", "--phase", "crash")
+        run.child("peer_dbos", *crash, folder=crashed, silent=True)
+        out[f"dbos_resume_{dn}"] = run.child(
+            "peer_dbos", "--steps", str(dn), "--mode", "normal", "--phase", "resume", folder=crashed
+        )
+        shutil.rmtree(crashed, ignore_errors=True)
+    for system, part in (("dbos", "peer_dbos"), ("langgraph", "peer_langgraph")):
+        size = peer_n[system]
+        done = steps.get((system, "normal", size), {})
+        if done.get("skipped") == "not installed":
+            continue
+        if "folder" not in done or "error" in done:
+            run.notes.append(f"{system}: no {size:,}-step store to fork from")
+            continue
+        folder = Path(done["folder"])
+        if system == "langgraph":  # before the fork: the fork becomes the thread's newest state
+            out[f"{system}_resume_{size}"] = run.child(
+                part, "--steps", str(size), "--mode", "normal", "--phase", "resume", folder=folder
+            )
+        out[f"{system}_fork_{size}"] = run.child(
+            part, "--steps", str(size), "--mode", "normal", "--phase", "fork", folder=folder
+        )
+    return out
 
 
-def _checkpoint(db: Path) -> None:
-    conn = sqlite3.connect(db)
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
+def kernel(run: Runner, quick: bool) -> dict[str, Any]:
+    """``1+1`` in a real kernel: agents whose steps take 10 ms (a stress: the agents' loop is
+    busy all the time) and, in the full run, 1 s (a model-paced agent)."""
+    counts, samples = ("0,50", "60") if quick else ("0,10,50", "200")
+    doc = run.child(
+        "kernel", "--agents", counts, "--samples", samples, "--json", folder=run.folder()
+    )
+    if not quick and "rows" in doc:
+        paced = run.child(
+            "kernel",
+            "--agents",
+            "0,50",
+            "--samples",
+            "100",
+            "--tool-ms",
+            "1000",
+            "--json",
+            folder=run.folder(),
+        )
+        doc["paced"] = paced.get("rows", [])
+    return doc
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("--quick", action="store_true", help="N up to 1,000 (under a minute)")
+    parser.add_argument("--quick", action="store_true", help="N up to 1,000 (under 3 minutes)")
+    parser.add_argument("--no-browser", action="store_true", help="skip the Chromium timing")
+    parser.add_argument("--sizes", help="N to run instead, e.g. 100,300 (for trying the bench)")
     args = parser.parse_args()
+    started = time.perf_counter()
     sizes = [100, 1000] if args.quick else [100, 1000, 10_000]
-    with tempfile.TemporaryDirectory() as tmp:
-        rows = [measure(n, Path(tmp)) for n in sizes]
-    header = (
-        f"{'N':>6} {'µs/step':>9} {'first':>9} {'last':>9} {'growth':>7} "
-        f"{'B/step':>8} {'disk/raw':>8} {'load ms':>8} {'resume+1 ms':>11}"
-    )
-    print(header)
-    for r in rows:
-        print(
-            f"{r['steps']:>6} {r['step_us_median']:>9.0f} {r['first_window_us']:>9.0f} "
-            f"{r['last_window_us']:>9.0f} {r['growth_last_over_first']:>7.2f} "
-            f"{r['bytes_per_step']:>8.0f} {r['disk_over_raw']:>8.2f} "
-            f"{r['resume_load_state_ms']:>8.1f} {r['resume_one_more_step_ms']:>11.1f}"
-        )
-    print(
-        "µs/step: median wall time per step (model turn + tool call, all events durable);"
-        " growth: last window / first window (10% of N, at most 1,000 steps);"
-        " resume: fresh process, after imports."
-    )
-    RESULTS.mkdir(exist_ok=True)
+    if args.sizes:
+        sizes = [int(x) for x in args.sizes.split(",")]
+    modes = ["default", "normal"] if args.quick else ["default", "normal", "full"]
+    resume_n = sizes[-1]
+    with tempfile.TemporaryDirectory(prefix="jupyter-agent-bench-") as tmp:
+        run = Runner(Path(tmp))
+        peer_n = {"dbos": resume_n, "langgraph": 1000}
+        print("per-step overhead …", file=sys.stderr)
+        steps = per_step(run, sizes, modes, keep=set(peer_n.items()))
+        print("resume, fork, restore …", file=sys.stderr)
+        branch = resume_and_branch(run, resume_n, steps, peer_n)
+        for key in list(steps):  # the peers' kept stores: done with them
+            folder = steps[key].get("folder")
+            if folder:
+                shutil.rmtree(folder, ignore_errors=True)
+        print("floor …", file=sys.stderr)
+        floor = {
+            m: run.child("floor", "--steps", "1000", "--mode", m, folder=run.folder())
+            for m in ("normal", "full")
+        }
+        print("kernel …", file=sys.stderr)
+        kern = kernel(run, args.quick)
+        print("widget …", file=sys.stderr)
+        widget = run.child("widget", "--steps", "1000", "--kernel", folder=run.folder())
+        browser: dict[str, Any] = {"skipped": "--quick (the full run times the widget in Chromium)"}
+        if args.no_browser:
+            browser = {"skipped": "--no-browser"}
+        elif not args.quick:
+            browser = run.child("widget_browser", "--steps", "2500", folder=run.folder())
+        if "skipped" in browser:
+            run.notes.append(f"widget in Chromium: skipped: {browser['skipped']}")
+    results = Results(sizes, modes, steps, branch, peer_n, floor, kern, widget, browser)
+    rows = build_rows(results)
+    goals = targets(results)
+    wall = time.perf_counter() - started
     doc = {
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, "
-        f"{os.cpu_count()} cores, Python {platform.python_version()}",
-        "rows": rows,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": machine(),
+        "run": "quick" if args.quick else "full",
+        "wall_s": round(wall, 1),
+        "durability": {**DURABILITY, "commits": COMMITS},
+        "versions": versions(),
+        "notes": run.notes,
+        "targets": [
+            {"what": t.what, "value": t.value, "limit": t.limit, "met": t.met} for t in goals
+        ],
+        "table": [r.to_json() for r in rows],
+        "raw": run.raw,
     }
+    print(render(rows, title=title(doc), notes=[*LEGEND, *run.notes]))
+    print("\ntargets (issue 7):")
+    print("\n".join(t.line() for t in goals))
+    print(f"\nwall time {wall:.0f} s; written to {RESULTS / 'latest.json'}")
+    RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(doc, indent=1) + "\n")
+
+
+def title(doc: dict[str, Any]) -> str:
+    return f"jupyter-agent benchmarks ({doc['run']} run), {doc['date']}, {doc['machine']}"
+
+
+def machine() -> str:
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}"
+    )
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("jupyter-agent", "langgraph", "langgraph-checkpoint-sqlite", "dbos", "sqlalchemy"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ from pathlib import Path
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import start_new_kernel
 
+from ._common import report
+
 AGENT_COUNTS = (0, 10, 50)
 WARM_UP_S = 1.0
 
@@ -130,9 +132,14 @@ def main() -> None:
     parser.add_argument("--agents", default=",".join(map(str, AGENT_COUNTS)))
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--tool-ms", type=float, default=10.0)
+    parser.add_argument("--json", action="store_true", help="print one JSON line (for bench)")
+    parser.add_argument("--dir", help="ignored: the stores live in a temporary folder")
     args = parser.parse_args()
     counts = tuple(int(x) for x in args.agents.split(","))
     result = measure(counts, samples=args.samples, tool_ms=args.tool_ms)
+    if args.json:
+        report({"system": "kernel", "samples": args.samples, "tool_ms": args.tool_ms, **result})
+        return
     print(
         f"{'agents':>6} {'median ms':>10} {'p95 ms':>8} {'max ms':>8} "
         f"{'median/idle':>11} {'p95/idle':>9} {'agent steps/s':>13}"

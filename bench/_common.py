@@ -1,0 +1,86 @@
+"""What every benchmark child process shares: durability modes, step statistics, the report.
+
+Each system runs in its own process (``python -m bench.<system> ...``), so imports and peak RSS
+are its own; the child prints one JSON object as its last line of output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import resource
+import sqlite3
+import statistics
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+TOOL_OUTPUT = "x" * 300  # what the instant tool returns: about 300 bytes
+
+# How each system persists, per mode. "default" is what each system does as shipped;
+# "normal" and "full" put every system on a WAL journal with that synchronous setting.
+MODES = ("default", "normal", "full")
+
+
+def parser(prog: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog)
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--mode", choices=MODES, default="normal")
+    p.add_argument("--dir", required=True, help="a fresh folder for the store")
+    return p
+
+
+def pragmas(conn: sqlite3.Connection, synchronous: str) -> None:
+    """Put a connection on WAL with ``synchronous`` (the matched modes)."""
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+
+
+def step_stats(marks: Sequence[float]) -> dict[str, float]:
+    """Median seconds per step (between consecutive tool calls) and first-vs-last growth.
+
+    The window is 10% of the steps, at most 1,000 (so first-vs-last-1,000 at 10,000 steps).
+    """
+    steps = [b - a for a, b in itertools.pairwise(marks)]
+    window = max(1, min(1000, len(steps) // 10))
+    first = statistics.median(steps[:window])
+    last = statistics.median(steps[-window:])
+    return {
+        "step_us": statistics.median(steps) * 1e6,
+        "mean_step_us": statistics.fmean(steps) * 1e6,
+        "first_us": first * 1e6,
+        "last_us": last * 1e6,
+        "growth": last / first,
+        "total_s": marks[-1] - marks[0],
+    }
+
+
+def checkpoint(db: Path) -> None:
+    """Fold the WAL into the main file, so the file size is what the data takes."""
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+
+
+def disk_bytes(paths: Iterable[Path]) -> int:
+    """Bytes on disk of the files (with their -wal and -shm companions)."""
+    total = 0
+    for p in paths:
+        for f in (p, p.with_name(p.name + "-wal"), p.with_name(p.name + "-shm")):
+            if f.exists():
+                total += f.stat().st_size
+    return total
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def report(doc: dict[str, Any]) -> None:
+    doc["peak_rss_mb"] = peak_rss_mb()
+    sys.stdout.write(json.dumps(doc) + "\n")
+    sys.stdout.flush()
