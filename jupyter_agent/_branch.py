@@ -12,9 +12,9 @@ recorded with each call's result. Tokens and money spent on the abandoned branch
 
 from __future__ import annotations
 
+import json
 import shutil
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from typing import Any
 from ._clock import Clock
 from ._engine import session_totals
 from ._errors import InvalidSessionState
-from ._events import GENESIS_HASH, Event, EventChain, EventKind
+from ._events import GENESIS_HASH, EventChain, EventKind
 from ._state import load_state
 from ._store import SqliteStore
 from ._store._sqlite import blob_digest
@@ -75,7 +75,7 @@ def fork_session(
         if target.exists() and any(target.iterdir()):
             raise ValueError(f"workspace {target} is not empty; give a new folder for the fork")
         shutil.copytree(Path(state.workspace), target, dirs_exist_ok=True)
-        changes = file_history(store.iter_events(parent_id))
+        changes = file_history(store, parent_id)
         put_files_back(store, target, versions_at(changes, at))
         payload["workspace"] = str(target)
     chain = EventChain(fork_id, last_seq=at, last_hash=state.last_hash or GENESIS_HASH)
@@ -120,7 +120,7 @@ def restore_session(
         raise InvalidSessionState(f"session {session_id} is running: pause it before restoring")
     state = load_state(store, session_id)
     workspace = Path(state.workspace)
-    wanted = versions_at(file_history(store.iter_events(session_id)), at)
+    wanted = versions_at(file_history(store, session_id), at)
     replaced = {v.path: _read(workspace, v.path) for v in wanted}  # kept: restorable again
     restored = put_files_back(store, workspace, wanted)  # files first: a crash here leaves
     files = [  # the log as it was, and a second restore finishes the job
@@ -142,13 +142,18 @@ def restore_session(
 # -- file versions ---------------------------------------------------------------------------
 
 
-def file_history(events: Iterable[Event]) -> list[tuple[int, str, str | None, str | None]]:
-    """Every recorded file change, in log order: ``(seq, path, before, after)`` digests."""
+def file_history(
+    store: SqliteStore, session_id: str
+) -> list[tuple[int, str, str | None, str | None]]:
+    """Every recorded file change, in log order: ``(seq, path, before, after)`` digests.
+
+    Only the results that wrote files are decoded (most calls write none)."""
     changes = []
-    for e in events:
-        if e.kind in _CHANGES:
-            for f in e.payload.get("files", ()):
-                changes.append((e.seq, f["path"], f["before"], f["after"]))
+    for seq, _kind, _actor, payload in store.iter_rows(session_id, kinds=_CHANGES):
+        if '"files":' not in payload:
+            continue
+        for f in json.loads(payload).get("files", ()):
+            changes.append((seq, f["path"], f["before"], f["after"]))
     return changes
 
 

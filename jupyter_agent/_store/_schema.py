@@ -124,8 +124,15 @@ def _v4(db: sqlite_utils.Database) -> None:
     db.table("sessions").add_column("notebook", str)
 
 
+def _v5(db: sqlite_utils.Database) -> None:
+    """Fewer pages per commit: no index on events.kind (every read is per session, by seq)
+    and none on sessions.updated_at (lists are short); each made every step's commit dearer."""
+    db.execute("DROP INDEX IF EXISTS idx_events_kind")
+    db.execute("DROP INDEX IF EXISTS idx_sessions_updated_at")
+
+
 # MIGRATIONS[i] takes the schema from version i to i + 1. Append only; never edit a shipped one.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
 LATEST = len(MIGRATIONS)
 
 
