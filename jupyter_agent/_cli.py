@@ -310,14 +310,11 @@ def cmd_fork(args: argparse.Namespace) -> int:
 
 def cmd_restore(args: argparse.Namespace) -> int:
     from ._agent import open_session
-    from ._runtime import get_runtime
 
     with _store(args) as store:
         row = store.find_session(args.id)
     session = open_session(row.id, store=Path(args.db) if args.db else None)
-    elsewhere = get_runtime().owner_elsewhere(session.store, session.id) is not None
-    session.restore(at=args.at)
-    if elsewhere:
+    if not session.restore(at=args.at):
         print(f"{session.id}: restore to event {args.at} sent to the process that holds it")
     else:
         print(f"{session.id}: restored to event {args.at}; now {session.status}")

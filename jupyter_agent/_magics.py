@@ -24,7 +24,6 @@ from IPython.display import display
 from ._agent import Agent, ToolLike, open_session, open_store, sessions
 from ._errors import JupyterAgentError
 from ._export import export_json, export_markdown
-from ._runtime import get_runtime
 from ._session import Session
 from ._store import SessionRow, SqliteStore
 from ._tools import BUILTIN_TOOLS, Tool
@@ -296,9 +295,7 @@ class AgentMagics(Magics):
 
     def _restore(self, args: argparse.Namespace) -> None:
         session = self._open(args.id, args.store)
-        elsewhere = get_runtime().owner_elsewhere(session.store, session.id) is not None
-        session.restore(at=args.at)
-        if elsewhere:
+        if not session.restore(at=args.at):
             print(f"{session.id}: restore to event {args.at} sent to the process that holds it")
         else:
             print(f"{session.id}: restored to event {args.at}; now {session.status}")

@@ -259,21 +259,23 @@ class Session:
 
         return Session(self.store, fork_id, agent_factory=fork_agent if parent_agent else None)
 
-    def restore(self, at: int) -> None:
+    def restore(self, at: int) -> bool:
         """Rewind this session to right after event ``at``: its state, plan and conversation
         become what they were then, and files the file tools wrote since are put back. Nothing
         is deleted: the events after ``at`` stay in the log. The session is left paused.
 
         A session running here is paused first, then rewound. One held by another live process
         is rewound there (paused first if it runs), through the store: this returns at once.
+        Returns True when the session was rewound here, False when the restore was sent on.
         """
         check_point(self.store, self.id, at, verb="restore")
         actor = current_identity()
         runtime = get_runtime()
         if not self.running_here and runtime.owner_elsewhere(self.store, self.id):
             self.store.send_command(self.id, "restore", {"at": at}, actor=actor)
-            return
+            return False
         runtime.restore(self.store, self.id, at, actor).result(timeout=RESTORE_TIMEOUT_S)
+        return True
 
     def approve(self, call_id: str) -> None:
         """Let a waiting call run (for an in-doubt call: run it again)."""

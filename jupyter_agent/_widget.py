@@ -229,13 +229,11 @@ class SessionWidget(anywidget.AnyWidget):
         seq = content.get("seq")
         if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
             raise ValueError(f"select a row in the timeline first, then {action} there")
-        method = getattr(self._session, action, None)
-        if method is None:
-            raise NotImplementedError(f"{action} is not available in this version")
         if action == "restore":
-            method(at=seq)
-            return f"restored to event {seq}"
-        forked = method(at=seq)
+            if self._session.restore(at=seq):
+                return f"restored to event {seq}"
+            return f"restore to event {seq} sent to the process that runs the session"
+        forked = self._session.fork(at=seq)
         self.forks.append(forked)
         return f"forked after event {seq} as session {forked.id}: open_session({forked.id!r})"
 

@@ -160,20 +160,28 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         "--LabApp.news_url=None",
         "--LabApp.extension_manager=readonly",
     ]
-    with lab.log.open("w") as log:
+    with serving(lab, argv, state):
+        yield lab
+
+
+@contextlib.contextmanager
+def serving(server: Lab, argv: list[str], state: Path) -> Iterator[None]:
+    """Run a Jupyter server (lab or notebook) until the block ends: up first, its kernels shut
+    down after, then the process terminated (killed if it hangs)."""
+    with server.log.open("w") as log:
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=_lab_env(state, lab.store),
-            cwd=root,
+            env=_lab_env(state, server.store),
+            cwd=server.root,
         )
     try:
-        _wait_until_up(lab, proc)
-        yield lab
+        _wait_until_up(server, proc)
+        yield
         with contextlib.suppress(OSError):
-            lab.shutdown_kernels()
+            server.shutdown_kernels()
     finally:
         proc.terminate()
         try:

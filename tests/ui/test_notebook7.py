@@ -9,10 +9,8 @@ drives this page too once it opens the notebook at Notebook 7's address.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import secrets
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +18,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from .conftest import Lab, LabNotebook, _free_port, _lab_env, _wait_until_up
+from .conftest import Lab, LabNotebook, _free_port, serving
 
 pytestmark = pytest.mark.ui
 
@@ -61,27 +59,8 @@ def notebook7(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         f"--ServerApp.root_dir={root}",
         "--JupyterNotebookApp.expose_app_in_browser=True",  # window.jupyterapp, to run cells
     ]
-    with server.log.open("w") as log:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=_lab_env(state, server.store),
-            cwd=root,
-        )
-    try:
-        _wait_until_up(server, proc)
+    with serving(server, argv, state):
         yield server
-        with contextlib.suppress(OSError):
-            server.shutdown_kernels()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 class Notebook7(LabNotebook):
