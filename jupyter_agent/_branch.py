@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from ._errors import InvalidSessionState
 from ._events import GENESIS_HASH, EventChain, EventKind
 from ._state import load_state
 from ._store import SqliteStore
+from ._store._leases import SessionLeased, is_alive
 from ._store._sqlite import blob_digest
 from ._tools._workspace import resolve_in_workspace
 
@@ -118,6 +120,9 @@ def restore_session(
         raise ValueError(f"session {session_id} is already at event {at}: nothing to restore")
     if row.status == "running":
         raise InvalidSessionState(f"session {session_id} is running: pause it before restoring")
+    holder = store.get_runtime(row.runtime_id) if row.runtime_id else None
+    if holder is not None and holder.id != runtime_id and is_alive(holder, time.time()):
+        raise SessionLeased(session_id, holder)  # before any file is touched
     state = load_state(store, session_id)
     workspace = Path(state.workspace)
     wanted = versions_at(file_history(store, session_id), at)

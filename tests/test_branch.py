@@ -9,9 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_agent import Agent, EventKind, InvalidSessionState, open_session
+from jupyter_agent import Agent, EventKind, InvalidSessionState, SessionLeased, open_session
+from jupyter_agent._branch import restore_session
+from jupyter_agent._clock import SystemClock
 from jupyter_agent._events import verify_chain
 from jupyter_agent._state import SessionState, load_state
+from jupyter_agent._store._leases import this_process
 from jupyter_agent.testing import ScriptedModel, call, reply
 
 
@@ -318,3 +321,20 @@ def test_restoring_a_fork_to_before_its_fork_point_keeps_it_in_its_own_workspace
     assert load_state(s.store, fork.id).comparable() == (
         SessionState.fold(fork.id, fork.events).comparable()
     )
+
+
+def test_a_restore_refused_for_a_session_another_process_holds_touches_no_file(
+    db: Path, tmp_path: Path
+) -> None:
+    ws = tmp_path / "ws"
+    s = Agent("w", model=writer_script(), store=db, workspace=ws).run("write")
+    s.release()
+    other = this_process("rt-someone-else", "someone", time.time())
+    s.store.register_runtime(other)
+    s.store.acquire_lease(s.id, other.id, now=time.time())
+    with pytest.raises(SessionLeased):
+        restore_session(
+            s.store, s.id, 3, actor="me", clock=SystemClock(), runtime_id="rt-not-the-holder"
+        )
+    assert (ws / "a.txt").read_text() == "three" and (ws / "b/c.txt").exists()
+    assert s.events[-1].kind is not EventKind.RESTORE
