@@ -1,10 +1,13 @@
-"""Helpers shared by tests that build logs by hand: a bare session, a log cut by a 'crash'."""
+"""Helpers shared by tests: a bare session, a log cut by a 'crash', a tool that waits for the
+test."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from typing import Any
 
-from jupyter_agent import EventKind, SqliteStore
+from jupyter_agent import EventKind, SqliteStore, tool
 from jupyter_agent._events import EventChain
 
 
@@ -53,3 +56,17 @@ def cut_log(
             },
         )
     return path
+
+
+def gated_tool() -> tuple[Any, threading.Event, threading.Event]:
+    """A tool that blocks until the test opens the gate, so the test can act mid-session."""
+    gate, entered = threading.Event(), threading.Event()
+
+    @tool(effect="read_only")
+    def wait_gate() -> str:
+        """Waits for the test."""
+        entered.set()
+        assert gate.wait(30)
+        return "through"
+
+    return wait_gate, gate, entered

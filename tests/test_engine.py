@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from logs import cut_log
+from logs import cut_log, gated_tool
 
 from jupyter_agent import Agent, EventKind, InvalidSessionState, open_session, tool
 from jupyter_agent._runtime import get_runtime
@@ -164,20 +164,6 @@ def test_update_plan_is_part_of_the_session_state(db: Path) -> None:
 
 
 # -- people in the loop ----------------------------------------------------------------------
-
-
-def gated_tool():
-    """A tool that blocks until the test opens the gate, so the test can act mid-session."""
-    gate, entered = threading.Event(), threading.Event()
-
-    @tool(effect="read_only")
-    def wait_gate() -> str:
-        """Waits for the test."""
-        entered.set()
-        assert gate.wait(30)
-        return "through"
-
-    return wait_gate, gate, entered
 
 
 def test_tell_is_recorded_with_its_author_and_reaches_the_model(db: Path) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import comm
 import pytest
 from comm.base_comm import BaseComm
-from logs import cut_log, new_session
+from logs import cut_log, gated_tool, new_session
 
 from jupyter_agent import Agent, EventKind, Session, SqliteStore, open_session, open_store, tool
 from jupyter_agent._engine import session_totals
@@ -401,19 +401,6 @@ def test_the_widget_display_carries_the_view_the_snapshot_and_text(db: Path, wid
 
 
 # -- controls -----------------------------------------------------------------------------------
-
-
-def gated_tool() -> tuple[Any, threading.Event, threading.Event]:
-    gate, entered = threading.Event(), threading.Event()
-
-    @tool(effect="read_only")
-    def wait_gate() -> str:
-        """Waits for the test."""
-        entered.set()
-        assert gate.wait(30)
-        return "through"
-
-    return wait_gate, gate, entered
 
 
 def control(w: SessionWidget, action: str, **args: Any) -> dict[str, Any]:
