@@ -76,12 +76,23 @@ class SessionFeed:
     """One session as a view reads it: pages, events after a seq, and its summary values.
 
     Keeps the session's state folded incrementally (from the newest snapshot, without the
-    conversation), so opening a long session and following it stay cheap.
+    conversation), so opening a long session and following it stay cheap; the fold is made on
+    first need, so a feed that only serves pages of events (a REST request) never makes it.
     """
 
     def __init__(self, store: SqliteStore, session_id: str) -> None:
         self.store, self.session_id = store, session_id
-        self._state = _fold(store, session_id)
+        self._folded: SessionState | None = None
+
+    @property
+    def _state(self) -> SessionState:
+        if self._folded is None:
+            self._folded = _fold(self.store, self.session_id)
+        return self._folded
+
+    @_state.setter
+    def _state(self, state: SessionState) -> None:
+        self._folded = state
 
     @property
     def last_seq(self) -> int:
