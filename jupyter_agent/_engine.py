@@ -33,7 +33,15 @@ from ._models._base import Model, ModelRequest, ModelResponse
 from ._models._redact import redact
 from ._policy import Limits, rule_for
 from ._schedule import Schedule
-from ._state import TERMINAL, ConversationView, SessionState, load_state
+from ._state import (
+    TERMINAL,
+    Conversation,
+    ConversationView,
+    SessionState,
+    chunk_of,
+    encode_messages,
+    load_state,
+)
 from ._store import SqliteStore
 from ._store._sqlite import blob_digest
 from ._tools import Tool, ToolOutput
@@ -327,9 +335,10 @@ class Engine:
             events.append(event)
             # the hot kinds' payloads are plain JSON values built here: no need to decode them
             self.state.apply(event, payload=payload if kind in _PLAIN else None)
-        snapshot = None
+        snapshot = conversation = None
         if self.state.last_seq - self._last_snapshot >= self.snapshot_every:
             snapshot = (self.state.last_seq, self.state.to_snapshot())
+            conversation = self._conversation_chunk()
         row = session_totals(self.state)
         changed = {k: v for k, v in row.items() if self._row_written.get(k, _UNSET) != v}
         await self.store.write_async(  # shielded: a pause may not cut a write in half
@@ -338,12 +347,26 @@ class Engine:
             snapshot=snapshot,
             lease=self.lease,
             blobs=blobs,
+            conversation=conversation,
         )
         self._chain = chain
         self._row_written = row
         if snapshot:
             self._last_snapshot = snapshot[0]
+            said = self.state.messages
+            if isinstance(said, Conversation):
+                said.chunk = (self.session_id, snapshot[0], len(said))
         return events
+
+    def _conversation_chunk(self) -> tuple[int | None, str]:
+        """What to store of the conversation with a snapshot: the messages said since the
+        chunk stored with an earlier one, or (not known: after a restore, or the first time)
+        all of them."""
+        said = self.state.messages
+        chunk = chunk_of(said)
+        if chunk is not None and chunk[0] == self.session_id:
+            return chunk[1], encode_messages(said[chunk[2] :])
+        return None, encode_messages(said)
 
     async def _set_status(self, status: str, reason: str = "", actor: str = "agent") -> None:
         if self.state.status != status:

@@ -2,18 +2,21 @@
 
 The live engine applies each event as it records it; a resumed session loads the newest snapshot
 and applies the tail. Both must arrive at the same state, which tests check event for event.
-The conversation (``messages``) is not part of a snapshot: it is rebuilt from the events that
-contribute to it, so a snapshot stays small however long the session runs.
+The conversation (``messages``) is not part of a snapshot, so a snapshot stays small however
+long the session runs: it is stored beside it in chunks, each holding only the messages said
+since the one before (``Conversation``), and rebuilt from the events after the newest chunk.
 """
 
 from __future__ import annotations
 
 import bisect
 import copy
+import gc
 import json
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, overload
 
@@ -130,7 +133,7 @@ class SessionState:
     error: dict[str, Any] | None = None
     last_seq: int = 0
     last_hash: str = GENESIS_HASH
-    messages: list[Message] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=lambda: Conversation())
 
     @classmethod
     def fold(cls, session_id: str, events: Iterable[Event]) -> SessionState:
@@ -283,9 +286,10 @@ def load_state(store: Any, session_id: str, *, at: int | None = None) -> Session
     """Rebuild a session's state from the store: newest snapshot + the events after it.
 
     With ``at``, the state right after event ``at`` (what a restore or a fork goes back to).
-    Costs O(events since the snapshot) for the state, plus one pass over the conversation's
-    events to rebuild ``messages`` (only over those since the last rebuild in this process:
-    see ``_Conversation``). A fork reads its parent's events up to the fork point.
+    Costs O(events since the snapshot) for the state, plus reading the conversation's chunks
+    (or, with none, one pass over its events) to rebuild ``messages``; in a process that
+    rebuilt it before, only the newer events (see ``_Conversation``). A fork reads its
+    parent's events and chunks up to the fork point.
     """
 
     def rewind(seq: int) -> SessionState:
@@ -318,6 +322,55 @@ def _say(messages: list[Message], kind: str, actor: str, p: Mapping[str, Any]) -
         messages.append(Message("user", p["goal"]))
 
 
+class Conversation(list[Message]):
+    """A session's messages, and which stored conversation chunk their beginning is.
+
+    ``chunk`` is ``(owner, seq, n)``: the first ``n`` messages are the conversation after event
+    ``seq`` of session ``owner`` as stored with its snapshot (``None``: not known). The engine
+    then stores only the messages said since, at its next snapshot. The conversation only grows
+    by appending (a restore replaces the whole list), so that stays true."""
+
+    __slots__ = ("chunk",)
+
+    def __init__(self, items: Iterable[Message] = (), chunk: Chunk | None = None) -> None:
+        super().__init__(items)
+        self.chunk = chunk
+
+
+Chunk = tuple[str, int, int]  # (owner, seq, n): see Conversation
+
+
+def chunk_of(messages: list[Message]) -> Chunk | None:
+    """Where ``messages`` begin in the store (see ``Conversation``), if known."""
+    chunk: Chunk | None = getattr(messages, "chunk", None)
+    return chunk if chunk is not None and chunk[2] <= len(messages) else None
+
+
+def encode_messages(messages: Iterable[Message]) -> str:
+    """Messages as a compact JSON array of rows (a conversation chunk): each row the fields of
+    ``Message`` in order, trailing defaults left out."""
+    rows: list[list[Any]] = []
+    for m in messages:
+        calls = [[c.id, c.name, c.arguments] for c in m.tool_calls]
+        row: list[Any] = [m.role, m.content, calls, m.tool_call_id, m.name, m.is_error]
+        while len(row) > 2 and row[-1] == _ROW_DEFAULTS[len(row) - 1]:
+            row.pop()
+        rows.append(row)
+    return json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
+
+
+_ROW_DEFAULTS: tuple[Any, ...] = ("", "", [], None, None, False)
+
+
+def decode_messages(text: str, into: list[Message]) -> None:
+    """Append the messages of a chunk (``encode_messages``) to ``into``."""
+    call, message, append = ToolCallRequest, Message, into.append
+    for row in json.loads(text):
+        if len(row) > 2:
+            row[2] = tuple([call(*c) for c in row[2]]) if row[2] else ()
+        append(message(*row))
+
+
 # The conversation as a persistent stack: each message points at the conversation before it,
 # so the conversation after any earlier event stays at hand however later events change it.
 _Said = tuple[Message, "_Said"] | None
@@ -325,21 +378,33 @@ _Said = tuple[Message, "_Said"] | None
 
 @dataclass(frozen=True, slots=True)
 class _Conversation:
-    """The conversation after each message or restore event up to ``upto`` (``heads[i]`` after
-    event ``seqs[i]``). What the log says never changes (it is append-only), so a process
-    rebuilds a session's conversation once and then reads only newer events: a resume loads
-    the state twice; ``Session.state``, restores and views load it often."""
+    """The conversation after each message or restore event from ``floor`` up to ``upto``
+    (``heads[i]`` after event ``seqs[i]``). What the log says never changes (it is
+    append-only), so a process rebuilds a session's conversation once and then reads only newer
+    events: a resume loads the state twice; ``Session.state``, restores and views load it
+    often. ``floor`` is the stored chunk it started from (0: from the first event); ``chunk``
+    is that chunk (see ``Conversation``) until the first restore after it, ``restored_at``."""
 
     upto: int
     seqs: tuple[int, ...]
     heads: tuple[_Said, ...]
+    floor: int = 0
+    chunk: Chunk | None = None
+    restored_at: int | None = None
 
     def until(self, upto: int) -> tuple[list[int], list[_Said]]:
-        """``seqs`` and ``heads`` for the events up to ``upto`` (at most ``self.upto``)."""
+        """``seqs`` and ``heads`` for the events up to ``upto`` (``floor <= upto``; at most
+        ``self.upto``)."""
         if upto >= self.upto:
             return list(self.seqs), list(self.heads)
         i = bisect.bisect_right(self.seqs, upto)
         return list(self.seqs[:i]), list(self.heads[:i])
+
+    def chunk_until(self, upto: int) -> Chunk | None:
+        """``chunk``, if no restore came after it up to ``upto``."""
+        if self.restored_at is not None and self.restored_at <= upto:
+            return None
+        return self.chunk
 
 
 def _head(seqs: list[int], heads: list[_Said], seq: int) -> _Said:
@@ -361,13 +426,20 @@ def _decode(payload: str) -> dict[str, Any]:
     return value
 
 
-def _messages(head: _Said) -> list[Message]:
-    out: list[Message] = []
+def _messages(head: _Said, chunk: Chunk | None = None) -> Conversation:
+    out = Conversation(chunk=chunk)
     while head is not None:
         message, head = head
         out.append(message)
     out.reverse()
     return out
+
+
+def _stack(messages: Iterable[Message]) -> _Said:
+    head: _Said = None
+    for message in messages:
+        head = (message, head)
+    return head
 
 
 _CONVERSATIONS: weakref.WeakKeyDictionary[Any, dict[str, _Conversation]] = (
@@ -388,26 +460,75 @@ def _parents_conversation(
     known = memo.get(parent)
     if known is None or known.upto <= fork_seq:
         return known
+    if fork_seq < known.floor:
+        return None
     seqs, heads = known.until(fork_seq)
-    return _Conversation(fork_seq, tuple(seqs), tuple(heads))
+    return _Conversation(
+        fork_seq, tuple(seqs), tuple(heads), known.floor, known.chunk_until(fork_seq)
+    )
 
 
-def _conversation(store: Any, session_id: str, upto: int) -> list[Message]:
+def _stored(store: Any, session_id: str, upto: int) -> _Conversation | None:
+    """The conversation as of the newest chunk stored at or before ``upto``, if any."""
+    found = store.latest_conversation(session_id, at_most=upto)
+    if found is None:
+        return None
+    owner, seq, chunks = found
+    said: list[Message] = []
+    for text in chunks:
+        decode_messages(text, said)
+    return _Conversation(seq, (seq,), (_stack(said),), seq, (owner, seq, len(said)))
+
+
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    """Hold off the cyclic garbage collector while tens of thousands of objects are made that
+    all stay alive: each generation-2 pass would walk them all again (it doubles the time of
+    rebuilding a long conversation). Nothing made here is cyclic garbage."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _conversation(store: Any, session_id: str, upto: int) -> Conversation:
     """The conversation from its events up to ``upto``. A restore makes it what it was right
-    after the restore's target, whatever happened in between (even a restore back, undone)."""
+    after the restore's target, whatever happened in between (even a restore back, undone).
+
+    Starts from what this process rebuilt before, else from the newest stored chunk, else
+    from the first event."""
+    with _no_gc():
+        return _rebuild(store, session_id, upto)
+
+
+def _rebuild(store: Any, session_id: str, upto: int) -> Conversation:
     with _CONVERSATIONS_LOCK:
         try:
             memo = _CONVERSATIONS.setdefault(store, {})
         except TypeError:  # a store that cannot be weakly referenced: no memo
             memo = {}
         known = memo.get(session_id)
+    if known is not None and upto < known.floor:
+        known = None  # from before the chunk it started at: start from an older one
+    remembered = known
+    if known is None and hasattr(store, "latest_conversation"):
+        known = _stored(store, session_id, upto)
     if known is None:
         known = _parents_conversation(store, memo, session_id)
+        if known is not None and upto < known.floor:
+            known = None
     seqs: list[int]
     heads: list[_Said]
+    floor, chunk, restored_at = 0, None, None
     if known is not None:
         seqs, heads = known.until(upto)
         after = min(known.upto, upto)
+        floor, chunk = known.floor, known.chunk
+        if known.restored_at is not None and known.restored_at <= upto:
+            restored_at = known.restored_at
     else:
         seqs, heads, after = [], [], 0
     kinds = (*MESSAGE_KINDS, EventKind.RESTORE)
@@ -425,7 +546,13 @@ def _conversation(store: Any, session_id: str, upto: int) -> list[Message]:
             message = Message("tool", p["output"], (), p["call_id"], p["name"], p["is_error"])
             head = (message, head)
         elif kind == "restore":
-            head = _head(seqs, heads, p["to_seq"])
+            to = p["to_seq"]
+            if to >= floor:
+                head = _head(seqs, heads, to)
+            else:  # back to before the chunk this started from
+                head = _stack(_conversation(store, session_id, to))
+            if restored_at is None:
+                restored_at = seq
         else:
             _say(said, kind, actor, p)
             for message in said:
@@ -433,10 +560,14 @@ def _conversation(store: Any, session_id: str, upto: int) -> list[Message]:
             said.clear()
         seqs.append(seq)
         heads.append(head)
-    if known is None or known.upto < upto:
+    if remembered is None or remembered.upto < upto:
         with _CONVERSATIONS_LOCK:
-            memo.pop(session_id, None)
-            while len(memo) >= _KEEP_CONVERSATIONS:
-                memo.pop(next(iter(memo)))
-            memo[session_id] = _Conversation(upto, tuple(seqs), tuple(heads))
-    return _messages(head)
+            newest = memo.get(session_id)
+            if newest is None or newest.upto <= upto:
+                memo.pop(session_id, None)
+                while len(memo) >= _KEEP_CONVERSATIONS:
+                    memo.pop(next(iter(memo)))
+                memo[session_id] = _Conversation(
+                    upto, tuple(seqs), tuple(heads), floor, chunk, restored_at
+                )
+    return _messages(head, chunk if restored_at is None else None)

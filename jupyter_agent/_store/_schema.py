@@ -131,8 +131,20 @@ def _v5(db: sqlite_utils.Database) -> None:
     db.execute("DROP INDEX IF EXISTS idx_sessions_updated_at")
 
 
+def _v6(db: sqlite_utils.Database) -> None:
+    """The conversation as of each snapshot, in chunks: ``messages`` are the ones said after
+    the chunk at ``base_seq`` (all of them when that is null). A resume reads the chunks instead
+    of decoding every message event; like snapshots, they are derived from the log and can be
+    rebuilt from it."""
+    db.table("conversations").create(
+        {"session_id": str, "seq": int, "base_seq": int, "messages": str},
+        pk=("session_id", "seq"),
+        not_null={"messages"},
+    )
+
+
 # MIGRATIONS[i] takes the schema from version i to i + 1. Append only; never edit a shipped one.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
 LATEST = len(MIGRATIONS)
 
 

@@ -164,9 +164,11 @@ class SqliteStore:
         lease: str | None = None,
         free_for: str | None = None,
         blobs: Sequence[bytes] = (),
+        conversation: tuple[int | None, str] | None = None,
     ) -> None:
         """Append events, upsert the session row, add a snapshot and blobs: atomically; wait
-        until durable.
+        until durable. ``conversation`` is ``(base_seq, messages_json)``: the messages said
+        since the conversation chunk at ``base_seq`` (or all of them), as of the snapshot.
 
         With ``lease``, the write is refused (``LeaseLost``) unless that runtime holds the
         session. Raises ``SessionConflict`` if another writer already took one of the sequence
@@ -177,7 +179,7 @@ class SqliteStore:
         The caller waits anyway, so the write is committed on its thread when nobody else is
         writing (no hand-off to the writer thread and back); otherwise it joins a group commit.
         """
-        job = _WriteJob(events, session, snapshot, lease, free_for, blobs)
+        job = _WriteJob(events, session, snapshot, lease, free_for, blobs, conversation)
         try:
             if self._writer.run_inline(job) is not BUSY:
                 return
@@ -193,6 +195,7 @@ class SqliteStore:
         snapshot: tuple[int, str] | None = None,
         lease: str | None = None,
         blobs: Sequence[bytes] = (),
+        conversation: tuple[int | None, str] | None = None,
     ) -> None:
         """``write`` for the event loop: commits on the loop's thread when nobody else is
         writing, which is quicker than handing the write to the writer thread and back, unless
@@ -202,7 +205,7 @@ class SqliteStore:
         A write once started is waited for even if the caller is cancelled meanwhile (a pause
         may not cut a write in half). ``blobs`` are stored (under their sha256, see
         ``blob_digest``) in the same commit."""
-        job = _WriteJob(events, session, snapshot, lease, blobs=blobs)
+        job = _WriteJob(events, session, snapshot, lease, blobs=blobs, conversation=conversation)
         writer = events[0].session_id if events else str((session or {}).get("id"))
         if self._synchronous != "FULL" or self._alone(writer):
             try:
@@ -503,6 +506,38 @@ class SqliteStore:
                 return (int(row[0]), str(row[1]))
         return None
 
+    def latest_conversation(
+        self, session_id: str, *, at_most: int | None = None
+    ) -> tuple[str, int, list[str]] | None:
+        """The newest conversation chunk at or before ``at_most`` in the session's lineage, as
+        ``(owner, seq, chunks)``: ``chunks`` oldest first, the conversation after event ``seq``
+        when joined (see ``write``'s ``conversation``)."""
+        limit = at_most if at_most is not None else 2**62
+        reader = self._reader()
+        for owner, upto in reversed(self.lineage(session_id)):
+            row = reader.execute(
+                "SELECT seq, base_seq, messages FROM conversations WHERE session_id = ? "
+                "AND seq <= ? ORDER BY seq DESC LIMIT 1",
+                (owner, limit if upto is None else min(limit, upto)),
+            ).fetchone()
+            if row is None:
+                continue
+            seq, base, said = row
+            chunks, at = [said], seq
+            while base is not None:
+                found = reader.execute(
+                    "SELECT base_seq, messages FROM conversations WHERE session_id = ? "
+                    "AND seq = ?",
+                    (owner, base),
+                ).fetchone()
+                if found is None or base >= at:
+                    return None  # not a chain this version writes: rebuild from the events
+                at, (base, said) = base, found
+                chunks.append(said)
+            chunks.reverse()
+            return owner, int(seq), chunks
+        return None
+
     def get_blob(self, digest: str) -> bytes:
         row = (
             self._reader().execute("SELECT data FROM blobs WHERE sha256 = ?", (digest,)).fetchone()
@@ -519,7 +554,7 @@ class SqliteStore:
 class _WriteJob:
     """One atomic write: events, the session row, a snapshot (any of them may be absent)."""
 
-    __slots__ = ("blobs", "events", "free_for", "lease", "session", "snapshot")
+    __slots__ = ("blobs", "conversation", "events", "free_for", "lease", "session", "snapshot")
 
     def __init__(
         self,
@@ -529,9 +564,10 @@ class _WriteJob:
         lease: str | None = None,
         free_for: str | None = None,
         blobs: Sequence[bytes] = (),
+        conversation: tuple[int | None, str] | None = None,
     ) -> None:
         self.events, self.session, self.snapshot, self.lease = events, session, snapshot, lease
-        self.free_for, self.blobs = free_for, blobs
+        self.free_for, self.blobs, self.conversation = free_for, blobs, conversation
 
     def __call__(self, conn: sqlite3.Connection) -> None:
         sid = self.events[0].session_id if self.events else str((self.session or {})["id"])
@@ -580,6 +616,13 @@ class _WriteJob:
                 "VALUES (?, ?, ?, ?)",
                 (sid, seq, state, time.time()),
             )
+            if self.conversation is not None:
+                base, said = self.conversation
+                conn.execute(
+                    "INSERT OR REPLACE INTO conversations (session_id, seq, base_seq, messages) "
+                    "VALUES (?, ?, ?, ?)",
+                    (sid, seq, base, said),
+                )
 
 
 def blob_digest(data: bytes) -> str:
