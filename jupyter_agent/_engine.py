@@ -9,10 +9,17 @@ every event is durable before the engine acts on it. So a crash anywhere loses n
 resumed engine never re-runs a tool call whose result is recorded. A call whose intent is
 recorded but whose result is not is *in doubt*: re-run when its tool is read-only or idempotent,
 otherwise listed in ``pending_approvals`` until a person approves (run it again) or denies (skip).
+
+Calls that would be re-run anyway (read-only or idempotent tools the policy allows) do not wait
+for their intent to be durable: the model's answer and the intents are written with the first
+result, one commit a step instead of two, or as soon as a call has run for
+``RECORD_RUNNING_AFTER_S`` (so a long call shows as running). A crash before that asks the
+model again, as a crash during the model's answer would.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 import traceback
@@ -51,6 +58,7 @@ SNAPSHOT_EVERY = 100
 DECISION_POLL_S = 0.05  # how often a call waiting for approval looks for a decision
 BLOB_THRESHOLD = 32_000  # characters of tool output kept inline in an event
 WORKSPACE_CHECK_S = 1.0  # how often a tool call makes sure the workspace folder exists
+RECORD_RUNNING_AFTER_S = 0.05  # a re-runnable call's intent is durable by then (see above)
 _RERUNNABLE = frozenset({Effect.READ_ONLY.value, Effect.IDEMPOTENT.value})
 # kinds whose payloads the engine builds from plain JSON values (str, numbers, lists, dicts)
 _PLAIN = frozenset(
@@ -240,6 +248,9 @@ class Engine:
         self._wait_scope: anyio.CancelScope | None = None
         self._wait_kind: str | None = None
         self._deferred: list[tuple[Draft, float]] = []
+        self._recording = anyio.Lock(fast_acquire=True)  # one write at a time (see _flush_soon)
+        self._flush_error: BaseException | None = None
+        self._flushing: asyncio.Task[None] | None = None  # held so that it is not collected
         self._row_written: dict[str, Any] = {}  # the session row as last written by this run
         self._workspaces: dict[str, tuple[Path, float]] = {}  # -> (path, when looked for)
 
@@ -325,6 +336,25 @@ class Engine:
         The chain moves on only once the write succeeded; a failed write ends the run with a
         ``StoreError`` (the in-memory state is thrown away, the log stays whole).
         """
+        async with self._recording:
+            if self._flush_error is not None:
+                raise self._flush_error
+            return await self._write(drafts, blobs)
+
+    def _flush_soon(self) -> None:
+        """Write the deferred events now, while a call runs (a timer's callback on the loop)."""
+
+        async def flush() -> None:
+            try:
+                async with self._recording:
+                    if self._deferred and self._flush_error is None:
+                        await self._write((), ())
+            except BaseException as exc:  # the next record raises it in the engine's task
+                self._flush_error = exc
+
+        self._flushing = asyncio.get_running_loop().create_task(flush())
+
+    async def _write(self, drafts: Sequence[Draft], blobs: Sequence[bytes]) -> list[Event]:
         ts = self.clock.now()
         timed = [*self._deferred, *((d, ts) for d in drafts)]
         self._deferred = []
@@ -570,9 +600,13 @@ class Engine:
         finally:
             live_text.clear(self.session_id)
         duration_ms = round((time.monotonic() - started) * 1000, 3)
-        await self._record(
-            self._response_draft(step, response, duration_ms), *self._intent_drafts(response)
-        )
+        drafts = (self._response_draft(step, response, duration_ms), *self._intent_drafts(response))
+        if response.tool_calls and all(
+            self._runs_before_recorded(c.name) for c in response.tool_calls
+        ):
+            self._defer(*drafts)  # written with the first result (see the module's docstring)
+        else:
+            await self._record(*drafts)
         if not response.tool_calls:
             if self._schedule is not None:
                 return await self._wait_for_tick()
@@ -584,6 +618,16 @@ class Engine:
         except _Interrupted:
             pass  # the call stays open (in doubt, or waiting) and is settled on resume
         return False
+
+    def _runs_before_recorded(self, name: str) -> bool:
+        """A call that may start before its intent is durable: one that would be re-run anyway
+        if a crash cut it short (a read-only or idempotent tool the policy allows)."""
+        tool = self.tools.get(name)
+        return (
+            tool is not None
+            and tool.effect.value in _RERUNNABLE
+            and rule_for(self.state.policy, name) == "allow"
+        )
 
     async def _run_as_policy_says(self, call_id: str, name: str, arguments: str) -> None:
         rule = rule_for(self.state.policy, name)
@@ -670,7 +714,14 @@ class Engine:
         self, call_id: str, name: str, arguments: str, *, rerun: bool = False
     ) -> None:
         started = time.monotonic()
-        output, error, changes = await self._invoke(call_id, name, arguments)
+        timer = None
+        if self._deferred:  # its intent is not written yet: write it if the call takes long
+            timer = asyncio.get_running_loop().call_later(RECORD_RUNNING_AFTER_S, self._flush_soon)
+        try:
+            output, error, changes = await self._invoke(call_id, name, arguments)
+        finally:
+            if timer is not None:
+                timer.cancel()
         payload: dict[str, Any] = {
             "call_id": call_id,
             "name": name,

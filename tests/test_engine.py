@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from logs import cut_log, gated_tool
 
-from jupyter_agent import Agent, EventKind, InvalidSessionState, open_session, tool
+from jupyter_agent import (
+    Agent,
+    EventKind,
+    InvalidSessionState,
+    SqliteStore,
+    ToolContext,
+    open_session,
+    tool,
+)
+from jupyter_agent._events import Event
 from jupyter_agent._runtime import get_runtime
 from jupyter_agent._state import SessionState, load_state
 from jupyter_agent.testing import FakeClock, ScriptedModel, call, call_raw, calls, reply
@@ -399,6 +411,10 @@ def test_a_failed_write_ends_the_run_and_leaves_the_log_whole(tmp_path: Path) ->
     model = ScriptedModel([call("wait_gate"), reply("done")])
     s = Agent("a", model=model, store=store, tools=[wait_gate]).start("go")
     assert entered.wait(10)
+    # a running read-only call's intent is written once it has run RECORD_RUNNING_AFTER_S
+    deadline = time.monotonic() + 10
+    while not load_state(store, s.id).open_calls and time.monotonic() < deadline:
+        time.sleep(0.01)
     blocker = sqlite3.connect(db, isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")  # the disk is 'full' for the tool's result
     gate.set()
@@ -485,3 +501,63 @@ def test_an_undecodable_file_name_does_not_break_the_session(db: Path, tmp_path:
     s = Agent("a", model=model, store=db, workspace=ws).run("list")
     assert s.status == "done"
     assert "name.txt" in results(s)[0]["output"]
+
+
+class WriteLog(SqliteStore):
+    """A store that notes the kinds of the events each engine write holds (one commit each)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.writes: list[list[str]] = []
+
+    async def write_async(self, events: Sequence[Event] = (), **kw: Any) -> None:
+        await super().write_async(events, **kw)
+        self.writes.append([e.kind.value for e in events])
+
+
+def test_a_quick_read_only_call_is_written_with_its_result_in_one_commit(db: Path) -> None:
+    store = WriteLog(db)
+
+    @tool(effect="read_only")
+    def look(n: int) -> str:
+        """Looks."""
+        return f"saw {n}"
+
+    model = ScriptedModel([call("look", n=1), call("look", n=2), reply("seen")])
+    s = Agent("a", model=model, store=store, tools=[look]).run("look twice")
+    assert s.status == "done"
+    steps = [w for w in store.writes if "tool_call" in w]
+    assert steps == [["model_request", "model_response", "tool_call", "tool_result"]] * 2
+    store.close()
+
+
+def test_a_side_effect_call_is_durable_before_its_tool_runs(db: Path) -> None:
+    store = WriteLog(db)
+    seen: list[bool] = []
+
+    @tool(effect="side_effect")
+    def send(text: str, ctx: ToolContext) -> str:
+        """Sends."""
+        with SqliteStore(db) as other:  # what a process reading the store sees now
+            seen.append(bool(load_state(other, ctx.session_id).open_calls))
+        return "sent"
+
+    model = ScriptedModel([call("send", text="hi"), reply("sent")])
+    s = Agent("a", model=model, store=store, tools=[send]).run("send it")
+    assert s.status == "done" and seen == [True]
+    assert ["model_request", "model_response", "tool_call"] in store.writes
+    store.close()
+
+
+def test_a_long_read_only_call_shows_as_running_while_it_runs(db: Path) -> None:
+    wait_gate, gate, entered = gated_tool()
+    model = ScriptedModel([call("wait_gate"), reply("done")])
+    s = Agent("a", model=model, store=db, tools=[wait_gate]).start("go")
+    assert entered.wait(10)
+    started = time.monotonic()
+    with SqliteStore(db) as other:
+        while not load_state(other, s.id).open_calls:
+            assert time.monotonic() - started < 2, "the running call never showed"
+            time.sleep(0.01)
+    gate.set()
+    assert s.wait(10) == "done"
