@@ -128,12 +128,12 @@ def per_step(
 
 
 def _median_run(
-    run: Runner, system: str, part: str, mode: str, n: int, kept: bool
+    run: Runner, system: str, part: str, mode: str, n: int, kept: bool, *extra: str
 ) -> dict[str, Any]:
     docs = []
     for _ in range(repeats(system, n)):
         folder = run.folder()
-        doc = run.child(part, "--steps", str(n), "--mode", mode, folder=folder)
+        doc = run.child(part, "--steps", str(n), "--mode", mode, *extra, folder=folder)
         doc["folder"] = str(folder)
         docs.append(doc)
         if "error" in doc:
@@ -263,6 +263,12 @@ def main() -> None:
         peer_n = {"dbos": resume_n, "langgraph": 1000}
         print("per-step overhead …", file=sys.stderr)
         steps = per_step(run, sizes, modes, keep=set(peer_n.items()))
+        print("side-effect tool …", file=sys.stderr)
+        side_effect = {
+            m: _median_run(run, "project", "project", m, 1000, False, "--effect", "side_effect")
+            for m in modes
+            if m != "default"
+        }
         print("resume, fork, restore …", file=sys.stderr)
         branch = resume_and_branch(run, resume_n, steps, peer_n)
         for key in list(steps):  # the peers' kept stores: done with them
@@ -285,7 +291,9 @@ def main() -> None:
             browser = run.child("widget_browser", "--steps", "2500", folder=run.folder())
         if "skipped" in browser:
             run.notes.append(f"widget in Chromium: skipped: {browser['skipped']}")
-    results = Results(sizes, modes, steps, branch, peer_n, floor, kern, widget, browser)
+    results = Results(
+        sizes, modes, steps, branch, peer_n, floor, kern, widget, browser, side_effect
+    )
     rows = build_rows(results)
     goals = targets(results)
     wall = time.perf_counter() - started

@@ -29,11 +29,12 @@ def make_model(steps: int) -> ScriptedModel:
     return ScriptedModel(turn)
 
 
-def make_tool(marks: list[float], pause_at: int | None = None) -> Any:
+def make_tool(marks: list[float], pause_at: int | None = None, effect: str = "read_only") -> Any:
     """The instant tool; it notes the time of each call in ``marks``. With ``pause_at``, the
-    session pauses after that many calls (to leave it resumable)."""
+    session pauses after that many calls (to leave it resumable). ``effect`` is the effect it
+    declares: a side-effect tool's intent is durable before it runs (two commits a step)."""
 
-    @tool(effect="read_only")
+    @tool(effect=effect)
     async def instant(n: int, ctx: ToolContext) -> str:
         """Returns at once."""
         marks.append(time.perf_counter())
@@ -51,6 +52,7 @@ def run_session(
     synchronous: Synchronous = "NORMAL",
     pause_at: int | None = None,
     on_store: Callable[[SqliteStore], None] | None = None,
+    effect: str = "read_only",
 ) -> tuple[str, list[float]]:
     """Run ``steps`` tool-calling turns; return the session id and one time mark per step.
 
@@ -63,7 +65,7 @@ def run_session(
     agent = Agent(
         "bench",
         model=make_model(steps),
-        tools=[make_tool(marks, pause_at)],
+        tools=[make_tool(marks, pause_at, effect)],
         store=store,
         max_steps=steps + 10,
     )

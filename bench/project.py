@@ -17,20 +17,23 @@ from ._common import checkpoint, disk_bytes, parser, report, step_stats
 
 
 def main() -> None:
-    args = parser("python -m bench.project").parse_args()
+    p = parser("python -m bench.project")
+    p.add_argument("--effect", choices=("read_only", "side_effect"), default="read_only")
+    args = p.parse_args()
     t0 = time.perf_counter()
     from ._workload import run_session
 
     import_s = time.perf_counter() - t0
     db = Path(args.dir) / "agent.db"
     synchronous = "FULL" if args.mode == "full" else "NORMAL"
-    sid, marks = run_session(str(db), args.steps, synchronous=synchronous)
+    sid, marks = run_session(str(db), args.steps, synchronous=synchronous, effect=args.effect)
     checkpoint(db)
     event_json, payload_json, events = _raw_sizes(db, sid)
     report(
         {
             "system": "project",
             "mode": args.mode,
+            "effect": args.effect,
             "steps": args.steps,
             "import_s": import_s,
             **step_stats(marks),
