@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import operator
 import sqlite3
 import threading
 import time
@@ -60,6 +61,12 @@ class SessionRow:
 
 _SESSION_COLUMNS = tuple(f.name for f in fields(SessionRow))
 _EVENT_COLUMNS = "session_id, seq, ts, kind, actor, v, payload, hash"
+_INSERT_EVENT = f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+# an event's row in _EVENT_COLUMNS order, built in C (``_value_``: the kind's text, which
+# ``.value`` gives through a Python-level property)
+_event_row = operator.attrgetter(
+    "session_id", "seq", "ts", "kind._value_", "actor", "v", "payload_json", "hash"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -526,8 +533,7 @@ class SqliteStore:
             chunks, at = [said], seq
             while base is not None:
                 found = reader.execute(
-                    "SELECT base_seq, messages FROM conversations WHERE session_id = ? "
-                    "AND seq = ?",
+                    "SELECT base_seq, messages FROM conversations WHERE session_id = ? AND seq = ?",
                     (owner, base),
                 ).fetchone()
                 if found is None or base >= at:
@@ -584,22 +590,10 @@ class _WriteJob:
             _put_blobs(conn, self.blobs)
         if self.events:
             try:
-                conn.executemany(
-                    f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (
-                            e.session_id,
-                            e.seq,
-                            e.ts,
-                            e.kind.value,
-                            e.actor,
-                            e.v,
-                            e.payload_json,
-                            e.hash,
-                        )
-                        for e in self.events
-                    ],
-                )
+                if len(self.events) == 1:
+                    conn.execute(_INSERT_EVENT, _event_row(self.events[0]))
+                else:
+                    conn.executemany(_INSERT_EVENT, map(_event_row, self.events))
             except sqlite3.IntegrityError as exc:
                 if "events.session_id, events.seq" not in str(exc):
                     raise
@@ -638,7 +632,7 @@ def _put_blobs(conn: sqlite3.Connection, blobs: Sequence[bytes]) -> None:
     )
 
 
-_UPDATES: dict[tuple[tuple[str, ...], bool], str] = {}  # (columns, fenced) -> SQL
+_UPDATES: dict[tuple[tuple[str, ...], bool], str] = {}  # (the row's keys, fenced) -> SQL
 
 
 def _update_session(
@@ -646,20 +640,23 @@ def _update_session(
 ) -> bool:
     """Update the session's row; False if there is none (or, with ``lease``, none held by that
     runtime). The lease check rides in the same statement: one statement per write."""
-    cols = tuple(c for c in row if c != "id")
-    key = (cols, lease is not None)
+    keys = tuple(row)
+    key = (keys, lease is not None)
     sql = _UPDATES.get(key)
     if sql is None:
-        sql = f"UPDATE sessions SET {', '.join(f'{c} = ?' for c in cols)} WHERE id = ?"
-        if lease is not None:
-            sql += " AND runtime_id = ?"
+        sql = _update_sql(keys, fenced=lease is not None)
         if len(_UPDATES) < 1000:
             _UPDATES[key] = sql
-    params = [row[c] for c in cols]
-    params.append(row["id"])
-    if lease is not None:
-        params.append(lease)
+    params = (*row.values(), lease) if lease is not None else tuple(row.values())
     return conn.execute(sql, params).rowcount > 0
+
+
+def _update_sql(keys: tuple[str, ...], *, fenced: bool) -> str:
+    """The UPDATE for a row with these keys, its parameters numbered in the row's own order
+    (``?1`` is the first key's value), so its values bind as they are; then the lease."""
+    sets = ", ".join(f"{c} = ?{i}" for i, c in enumerate(keys, 1) if c != "id")
+    sql = f"UPDATE sessions SET {sets} WHERE id = ?{keys.index('id') + 1}"
+    return sql + f" AND runtime_id = ?{len(keys) + 1}" if fenced else sql
 
 
 def _insert_session(conn: sqlite3.Connection, row: Mapping[str, Any]) -> None:

@@ -59,6 +59,8 @@ class Writer:
         self._waits_when_busy = True  # the connection's busy_timeout: writer thread's, or 0
         self._conn_lock = threading.Lock()  # whoever holds it may use the connection
         self._conn = conn
+        # for the statements that frame transactions: ``conn.execute`` makes a cursor each time
+        self._sql = conn.cursor().execute
         self._checkpoints: _Checkpointer | None = None
         if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
             conn.execute("PRAGMA wal_autocheckpoint = 0")
@@ -101,24 +103,24 @@ class Writer:
             self._conn_lock.release()
 
     def _run_locked(self, job: Job) -> Any:
-        conn = self._conn
+        conn, sql = self._conn, self._sql
         if self._waits_when_busy:
-            conn.execute("PRAGMA busy_timeout = 0")
+            sql("PRAGMA busy_timeout = 0")
             self._waits_when_busy = False
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            sql("BEGIN IMMEDIATE")
         except sqlite3.OperationalError:
             return BUSY  # another process writes: the writer thread waits it out
         try:
             value = job(conn)
         except BaseException:
-            conn.execute("ROLLBACK")
+            sql("ROLLBACK")
             raise
         try:
-            conn.execute("COMMIT")
+            sql("COMMIT")
         except sqlite3.Error:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                sql("ROLLBACK")
             return BUSY
         if self._checkpoints is not None:
             self._checkpoints.committed()
@@ -181,34 +183,34 @@ class Writer:
     def _commit(self, batch: list[_Item]) -> None:
         with self._conn_lock:
             if not self._waits_when_busy:
-                self._conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+                self._sql(f"PRAGMA busy_timeout = {self._busy_ms}")
                 self._waits_when_busy = True
             self._commit_locked(batch)
 
     def _commit_locked(self, batch: list[_Item]) -> None:
-        conn = self._conn
+        conn, sql = self._conn, self._sql
         results: list[tuple[Future[Any], Any, Exception | None]] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            sql("BEGIN IMMEDIATE")
             for job, fut in batch:
                 if not fut.set_running_or_notify_cancel():
                     continue
-                conn.execute("SAVEPOINT job")
+                sql("SAVEPOINT job")
                 try:
                     value = job(conn)
                 except Exception as exc:
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
+                    sql("ROLLBACK TO job")
+                    sql("RELEASE job")
                     results.append((fut, None, exc))
                 else:
-                    conn.execute("RELEASE job")
+                    sql("RELEASE job")
                     results.append((fut, value, None))
-            conn.execute("COMMIT")
+            sql("COMMIT")
             if self._checkpoints is not None:
                 self._checkpoints.committed()
         except Exception as exc:  # could not begin or commit (locked, disk full, I/O error)
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                sql("ROLLBACK")
             for _job, fut in batch:
                 if not fut.done():
                     fut.set_exception(exc)
