@@ -116,9 +116,13 @@ class SqliteStore:
         conn = self._connect(wal=False)  # switch to WAL only once the file is known to be ours
         try:
             migrate(conn, self.path)
+            self._writer = Writer(
+                self._connect, name=f"jupyter-agent-store-writer:{self.path.name}"
+            )
         finally:
+            # closed once the writer's connection is open: closing the file's last connection
+            # checkpoints and removes the write-ahead log (~12 ms), only to open it again
             conn.close()
-        self._writer = Writer(self._connect, name=f"jupyter-agent-store-writer:{self.path.name}")
 
     # -- connections -------------------------------------------------------------------------
 
