@@ -10,11 +10,11 @@ resumed engine never re-runs a tool call whose result is recorded. A call whose 
 recorded but whose result is not is *in doubt*: re-run when its tool is read-only or idempotent,
 otherwise listed in ``pending_approvals`` until a person approves (run it again) or denies (skip).
 
-Calls that would be re-run anyway (read-only or idempotent tools the policy allows) do not wait
-for their intent to be durable: the model's answer and the intents are written with the first
-result, one commit a step instead of two, or as soon as a call has run for
-``RECORD_RUNNING_AFTER_S`` (so a long call shows as running). A crash before that asks the
-model again, as a crash during the model's answer would.
+Calls that change nothing (read-only tools the policy allows) do not wait for their intent to
+be durable: the model's answer and the intents are written with the first result, one commit a
+step instead of two, or as soon as a call has run for ``RECORD_RUNNING_AFTER_S`` (so a long call
+shows as running). A crash before that asks the model again, as a crash during the model's
+answer would.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from ._state import (
     chunk_of,
     encode_messages,
     load_state,
+    note_chunk,
 )
 from ._store import SqliteStore
 from ._store._sqlite import blob_digest
@@ -285,20 +286,26 @@ class Engine:
         self._last_snapshot = state.last_seq
         self._row_written = {}
         self._schedule = Schedule.from_payload(state.schedule)
+        self._flush_error = None
         if state.status in TERMINAL:
             return state
         try:
-            await self._set_status("running")
-            while not await self._go_on():
-                pass
-        except (SessionConflict, StoreError):
-            raise
-        except _ModelFailed as exc:
-            await self._fail(exc.__cause__ or exc, where="model")
-        except Exception as exc:
-            await self._fail(exc, where="engine")
-        if self._deferred:  # e.g. a model request whose answer a pause cut short
-            await self._record()
+            try:
+                await self._set_status("running")
+                while not await self._go_on():
+                    pass
+            except (SessionConflict, StoreError):
+                raise
+            except _ModelFailed as exc:
+                await self._fail(exc.__cause__ or exc, where="model")
+            except Exception as exc:
+                await self._fail(exc, where="engine")
+            if self._deferred:  # e.g. a model request whose answer a pause cut short
+                await self._record()
+        finally:
+            if self._flushing is not None:  # a run that ends by an error writes nothing more
+                self._flushing.cancel()
+                self._flushing = None
         return state
 
     def interrupt(self, *, only: str | None = None) -> None:
@@ -349,7 +356,7 @@ class Engine:
                 async with self._recording:
                     if self._deferred and self._flush_error is None:
                         await self._write((), ())
-            except BaseException as exc:  # the next record raises it in the engine's task
+            except Exception as exc:  # the next record raises it in the engine's task
                 self._flush_error = exc
 
         self._flushing = asyncio.get_running_loop().create_task(flush())
@@ -384,6 +391,7 @@ class Engine:
         if snapshot:
             self._last_snapshot = snapshot[0]
             said = self.state.messages
+            note_chunk(self.store, self.session_id, snapshot[0], len(said))
             if isinstance(said, Conversation):
                 said.chunk = (self.session_id, snapshot[0], len(said))
         return events
@@ -620,12 +628,14 @@ class Engine:
         return False
 
     def _runs_before_recorded(self, name: str) -> bool:
-        """A call that may start before its intent is durable: one that would be re-run anyway
-        if a crash cut it short (a read-only or idempotent tool the policy allows)."""
+        """A call that may start before its intent is durable: one that changes nothing, so a
+        crash that loses it loses nothing (a read-only tool the policy allows). An idempotent
+        tool writes (files, the plan): its intent stays first, so a crash leaves it in doubt
+        and a restore can put its files back."""
         tool = self.tools.get(name)
         return (
             tool is not None
-            and tool.effect.value in _RERUNNABLE
+            and tool.effect is Effect.READ_ONLY
             and rule_for(self.state.policy, name) == "allow"
         )
 

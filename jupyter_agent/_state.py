@@ -10,13 +10,13 @@ since the one before (``Conversation``), and rebuilt from the events after the n
 from __future__ import annotations
 
 import bisect
+import contextlib
 import copy
 import gc
 import json
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, overload
 
@@ -356,7 +356,12 @@ def encode_messages(messages: Iterable[Message]) -> str:
         while len(row) > 2 and row[-1] == _ROW_DEFAULTS[len(row) - 1]:
             row.pop()
         rows.append(row)
-    return json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
+    text = json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (e.g. an undecodable file name): escape it
+        text = json.dumps(rows, separators=(",", ":"))
+    return text
 
 
 _ROW_DEFAULTS: tuple[Any, ...] = ("", "", [], None, None, False)
@@ -382,15 +387,15 @@ class _Conversation:
     (``heads[i]`` after event ``seqs[i]``). What the log says never changes (it is
     append-only), so a process rebuilds a session's conversation once and then reads only newer
     events: a resume loads the state twice; ``Session.state``, restores and views load it
-    often. ``floor`` is the stored chunk it started from (0: from the first event); ``chunk``
-    is that chunk (see ``Conversation``) until the first restore after it, ``restored_at``."""
+    often. ``floor`` is the stored chunk it started from (0: from the first event), ``chunk``
+    that chunk (see ``Conversation``), ``restores`` the restore events after it."""
 
     upto: int
     seqs: tuple[int, ...]
     heads: tuple[_Said, ...]
     floor: int = 0
     chunk: Chunk | None = None
-    restored_at: int | None = None
+    restores: tuple[int, ...] = ()
 
     def until(self, upto: int) -> tuple[list[int], list[_Said]]:
         """``seqs`` and ``heads`` for the events up to ``upto`` (``floor <= upto``; at most
@@ -402,9 +407,7 @@ class _Conversation:
 
     def chunk_until(self, upto: int) -> Chunk | None:
         """``chunk``, if no restore came after it up to ``upto``."""
-        if self.restored_at is not None and self.restored_at <= upto:
-            return None
-        return self.chunk
+        return None if any(r <= upto for r in self.restores) else self.chunk
 
 
 def _head(seqs: list[int], heads: list[_Said], seq: int) -> _Said:
@@ -480,7 +483,7 @@ def _stored(store: Any, session_id: str, upto: int) -> _Conversation | None:
     return _Conversation(seq, (seq,), (_stack(said),), seq, (owner, seq, len(said)))
 
 
-@contextmanager
+@contextlib.contextmanager
 def _no_gc() -> Iterator[None]:
     """Hold off the cyclic garbage collector while tens of thousands of objects are made that
     all stay alive: each generation-2 pass would walk them all again (it doubles the time of
@@ -522,13 +525,14 @@ def _rebuild(store: Any, session_id: str, upto: int) -> Conversation:
             known = None
     seqs: list[int]
     heads: list[_Said]
-    floor, chunk, restored_at = 0, None, None
+    floor: int = 0
+    chunk: Chunk | None = None
+    restores: list[int] = []
     if known is not None:
         seqs, heads = known.until(upto)
         after = min(known.upto, upto)
         floor, chunk = known.floor, known.chunk
-        if known.restored_at is not None and known.restored_at <= upto:
-            restored_at = known.restored_at
+        restores = [r for r in known.restores if r <= upto]
     else:
         seqs, heads, after = [], [], 0
     kinds = (*MESSAGE_KINDS, EventKind.RESTORE)
@@ -551,8 +555,7 @@ def _rebuild(store: Any, session_id: str, upto: int) -> Conversation:
                 head = _head(seqs, heads, to)
             else:  # back to before the chunk this started from
                 head = _stack(_conversation(store, session_id, to))
-            if restored_at is None:
-                restored_at = seq
+            restores.append(seq)
         else:
             _say(said, kind, actor, p)
             for message in said:
@@ -568,6 +571,41 @@ def _rebuild(store: Any, session_id: str, upto: int) -> Conversation:
                 while len(memo) >= _KEEP_CONVERSATIONS:
                     memo.pop(next(iter(memo)))
                 memo[session_id] = _Conversation(
-                    upto, tuple(seqs), tuple(heads), floor, chunk, restored_at
+                    upto, tuple(seqs), tuple(heads), floor, chunk, tuple(restores)
                 )
-    return _messages(head, chunk if restored_at is None else None)
+    return _messages(head, _newest_chunk(store, session_id, upto, floor, chunk, restores))
+
+
+# The newest chunk each session's engine in this process wrote: (seq, messages in it and before)
+_WRITTEN: weakref.WeakKeyDictionary[Any, dict[str, tuple[int, int]]] = weakref.WeakKeyDictionary()
+
+
+def note_chunk(store: Any, session_id: str, seq: int, n: int) -> None:
+    """Remember that the conversation after event ``seq`` (``n`` messages) is stored: the next
+    engine to run the session in this process goes on from it, not from the older chunk its
+    conversation was rebuilt from."""
+    with _CONVERSATIONS_LOCK, contextlib.suppress(TypeError):  # TypeError: not weakly referable
+        _WRITTEN.setdefault(store, {})[session_id] = (seq, n)
+
+
+def _newest_chunk(
+    store: Any,
+    session_id: str,
+    upto: int,
+    floor: int,
+    chunk: Chunk | None,
+    restores: list[int],
+) -> Chunk | None:
+    """The newest stored chunk the conversation after ``upto`` begins with, if known: the one
+    it was rebuilt from, or a newer one written here, with no restore after it."""
+    try:
+        written = _WRITTEN.get(store, {}).get(session_id)
+    except TypeError:  # a store that cannot be weakly referenced
+        written = None
+    newest = chunk
+    newer = written is not None and floor <= written[0] <= upto
+    if written is not None and newer and (newest is None or written[0] > newest[1]):
+        newest = (session_id, *written)
+    if newest is None or any(newest[1] < r <= upto for r in restores):
+        return None
+    return newest

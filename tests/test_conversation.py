@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from jupyter_agent import Agent
+from jupyter_agent import Agent, ToolContext, tool
 from jupyter_agent._models._base import Message, ToolCallRequest
+from jupyter_agent._runtime import get_runtime
 from jupyter_agent._state import (
     MESSAGE_KINDS,
     SessionState,
@@ -21,6 +22,7 @@ from jupyter_agent._state import (
     load_state,
 )
 from jupyter_agent._store import SqliteStore
+from jupyter_agent.testing import ScriptedModel, call, reply
 
 
 class CountingStore(SqliteStore):
@@ -153,3 +155,40 @@ def test_a_store_without_chunks_still_loads_and_its_next_run_writes_them(db: Pat
     s.resume().wait(timeout=60)
     assert chunks(db, s.id)[0][1] is None
     assert cold_state(db, s.id)[0].comparable() == folded(s).comparable()
+
+
+def test_a_message_that_is_not_valid_unicode_is_stored_escaped(db: Path) -> None:
+    @tool(effect="read_only")
+    def odd_name() -> str:
+        """A file name that is not UTF-8, as the file tools report it."""
+        return "bad-\udcff.txt"
+
+    model = ScriptedModel(lambda r: reply("done") if r.step > 40 else call("odd_name"))
+    s = Agent("odd", model=model, tools=[odd_name], store=db, max_steps=100).run("list")
+    assert s.status == "done"
+    assert chunks(db, s.id)  # written past the first snapshot
+    state, _ = cold_state(db, s.id)
+    assert state.comparable() == folded(s).comparable()
+    assert state.messages[-2].content == "bad-\udcff.txt"
+
+
+def test_each_resume_in_one_process_goes_on_from_the_newest_chunk(db: Path) -> None:
+    pause_at = {30, 60, 90}
+
+    @tool(effect="read_only")
+    def count(n: int, ctx: ToolContext) -> str:
+        """Counts, and pauses the session now and then."""
+        if n in pause_at:
+            get_runtime().inbox(ctx.session_id).pause_requested = "test"
+        return f"counted {n}"
+
+    model = ScriptedModel(lambda r: reply("done") if r.step > 120 else call("count", n=r.step))
+    s = Agent("c", model=model, tools=[count], store=db, max_steps=500).start("count")
+    for _ in pause_at:
+        assert s.wait(30) == "paused"
+        s.resume()
+    assert s.wait(30) == "done"
+    stored = chunks(db, s.id)
+    assert len(stored) >= 4
+    assert [base for _, base, _ in stored[1:]] == [seq for seq, _, _ in stored[:-1]]
+    assert sum(n for _, _, n in stored) == len(folded(s, at=stored[-1][0]).messages)

@@ -531,11 +531,12 @@ def test_a_quick_read_only_call_is_written_with_its_result_in_one_commit(db: Pat
     store.close()
 
 
-def test_a_side_effect_call_is_durable_before_its_tool_runs(db: Path) -> None:
+@pytest.mark.parametrize("effect", ["side_effect", "idempotent"])
+def test_a_call_that_changes_things_is_durable_before_its_tool_runs(db: Path, effect: str) -> None:
     store = WriteLog(db)
     seen: list[bool] = []
 
-    @tool(effect="side_effect")
+    @tool(effect=effect)
     def send(text: str, ctx: ToolContext) -> str:
         """Sends."""
         with SqliteStore(db) as other:  # what a process reading the store sees now
