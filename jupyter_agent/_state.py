@@ -262,7 +262,7 @@ class SessionState:
     # -- snapshots ---------------------------------------------------------------------------
 
     def to_snapshot(self) -> str:
-        """Everything but the conversation, as JSON (the conversation comes from the events)."""
+        """Everything but the conversation (stored in chunks beside it), as JSON."""
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "messages"}
         data["plan"] = [asdict(i) for i in self.plan]
         data["open_calls"] = {k: asdict(v) for k, v in self.open_calls.items()}
