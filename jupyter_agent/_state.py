@@ -603,8 +603,8 @@ def _newest_chunk(
     except TypeError:  # a store that cannot be weakly referenced
         written = None
     newest = chunk
-    newer = written is not None and floor <= written[0] <= upto
-    if written is not None and newer and (newest is None or written[0] > newest[1]):
+    newer_than = -1 if chunk is None else chunk[1]
+    if written is not None and max(floor, newer_than + 1) <= written[0] <= upto:
         newest = (session_id, *written)
     if newest is None or any(newest[1] < r <= upto for r in restores):
         return None
