@@ -122,7 +122,9 @@ def _steps(db: Path) -> int:
         return 0
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        return int(conn.execute("SELECT coalesce(sum(steps), 0) FROM sessions").fetchone()[0])
+        # the sessions' rows may lag by half a second: count the steps' results
+        sql = "SELECT count(*) FROM events WHERE kind = 'tool_result'"
+        return int(conn.execute(sql).fetchone()[0])
     finally:
         conn.close()
 

@@ -60,6 +60,12 @@ DECISION_POLL_S = 0.05  # how often a call waiting for approval looks for a deci
 BLOB_THRESHOLD = 32_000  # characters of tool output kept inline in an event
 WORKSPACE_CHECK_S = 1.0  # how often a tool call makes sure the workspace folder exists
 RECORD_RUNNING_AFTER_S = 0.05  # a re-runnable call's intent is durable by then (see above)
+SESSION_ROW_EVERY_S = 0.5  # how stale a running session's totals in its row may get
+# the row's columns that move at every step: refreshed at most every SESSION_ROW_EVERY_S
+_RUNNING_TOTALS = frozenset(
+    {"last_seq", "last_hash", "steps", "tool_calls", "input_tokens", "output_tokens"}
+    | {"cached_tokens", "cost_usd"}
+)
 _RERUNNABLE = frozenset({Effect.READ_ONLY.value, Effect.IDEMPOTENT.value})
 # kinds whose payloads the engine builds from plain JSON values (str, numbers, lists, dicts)
 _PLAIN = frozenset(
@@ -253,6 +259,7 @@ class Engine:
         self._flush_error: BaseException | None = None
         self._flushing: asyncio.Task[None] | None = None  # held so that it is not collected
         self._row_written: dict[str, Any] = {}  # the session row as last written by this run
+        self._row_due = 0.0  # when the row's running totals are next written (monotonic)
         self._workspaces: dict[str, tuple[Path, float]] = {}  # -> (path, when looked for)
 
     async def run_to_rest(self) -> SessionState:
@@ -284,7 +291,7 @@ class Engine:
             self.session_id, last_seq=state.last_seq, last_hash=state.last_hash
         )
         self._last_snapshot = state.last_seq
-        self._row_written = {}
+        self._row_written, self._row_due = {}, 0.0
         self._schedule = Schedule.from_payload(state.schedule)
         self._flush_error = None
         if state.status in TERMINAL:
@@ -378,16 +385,25 @@ class Engine:
             conversation = self._conversation_chunk()
         row = session_totals(self.state)
         changed = {k: v for k, v in row.items() if self._row_written.get(k, _UNSET) != v}
+        now = time.monotonic()
+        # the row is a summary for lists: its totals may lag a running session by up to
+        # SESSION_ROW_EVERY_S (its position never does: readers take it from the newest event),
+        # which saves a page per commit; a status change is written at once
+        if snapshot or changed.keys() - _RUNNING_TOTALS or now >= self._row_due:
+            session: dict[str, Any] | None = {**changed, "id": self.session_id, "updated_at": ts}
+        else:
+            session = None
         await self.store.write_async(  # shielded: a pause may not cut a write in half
             events,
-            session={**changed, "id": self.session_id, "updated_at": ts},
+            session=session,
             snapshot=snapshot,
             lease=self.lease,
             blobs=blobs,
             conversation=conversation,
         )
         self._chain = chain
-        self._row_written = row
+        if session is not None:
+            self._row_written, self._row_due = row, now + SESSION_ROW_EVERY_S
         if snapshot:
             self._last_snapshot = snapshot[0]
             said = self.state.messages

@@ -21,6 +21,7 @@ from jupyter_agent import (
     open_session,
     tool,
 )
+from jupyter_agent._engine import SESSION_ROW_EVERY_S, SNAPSHOT_EVERY
 from jupyter_agent._events import Event
 from jupyter_agent._runtime import get_runtime
 from jupyter_agent._state import SessionState, load_state
@@ -513,6 +514,47 @@ class WriteLog(SqliteStore):
     async def write_async(self, events: Sequence[Event] = (), **kw: Any) -> None:
         await super().write_async(events, **kw)
         self.writes.append([e.kind.value for e in events])
+
+
+class RowLog(SqliteStore):
+    """A store that notes the session row each engine write carries (None: events only)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.rows: list[dict[str, Any] | None] = []
+
+    async def write_async(self, events: Sequence[Event] = (), **kw: Any) -> None:
+        await super().write_async(events, **kw)
+        self.rows.append(kw.get("session"))
+
+
+def test_a_running_sessions_totals_reach_its_row_at_status_changes_and_twice_a_second(
+    db: Path,
+) -> None:
+    store = RowLog(db)
+    marks: list[float] = []
+
+    @tool(effect="read_only")
+    def look(n: int) -> str:
+        """Looks."""
+        marks.append(time.monotonic())
+        time.sleep(0.01)
+        return f"saw {n}"
+
+    steps = 80  # ~1 s of 10 ms steps
+    model = ScriptedModel(lambda r: reply("seen") if r.step > steps else call("look", n=r.step))
+    s = Agent("a", model=model, store=store, tools=[look], max_steps=steps + 5).run("look")
+    assert s.status == "done"
+    with_row = [r for r in store.rows if r is not None]
+    assert [r["status"] for r in with_row if "status" in r] == ["running", "done"]
+    # a row at the start and at the end; between them, one with each snapshot and at most
+    # one per SESSION_ROW_EVERY_S of running
+    ran = marks[-1] - marks[0]
+    most = 2 + len(s.events) / SNAPSHOT_EVERY + ran / SESSION_ROW_EVERY_S + 1
+    assert 3 <= len(with_row) <= most < steps / 5
+    row = store.get_session(s.id)
+    assert (row.steps, row.tool_calls, row.last_seq) == (steps + 1, steps, s.events[-1].seq)
+    store.close()
 
 
 def test_a_quick_read_only_call_is_written_with_its_result_in_one_commit(db: Path) -> None:

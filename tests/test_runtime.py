@@ -87,6 +87,22 @@ def test_sweep_marks_a_dead_runtimes_sessions_interrupted_with_a_chained_event(
         assert store.get_runtime("rt-a").ended_at == 3.0  # type: ignore[union-attr]
 
 
+def test_sweep_chains_the_interruption_from_events_newer_than_the_row(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path / "a.db") as store:
+        chain = new_session(store)
+        store.register_runtime(runtime("rt-a"))
+        store.acquire_lease("s1", "rt-a", now=2.0)
+        said = [chain.next(EventKind.MESSAGE, {"text": "x"}, ts=9.0) for _ in range(2)]
+        store.write(said, lease="rt-a")  # the row still says event 1
+        assert store.sweep(now=3.0, alive=lambda rt, now: False) == ["s1"]
+        events = list(store.iter_events("s1"))
+        assert [e.seq for e in events] == [1, 2, 3, 4]
+        assert events[-1].payload["status"] == "interrupted" and events[-1].ts == 9.0
+        assert verify_chain(events) is None
+        row = store.get_session("s1")
+        assert (row.status, row.last_seq, row.last_hash) == ("interrupted", 4, events[-1].hash)
+
+
 def holder_script(name: str, tool_s: float, then: str) -> str:
     """A process running a session that calls a slow read-only tool without end; ``then``
     runs after the start, and the process lives on for two minutes."""

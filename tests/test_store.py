@@ -98,6 +98,28 @@ def test_session_row_is_upserted_with_the_events(store: SqliteStore) -> None:
     assert (row.status, row.updated_at, row.last_seq, row.name) == ("paused", 3.0, 2, "t")
 
 
+def test_a_session_rows_position_is_its_newest_events_even_when_the_row_lags(
+    store: SqliteStore,
+) -> None:
+    """A running engine writes its row's totals at most every SESSION_ROW_EVERY_S: events
+    written without the row still move the session's ``last_seq``, hash and time."""
+    chain = new_session(store)
+    new_session(store, "s2")
+    events = [chain.next(EventKind.MESSAGE, {"text": f"m{i}"}, ts=5.0 + i) for i in range(3)]
+    store.write(events)  # no session row
+    row = store.get_session("s1")
+    assert (row.last_seq, row.last_hash, row.updated_at) == (4, events[-1].hash, 7.0)
+    assert row.name == "t" and row.status == "running"
+    assert [r.id for r in store.list_sessions()] == ["s1", "s2"]  # by the newest event's time
+    assert store.find_session("s1").last_seq == 4
+    assert store.get_session("s2").last_seq == 1
+    e = EventChain("s1", last_seq=row.last_seq, last_hash=row.last_hash).next(
+        EventKind.MESSAGE, {"text": "chained from the row"}, ts=8.0
+    )
+    store.write([e])
+    assert verify_chain(store.iter_events("s1")) is None
+
+
 def test_unknown_session_is_a_clear_error(store: SqliteStore) -> None:
     with pytest.raises(SessionNotFound, match="no session 'nope'"):
         store.get_session("nope")

@@ -183,6 +183,13 @@ def interrupt(conn: sqlite3.Connection, session_id: str, *, now: float, reason: 
     if row is None:
         return False
     status, last_seq, last_hash, updated_at = row
+    newer = conn.execute(  # the row's position may lag the log (see SESSION_ROW_EVERY_S)
+        "SELECT seq, hash, ts FROM events WHERE session_id = ? AND seq > ? "
+        "ORDER BY seq DESC LIMIT 1",
+        (session_id, last_seq),
+    ).fetchone()
+    if newer is not None:
+        last_seq, last_hash, updated_at = newer[0], newer[1], max(newer[2], updated_at or 0.0)
     now = max(now, updated_at or 0.0)  # a session on a fake or fast clock: time never goes back
     if status in _LIVE_STATUSES:
         chain = EventChain(session_id, last_seq=last_seq, last_hash=last_hash or GENESIS_HASH)

@@ -60,6 +60,19 @@ class SessionRow:
 
 
 _SESSION_COLUMNS = tuple(f.name for f in fields(SessionRow))
+# A running engine refreshes its row's totals at most every ``SESSION_ROW_EVERY_S`` (and at
+# every status change), so the row's position may lag the log: a session's newest event, when
+# newer than the row says, gives its ``updated_at``, ``last_seq`` and ``last_hash``.
+_EXACT = {
+    "updated_at": "coalesce(max(s.updated_at, e.ts), s.updated_at)",
+    "last_seq": "coalesce(e.seq, s.last_seq)",
+    "last_hash": "coalesce(e.hash, s.last_hash)",
+}
+_SELECT_SESSIONS = (
+    f"SELECT {', '.join(_EXACT.get(c, 's.' + c) for c in _SESSION_COLUMNS)} FROM sessions s "
+    "LEFT JOIN events e ON e.session_id = s.id AND e.seq > s.last_seq "
+    "AND e.seq = (SELECT max(seq) FROM events WHERE session_id = s.id)"
+)
 _EVENT_COLUMNS = "session_id, seq, ts, kind, actor, v, payload, hash"
 _INSERT_EVENT = f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 # an event's row in _EVENT_COLUMNS order, built in C (``_value_``: the kind's text, which
@@ -359,13 +372,7 @@ class SqliteStore:
     # -- reads -------------------------------------------------------------------------------
 
     def get_session(self, session_id: str) -> SessionRow:
-        row = (
-            self._reader()
-            .execute(
-                f"SELECT {', '.join(_SESSION_COLUMNS)} FROM sessions WHERE id = ?", (session_id,)
-            )
-            .fetchone()
-        )
+        row = self._reader().execute(f"{_SELECT_SESSIONS} WHERE s.id = ?", (session_id,)).fetchone()
         if row is None:
             raise SessionNotFound(session_id)
         return SessionRow(*row)
@@ -397,12 +404,12 @@ class SqliteStore:
         self, *, status: str | None = None, limit: int | None = None
     ) -> list[SessionRow]:
         """Sessions, most recently updated first."""
-        sql = f"SELECT {', '.join(_SESSION_COLUMNS)} FROM sessions"
+        sql = _SELECT_SESSIONS
         params: list[Any] = []
         if status is not None:
-            sql += " WHERE status = ?"
+            sql += " WHERE s.status = ?"
             params.append(status)
-        sql += " ORDER BY updated_at DESC"
+        sql += f" ORDER BY {_EXACT['updated_at']} DESC"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)

@@ -35,7 +35,7 @@ from concurrent.futures import Future
 from typing import Any
 
 MAX_BATCH = 500
-CHECKPOINT_EVERY = 500  # commits of ~5 pages: a WAL of ~10 MB, two fsyncs per ~250 steps
+CHECKPOINT_EVERY = 500  # commits of a few pages: a WAL of a few MB, two fsyncs per ~500 steps
 BUSY = object()  # what ``run_inline`` returns when it could not run the job
 
 Job = Callable[[sqlite3.Connection], Any]
