@@ -320,6 +320,88 @@ def test_an_older_store_is_migrated_forward_and_keeps_its_sessions(tmp_path: Pat
     conn.close()
 
 
+def test_a_version_6_store_keeps_every_event_readable_after_the_events_are_rekeyed(
+    tmp_path: Path,
+) -> None:
+    """v7 keys events by ``session num << 32 | seq``: the logs of v6 stores move over whole."""
+    import sqlite_utils
+
+    from jupyter_agent._store._schema import APPLICATION_ID, MIGRATIONS
+
+    path = tmp_path / "v6.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    db = sqlite_utils.Database(conn)
+    for step in MIGRATIONS[:6]:
+        step(db)
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute("PRAGMA user_version = 6")
+    chains = {sid: EventChain(sid) for sid in ("b2", "a1", "orphan")}
+    logs: dict[str, list[str]] = {sid: [] for sid in chains}
+    for i in range(30):  # interleaved, as sessions running side by side write them
+        for sid, chain in chains.items():
+            e = chain.next(EventKind.MESSAGE, {"text": f"{sid} {i}"}, ts=1.0 + i)
+            conn.execute(
+                "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (e.session_id, e.seq, e.ts, e.kind.value, e.actor, e.v, e.payload_json, e.hash),
+            )
+            logs[sid].append(e.hash)
+    for sid in ("b2", "a1"):  # "orphan" has events but no row (never written so; kept anyway)
+        conn.execute(
+            "INSERT INTO sessions (id, status, created_at, updated_at, last_seq, last_hash) "
+            "VALUES (?, 'paused', 1.0, 30.0, 30, ?)",
+            (sid, logs[sid][-1]),
+        )
+    conn.close()
+    with SqliteStore(path) as store:
+        for sid in ("a1", "b2"):
+            assert [e.hash for e in store.iter_events(sid)] == logs[sid]
+            assert verify_chain(store.iter_events(sid)) is None
+            assert [e.seq for e in store.iter_events(sid, after=10, until=12)] == [11, 12]
+        e = chains["a1"].next(EventKind.MESSAGE, {"text": "after the upgrade"}, ts=40.0)
+        store.write([e], session={"id": "a1", "updated_at": 40.0})
+        assert store.get_session("a1").last_seq == 31
+        new_session(store, "c3")
+        assert [s.id for s in store.list_sessions()][-1] == "c3"
+        with pytest.raises(SessionConflict):
+            store.write([EventChain("a1").next(EventKind.MESSAGE, {"text": "x"}, ts=41.0)])
+    conn = sqlite3.connect(path)
+    nums = dict(conn.execute("SELECT id, num FROM sessions"))
+    assert len(set(nums.values())) == 3
+    orphans = conn.execute(
+        "SELECT count(*), min(id >> 32) FROM events WHERE session_id = ?", ("orphan",)
+    )
+    count, num = orphans.fetchone()
+    assert count == 30 and num not in nums.values()
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("DELETE FROM events")
+    conn.close()
+
+
+def test_an_append_without_the_session_row_writes_about_one_page(tmp_path: Path) -> None:
+    """A session's events are one range of the events table's own b-tree, and a commit
+    without the session row writes no other page (the floor: one page a commit)."""
+    with SqliteStore(tmp_path / "a.db") as store:
+        chain = new_session(store)
+        store.acquire_lease("s1", "rt-a", now=1.0)
+        wal = tmp_path / "a.db-wal"
+        before = wal.stat().st_size
+        commits = 200
+        for _ in range(commits):
+            store.write([chain.next(EventKind.MESSAGE, {"text": "x" * 300}, ts=2.0)], lease="rt-a")
+        frames = (wal.stat().st_size - before) / (4096 + 24)
+        assert 1.0 <= frames / commits < 1.25
+        reader = sqlite3.connect(tmp_path / "a.db")
+        plan = " ".join(
+            str(r[3])
+            for r in reader.execute(
+                "EXPLAIN QUERY PLAN SELECT seq FROM events WHERE id > ? AND id <= ? ORDER BY id",
+                (0, 1),
+            )
+        )
+        reader.close()
+        assert "INTEGER PRIMARY KEY" in plan and "TEMP B-TREE" not in plan
+
+
 def test_a_write_waits_for_another_process_that_holds_the_lock(tmp_path: Path) -> None:
     with SqliteStore(tmp_path / "a.db") as store:
         chain = new_session(store)

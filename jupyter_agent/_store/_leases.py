@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from .._errors import SessionConflict, SessionError
 from .._events import GENESIS_HASH, EventChain, EventKind
+from ._schema import SEQ_BITS
 
 HEARTBEAT_TTL_S = 10.0
 _LIVE_STATUSES = ("running", "sleeping")
@@ -164,29 +165,36 @@ def release(conn: sqlite3.Connection, session_id: str, runtime_id: str) -> None:
     )
 
 
-def check_fence(conn: sqlite3.Connection, session_id: str, runtime_id: str) -> None:
-    row = conn.execute("SELECT runtime_id FROM sessions WHERE id = ?", (session_id,)).fetchone()
-    if row is not None and row[0] != runtime_id:
+def check_fence(conn: sqlite3.Connection, session_id: str, runtime_id: str) -> int | None:
+    """Refuse (``LeaseLost``) unless ``runtime_id`` holds the session; return the session's
+    number (None: no such session)."""
+    row = conn.execute(
+        "SELECT runtime_id, num FROM sessions WHERE id = ?", (session_id,)
+    ).fetchone()
+    if row is None:
+        return None
+    if row[0] != runtime_id:
         raise LeaseLost(
             f"this process no longer holds session {session_id}: "
             f"{'runtime ' + row[0] if row[0] else 'nobody'} does now; "
             "its events are refused"
         )
+    return int(row[1])
 
 
 def interrupt(conn: sqlite3.Connection, session_id: str, *, now: float, reason: str) -> bool:
     """Mark a leased running session ``interrupted`` with a chained event; clear its lease."""
     row = conn.execute(
-        "SELECT status, last_seq, last_hash, updated_at FROM sessions WHERE id = ?",
+        "SELECT status, last_seq, last_hash, updated_at, num FROM sessions WHERE id = ?",
         (session_id,),
     ).fetchone()
     if row is None:
         return False
-    status, last_seq, last_hash, updated_at = row
+    status, last_seq, last_hash, updated_at, num = row
+    base = num << SEQ_BITS
     newer = conn.execute(  # the row's position may lag the log (see SESSION_ROW_EVERY_S)
-        "SELECT seq, hash, ts FROM events WHERE session_id = ? AND seq > ? "
-        "ORDER BY seq DESC LIMIT 1",
-        (session_id, last_seq),
+        "SELECT seq, hash, ts FROM events WHERE id > ? AND id < ? ORDER BY id DESC LIMIT 1",
+        (base + last_seq, base + (1 << SEQ_BITS)),
     ).fetchone()
     if newer is not None:
         last_seq, last_hash, updated_at = newer[0], newer[1], max(newer[2], updated_at or 0.0)
@@ -199,10 +207,11 @@ def interrupt(conn: sqlite3.Connection, session_id: str, *, now: float, reason: 
             ts=now,
             actor="runtime",
         )
+        row = (e.session_id, e.seq, e.ts, e.kind.value, e.actor, e.v, e.payload_json, e.hash)
         conn.execute(
-            "INSERT INTO events (session_id, seq, ts, kind, actor, v, payload, hash) "
-            "VALUES (?,?,?,?,?,?,?,?)",
-            (e.session_id, e.seq, e.ts, e.kind.value, e.actor, e.v, e.payload_json, e.hash),
+            "INSERT INTO events (id, session_id, seq, ts, kind, actor, v, payload, hash) "
+            "VALUES (?9 + ?2, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            (*row, base),
         )
         conn.execute(
             "UPDATE sessions SET status = 'interrupted', updated_at = ?, last_seq = ?, "

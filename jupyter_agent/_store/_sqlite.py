@@ -26,7 +26,7 @@ from .._errors import SessionConflict, SessionNotFound, StoreCorrupt, StoreError
 from .._events import Event, EventKind
 from . import _leases as leases
 from ._paths import default_store_path
-from ._schema import migrate
+from ._schema import SEQ_BITS, migrate
 from ._writer import BUSY, Writer, WriterClosed
 
 Synchronous = Literal["OFF", "NORMAL", "FULL"]
@@ -68,13 +68,19 @@ _EXACT = {
     "last_seq": "coalesce(e.seq, s.last_seq)",
     "last_hash": "coalesce(e.hash, s.last_hash)",
 }
+LAST_SEQ = (1 << SEQ_BITS) - 1  # the most events a session may hold
+# ?1 is LAST_SEQ
 _SELECT_SESSIONS = (
     f"SELECT {', '.join(_EXACT.get(c, 's.' + c) for c in _SESSION_COLUMNS)} FROM sessions s "
-    "LEFT JOIN events e ON e.session_id = s.id AND e.seq > s.last_seq "
-    "AND e.seq = (SELECT max(seq) FROM events WHERE session_id = s.id)"
+    "LEFT JOIN events e ON e.id = (SELECT max(id) FROM events "
+    f"WHERE id BETWEEN (s.num << {SEQ_BITS}) + s.last_seq + 1 AND (s.num << {SEQ_BITS}) + ?1)"
 )
 _EVENT_COLUMNS = "session_id, seq, ts, kind, actor, v, payload, hash"
-_INSERT_EVENT = f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+# the key (a session's events are one range of ids) from the row's seq (?2) and the session's
+# number shifted (?9), so that the row's values bind as they are
+_INSERT_EVENT = (
+    f"INSERT INTO events (id, {_EVENT_COLUMNS}) VALUES (?9 + ?2, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+)
 # an event's row in _EVENT_COLUMNS order, built in C (``_value_``: the kind's text, which
 # ``.value`` gives through a Python-level property)
 _event_row = operator.attrgetter(
@@ -117,6 +123,7 @@ class SqliteStore:
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._lineage: dict[str, list[tuple[str, int | None]]] = {}
+        self._nums: dict[str, int] = {}  # session id -> its number (see _num)
         self._last_async: tuple[str, float] = ("", 0.0)  # the last write_async: session, when
         if self.path.is_dir():
             raise StoreError(f"{self.path} is a directory; give the store a file name")
@@ -372,7 +379,8 @@ class SqliteStore:
     # -- reads -------------------------------------------------------------------------------
 
     def get_session(self, session_id: str) -> SessionRow:
-        row = self._reader().execute(f"{_SELECT_SESSIONS} WHERE s.id = ?", (session_id,)).fetchone()
+        sql = f"{_SELECT_SESSIONS} WHERE s.id = ?2"
+        row = self._reader().execute(sql, (LAST_SEQ, session_id)).fetchone()
         if row is None:
             raise SessionNotFound(session_id)
         return SessionRow(*row)
@@ -405,13 +413,13 @@ class SqliteStore:
     ) -> list[SessionRow]:
         """Sessions, most recently updated first."""
         sql = _SELECT_SESSIONS
-        params: list[Any] = []
+        params: list[Any] = [LAST_SEQ]
         if status is not None:
-            sql += " WHERE s.status = ?"
+            sql += " WHERE s.status = ?2"
             params.append(status)
         sql += f" ORDER BY {_EXACT['updated_at']} DESC"
         if limit is not None:
-            sql += " LIMIT ?"
+            sql += f" LIMIT ?{len(params) + 1}"
             params.append(limit)
         return [SessionRow(*r) for r in self._reader().execute(sql, params)]
 
@@ -492,17 +500,33 @@ class SqliteStore:
         after: int,
         until: int | None,
         kinds: Sequence[EventKind] | None,
-    ) -> sqlite3.Cursor:
-        sql = f"SELECT {columns} FROM events WHERE session_id = ? AND seq > ?"
-        params: list[Any] = [session_id, after]
-        if until is not None:
-            sql += " AND seq <= ?"
-            params.append(until)
+    ) -> Iterator[Any]:
+        num = self._num(session_id)
+        if num is None:
+            return iter(())
+        base = num << SEQ_BITS
+        sql = f"SELECT {columns} FROM events WHERE id > ? AND id <= ?"
+        params: list[Any] = [base + after, base + (LAST_SEQ if until is None else until)]
         if kinds is not None:
             sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
             params.extend(k.value for k in kinds)
-        sql += " ORDER BY seq"
+        sql += " ORDER BY id"
         return self._reader().execute(sql, params)
+
+    def _num(self, session_id: str) -> int | None:
+        """The session's number (its events' ids are ``num << SEQ_BITS | seq``); None for a
+        session not in the store."""
+        num = self._nums.get(session_id)
+        if num is None:
+            row = (
+                self._reader()
+                .execute("SELECT num FROM sessions WHERE id = ?", (session_id,))
+                .fetchone()
+            )
+            if row is None:
+                return None
+            num = self._nums[session_id] = int(row[0])  # a session's number never changes
+        return num
 
     def latest_snapshot(
         self, session_id: str, *, at_most: int | None = None
@@ -590,23 +614,30 @@ class _WriteJob:
         sid = self.events[0].session_id if self.events else str((self.session or {})["id"])
         if self.free_for is not None:
             leases.check_free(conn, sid, self.free_for, time.time(), leases.is_alive)
+        num = None  # the session's number, from whichever statement reads its row
         if self.session:
-            if not _update_session(conn, self.session, self.lease):
+            num = _update_session(conn, self.session, self.lease)
+            if num is None:
                 if self.lease is not None:
                     leases.check_fence(conn, sid, self.lease)
-                _insert_session(conn, self.session)
+                num = _insert_session(conn, self.session)
         elif self.lease is not None:
-            leases.check_fence(conn, sid, self.lease)
+            num = leases.check_fence(conn, sid, self.lease)
         if self.blobs:
             _put_blobs(conn, self.blobs)
         if self.events:
+            if num is None:
+                num = _session_num(conn, sid)
+            key = (num << SEQ_BITS,)
             try:
                 if len(self.events) == 1:
-                    conn.execute(_INSERT_EVENT, _event_row(self.events[0]))
+                    conn.execute(_INSERT_EVENT, _event_row(self.events[0]) + key)
                 else:
-                    conn.executemany(_INSERT_EVENT, map(_event_row, self.events))
+                    if any(e.session_id != sid for e in self.events):
+                        raise ValueError("a write holds the events of one session")
+                    conn.executemany(_INSERT_EVENT, [_event_row(e) + key for e in self.events])
             except sqlite3.IntegrityError as exc:
-                if "events.session_id, events.seq" not in str(exc):
+                if "events.id" not in str(exc):
                     raise
                 first = self.events[0]
                 raise SessionConflict(
@@ -648,9 +679,9 @@ _UPDATES: dict[tuple[tuple[str, ...], bool], str] = {}  # (the row's keys, fence
 
 def _update_session(
     conn: sqlite3.Connection, row: Mapping[str, Any], lease: str | None = None
-) -> bool:
-    """Update the session's row; False if there is none (or, with ``lease``, none held by that
-    runtime). The lease check rides in the same statement: one statement per write."""
+) -> int | None:
+    """Update the session's row and return its number; None if there is none (or, with
+    ``lease``, none held by that runtime). The lease check rides in the same statement."""
     keys = tuple(row)
     key = (keys, lease is not None)
     sql = _UPDATES.get(key)
@@ -659,7 +690,8 @@ def _update_session(
         if len(_UPDATES) < 1000:
             _UPDATES[key] = sql
     params = (*row.values(), lease) if lease is not None else tuple(row.values())
-    return conn.execute(sql, params).rowcount > 0
+    found = conn.execute(sql, params).fetchall()  # run to its end: no statement left open
+    return int(found[0][0]) if found else None
 
 
 def _update_sql(keys: tuple[str, ...], *, fenced: bool) -> str:
@@ -667,15 +699,28 @@ def _update_sql(keys: tuple[str, ...], *, fenced: bool) -> str:
     (``?1`` is the first key's value), so its values bind as they are; then the lease."""
     sets = ", ".join(f"{c} = ?{i}" for i, c in enumerate(keys, 1) if c != "id")
     sql = f"UPDATE sessions SET {sets} WHERE id = ?{keys.index('id') + 1}"
-    return sql + f" AND runtime_id = ?{len(keys) + 1}" if fenced else sql
+    if fenced:
+        sql += f" AND runtime_id = ?{len(keys) + 1}"
+    return sql + " RETURNING num"
 
 
-def _insert_session(conn: sqlite3.Connection, row: Mapping[str, Any]) -> None:
-    cols = [c for c in row if c != "id"]
-    conn.execute(
-        f"INSERT INTO sessions (id, {', '.join(cols)}) VALUES (?, {', '.join('?' * len(cols))})",
+def _insert_session(conn: sqlite3.Connection, row: Mapping[str, Any]) -> int:
+    """Insert the session's row, numbered after every other; return its number."""
+    cols = [c for c in row if c not in ("id", "num")]
+    found = conn.execute(
+        f"INSERT INTO sessions (id, num, {', '.join(cols)}) VALUES "
+        f"(?, (SELECT coalesce(max(num), 0) + 1 FROM sessions), {', '.join('?' * len(cols))}) "
+        "RETURNING num",
         [row["id"], *(row[c] for c in cols)],
-    )
+    ).fetchall()
+    return int(found[0][0])
+
+
+def _session_num(conn: sqlite3.Connection, session_id: str) -> int:
+    found = conn.execute("SELECT num FROM sessions WHERE id = ?", (session_id,)).fetchone()
+    if found is None:
+        raise SessionNotFound(session_id, f"no session {session_id} to add events to")
+    return int(found[0])
 
 
 def _like_prefix(prefix: str) -> str:
