@@ -393,14 +393,22 @@ class Engine:
             session: dict[str, Any] | None = {**changed, "id": self.session_id, "updated_at": ts}
         else:
             session = None
-        await self.store.write_async(  # shielded: a pause may not cut a write in half
-            events,
-            session=session,
-            snapshot=snapshot,
-            lease=self.lease,
-            blobs=blobs,
-            conversation=conversation,
-        )
+        try:
+            await self.store.write_async(  # shielded: a pause may not cut a write in half
+                events,
+                session=session,
+                snapshot=snapshot,
+                lease=self.lease,
+                blobs=blobs,
+                conversation=conversation,
+            )
+        except (StoreError, SessionConflict):
+            raise
+        except Exception as exc:  # the state holds events the log does not: end the run
+            what = f"events {events[0].seq}-{events[-1].seq}" if events else "the row"
+            raise StoreError(
+                f"could not write {what} of session {self.session_id}: {type(exc).__name__}: {exc}"
+            ) from exc
         self._chain = chain
         if session is not None:
             self._row_written, self._row_due = row, now + SESSION_ROW_EVERY_S

@@ -430,6 +430,44 @@ def test_a_failed_write_ends_the_run_and_leaves_the_log_whole(tmp_path: Path) ->
     store.close()
 
 
+def test_a_write_that_fails_with_any_error_ends_the_run_and_leaves_the_log_whole(
+    db: Path,
+) -> None:
+    """Not only SQLite's errors: whatever stops a write (here a ValueError from inside the
+    store) ends the run as a StoreError; the in-memory state, which already held the events,
+    is dropped, and a resume goes on from the log."""
+    from jupyter_agent import StoreError
+    from jupyter_agent._events import verify_chain
+
+    class Breaks(SqliteStore):
+        broken = True
+
+        async def write_async(self, events: Sequence[Event] = (), **kw: Any) -> None:
+            if self.broken and any(e.kind is EventKind.TOOL_RESULT for e in events):
+                raise ValueError("a payload the store cannot take")
+            await super().write_async(events, **kw)
+
+    store = Breaks(db)
+
+    @tool(effect="read_only")
+    def look() -> str:
+        """Looks."""
+        return "seen"
+
+    model = ScriptedModel([call("look"), reply("done")])
+    s = Agent("a", model=model, store=store, tools=[look]).start("look")
+    with pytest.raises(StoreError, match=r"could not write events 2-5 of session .*ValueError"):
+        s.wait(10)
+    assert verify_chain(s.events) is None
+    assert EventKind.TOOL_RESULT not in [e.kind for e in s.events]
+    assert s.status == "interrupted"  # the runtime let the session go, resumable
+    store.broken = False
+    s.resume()
+    assert s.wait(10) == "done"
+    assert [e.kind for e in s.events].count(EventKind.TOOL_RESULT) == 1
+    store.close()
+
+
 def test_two_approvals_given_while_the_session_runs_are_both_acted_on(db: Path) -> None:
     gate, entered, ran, blocking = threading.Event(), threading.Event(), [], []
 
