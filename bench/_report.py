@@ -42,8 +42,11 @@ LEGEND = [
     "recovery picked the workflow up (its queue's dispatch delay not counted); LangGraph "
     "restore: going back in time with update_state, the same call as its fork",
     "appends/s: floor = json.dumps + INSERT into a bare table; project = a hash-chained event "
-    "with its session row, as the engine writes; one commit per event (single) or per 100",
-    "kernel: the floor column is the idle kernel (0 agents) of the same run",
+    "as the engine writes it (the lease checked, the session row at most twice a second); one "
+    "commit per event (single) or per 100; the median of 3 runs of each, taken in turns",
+    "kernel: the floor column is the idle kernel (0 agents) of the same run; CPU: what the "
+    "kernel's process used while timing, in cores (one interpreter lock: ~1 core of Python at "
+    "most, and the idle kernel answering cells back to back already uses most of one)",
     "widget in Chromium: from running the cell that shows the session to its rows being in the "
     "page; the floor column is a short session in the same lab",
 ]
@@ -186,7 +189,7 @@ def kernel(r: Results, rows: list[Row]) -> None:
     if "error" in r.kernel:
         rows.append(Row("kernel 1+1", "", "normal", project="failed"))
     tool_ms = r.kernel.get("tool_ms", 10)
-    for stat in ("median", "p95"):
+    for stat in ("median", "p95", "cores"):
         for pace, found in (
             (f"{tool_ms:g} ms steps", r.kernel.get("rows", [])),
             ("1 s steps", r.kernel.get("paced", [])),
@@ -194,6 +197,11 @@ def kernel(r: Results, rows: list[Row]) -> None:
             for k in found:
                 if not k["agents"] and pace == "1 s steps":
                     continue  # the same idle kernel, measured again
+                if stat == "cores":
+                    if "kernel_cores" in k:
+                        what = f"{k['agents']:.0f} agents" + (f", {pace}" if k["agents"] else "")
+                        rows.append(Row("kernel CPU, cores", what, "normal", k["kernel_cores"]))
+                    continue
                 rows.append(
                     Row(
                         f"kernel 1+1, {stat} ms",

@@ -12,13 +12,15 @@ transaction ("single") and 100 per transaction ("batched"):
   events as the engine writes them (one commit per call): the session's lease checked in each
   commit, its row's totals written with it at most every ``SESSION_ROW_EVERY_S``.
 
-Throughput is events per second over the whole run (WAL checkpoints included on both sides).
+Throughput is events per second over the whole run (WAL checkpoints included on both sides),
+the median of ``REPEATS`` runs taken in turns (floor, project, floor, …) into fresh files.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from typing import Any
 from ._common import parser, pragmas, report
 
 BATCH = 100
+REPEATS = 3
 
 
 def floor_rate(db: Path, synchronous: str, payloads: list[dict[str, Any]], batch: int) -> float:
@@ -105,8 +108,15 @@ def main() -> None:
     size = sum(len(json.dumps(p)) for p in payloads)
     doc: dict[str, Any] = {"events": len(drafts), "payload_bytes": size}
     for label, batch in (("single", 1), ("batched", BATCH)):
-        floor = floor_rate(folder / f"floor-{label}.db", synchronous, payloads, batch)
-        ours = project_rate(folder / f"project-{label}.db", synchronous, drafts, batch)
+        floors, projects = [], []
+        for i in range(REPEATS):
+            floors.append(
+                floor_rate(folder / f"floor-{label}-{i}.db", synchronous, payloads, batch)
+            )
+            projects.append(
+                project_rate(folder / f"project-{label}-{i}.db", synchronous, drafts, batch)
+            )
+        floor, ours = statistics.median(floors), statistics.median(projects)
         doc[f"floor_{label}_per_s"] = floor
         doc[f"project_{label}_per_s"] = ours
         doc[f"fraction_{label}"] = ours / floor

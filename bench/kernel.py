@@ -6,7 +6,9 @@
 For each number of agents a fresh kernel starts them (a scripted model calling a 10 ms tool,
 forever), lets them run for a second, then times ``1+1`` cells from sending the request to its
 ``execute_reply``, one after the other. Prints median and p95 with their ratios to the idle
-kernel, and the agents' steps per second during the timing (to show they really ran).
+kernel, the agents' steps per second during the timing (to show they really ran) and the CPU
+the kernel's process used meanwhile, in cores (its threads share one interpreter lock: with
+~1 core busy, a cell waits its turn for it).
 ``measure()`` returns the same numbers. Compare ratios, not absolute times: the machines are
 shared and noisy.
 """
@@ -75,9 +77,12 @@ def _measure_one(n: int, db: Path, samples: int, tool_ms: float) -> dict[str, fl
         time.sleep(WARM_UP_S)
         for _ in range(10):
             _execute(kc, "1+1")
-        steps_before, t0 = _steps(db), time.monotonic()
+        pid = getattr(km.provisioner, "pid", None)
+        steps_before, cpu_before, t0 = _steps(db), _cpu_s(pid), time.monotonic()
         times = [_execute(kc, "1+1") for _ in range(samples)]
-        steps_per_s = (_steps(db) - steps_before) / (time.monotonic() - t0)
+        took = time.monotonic() - t0
+        steps_per_s = (_steps(db) - steps_before) / took
+        cores = (_cpu_s(pid) - cpu_before) / took
         if n:
             _execute(kc, STOP_AGENTS)
     finally:
@@ -90,6 +95,7 @@ def _measure_one(n: int, db: Path, samples: int, tool_ms: float) -> dict[str, fl
         "p95_ms": ordered[max(0, -(-len(ordered) * 95 // 100) - 1)] * 1000,
         "max_ms": ordered[-1] * 1000,
         "agent_steps_per_s": steps_per_s,
+        "kernel_cores": cores,
     }
 
 
@@ -115,6 +121,15 @@ def _drain(kc: BlockingKernelClient) -> None:
             kc.get_iopub_msg(timeout=0)
         except queue.Empty:
             return
+
+
+def _cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system) the process has used so far; NaN where /proc is missing."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _steps(db: Path) -> int:
@@ -144,12 +159,13 @@ def main() -> None:
         return
     print(
         f"{'agents':>6} {'median ms':>10} {'p95 ms':>8} {'max ms':>8} "
-        f"{'median/idle':>11} {'p95/idle':>9} {'agent steps/s':>13}"
+        f"{'median/idle':>11} {'p95/idle':>9} {'agent steps/s':>13} {'kernel cores':>12}"
     )
     for r in result["rows"]:
         print(
             f"{r['agents']:>6.0f} {r['median_ms']:>10.1f} {r['p95_ms']:>8.1f} {r['max_ms']:>8.1f} "
-            f"{r['median_ratio']:>11.2f} {r['p95_ratio']:>9.2f} {r['agent_steps_per_s']:>13.0f}"
+            f"{r['median_ratio']:>11.2f} {r['p95_ratio']:>9.2f} {r['agent_steps_per_s']:>13.0f} "
+            f"{r['kernel_cores']:>12.2f}"
         )
     print(
         f"1+1 execute round trip (request to execute_reply), {args.samples} cells after "
