@@ -8,6 +8,7 @@ daemon thread per process (~20 Hz). Nothing here imports IPython or ipywidgets.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -141,6 +142,18 @@ class SessionFeed:
         """The values a view shows beside its timeline: header totals, plan, approvals."""
         row = self.store.get_session(self.session_id)
         st = self._state
+        if st.last_seq >= row.last_seq:  # the fold has every event: its totals are exact (a
+            # running session's row may lag them by up to SESSION_ROW_EVERY_S)
+            cost = st.cost_usd if st.cost_known else None
+            row = dataclasses.replace(
+                row,
+                steps=st.steps,
+                tool_calls=st.tool_calls,
+                input_tokens=st.input_tokens,
+                output_tokens=st.output_tokens,
+                cached_tokens=st.cached_tokens,
+                cost_usd=cost,
+            )
         header = {
             "name": row.name or st.name,
             "status": row.status,

@@ -377,6 +377,22 @@ def test_header_plan_and_approval_values_follow_the_log(db: Path, widgets: Any) 
     assert w.header["budgets"] == []  # this hand-made session has no step limit
 
 
+def test_the_header_totals_are_exact_while_the_sessions_row_lags(db: Path, widgets: Any) -> None:
+    """A running engine writes its row's totals at most twice a second; the header folds the
+    events, so it never shows a step behind."""
+    store = open_store(db)
+    s = HandSession(store)
+    w = widgets(Session(store, s.sid))
+    s.append(EventKind.MODEL_RESPONSE, response(1, "c1"))
+    until(lambda: w.header["steps"] == 1)
+    s.add(EventKind.MODEL_RESPONSE, response(2, "c2"))
+    store.write(s.queued)  # the events without the row, as between two of an engine's refreshes
+    s.queued = []
+    assert store.get_session(s.sid).steps == 1 and store.get_session(s.sid).last_seq == 3
+    until(lambda: w.header["steps"] == 2)
+    assert w.header["tokens"] == 220 and w.header["last_seq"] == 3
+
+
 # -- the static snapshot ------------------------------------------------------------------------
 
 
