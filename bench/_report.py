@@ -198,7 +198,7 @@ def kernel(r: Results, rows: list[Row]) -> None:
                 if not k["agents"] and pace == "1 s steps":
                     continue  # the same idle kernel, measured again
                 if stat == "cores":
-                    if "kernel_cores" in k:
+                    if k.get("kernel_cores") is not None:
                         what = f"{k['agents']:.0f} agents" + (f", {pace}" if k["agents"] else "")
                         rows.append(Row("kernel CPU, cores", what, "normal", k["kernel_cores"]))
                     continue

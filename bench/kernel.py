@@ -82,7 +82,8 @@ def _measure_one(n: int, db: Path, samples: int, tool_ms: float) -> dict[str, fl
         times = [_execute(kc, "1+1") for _ in range(samples)]
         took = time.monotonic() - t0
         steps_per_s = (_steps(db) - steps_before) / took
-        cores = (_cpu_s(pid) - cpu_before) / took
+        cpu_after = _cpu_s(pid)
+        cores = None if cpu_before is None or cpu_after is None else (cpu_after - cpu_before) / took
         if n:
             _execute(kc, STOP_AGENTS)
     finally:
@@ -123,12 +124,12 @@ def _drain(kc: BlockingKernelClient) -> None:
             return
 
 
-def _cpu_s(pid: int | None) -> float:
-    """CPU seconds (user + system) the process has used so far; NaN where /proc is missing."""
+def _cpu_s(pid: int | None) -> float | None:
+    """CPU seconds (user + system) the process has used so far; None where /proc is missing."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return float("nan")
+        return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -165,7 +166,7 @@ def main() -> None:
         print(
             f"{r['agents']:>6.0f} {r['median_ms']:>10.1f} {r['p95_ms']:>8.1f} {r['max_ms']:>8.1f} "
             f"{r['median_ratio']:>11.2f} {r['p95_ratio']:>9.2f} {r['agent_steps_per_s']:>13.0f} "
-            f"{r['kernel_cores']:>12.2f}"
+            + (f"{r['kernel_cores']:>12.2f}" if r["kernel_cores"] is not None else f"{'–':>12}")
         )
     print(
         f"1+1 execute round trip (request to execute_reply), {args.samples} cells after "
