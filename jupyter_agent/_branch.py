@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from ._clock import Clock
-from ._engine import session_totals
 from ._errors import InvalidSessionState
 from ._events import GENESIS_HASH, EventChain, EventKind
-from ._state import load_state
+from ._state import load_state, session_totals
 from ._store import SqliteStore
 from ._store._leases import SessionLeased, is_alive
 from ._store._sqlite import blob_digest

@@ -23,7 +23,7 @@ import asyncio
 import os
 import time
 import traceback
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ from ._state import (
     encode_messages,
     load_state,
     note_chunk,
+    session_totals,
 )
 from ._store import SqliteStore
 from ._store._sqlite import blob_digest
@@ -60,7 +61,7 @@ DECISION_POLL_S = 0.05  # how often a call waiting for approval looks for a deci
 BLOB_THRESHOLD = 32_000  # characters of tool output kept inline in an event
 WORKSPACE_CHECK_S = 1.0  # how often a tool call makes sure the workspace folder exists
 RECORD_RUNNING_AFTER_S = 0.05  # a re-runnable call's intent is durable by then (see above)
-SESSION_ROW_EVERY_S = 0.5  # how stale a running session's totals in its row may get
+SESSION_ROW_EVERY_S = 0.5  # how long a running session's totals in its row may lag its log
 # the row's columns that move at every step: refreshed at most every SESSION_ROW_EVERY_S
 _RUNNING_TOTALS = frozenset(
     {"last_seq", "last_hash", "steps", "tool_calls", "input_tokens", "output_tokens"}
@@ -173,22 +174,6 @@ def record_outside(
     store.write([event], session=update, free_for=runtime_id or "")
 
 
-def session_totals(s: SessionState) -> dict[str, Any]:
-    """The session row's columns that follow from its state: status, position, totals."""
-    return {
-        "id": s.id,
-        "status": s.status,
-        "last_seq": s.last_seq,
-        "last_hash": s.last_hash,
-        "steps": s.steps,
-        "tool_calls": s.tool_calls,
-        "input_tokens": s.input_tokens,
-        "output_tokens": s.output_tokens,
-        "cached_tokens": s.cached_tokens,
-        "cost_usd": s.cost_usd if s.cost_known else None,
-    }
-
-
 class _ModelFailed(Exception):
     pass
 
@@ -257,7 +242,8 @@ class Engine:
         self._deferred: list[tuple[Draft, float]] = []
         self._recording = anyio.Lock(fast_acquire=True)  # one write at a time (see _flush_soon)
         self._flush_error: BaseException | None = None
-        self._flushing: asyncio.Task[None] | None = None  # held so that it is not collected
+        self._background: set[asyncio.Task[None]] = set()  # held so that they are not collected
+        self._row_timer: asyncio.TimerHandle | None = None  # writes totals the last writes left
         self._row_written: dict[str, Any] = {}  # the session row as last written by this run
         self._row_due = 0.0  # when the row's running totals are next written (monotonic)
         self._workspaces: dict[str, tuple[Path, float]] = {}  # -> (path, when looked for)
@@ -310,9 +296,11 @@ class Engine:
             if self._deferred:  # e.g. a model request whose answer a pause cut short
                 await self._record()
         finally:
-            if self._flushing is not None:  # a run that ends by an error writes nothing more
-                self._flushing.cancel()
-                self._flushing = None
+            if self._row_timer is not None:
+                self._row_timer.cancel()
+                self._row_timer = None
+            for task in list(self._background):  # a run that ends by an error writes no more
+                task.cancel()
         return state
 
     def interrupt(self, *, only: str | None = None) -> None:
@@ -366,7 +354,28 @@ class Engine:
             except Exception as exc:  # the next record raises it in the engine's task
                 self._flush_error = exc
 
-        self._flushing = asyncio.get_running_loop().create_task(flush())
+        self._in_background(flush())
+
+    def _refresh_row_soon(self) -> None:
+        """Write the row's totals that the last writes left out (a timer's callback), so that
+        a long model answer or tool call does not leave them behind the log."""
+        self._row_timer = None
+
+        async def refresh() -> None:
+            try:
+                async with self._recording:
+                    stale = session_totals(self.state) != self._row_written
+                    if stale and self._flush_error is None:
+                        await self._write((), ())
+            except Exception as exc:  # the next record raises it in the engine's task
+                self._flush_error = exc
+
+        self._in_background(refresh())
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _write(self, drafts: Sequence[Draft], blobs: Sequence[bytes]) -> list[Event]:
         ts = self.clock.now()
@@ -389,7 +398,7 @@ class Engine:
         # the row is a summary for lists: its totals may lag a running session by up to
         # SESSION_ROW_EVERY_S (its position never does: readers take it from the newest event),
         # which saves a page per commit; a status change is written at once
-        if snapshot or changed.keys() - _RUNNING_TOTALS or now >= self._row_due:
+        if not events or snapshot or changed.keys() - _RUNNING_TOTALS or now >= self._row_due:
             session: dict[str, Any] | None = {**changed, "id": self.session_id, "updated_at": ts}
         else:
             session = None
@@ -412,6 +421,12 @@ class Engine:
         self._chain = chain
         if session is not None:
             self._row_written, self._row_due = row, now + SESSION_ROW_EVERY_S
+            if self._row_timer is not None:
+                self._row_timer.cancel()
+                self._row_timer = None
+        elif self._row_timer is None:
+            loop = asyncio.get_running_loop()
+            self._row_timer = loop.call_later(self._row_due - now, self._refresh_row_soon)
         if snapshot:
             self._last_snapshot = snapshot[0]
             said = self.state.messages

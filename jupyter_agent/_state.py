@@ -282,6 +282,22 @@ class SessionState:
         return asdict(self)
 
 
+def session_totals(s: SessionState) -> dict[str, Any]:
+    """The session row's columns that follow from its state: status, position, totals."""
+    return {
+        "id": s.id,
+        "status": s.status,
+        "last_seq": s.last_seq,
+        "last_hash": s.last_hash,
+        "steps": s.steps,
+        "tool_calls": s.tool_calls,
+        "input_tokens": s.input_tokens,
+        "output_tokens": s.output_tokens,
+        "cached_tokens": s.cached_tokens,
+        "cost_usd": s.cost_usd if s.cost_known else None,
+    }
+
+
 def load_state(store: Any, session_id: str, *, at: int | None = None) -> SessionState:
     """Rebuild a session's state from the store: newest snapshot + the events after it.
 

@@ -595,6 +595,30 @@ def test_a_running_sessions_totals_reach_its_row_at_status_changes_and_twice_a_s
     store.close()
 
 
+def test_the_rows_totals_catch_up_while_a_long_call_runs(db: Path) -> None:
+    """A write that left the row's totals out arms a timer: the row catches up within
+    SESSION_ROW_EVERY_S even while the engine waits on a long call."""
+    store = SqliteStore(db)
+    wait_gate, gate, entered = gated_tool()
+
+    @tool(effect="read_only")
+    def look(n: int) -> str:
+        """Looks."""
+        return f"saw {n}"
+
+    script = [call("look", n=1), call("look", n=2), call("wait_gate"), reply("done")]
+    s = Agent("a", model=ScriptedModel(script), store=store, tools=[look, wait_gate]).start("go")
+    assert entered.wait(10)
+    deadline = time.monotonic() + SESSION_ROW_EVERY_S + 5
+    while store.get_session(s.id).steps != 3:  # the quick steps' totals, left out of the row
+        assert time.monotonic() < deadline, "the row's totals stayed behind the log"
+        time.sleep(0.02)
+    assert store.get_session(s.id).tool_calls == 3  # the running call's intent counts
+    gate.set()
+    assert s.wait(10) == "done"
+    store.close()
+
+
 def test_a_quick_read_only_call_is_written_with_its_result_in_one_commit(db: Path) -> None:
     store = WriteLog(db)
 

@@ -103,6 +103,37 @@ def test_sweep_chains_the_interruption_from_events_newer_than_the_row(tmp_path: 
         assert (row.status, row.last_seq, row.last_hash) == ("interrupted", 4, events[-1].hash)
 
 
+def test_an_interrupted_sessions_totals_are_those_of_its_log(tmp_path: Path) -> None:
+    """Its engine wrote the row's totals at most twice a second; the sweep that marks it
+    interrupted brings them up to the log."""
+    from jupyter_agent._state import load_state
+
+    with SqliteStore(tmp_path / "a.db") as store:
+        chain = new_session(store)
+        store.register_runtime(runtime("rt-a"))
+        store.acquire_lease("s1", "rt-a", now=2.0)
+        usage = {"input_tokens": 7, "output_tokens": 3, "cached_tokens": 0, "cost_usd": 0.5}
+        said = [
+            chain.next(
+                EventKind.MODEL_RESPONSE,
+                {"step": i, "text": "hm", "tool_calls": [], "usage": usage},
+                ts=3.0,
+            )
+            for i in (1, 2)
+        ]
+        store.write(said, lease="rt-a")  # an engine between two row refreshes
+        assert store.get_session("s1").steps == 0
+        assert store.sweep(now=4.0, alive=lambda rt, now: False) == ["s1"]
+        row = store.get_session("s1")
+        assert (row.status, row.steps, row.input_tokens, row.cost_usd) == (
+            "interrupted",
+            2,
+            14,
+            1.0,
+        )
+        assert row.steps == load_state(store, "s1").steps
+
+
 def holder_script(name: str, tool_s: float, then: str) -> str:
     """A process running a session that calls a slow read-only tool without end; ``then``
     runs after the start, and the process lives on for two minutes."""

@@ -377,6 +377,39 @@ def test_a_version_6_store_keeps_every_event_readable_after_the_events_are_rekey
     conn.close()
 
 
+def test_reads_never_reach_past_a_sessions_own_range_of_ids(store: SqliteStore) -> None:
+    """A session's ids are ``num << 32 | seq``: a seq out of 1..2**32-1 asked for (from the
+    REST API or the widget) must not read the next session's events."""
+    new_session(store, "a")
+    new_session(store, "b")
+    assert [(e.session_id, e.seq) for e in store.iter_events("a", until=2**40)] == [("a", 1)]
+    assert list(store.iter_events("a", after=2**32)) == []
+    assert [(e.session_id, e.seq) for e in store.iter_events("b", after=-(2**33))] == [("b", 1)]
+    assert list(store.iter_events("nobody")) == []
+
+
+def test_a_process_with_the_older_schema_cannot_write_into_an_upgraded_store(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    """An old jupyter-agent still running (a Jupyter server not restarted) would insert events
+    without their key and sessions without a number: both are refused with what to do."""
+    new_session(store, "a")
+    old = sqlite3.connect(tmp_path / "agent.db", isolation_level=None)
+    upgraded = "upgraded by a newer jupyter-agent .*restart this process"
+    with pytest.raises(sqlite3.IntegrityError, match=upgraded):
+        old.execute(
+            "INSERT INTO events (session_id, seq, ts, kind, actor, v, payload, hash) "
+            "VALUES ('a', 2, 2.0, 'message', 'ann', 1, '{}', 'x')"
+        )
+    with pytest.raises(sqlite3.IntegrityError, match=upgraded):
+        old.execute(
+            "INSERT INTO sessions (id, status, created_at, updated_at) "
+            "VALUES ('z', 'running', 1.0, 1.0)"
+        )
+    old.close()
+    assert [e.seq for e in store.iter_events("a")] == [1]
+
+
 def test_an_append_without_the_session_row_writes_about_one_page(tmp_path: Path) -> None:
     """A session's events are one range of the events table's own b-tree, and a commit
     without the session row writes no other page (the floor: one page a commit)."""

@@ -25,9 +25,8 @@ from comm.base_comm import BaseComm
 from logs import cut_log, gated_tool, new_session
 
 from jupyter_agent import Agent, EventKind, Session, SqliteStore, open_session, open_store, tool
-from jupyter_agent._engine import session_totals
 from jupyter_agent._live import live_text
-from jupyter_agent._state import SessionState
+from jupyter_agent._state import SessionState, session_totals
 from jupyter_agent._timeline import timeline
 from jupyter_agent._watch import compact_event, watcher
 from jupyter_agent._widget import SessionWidget, session_mimebundle

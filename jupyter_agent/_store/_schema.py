@@ -14,7 +14,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from .._errors import StoreCorrupt, StoreVersionError
+from .._errors import StoreCorrupt, StoreError, StoreVersionError
 
 APPLICATION_ID = 0x4A414753  # "JAGS"
 
@@ -181,6 +181,20 @@ def _v7(db: sqlite_utils.Database) -> None:
             f"CREATE TRIGGER events_no_{op.lower()} BEFORE {op} ON events "
             "BEGIN SELECT RAISE(ABORT, 'events are append-only'); END"
         )
+    # A process still running an older jupyter-agent would insert events without their key (an
+    # id of its own choosing, in another session's range) and sessions without a number: refuse.
+    upgraded = (
+        "BEGIN SELECT RAISE(ABORT, 'this store was upgraded by a newer jupyter-agent (schema 7); "
+        "restart this process with the new version'); END"
+    )
+    conn.execute(
+        "CREATE TRIGGER events_keyed BEFORE INSERT ON events "
+        f"WHEN NEW.id & {(1 << SEQ_BITS) - 1} != NEW.seq {upgraded}"
+    )
+    conn.execute(
+        "CREATE TRIGGER sessions_numbered BEFORE INSERT ON sessions "
+        f"WHEN NEW.num IS NULL {upgraded}"
+    )
 
 
 # MIGRATIONS[i] takes the schema from version i to i + 1. Append only; never edit a shipped one.
@@ -200,7 +214,13 @@ def migrate(conn: sqlite3.Connection, path: Path) -> None:
     _check(version, app_id, conn, path)
     if version == LATEST:
         return
-    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:  # busy past the timeout: another upgrade, say
+        raise StoreError(
+            f"could not upgrade {path} to store schema {LATEST} ({exc}): another process holds "
+            "it; try again when that is done"
+        ) from exc
     try:
         version, app_id = _read_version(conn)  # another process may have migrated meanwhile
         _check(version, app_id, conn, path)

@@ -75,6 +75,8 @@ _SELECT_SESSIONS = (
     "LEFT JOIN events e ON e.id = (SELECT max(id) FROM events "
     f"WHERE id BETWEEN (s.num << {SEQ_BITS}) + s.last_seq + 1 AND (s.num << {SEQ_BITS}) + ?1)"
 )
+# the row's running totals (a running engine writes them at most every SESSION_ROW_EVERY_S)
+_TOTALS = ("steps", "tool_calls", "input_tokens", "output_tokens", "cached_tokens", "cost_usd")
 _EVENT_COLUMNS = "session_id, seq, ts, kind, actor, v, payload, hash"
 # the key (a session's events are one range of ids) from the row's seq (?2) and the session's
 # number shifted (?9), so that the row's values bind as they are
@@ -328,11 +330,12 @@ class SqliteStore:
     ) -> None:
         """If ``runtime_id`` still holds the session: mark it ``interrupted``, free it."""
 
-        def job(conn: sqlite3.Connection) -> None:
+        def job(conn: sqlite3.Connection) -> bool:
             leases.check_fence(conn, session_id, runtime_id)
-            leases.interrupt(conn, session_id, now=now, reason=reason)
+            return leases.interrupt(conn, session_id, now=now, reason=reason)
 
-        self._wait(self._submit(job))
+        if self._wait(self._submit(job)):
+            self._settle_totals([session_id])
 
     def acquire_lease(
         self,
@@ -355,6 +358,7 @@ class SqliteStore:
         result: list[str] = self._wait(
             self._submit(lambda conn: leases.end(conn, runtime_id, now=now, reason=reason))
         )
+        self._settle_totals(result)
         return result
 
     def sweep(self, *, now: float, alive: leases.Liveness = leases.is_alive) -> list[str]:
@@ -362,7 +366,33 @@ class SqliteStore:
         result: list[str] = self._wait(
             self._submit(lambda conn: leases.sweep(conn, now=now, alive=alive))
         )
+        self._settle_totals(result)
         return result
+
+    def _settle_totals(self, session_ids: Sequence[str]) -> None:
+        """Bring the totals in the rows of sessions just marked interrupted up to their logs:
+        the engine that stopped without saying so wrote them at most every
+        ``SESSION_ROW_EVERY_S``. Left as they are if anyone wrote the session meanwhile."""
+        from .._state import load_state, session_totals  # the fold; _state needs no store
+
+        for sid in session_ids:
+            state = load_state(self, sid)
+            totals = {k: v for k, v in session_totals(state).items() if k in _TOTALS}
+            num = self._num(sid)
+            if num is None:
+                continue
+            sets = ", ".join(f"{k} = ?" for k in totals)
+            newest = (
+                f"(SELECT max(id) FROM events WHERE id BETWEEN {num << SEQ_BITS} "
+                f"AND {(num << SEQ_BITS) + LAST_SEQ})"
+            )
+            sql = f"UPDATE sessions SET {sets} WHERE id = ? AND runtime_id IS NULL AND {newest} = ?"
+            params = [*totals.values(), sid, (num << SEQ_BITS) + state.last_seq]
+
+            def job(conn: sqlite3.Connection, sql: str = sql, params: list[Any] = params) -> None:
+                conn.execute(sql, params)
+
+            self._wait(self._submit(job))
 
     def get_runtime(self, runtime_id: str) -> leases.RuntimeInfo | None:
         row = (
@@ -502,11 +532,12 @@ class SqliteStore:
         kinds: Sequence[EventKind] | None,
     ) -> Iterator[Any]:
         num = self._num(session_id)
-        if num is None:
+        after, until = max(after, 0), LAST_SEQ if until is None else min(until, LAST_SEQ)
+        if num is None or until <= after:  # (outside 0..LAST_SEQ is another session's range)
             return iter(())
         base = num << SEQ_BITS
         sql = f"SELECT {columns} FROM events WHERE id > ? AND id <= ?"
-        params: list[Any] = [base + after, base + (LAST_SEQ if until is None else until)]
+        params: list[Any] = [base + after, base + until]
         if kinds is not None:
             sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
             params.extend(k.value for k in kinds)
@@ -690,8 +721,9 @@ def _update_session(
         if len(_UPDATES) < 1000:
             _UPDATES[key] = sql
     params = (*row.values(), lease) if lease is not None else tuple(row.values())
-    found = conn.execute(sql, params).fetchall()  # run to its end: no statement left open
-    return int(found[0][0]) if found else None
+    if not conn.execute(sql, params).rowcount:
+        return None
+    return _session_num(conn, str(row["id"]))
 
 
 def _update_sql(keys: tuple[str, ...], *, fenced: bool) -> str:
@@ -699,21 +731,18 @@ def _update_sql(keys: tuple[str, ...], *, fenced: bool) -> str:
     (``?1`` is the first key's value), so its values bind as they are; then the lease."""
     sets = ", ".join(f"{c} = ?{i}" for i, c in enumerate(keys, 1) if c != "id")
     sql = f"UPDATE sessions SET {sets} WHERE id = ?{keys.index('id') + 1}"
-    if fenced:
-        sql += f" AND runtime_id = ?{len(keys) + 1}"
-    return sql + " RETURNING num"
+    return sql + f" AND runtime_id = ?{len(keys) + 1}" if fenced else sql
 
 
 def _insert_session(conn: sqlite3.Connection, row: Mapping[str, Any]) -> int:
     """Insert the session's row, numbered after every other; return its number."""
     cols = [c for c in row if c not in ("id", "num")]
-    found = conn.execute(
+    conn.execute(
         f"INSERT INTO sessions (id, num, {', '.join(cols)}) VALUES "
-        f"(?, (SELECT coalesce(max(num), 0) + 1 FROM sessions), {', '.join('?' * len(cols))}) "
-        "RETURNING num",
+        f"(?, (SELECT coalesce(max(num), 0) + 1 FROM sessions), {', '.join('?' * len(cols))})",
         [row["id"], *(row[c] for c in cols)],
-    ).fetchall()
-    return int(found[0][0])
+    )
+    return _session_num(conn, str(row["id"]))
 
 
 def _session_num(conn: sqlite3.Connection, session_id: str) -> int:
