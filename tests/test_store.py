@@ -377,6 +377,40 @@ def test_a_version_6_store_keeps_every_event_readable_after_the_events_are_rekey
     conn.close()
 
 
+def test_an_upgrade_that_rewrites_the_events_leaves_no_big_write_ahead_log(
+    tmp_path: Path,
+) -> None:
+    import sqlite_utils
+
+    from jupyter_agent._store._schema import APPLICATION_ID, MIGRATIONS
+
+    path = tmp_path / "v6.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    db = sqlite_utils.Database(conn)
+    for step in MIGRATIONS[:6]:
+        step(db)
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute("PRAGMA user_version = 6")
+    conn.execute(
+        "INSERT INTO sessions (id, status, created_at, updated_at) VALUES ('a', 'done', 1, 1)"
+    )
+    chain = EventChain("a")
+    events = [chain.next(EventKind.MESSAGE, {"text": "x" * 1000}, ts=1.0) for _ in range(2000)]
+    conn.executemany(
+        "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (e.session_id, e.seq, e.ts, e.kind.value, e.actor, e.v, e.payload_json, e.hash)
+            for e in events
+        ],
+    )
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    with SqliteStore(path) as store:
+        assert (tmp_path / "v6.db-wal").stat().st_size < 100_000  # the 2 MB rewrite is in the file
+        assert verify_chain(store.iter_events("a")) is None
+
+
 def test_reads_never_reach_past_a_sessions_own_range_of_ids(store: SqliteStore) -> None:
     """A session's ids are ``num << 32 | seq``: a seq out of 1..2**32-1 asked for (from the
     REST API or the widget) must not read the next session's events."""

@@ -234,6 +234,8 @@ def migrate(conn: sqlite3.Connection, path: Path) -> None:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+    if version < LATEST:  # an upgrade that rewrote a table leaves a write-ahead log as big
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # (best effort while others read)
 
 
 def _read_version(conn: sqlite3.Connection) -> tuple[int, int]:
