@@ -268,6 +268,8 @@ class Engine:
         except BaseException:
             self.inbox.deactivate()
             raise
+        finally:
+            self._stop_background()  # (the late messages' write may have armed the row timer)
 
     async def run(self) -> SessionState:
         """Continue the session from what the store holds; return the state it stopped in."""
@@ -296,12 +298,17 @@ class Engine:
             if self._deferred:  # e.g. a model request whose answer a pause cut short
                 await self._record()
         finally:
-            if self._row_timer is not None:
-                self._row_timer.cancel()
-                self._row_timer = None
-            for task in list(self._background):  # a run that ends by an error writes no more
-                task.cancel()
+            self._stop_background()
         return state
+
+    def _stop_background(self) -> None:
+        """Cancel the row timer and the writes in the background: a run that ends (by an
+        error too) writes no more, and a later run of this session starts its own."""
+        if self._row_timer is not None:
+            self._row_timer.cancel()
+            self._row_timer = None
+        for task in list(self._background):
+            task.cancel()
 
     def interrupt(self, *, only: str | None = None) -> None:
         """Cut short the wait in progress (a model answer, a sleep; with ``only``, just that

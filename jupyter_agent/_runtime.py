@@ -36,7 +36,7 @@ from ._identity import current_identity
 from ._inbox import Decision, Inbox
 from ._state import TERMINAL
 from ._store import SqliteStore
-from ._store._leases import is_alive, this_process
+from ._store._leases import LeaseLost, is_alive, this_process
 
 T = TypeVar("T")
 HOUSEKEEPING_INTERVAL_S = 0.5
@@ -250,6 +250,8 @@ class Runtime:
         for session_id, (store, reason) in list(self._abandoned.items()):
             try:
                 store.interrupt_session(session_id, self.id, now=time.time(), reason=reason)
+            except LeaseLost:
+                pass  # another runtime holds it now: nothing left to mark
             except JupyterAgentError:
                 continue
             self._abandoned.pop(session_id, None)

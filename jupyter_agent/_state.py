@@ -323,6 +323,23 @@ def load_state(store: Any, session_id: str, *, at: int | None = None) -> Session
     return state
 
 
+def load_state_lean(store: Any, session_id: str) -> SessionState:
+    """The session's state without its conversation (``messages`` stays empty): the newest
+    snapshot and the events after it. For views and totals, which never need what was said;
+    no conversation is rebuilt or kept."""
+    snap = store.latest_snapshot(session_id)
+    state = SessionState(id=session_id) if snap is None else SessionState.from_snapshot(snap[1])
+    state.id = session_id  # a fork starts from its parent's snapshots
+    try:
+        for event in store.iter_events(session_id, after=state.last_seq):
+            state.apply(event, rewind=lambda seq: load_state(store, session_id, at=seq))
+            state.messages.clear()
+    except ValueError:  # a log this quick fold does not follow: the canonical one does
+        state = load_state(store, session_id)
+        state.messages.clear()
+    return state
+
+
 def _say(messages: list[Message], kind: str, actor: str, p: Mapping[str, Any]) -> None:
     """Add what an event of ``kind`` says to the conversation (nothing for other kinds)."""
     if kind == "tool_result":

@@ -12,11 +12,11 @@ import dataclasses
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 from ._events import Event
-from ._state import TERMINAL, SessionState, load_state
+from ._state import TERMINAL, SessionState, load_state, load_state_lean
 from ._store import SessionRow, SqliteStore
 
 PAGE_SIZE = 200
@@ -88,7 +88,7 @@ class SessionFeed:
     @property
     def _state(self) -> SessionState:
         if self._folded is None:
-            self._folded = _fold(self.store, self.session_id)
+            self._folded = load_state_lean(self.store, self.session_id)
         return self._folded
 
     @_state.setter
@@ -198,37 +198,12 @@ class SessionFeed:
         return self.store.iter_events(self.session_id, after=after, until=until)
 
     def _apply(self, event: Event) -> None:
+        store, sid = self.store, self.session_id
         try:
-            self._state.apply(event, rewind=_rewinder(self.store, self.session_id))
+            self._state.apply(event, rewind=lambda seq: load_state(store, sid, at=seq))
         except ValueError:  # not the next event of this fold: fold again from the store
-            self._state = _refold(self.store, self.session_id)
+            self._state = load_state_lean(store, sid)
         self._state.messages.clear()  # views never need the conversation
-
-
-def _fold(store: SqliteStore, session_id: str) -> SessionState:
-    """The state from the newest snapshot and the events after it, without the conversation."""
-    snap = store.latest_snapshot(session_id)
-    state = SessionState(id=session_id) if snap is None else SessionState.from_snapshot(snap[1])
-    state.id = session_id  # a fork starts from its parent's snapshots
-    rewind = _rewinder(store, session_id)
-    try:
-        for event in store.iter_events(session_id, after=state.last_seq):
-            state.apply(event, rewind=rewind)
-            state.messages.clear()
-    except ValueError:  # a log this quick fold does not follow: the canonical one does
-        return _refold(store, session_id)
-    return state
-
-
-def _rewinder(store: SqliteStore, session_id: str) -> Callable[[int], SessionState]:
-    """What a ``restore`` event needs: the state as it was right after an earlier event."""
-    return lambda seq: load_state(store, session_id, at=seq)
-
-
-def _refold(store: SqliteStore, session_id: str) -> SessionState:
-    state = load_state(store, session_id)
-    state.messages.clear()
-    return state
 
 
 def known_cost(row: SessionRow) -> float | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -409,6 +410,34 @@ def test_an_upgrade_that_rewrites_the_events_leaves_no_big_write_ahead_log(
     with SqliteStore(path) as store:
         assert (tmp_path / "v6.db-wal").stat().st_size < 100_000  # the 2 MB rewrite is in the file
         assert verify_chain(store.iter_events("a")) is None
+
+
+def test_an_upgrade_does_not_wait_for_a_reader_to_truncate_the_log(tmp_path: Path) -> None:
+    """Truncating the write-ahead log waits for readers; the upgrade only tries (waiting would
+    hold the write lock for the whole busy timeout)."""
+    import sqlite_utils
+
+    from jupyter_agent._store._schema import APPLICATION_ID, MIGRATIONS
+
+    path = tmp_path / "v6.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    db = sqlite_utils.Database(conn)
+    for step in MIGRATIONS[:6]:
+        step(db)
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute("PRAGMA user_version = 6")
+    conn.close()
+    reader = sqlite3.connect(path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM sessions").fetchone()  # holds its snapshot
+    started = time.monotonic()
+    with SqliteStore(path, busy_timeout_s=5) as store:
+        assert time.monotonic() - started < 2.5
+        new_session(store)
+        assert store.get_session("s1").status == "running"
+    reader.execute("ROLLBACK")
+    reader.close()
 
 
 def test_reads_never_reach_past_a_sessions_own_range_of_ids(store: SqliteStore) -> None:

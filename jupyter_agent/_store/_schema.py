@@ -234,8 +234,12 @@ def migrate(conn: sqlite3.Connection, path: Path) -> None:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    if version < LATEST:  # an upgrade that rewrote a table leaves a write-ahead log as big
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # (best effort while others read)
+    if version < LATEST:  # an upgrade that rewrote a table leaves a write-ahead log as big:
+        # truncate it now if nobody reads (never wait: waiting holds the write lock)
+        busy_ms = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+        conn.execute("PRAGMA busy_timeout = 0")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
 
 
 def _read_version(conn: sqlite3.Connection) -> tuple[int, int]:

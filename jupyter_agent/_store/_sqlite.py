@@ -8,6 +8,7 @@ docs/store.md and readable with ``sqlite3`` or ``sqlite-utils``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import operator
@@ -372,27 +373,26 @@ class SqliteStore:
     def _settle_totals(self, session_ids: Sequence[str]) -> None:
         """Bring the totals in the rows of sessions just marked interrupted up to their logs:
         the engine that stopped without saying so wrote them at most every
-        ``SESSION_ROW_EVERY_S``. Left as they are if anyone wrote the session meanwhile."""
-        from .._state import load_state, session_totals  # the fold; _state needs no store
-
+        ``SESSION_ROW_EVERY_S``. Left as they are if anyone wrote the session meanwhile, or if
+        this fails: the interruption is recorded, and the next run writes the whole row."""
         for sid in session_ids:
-            state = load_state(self, sid)
-            totals = {k: v for k, v in session_totals(state).items() if k in _TOTALS}
-            num = self._num(sid)
-            if num is None:
-                continue
-            sets = ", ".join(f"{k} = ?" for k in totals)
-            newest = (
-                f"(SELECT max(id) FROM events WHERE id BETWEEN {num << SEQ_BITS} "
-                f"AND {(num << SEQ_BITS) + LAST_SEQ})"
-            )
-            sql = f"UPDATE sessions SET {sets} WHERE id = ? AND runtime_id IS NULL AND {newest} = ?"
-            params = [*totals.values(), sid, (num << SEQ_BITS) + state.last_seq]
+            with contextlib.suppress(Exception):
+                self._settle(sid)
 
-            def job(conn: sqlite3.Connection, sql: str = sql, params: list[Any] = params) -> None:
-                conn.execute(sql, params)
+    def _settle(self, sid: str) -> None:
+        from .._state import load_state_lean, session_totals  # _state needs no store
 
-            self._wait(self._submit(job))
+        num = self._num(sid)
+        if num is None:
+            return
+        state = load_state_lean(self, sid)
+        totals = {k: v for k, v in session_totals(state).items() if k in _TOTALS}
+        sets = ", ".join(f"{k} = ?" for k in totals)
+        base = num << SEQ_BITS
+        newest = f"(SELECT max(id) FROM events WHERE id BETWEEN {base} AND {base + LAST_SEQ})"
+        sql = f"UPDATE sessions SET {sets} WHERE id = ? AND runtime_id IS NULL AND {newest} = ?"
+        params = [*totals.values(), sid, base + state.last_seq]
+        self._wait(self._submit(lambda conn: conn.execute(sql, params)))
 
     def get_runtime(self, runtime_id: str) -> leases.RuntimeInfo | None:
         row = (
