@@ -321,21 +321,29 @@ def test_an_older_store_is_migrated_forward_and_keeps_its_sessions(tmp_path: Pat
     conn.close()
 
 
-def test_a_version_6_store_keeps_every_event_readable_after_the_events_are_rekeyed(
-    tmp_path: Path,
-) -> None:
-    """v7 keys events by ``session num << 32 | seq``: the logs of v6 stores move over whole."""
+def v6_store(path: Path, *, wal: bool = False) -> sqlite3.Connection:
+    """A store as version 6 made it (events keyed by ``(session_id, seq)``), left open."""
     import sqlite_utils
 
     from jupyter_agent._store._schema import APPLICATION_ID, MIGRATIONS
 
-    path = tmp_path / "v6.db"
     conn = sqlite3.connect(path, isolation_level=None)
+    if wal:
+        conn.execute("PRAGMA journal_mode = WAL")
     db = sqlite_utils.Database(conn)
     for step in MIGRATIONS[:6]:
         step(db)
     conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     conn.execute("PRAGMA user_version = 6")
+    return conn
+
+
+def test_a_version_6_store_keeps_every_event_readable_after_the_events_are_rekeyed(
+    tmp_path: Path,
+) -> None:
+    """v7 keys events by ``session num << 32 | seq``: the logs of v6 stores move over whole."""
+    path = tmp_path / "v6.db"
+    conn = v6_store(path)
     chains = {sid: EventChain(sid) for sid in ("b2", "a1", "orphan")}
     logs: dict[str, list[str]] = {sid: [] for sid in chains}
     for i in range(30):  # interleaved, as sessions running side by side write them
@@ -381,18 +389,8 @@ def test_a_version_6_store_keeps_every_event_readable_after_the_events_are_rekey
 def test_an_upgrade_that_rewrites_the_events_leaves_no_big_write_ahead_log(
     tmp_path: Path,
 ) -> None:
-    import sqlite_utils
-
-    from jupyter_agent._store._schema import APPLICATION_ID, MIGRATIONS
-
     path = tmp_path / "v6.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    db = sqlite_utils.Database(conn)
-    for step in MIGRATIONS[:6]:
-        step(db)
-    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-    conn.execute("PRAGMA user_version = 6")
+    conn = v6_store(path, wal=True)
     conn.execute(
         "INSERT INTO sessions (id, status, created_at, updated_at) VALUES ('a', 'done', 1, 1)"
     )
@@ -415,18 +413,8 @@ def test_an_upgrade_that_rewrites_the_events_leaves_no_big_write_ahead_log(
 def test_an_upgrade_does_not_wait_for_a_reader_to_truncate_the_log(tmp_path: Path) -> None:
     """Truncating the write-ahead log waits for readers; the upgrade only tries (waiting would
     hold the write lock for the whole busy timeout)."""
-    import sqlite_utils
-
-    from jupyter_agent._store._schema import APPLICATION_ID, MIGRATIONS
-
     path = tmp_path / "v6.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    db = sqlite_utils.Database(conn)
-    for step in MIGRATIONS[:6]:
-        step(db)
-    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-    conn.execute("PRAGMA user_version = 6")
+    conn = v6_store(path, wal=True)
     conn.close()
     reader = sqlite3.connect(path, isolation_level=None)
     reader.execute("BEGIN")
