@@ -23,7 +23,7 @@ import asyncio
 import os
 import time
 import traceback
-from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -352,36 +352,28 @@ class Engine:
 
     def _flush_soon(self) -> None:
         """Write the deferred events now, while a call runs (a timer's callback on the loop)."""
-
-        async def flush() -> None:
-            try:
-                async with self._recording:
-                    if self._deferred and self._flush_error is None:
-                        await self._write((), ())
-            except Exception as exc:  # the next record raises it in the engine's task
-                self._flush_error = exc
-
-        self._in_background(flush())
+        self._write_in_background(lambda: bool(self._deferred))
 
     def _refresh_row_soon(self) -> None:
         """Write the row's totals that the last writes left out (a timer's callback), so that
         a long model answer or tool call does not leave them behind the log."""
         self._row_timer = None
+        self._write_in_background(lambda: session_totals(self.state) != self._row_written)
 
-        async def refresh() -> None:
+    def _write_in_background(self, needed: Callable[[], bool]) -> None:
+        """A write of what is pending (deferred events, the row), if still ``needed()`` once
+        it has the turn to write; its error is raised by the engine's next record."""
+
+        async def write() -> None:
             try:
                 async with self._recording:
-                    stale = session_totals(self.state) != self._row_written
-                    if stale and self._flush_error is None:
+                    if needed() and self._flush_error is None:
                         await self._write((), ())
-            except Exception as exc:  # the next record raises it in the engine's task
+            except Exception as exc:
                 self._flush_error = exc
 
-        self._in_background(refresh())
-
-    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._background.add(task)
+        task = asyncio.get_running_loop().create_task(write())
+        self._background.add(task)  # held so that it is not collected
         task.add_done_callback(self._background.discard)
 
     async def _write(self, drafts: Sequence[Draft], blobs: Sequence[bytes]) -> list[Event]:
