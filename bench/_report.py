@@ -314,22 +314,12 @@ def targets(r: Results) -> list[Target]:
                 1.5,
             )
         )
-    state = r.branched(f"project_resume_{big}", "load_state_ms")
-    out.append(
-        Target(
-            f"resume @{big:,}: state, ms after imports",
-            state if isinstance(state, float) else None,
-            100,
-        )
-    )
-    more = r.branched(f"project_resume_{big}", "resume_one_step_ms")
-    out.append(
-        Target(
-            f"resume @{big:,}: state + one more step, ms",
-            more if isinstance(more, float) else None,
-            100,
-        )
-    )
+    for key, what in (
+        ("load_state_ms", "state, ms after imports"),
+        ("resume_one_step_ms", "state + one more step, ms"),
+    ):
+        ms = r.branched(f"project_resume_{big}", key)
+        out.append(Target(f"resume @{big:,}: {what}", ms if isinstance(ms, float) else None, 100))
     for mode, doc in r.floor.items():
         for batch in ("single", "batched"):
             value = doc.get(f"fraction_{batch}")
