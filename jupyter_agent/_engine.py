@@ -23,8 +23,8 @@ import asyncio
 import os
 import time
 import traceback
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager, nullcontext
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -62,11 +62,6 @@ BLOB_THRESHOLD = 32_000  # characters of tool output kept inline in an event
 WORKSPACE_CHECK_S = 1.0  # how often a tool call makes sure the workspace folder exists
 RECORD_RUNNING_AFTER_S = 0.05  # a re-runnable call's intent is durable by then (see above)
 SESSION_ROW_EVERY_S = 0.5  # how long a running session's totals in its row may lag its log
-# the row's columns that move at every step: refreshed at most every SESSION_ROW_EVERY_S
-_RUNNING_TOTALS = frozenset(
-    {"last_seq", "last_hash", "steps", "tool_calls", "input_tokens", "output_tokens"}
-    | {"cached_tokens", "cost_usd"}
-)
 _RERUNNABLE = frozenset({Effect.READ_ONLY.value, Effect.IDEMPOTENT.value})
 # kinds whose payloads the engine builds from plain JSON values (str, numbers, lists, dicts)
 _PLAIN = frozenset(
@@ -211,6 +206,29 @@ class _Observer:
         live_text.set(self._engine.session_id, self._step, text)
 
 
+class _Interruptible:
+    """``with engine._interruptible(kind):`` a wait in a cancel scope that ``interrupt()``
+    cancels; leaving it cancelled raises ``_Interrupted``. (A class, not a generator: it frames
+    every model call, and a generator's context manager costs a few µs more.)"""
+
+    __slots__ = ("_engine", "_kind", "_scope")
+
+    def __init__(self, engine: Engine, kind: str) -> None:
+        self._engine, self._kind = engine, kind
+        self._scope = engine._scope_type()
+
+    def __enter__(self) -> None:
+        self._scope.__enter__()
+        self._engine._wait_scope, self._engine._wait_kind = self._scope, self._kind
+
+    def __exit__(self, *exc_info: Any) -> bool:
+        self._engine._wait_scope = self._engine._wait_kind = None
+        swallowed = bool(self._scope.__exit__(*exc_info))
+        if self._scope.cancelled_caught:
+            raise _Interrupted
+        return swallowed
+
+
 class Engine:
     """Runs one session until it finishes or must wait; ``run`` may be called again to resume."""
 
@@ -238,12 +256,16 @@ class Engine:
         self.lease: str | None = None  # the runtime holding the session; fences every write
         self._schedule: Schedule | None = None
         self._wait_scope: anyio.CancelScope | None = None
+        # the event loop's own cancel scope class: ``anyio.CancelScope()`` looks it up each time
+        self._scope_type: Callable[[], anyio.CancelScope] = anyio.CancelScope
         self._wait_kind: str | None = None
         self._deferred: list[tuple[Draft, float]] = []
-        self._recording = anyio.Lock(fast_acquire=True)  # one write at a time (see _flush_soon)
+        self._recording = asyncio.Lock()  # one write at a time (see _write_in_background)
         self._flush_error: BaseException | None = None
         self._background: set[asyncio.Task[None]] = set()  # held so that they are not collected
         self._row_timer: asyncio.TimerHandle | None = None  # writes totals the last writes left
+        self._call_timer: asyncio.TimerHandle | None = None  # see _watch_call
+        self._call_started: float | None = None  # the call whose intent waits to be written
         self._row_written: dict[str, Any] = {}  # the session row as last written by this run
         self._row_due = 0.0  # when the row's running totals are next written (monotonic)
         self._workspaces: dict[str, tuple[Path, float]] = {}  # -> (path, when looked for)
@@ -273,6 +295,7 @@ class Engine:
 
     async def run(self) -> SessionState:
         """Continue the session from what the store holds; return the state it stopped in."""
+        self._scope_type = type(anyio.CancelScope())
         self.state = await anyio.to_thread.run_sync(load_state, self.store, self.session_id)
         state = self.state
         self._chain = EventChain(
@@ -304,9 +327,11 @@ class Engine:
     def _stop_background(self) -> None:
         """Cancel the row timer and the writes in the background: a run that ends (by an
         error too) writes no more, and a later run of this session starts its own."""
-        if self._row_timer is not None:
-            self._row_timer.cancel()
-            self._row_timer = None
+        for timer in (self._row_timer, self._call_timer):
+            if timer is not None:
+                timer.cancel()
+        self._row_timer = self._call_timer = None
+        self._call_started = None
         for task in list(self._background):
             task.cancel()
 
@@ -317,19 +342,11 @@ class Engine:
         if self._wait_scope is not None and only in (None, self._wait_kind):
             self._wait_scope.cancel()
 
-    @asynccontextmanager
-    async def _interruptible(self, kind: str) -> AsyncIterator[None]:
+    def _interruptible(self, kind: str) -> _Interruptible:
         """A wait that ``interrupt()`` ends by raising ``_Interrupted`` (nothing recorded)."""
         if self.inbox.pause_requested or self.inbox.stop_requested:
             raise _Interrupted
-        with anyio.CancelScope() as scope:
-            self._wait_scope, self._wait_kind = scope, kind
-            try:
-                yield
-            finally:
-                self._wait_scope = self._wait_kind = None
-        if scope.cancelled_caught:
-            raise _Interrupted
+        return _Interruptible(self, kind)
 
     # -- recording ---------------------------------------------------------------------------
 
@@ -350,9 +367,26 @@ class Engine:
                 raise self._flush_error
             return await self._write(drafts, blobs)
 
-    def _flush_soon(self) -> None:
-        """Write the deferred events now, while a call runs (a timer's callback on the loop)."""
-        self._write_in_background(lambda: bool(self._deferred))
+    def _watch_call(self, started: float) -> None:
+        """Have the deferred events written if the call started at ``started`` (monotonic)
+        runs for ``RECORD_RUNNING_AFTER_S``. One timer serves call after call: armed when none
+        is, it re-arms itself for the call running when it fires (a timer made and cancelled
+        for every call is a good share of a step's cost)."""
+        self._call_started = started
+        if self._call_timer is None:
+            loop = asyncio.get_running_loop()
+            self._call_timer = loop.call_at(started + RECORD_RUNNING_AFTER_S, self._check_call)
+
+    def _check_call(self) -> None:
+        """The call timer's callback: write the deferred events if the running call is due."""
+        self._call_timer = None
+        if self._call_started is None:
+            return  # no call waits on its intent: the next one arms the timer again
+        due = self._call_started + RECORD_RUNNING_AFTER_S
+        if time.monotonic() >= due:
+            self._write_in_background(lambda: bool(self._deferred))
+        else:
+            self._call_timer = asyncio.get_running_loop().call_at(due, self._check_call)
 
     def _refresh_row_soon(self) -> None:
         """Write the row's totals that the last writes left out (a timer's callback), so that
@@ -391,16 +425,22 @@ class Engine:
         if self.state.last_seq - self._last_snapshot >= self.snapshot_every:
             snapshot = (self.state.last_seq, self.state.to_snapshot())
             conversation = self._conversation_chunk()
-        row = session_totals(self.state)
-        changed = {k: v for k, v in row.items() if self._row_written.get(k, _UNSET) != v}
         now = time.monotonic()
         # the row is a summary for lists: its totals may lag a running session by up to
         # SESSION_ROW_EVERY_S (its position never does: readers take it from the newest event),
         # which saves a page per commit; a status change is written at once
-        if not events or snapshot or changed.keys() - _RUNNING_TOTALS or now >= self._row_due:
-            session: dict[str, Any] | None = {**changed, "id": self.session_id, "updated_at": ts}
-        else:
-            session = None
+        written, state = self._row_written, self.state
+        session: dict[str, Any] | None = None
+        if (
+            not events
+            or snapshot
+            or now >= self._row_due
+            or written.get("status", _UNSET) != state.status  # the columns besides
+            or written.get("id", _UNSET) != state.id  # the running totals
+        ):
+            row = session_totals(state)
+            changed = {k: v for k, v in row.items() if written.get(k, _UNSET) != v}
+            session = {**changed, "id": self.session_id, "updated_at": ts}
         try:
             await self.store.write_async(  # shielded: a pause may not cut a write in half
                 events,
@@ -503,7 +543,7 @@ class Engine:
                 )
             )
         await self._set_status("sleeping")
-        async with self._interruptible("tick"):
+        with self._interruptible("tick"):
             await self.clock.sleep_until(wake_at)
         now = self.clock.now()
         fire = schedule.tick_to_fire(state.started_at, tick, now)
@@ -635,7 +675,7 @@ class Engine:
             request = ModelRequest(
                 ConversationView(self.state.messages), self._specs, step, _Observer(self, step)
             )
-            async with self._interruptible("model"):
+            with self._interruptible("model"):
                 response = await self.model.complete(request)
         except _Interrupted:
             return False  # no answer recorded: the boundary pauses or stops the session
@@ -698,7 +738,7 @@ class Engine:
 
     async def _await_decision(self, call_id: str) -> Decision:
         """Wait for a person's decision on a call (a pause or stop cuts the wait short)."""
-        async with self._interruptible("approval"):
+        with self._interruptible("approval"):
             # decisions arrive from other threads (a cell, the runtime's command reader)
             while (decision := self.inbox.take_decision(call_id)) is None:  # noqa: ASYNC110
                 await anyio.sleep(DECISION_POLL_S)
@@ -762,14 +802,12 @@ class Engine:
         self, call_id: str, name: str, arguments: str, *, rerun: bool = False
     ) -> None:
         started = time.monotonic()
-        timer = None
         if self._deferred:  # its intent is not written yet: write it if the call takes long
-            timer = asyncio.get_running_loop().call_later(RECORD_RUNNING_AFTER_S, self._flush_soon)
+            self._watch_call(started)
         try:
             output, error, changes = await self._invoke(call_id, name, arguments)
         finally:
-            if timer is not None:
-                timer.cancel()
+            self._call_started = None
         payload: dict[str, Any] = {
             "call_id": call_id,
             "name": name,
@@ -861,7 +899,7 @@ class Engine:
                 )
             )
         await self._set_status("sleeping")
-        async with self._interruptible("sleep"):
+        with self._interruptible("sleep"):
             await self.clock.sleep_until(wake_at)
         await self._record((EventKind.TIMER_FIRED, {"timer_id": timer_id}, "agent"))
         await self._set_status("running")
