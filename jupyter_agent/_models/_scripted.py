@@ -21,7 +21,6 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
 
 import anyio
 
@@ -131,8 +130,13 @@ class ScriptedModel:
     def _finish(self, response: ModelResponse, turn: int) -> ModelResponse:
         if not isinstance(response, ModelResponse):
             raise TypeError(f"a scripted turn must give a ModelResponse, not {response!r}")
+        calls = response.tool_calls
+        if response.model and all(c.id for c in calls):
+            return response
+        # built directly: ``dataclasses.replace`` looks up the fields on every call
         ids = tuple(
-            c if c.id else replace(c, id=f"call_{turn}_{k}")
-            for k, c in enumerate(response.tool_calls)
+            c if c.id else ToolCallRequest(f"call_{turn}_{k}", c.name, c.arguments)
+            for k, c in enumerate(calls)
         )
-        return replace(response, tool_calls=ids, model=response.model or self._name)
+        r = response
+        return ModelResponse(r.text, ids, r.usage, r.stop_reason, r.model or self._name)

@@ -49,6 +49,10 @@ class Tool:
     fn: Callable[..., object] = field(repr=False)
     arguments: ObjectConverter = field(repr=False)
     context_param: str | None = field(default=None, repr=False)
+    awaited: bool = field(init=False, repr=False)  # ``fn`` is a coroutine function
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "awaited", inspect.iscoroutinefunction(self.fn))
 
     def __call__(self, *args: object, **kwargs: object) -> object:
         return self.fn(*args, **kwargs)
@@ -82,7 +86,7 @@ class Tool:
         kwargs = dict(args)
         if self.context_param is not None:
             kwargs[self.context_param] = ctx
-        if inspect.iscoroutinefunction(self.fn):
+        if self.awaited:
             result = await self.fn(**kwargs)
         else:
             result = await anyio.to_thread.run_sync(functools.partial(self.fn, **kwargs))
