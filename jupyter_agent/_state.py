@@ -200,17 +200,8 @@ class SessionState:
 
     def _apply_rest(self, event: Event, p: Mapping[str, Any]) -> None:
         kind = event.kind
-        if kind is EventKind.SESSION_STARTED:
-            self.name, self.model, self.goal = p["name"], p["model"], p["goal"]
-            self.instructions = p.get("instructions", "")
-            self.workspace, self.tools = p["workspace"], list(p["tools"])
-            self.max_steps, self.owner = p.get("max_steps", 0), p.get("owner", event.actor)
-            self.policy = dict(p.get("policy") or {})
-            self.status = "running"
-            self.started_at, self.schedule = event.ts, p.get("schedule")
-        elif kind is EventKind.MESSAGE and event.actor != "schedule":
-            self.answered = False  # a person spoke: the model answers before the next tick
-        elif kind is EventKind.MODEL_RESPONSE:
+        # the kinds of every step first: this chain runs for each event folded
+        if kind is EventKind.MODEL_RESPONSE:
             self.steps += 1
             self.answered = not p["tool_calls"]
             usage = p["usage"]
@@ -229,6 +220,18 @@ class SessionState:
         elif kind is EventKind.TOOL_RESULT:
             self.open_calls.pop(p["call_id"], None)
             self.approvals.pop(p["call_id"], None)
+        elif kind is EventKind.MODEL_REQUEST:
+            pass  # what it says is in the model_response after it
+        elif kind is EventKind.SESSION_STARTED:
+            self.name, self.model, self.goal = p["name"], p["model"], p["goal"]
+            self.instructions = p.get("instructions", "")
+            self.workspace, self.tools = p["workspace"], list(p["tools"])
+            self.max_steps, self.owner = p.get("max_steps", 0), p.get("owner", event.actor)
+            self.policy = dict(p.get("policy") or {})
+            self.status = "running"
+            self.started_at, self.schedule = event.ts, p.get("schedule")
+        elif kind is EventKind.MESSAGE and event.actor != "schedule":
+            self.answered = False  # a person spoke: the model answers before the next tick
         elif kind is EventKind.APPROVAL_REQUESTED:
             call = self.open_calls[p["call_id"]]
             self.approvals[call.call_id] = ApprovalRequest(
@@ -283,7 +286,8 @@ class SessionState:
 
 
 def session_totals(s: SessionState) -> dict[str, Any]:
-    """The session row's columns that follow from its state: status, position, totals."""
+    """The session row's columns that follow from its state: its id and status, then its
+    position and totals (which a running engine writes at most every ``SESSION_ROW_EVERY_S``)."""
     return {
         "id": s.id,
         "status": s.status,
