@@ -221,12 +221,11 @@ class _Interruptible:
         self._scope.__enter__()
         self._engine._wait_scope, self._engine._wait_kind = self._scope, self._kind
 
-    def __exit__(self, *exc_info: Any) -> bool:
+    def __exit__(self, *exc_info: Any) -> None:
         self._engine._wait_scope = self._engine._wait_kind = None
-        swallowed = bool(self._scope.__exit__(*exc_info))
+        self._scope.__exit__(*exc_info)  # it swallows only the cancellation it caught
         if self._scope.cancelled_caught:
             raise _Interrupted
-        return swallowed
 
 
 class Engine:

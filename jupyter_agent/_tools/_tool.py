@@ -11,9 +11,9 @@ import functools
 import inspect
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import overload
+from typing import cast, overload
 
 import anyio.to_thread
 
@@ -87,7 +87,7 @@ class Tool:
         if self.context_param is not None:
             kwargs[self.context_param] = ctx
         if self.awaited:
-            result = await self.fn(**kwargs)
+            result = await cast(Awaitable[object], self.fn(**kwargs))
         else:
             result = await anyio.to_thread.run_sync(functools.partial(self.fn, **kwargs))
         return to_output(result)
