@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from logs import cut_log, gated_tool
 
@@ -21,7 +22,7 @@ from jupyter_agent import (
     open_session,
     tool,
 )
-from jupyter_agent._engine import SESSION_ROW_EVERY_S, SNAPSHOT_EVERY
+from jupyter_agent._engine import RECORD_RUNNING_AFTER_S, SESSION_ROW_EVERY_S, SNAPSHOT_EVERY
 from jupyter_agent._events import Event
 from jupyter_agent._runtime import get_runtime
 from jupyter_agent._state import SessionState, load_state
@@ -398,6 +399,39 @@ def test_a_timer_set_before_a_crash_keeps_its_wake_time_on_resume(db: Path) -> N
     assert again.wait(10) == "done"
     assert later.now() == 4_600.0, "woke at the recorded time, not 3,600 s after the restart"
     assert [e.kind for e in again.events].count(EventKind.TIMER_SET) == 1
+
+
+def test_a_long_call_after_quick_ones_shows_as_running(db: Path) -> None:
+    """One timer serves call after call: armed by the first quick call, it fires while the
+    long call runs, before that call is due, and re-arms itself for it; so the long call's
+    intent is written once it has run RECORD_RUNNING_AFTER_S, as a lone long call's is. (Not
+    later, with the row's totals: those are written SESSION_ROW_EVERY_S after the first step,
+    and they do not count the long call yet when its intent shows.)"""
+
+    @tool(effect="read_only")
+    async def look() -> str:
+        """Looks, for a fifth of RECORD_RUNNING_AFTER_S."""
+        await anyio.sleep(RECORD_RUNNING_AFTER_S / 5)
+        return "seen"
+
+    wait_gate, gate, entered = gated_tool()
+    looks = [call("look")] * 3  # the long call starts ~30 ms after the first, before its timer
+    model = ScriptedModel([*looks, call("wait_gate"), reply("done")])
+    store = SqliteStore(db)
+    s = Agent("a", model=model, store=store, tools=[look, wait_gate]).start("go")
+    assert entered.wait(10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        open_calls = load_state(store, s.id).open_calls.values()
+        if [c.name for c in open_calls] == ["wait_gate"]:
+            break
+        time.sleep(0.01)
+    else:
+        raise AssertionError("the running call's intent was never written while it ran")
+    assert store.get_session(s.id).tool_calls < 4, "written by the call's timer, not the row's"
+    gate.set()
+    assert s.wait(10) == "done"
+    store.close()
 
 
 def test_a_failed_write_ends_the_run_and_leaves_the_log_whole(tmp_path: Path) -> None:
