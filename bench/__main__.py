@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results"
 PEER_LIMIT_S = 300  # a peer run projected to take longer is skipped (and said so)
 DISK_LIMIT = 10e9  # ... or to leave a bigger store
+KERNEL_ROUNDS = 3  # the kernel is measured in turns, this many times (its ratios swing most)
 PEERS = {"dbos": "dbos", "langgraph": "langgraph.checkpoint.sqlite"}  # system -> its module
 
 
@@ -227,8 +228,17 @@ def kernel(run: Runner, quick: bool) -> dict[str, Any]:
     """``1+1`` in a real kernel: agents whose steps take 10 ms (a stress: the agents' loop is
     busy all the time) and, in the full run, 1 s (a model-paced agent)."""
     counts, samples = ("0,50", "60") if quick else ("0,10,50", "200")
+    rounds = "1" if quick else str(KERNEL_ROUNDS)
     doc = run.child(
-        "kernel", "--agents", counts, "--samples", samples, "--json", folder=run.folder()
+        "kernel",
+        "--agents",
+        counts,
+        "--samples",
+        samples,
+        "--rounds",
+        rounds,
+        "--json",
+        folder=run.folder(),
     )
     if not quick and "rows" in doc:
         paced = run.child(
@@ -239,6 +249,8 @@ def kernel(run: Runner, quick: bool) -> dict[str, Any]:
             "100",
             "--tool-ms",
             "1000",
+            "--rounds",
+            rounds,
             "--json",
             folder=run.folder(),
         )

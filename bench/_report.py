@@ -44,7 +44,9 @@ LEGEND = [
     "appends/s: floor = json.dumps + INSERT into a bare table; project = a hash-chained event "
     "as the engine writes it (the lease checked, the session row at most twice a second); one "
     "commit per event (single) or per 100; the median of 3 runs of each, taken in turns",
-    "kernel: the floor column is the idle kernel (0 agents) of the same run; CPU: what the "
+    "kernel: the floor column is the idle kernel (0 agents) of the same run; the full run "
+    "measures 3 rounds in turns, each in fresh kernels, and shows medians (a ratio: the median "
+    "of the rounds' ratios to their own idle kernel); CPU: what the "
     "kernel's process used while timing, in cores (one interpreter lock: ~1 core of Python at "
     "most, and the idle kernel answering cells back to back already uses most of one)",
     "widget in Chromium: from running the cell that shows the session to its rows being in the "
@@ -208,7 +210,7 @@ def kernel(r: Results, rows: list[Row]) -> None:
                         f"{k['agents']:.0f} agents" + (f", {pace}" if k["agents"] else ""),
                         "normal",
                         project=k[f"{stat}_ms"],
-                        floor=k[f"{stat}_ms"] / k[f"{stat}_ratio"],
+                        floor=k.get(f"idle_{stat}_ms", k[f"{stat}_ms"] / k[f"{stat}_ratio"]),
                         floor_label="idle",
                     )
                 )

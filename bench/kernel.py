@@ -2,6 +2,7 @@
 
     python -m bench.kernel                     0, 10 and 50 agents, 200 cells each
     python -m bench.kernel --agents 0,100 --samples 500
+    python -m bench.kernel --agents 0,50 --rounds 3   in turns, three times: medians
 
 For each number of agents a fresh kernel starts them (a scripted model calling a 10 ms tool,
 forever), lets them run for a second, then times ``1+1`` cells from sending the request to its
@@ -23,6 +24,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import start_new_kernel
@@ -53,18 +55,42 @@ STOP_AGENTS = "for s in agents: s.stop()\nfor s in agents: s.wait(60)"
 
 
 def measure(
-    agent_counts: tuple[int, ...] = AGENT_COUNTS, *, samples: int = 200, tool_ms: float = 10.0
-) -> dict[str, list[dict[str, float]]]:
-    """``1+1`` round-trip median and p95 (ms) in a kernel running each number of agents."""
-    rows = []
+    agent_counts: tuple[int, ...] = AGENT_COUNTS,
+    *,
+    samples: int = 200,
+    tool_ms: float = 10.0,
+    rounds: int = 1,
+) -> dict[str, list[dict[str, Any]]]:
+    """``1+1`` round-trip median and p95 (ms) in a kernel running each number of agents.
+
+    With ``rounds``, every count is measured that many times in turns (each time in a fresh
+    kernel), and each figure is the median over the rounds, each ratio the median of the
+    rounds' ratios to that round's idle kernel: a neighbour's burst on a shared machine then
+    spoils one round, not the result."""
+    per_round = []
     with tempfile.TemporaryDirectory() as tmp:
-        for n in agent_counts:
-            rows.append(_measure_one(n, Path(tmp) / f"bench-{n}.db", samples, tool_ms))
-    idle = next((r for r in rows if r["agents"] == 0), rows[0])
-    for r in rows:
-        r["median_ratio"] = r["median_ms"] / idle["median_ms"]
-        r["p95_ratio"] = r["p95_ms"] / idle["p95_ms"]
-    return {"rows": rows}
+        for k in range(rounds):
+            rows = [
+                _measure_one(n, Path(tmp) / f"bench-{k}-{n}.db", samples, tool_ms)
+                for n in agent_counts
+            ]
+            idle = next((r for r in rows if r["agents"] == 0), rows[0])
+            for r in rows:
+                r["median_ratio"] = r["median_ms"] / idle["median_ms"]
+                r["p95_ratio"] = r["p95_ms"] / idle["p95_ms"]
+                r["idle_median_ms"], r["idle_p95_ms"] = idle["median_ms"], idle["p95_ms"]
+            per_round.append(rows)
+    out = []
+    for i, n in enumerate(agent_counts):
+        taken = [rows[i] for rows in per_round]
+        row: dict[str, Any] = {"agents": n, "rounds": rounds}
+        for key in taken[0]:
+            values = [t[key] for t in taken if t[key] is not None]
+            if key != "agents":
+                row[key] = statistics.median(values) if values else None
+        row["p95_ratios"] = [t["p95_ratio"] for t in taken]
+        out.append(row)
+    return {"rows": out}
 
 
 def _measure_one(n: int, db: Path, samples: int, tool_ms: float) -> dict[str, float]:
@@ -150,13 +176,24 @@ def main() -> None:
     parser.add_argument("--agents", default=",".join(map(str, AGENT_COUNTS)))
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--tool-ms", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=1, help="measure in turns, this many times")
     parser.add_argument("--json", action="store_true", help="print one JSON line (for bench)")
     parser.add_argument("--dir", help="ignored: the stores live in a temporary folder")
     args = parser.parse_args()
     counts = tuple(int(x) for x in args.agents.split(","))
-    result = measure(counts, samples=args.samples, tool_ms=args.tool_ms)
+    if args.rounds < 1:
+        parser.error("--rounds must be 1 or more")
+    result = measure(counts, samples=args.samples, tool_ms=args.tool_ms, rounds=args.rounds)
     if args.json:
-        report({"system": "kernel", "samples": args.samples, "tool_ms": args.tool_ms, **result})
+        report(
+            {
+                "system": "kernel",
+                "samples": args.samples,
+                "tool_ms": args.tool_ms,
+                "rounds": args.rounds,
+                **result,
+            }
+        )
         return
     print(
         f"{'agents':>6} {'median ms':>10} {'p95 ms':>8} {'max ms':>8} "
@@ -168,6 +205,8 @@ def main() -> None:
             f"{r['median_ratio']:>11.2f} {r['p95_ratio']:>9.2f} {r['agent_steps_per_s']:>13.0f} "
             + (f"{r['kernel_cores']:>12.2f}" if r["kernel_cores"] is not None else f"{'–':>12}")
         )
+    if args.rounds > 1:
+        print(f"medians of {args.rounds} rounds in turns; each ratio is to its round's idle kernel")
     print(
         f"1+1 execute round trip (request to execute_reply), {args.samples} cells after "
         f"{WARM_UP_S:g} s of warm-up; agents: a scripted model calling a {args.tool_ms:g} ms "
