@@ -366,26 +366,29 @@ class Engine:
                 raise self._flush_error
             return await self._write(drafts, blobs)
 
-    def _watch_call(self, started: float) -> None:
-        """Have the deferred events written if the call started at ``started`` (monotonic)
-        runs for ``RECORD_RUNNING_AFTER_S``. One timer serves call after call: armed when none
-        is, it re-arms itself for the call running when it fires (a timer made and cancelled
-        for every call is a good share of a step's cost)."""
-        self._call_started = started
+    def _watch_call(self) -> None:
+        """Have the deferred events written if the call starting now runs for
+        ``RECORD_RUNNING_AFTER_S``. One timer serves call after call: armed when none is, it
+        re-arms itself for the call running when it fires (a timer made and cancelled for
+        every call is a good share of a step's cost). Times are the loop's own clock."""
+        loop = asyncio.get_running_loop()
+        self._call_started = started = loop.time()
         if self._call_timer is None:
-            loop = asyncio.get_running_loop()
-            self._call_timer = loop.call_at(started + RECORD_RUNNING_AFTER_S, self._check_call)
+            due = started + RECORD_RUNNING_AFTER_S
+            self._call_timer = loop.call_at(due, self._check_call, started)
 
-    def _check_call(self) -> None:
-        """The call timer's callback: write the deferred events if the running call is due."""
+    def _check_call(self, armed_for: float) -> None:
+        """The call timer's callback: write the deferred events if the call it was armed for
+        still runs (it is due: the loop says so); re-arm for a later call that runs."""
         self._call_timer = None
-        if self._call_started is None:
+        started = self._call_started
+        if started is None:
             return  # no call waits on its intent: the next one arms the timer again
-        due = self._call_started + RECORD_RUNNING_AFTER_S
-        if time.monotonic() >= due:
+        if started == armed_for:  # (a later call that started at the same time is due too)
             self._write_in_background(lambda: bool(self._deferred))
         else:
-            self._call_timer = asyncio.get_running_loop().call_at(due, self._check_call)
+            due = started + RECORD_RUNNING_AFTER_S
+            self._call_timer = asyncio.get_running_loop().call_at(due, self._check_call, started)
 
     def _refresh_row_soon(self) -> None:
         """Write the row's totals that the last writes left out (a timer's callback), so that
@@ -802,7 +805,7 @@ class Engine:
     ) -> None:
         started = time.monotonic()
         if self._deferred:  # its intent is not written yet: write it if the call takes long
-            self._watch_call(started)
+            self._watch_call()
         try:
             output, error, changes = await self._invoke(call_id, name, arguments)
         finally:
