@@ -131,7 +131,7 @@ class ScriptedModel:
         if not isinstance(response, ModelResponse):
             raise TypeError(f"a scripted turn must give a ModelResponse, not {response!r}")
         calls = response.tool_calls
-        if response.model and all(c.id for c in calls):
+        if response.model and type(calls) is tuple and all(c.id for c in calls):
             return response
         # built directly: ``dataclasses.replace`` looks up the fields on every call
         ids = tuple(
