@@ -401,6 +401,17 @@ def test_a_timer_set_before_a_crash_keeps_its_wake_time_on_resume(db: Path) -> N
     assert [e.kind for e in again.events].count(EventKind.TIMER_SET) == 1
 
 
+def test_the_row_columns_written_at_once_are_the_id_and_the_status() -> None:
+    """A running engine writes the session row at once only when a column besides the
+    running totals changes, and it looks at ``id`` and ``status`` for that (``_write``): a
+    column added to the row's summary must be one of the totals, or the engine must look."""
+    from jupyter_agent._state import session_totals
+
+    running = {"last_seq", "last_hash", "steps", "tool_calls", "input_tokens", "output_tokens"}
+    running |= {"cached_tokens", "cost_usd"}
+    assert set(session_totals(SessionState(id="s"))) == {"id", "status"} | running
+
+
 def test_a_long_call_after_quick_ones_shows_as_running(db: Path) -> None:
     """One timer serves call after call: armed by the first quick call, it fires while the
     long call runs, before that call is due, and re-arms itself for it; so the long call's
