@@ -93,8 +93,8 @@ def test_verify_passes_then_catches_tampering(tmp_path: Path) -> None:
     assert cli("--db", str(db), "demo").returncode == 0
     assert "ok" in cli("--db", str(db), "verify").stdout
     conn = sqlite3.connect(db)
-    conn.execute("DROP TRIGGER events_no_update")
-    conn.execute("UPDATE events SET payload = replace(payload, 'exit code 1', 'exit code 0')")
+    conn.execute("DROP TRIGGER events_no_update")  # on the log's table (events is its view)
+    conn.execute("UPDATE event_log SET payload = replace(payload, 'exit code 1', 'exit code 0')")
     conn.commit()
     conn.close()
     out = cli("--db", str(db), "verify")

@@ -40,8 +40,8 @@ def test_verify_chain_finds_an_edited_event(store: SqliteStore, tmp_path: Path) 
     for i in range(3):
         store.write([chain.next(EventKind.MESSAGE, {"text": f"m{i}"}, ts=2.0)])
     conn = sqlite3.connect(tmp_path / "agent.db")
-    conn.execute("DROP TRIGGER events_no_update")
-    conn.execute('UPDATE events SET payload = \'{"text":"forged"}\' WHERE seq = 3')
+    conn.execute("DROP TRIGGER events_no_update")  # the log's table (events is its view)
+    conn.execute('UPDATE event_log SET payload = \'{"text":"forged"}\' WHERE seq = 3')
     conn.commit()
     conn.close()
     assert verify_chain(store.iter_events("s1")) == 3
@@ -50,10 +50,11 @@ def test_verify_chain_finds_an_edited_event(store: SqliteStore, tmp_path: Path) 
 def test_events_table_refuses_update_and_delete(store: SqliteStore, tmp_path: Path) -> None:
     new_session(store)
     conn = sqlite3.connect(tmp_path / "agent.db")
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        conn.execute("UPDATE events SET actor = 'x'")
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        conn.execute("DELETE FROM events")
+    for table in ("events", "event_log"):  # the view everyone reads, the table under it
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute(f"UPDATE {table} SET actor = 'x'")
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute(f"DELETE FROM {table}")
     conn.close()
 
 
@@ -168,7 +169,9 @@ def test_store_is_wal_and_versioned(store: SqliteStore, tmp_path: Path) -> None:
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     tables = {r[0] for r in conn.execute("select name from sqlite_master where type='table'")}
-    assert {"sessions", "events", "snapshots", "blobs", "commands"} <= tables
+    assert {"sessions", "event_log", "snapshots", "blobs", "commands"} <= tables
+    views = {r[0] for r in conn.execute("select name from sqlite_master where type='view'")}
+    assert views == {"events"}  # the log as everyone reads it
     conn.close()
 
 
@@ -323,6 +326,11 @@ def test_an_older_store_is_migrated_forward_and_keeps_its_sessions(tmp_path: Pat
 
 def v6_store(path: Path, *, wal: bool = False) -> sqlite3.Connection:
     """A store as version 6 made it (events keyed by ``(session_id, seq)``), left open."""
+    return store_at(path, 6, wal=wal)
+
+
+def store_at(path: Path, version: int, *, wal: bool = False) -> sqlite3.Connection:
+    """A store as schema ``version`` made it, left open."""
     import sqlite_utils
 
     from jupyter_agent._store._schema import APPLICATION_ID, MIGRATIONS
@@ -331,11 +339,72 @@ def v6_store(path: Path, *, wal: bool = False) -> sqlite3.Connection:
     if wal:
         conn.execute("PRAGMA journal_mode = WAL")
     db = sqlite_utils.Database(conn)
-    for step in MIGRATIONS[:6]:
+    for step in MIGRATIONS[:version]:
         step(db)
     conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-    conn.execute("PRAGMA user_version = 6")
+    conn.execute(f"PRAGMA user_version = {version}")
     return conn
+
+
+def test_a_version_7_store_keeps_its_log_and_no_trigger_runs_for_each_event(
+    tmp_path: Path,
+) -> None:
+    """v8 renames the events table to event_log (nothing copied), and ``events`` becomes a view
+    of it, whose trigger refuses what an older process would insert; v7's trigger on every
+    inserted row is gone."""
+    path = tmp_path / "v7.db"
+    conn = store_at(path, 7)
+    chains = {sid: EventChain(sid) for sid in ("b2", "a1")}
+    nums = {"b2": 1, "a1": 2}
+    logs: dict[str, list[str]] = {sid: [] for sid in chains}
+    for i in range(200):  # interleaved, as sessions running side by side write them
+        for sid, chain in chains.items():
+            e = chain.next(EventKind.MESSAGE, {"text": f"{sid} {i} " + "x" * 200}, ts=1.0 + i)
+            key = (nums[sid] << 32) + e.seq
+            conn.execute(
+                "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    key,
+                    e.session_id,
+                    e.seq,
+                    e.ts,
+                    e.kind.value,
+                    e.actor,
+                    e.v,
+                    e.payload_json,
+                    e.hash,
+                ),
+            )
+            logs[sid].append(e.hash)
+    for sid, num in nums.items():
+        conn.execute(
+            "INSERT INTO sessions (id, status, created_at, updated_at, last_seq, last_hash, num) "
+            "VALUES (?, 'paused', 1.0, 200.0, 200, ?, ?)",
+            (sid, logs[sid][-1], num),
+        )
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.close()
+    with SqliteStore(path) as store:
+        for sid in ("a1", "b2"):
+            assert [e.hash for e in store.iter_events(sid)] == logs[sid]
+            assert verify_chain(store.iter_events(sid)) is None
+        e = chains["a1"].next(EventKind.MESSAGE, {"text": "after the upgrade"}, ts=300.0)
+        store.write([e], session={"id": "a1", "updated_at": 300.0})
+        assert [e.seq for e in store.iter_events("a1", after=199)] == [200, 201]
+        with pytest.raises(SessionConflict):
+            store.write([EventChain("a1").next(EventKind.MESSAGE, {"text": "x"}, ts=301.0)])
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA page_count").fetchone()[0] <= pages + 2, "the log was copied"
+    on_log = conn.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'event_log'")
+    assert {name for (name,) in on_log} == {"event_log", "events_no_update", "events_no_delete"}
+    assert conn.execute("SELECT count(*) FROM events WHERE session_id = 'b2'").fetchone() == (200,)
+    with pytest.raises(sqlite3.IntegrityError, match=r"newer jupyter-agent .*restart this process"):
+        conn.execute(  # as a process of version 6 or 7 would write it
+            "INSERT INTO events (id, session_id, seq, ts, kind, actor, v, payload, hash) "
+            "VALUES (?, 'a1', 202, 302.0, 'message', 'ann', 1, '{}', 'x')",
+            ((2 << 32) + 202,),
+        )
+    conn.close()
 
 
 def test_a_version_6_store_keeps_every_event_readable_after_the_events_are_rekeyed(

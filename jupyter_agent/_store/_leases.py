@@ -193,7 +193,7 @@ def interrupt(conn: sqlite3.Connection, session_id: str, *, now: float, reason: 
     status, last_seq, last_hash, updated_at, num = row
     base = num << SEQ_BITS
     newer = conn.execute(  # the row's position may lag the log (see SESSION_ROW_EVERY_S)
-        "SELECT seq, hash, ts FROM events WHERE id > ? AND id < ? ORDER BY id DESC LIMIT 1",
+        "SELECT seq, hash, ts FROM event_log WHERE id > ? AND id < ? ORDER BY id DESC LIMIT 1",
         (base + last_seq, base + (1 << SEQ_BITS)),
     ).fetchone()
     if newer is not None:
@@ -209,7 +209,7 @@ def interrupt(conn: sqlite3.Connection, session_id: str, *, now: float, reason: 
         )
         row = (e.session_id, e.seq, e.ts, e.kind.value, e.actor, e.v, e.payload_json, e.hash)
         conn.execute(
-            "INSERT INTO events (id, session_id, seq, ts, kind, actor, v, payload, hash) "
+            "INSERT INTO event_log (id, session_id, seq, ts, kind, actor, v, payload, hash) "
             "VALUES (?9 + ?2, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             (*row, base),
         )

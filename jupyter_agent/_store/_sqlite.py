@@ -73,7 +73,7 @@ LAST_SEQ = (1 << SEQ_BITS) - 1  # the most events a session may hold
 # ?1 is LAST_SEQ
 _SELECT_SESSIONS = (
     f"SELECT {', '.join(_EXACT.get(c, 's.' + c) for c in _SESSION_COLUMNS)} FROM sessions s "
-    "LEFT JOIN events e ON e.id = (SELECT max(id) FROM events "
+    "LEFT JOIN event_log e ON e.id = (SELECT max(id) FROM event_log "
     f"WHERE id BETWEEN (s.num << {SEQ_BITS}) + s.last_seq + 1 AND (s.num << {SEQ_BITS}) + ?1)"
 )
 # the row's running totals (a running engine writes them at most every SESSION_ROW_EVERY_S)
@@ -82,7 +82,8 @@ _EVENT_COLUMNS = "session_id, seq, ts, kind, actor, v, payload, hash"
 # the key (a session's events are one range of ids) from the row's seq (?2) and the session's
 # number shifted (?9), so that the row's values bind as they are
 _INSERT_EVENT = (
-    f"INSERT INTO events (id, {_EVENT_COLUMNS}) VALUES (?9 + ?2, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+    f"INSERT INTO event_log (id, {_EVENT_COLUMNS}) "
+    "VALUES (?9 + ?2, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
 )
 # an event's row in _EVENT_COLUMNS order, built in C (``_value_``: the kind's text, which
 # ``.value`` gives through a Python-level property)
@@ -389,7 +390,7 @@ class SqliteStore:
         totals = {k: v for k, v in session_totals(state).items() if k in _TOTALS}
         sets = ", ".join(f"{k} = ?" for k in totals)
         base = num << SEQ_BITS
-        newest = f"(SELECT max(id) FROM events WHERE id BETWEEN {base} AND {base + LAST_SEQ})"
+        newest = f"(SELECT max(id) FROM event_log WHERE id BETWEEN {base} AND {base + LAST_SEQ})"
         sql = f"UPDATE sessions SET {sets} WHERE id = ? AND runtime_id IS NULL AND {newest} = ?"
         params = [*totals.values(), sid, base + state.last_seq]
         self._wait(self._submit(lambda conn: conn.execute(sql, params)))
@@ -536,7 +537,7 @@ class SqliteStore:
         if num is None or until <= after:  # (outside 0..LAST_SEQ is another session's range)
             return iter(())
         base = num << SEQ_BITS
-        sql = f"SELECT {columns} FROM events WHERE id > ? AND id <= ?"
+        sql = f"SELECT {columns} FROM event_log WHERE id > ? AND id <= ?"
         params: list[Any] = [base + after, base + until]
         if kinds is not None:
             sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
@@ -668,7 +669,7 @@ class _WriteJob:
                         raise ValueError("a write holds the events of one session")
                     conn.executemany(_INSERT_EVENT, [_event_row(e) + key for e in self.events])
             except sqlite3.IntegrityError as exc:
-                if "events.id" not in str(exc):
+                if "event_log.id" not in str(exc):
                     raise
                 first = self.events[0]
                 raise SessionConflict(
