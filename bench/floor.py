@@ -18,6 +18,7 @@ the median of ``REPEATS`` runs taken in turns (floor, project, floor, …) into 
 
 from __future__ import annotations
 
+import gc
 import json
 import sqlite3
 import statistics
@@ -110,9 +111,11 @@ def main() -> None:
     for label, batch in (("single", 1), ("batched", BATCH)):
         floors, projects = [], []
         for i in range(REPEATS):
+            gc.collect()  # each run starts from the same heap, not the last run's garbage
             floors.append(
                 floor_rate(folder / f"floor-{label}-{i}.db", synchronous, payloads, batch)
             )
+            gc.collect()
             projects.append(
                 project_rate(folder / f"project-{label}-{i}.db", synchronous, drafts, batch)
             )
