@@ -82,8 +82,7 @@ _EVENT_COLUMNS = "session_id, seq, ts, kind, actor, v, payload, hash"
 # the key (a session's events are one range of ids) from the row's seq (?2) and the session's
 # number shifted (?9), so that the row's values bind as they are
 _INSERT_EVENT = (
-    f"INSERT INTO event_log (id, {_EVENT_COLUMNS}) "
-    "VALUES (?9 + ?2, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+    f"INSERT INTO event_log (id, {_EVENT_COLUMNS}) VALUES (?9 + ?2, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
 )
 # an event's row in _EVENT_COLUMNS order, built in C (``_value_``: the kind's text, which
 # ``.value`` gives through a Python-level property)
