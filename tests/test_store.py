@@ -164,6 +164,18 @@ def test_commands_are_taken_once_in_order(store: SqliteStore) -> None:
     assert store.take_commands("s1", taken_by="rt2") == []
 
 
+def test_an_sqlite_older_than_the_store_needs_is_refused_in_one_line() -> None:
+    from jupyter_agent import StoreError
+    from jupyter_agent._store._schema import MIN_SQLITE, check_sqlite
+
+    with pytest.raises(
+        StoreError, match=r"needs SQLite 3\.25\.0 or later; this Python has SQLite 3\.22\.0"
+    ):
+        check_sqlite((3, 22, 0))
+    check_sqlite(MIN_SQLITE)
+    check_sqlite(sqlite3.sqlite_version_info)  # this machine's: the store opens
+
+
 def test_store_is_wal_and_versioned(store: SqliteStore, tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "agent.db")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -403,6 +415,10 @@ def test_a_version_7_store_keeps_its_log_and_no_trigger_runs_for_each_event(
             "INSERT INTO events (id, session_id, seq, ts, kind, actor, v, payload, hash) "
             "VALUES (?, 'a1', 202, 302.0, 'message', 'ann', 1, '{}', 'x')",
             ((2 << 32) + 202,),
+        )
+    with pytest.raises(sqlite3.IntegrityError, match=r"\(schema 8\); restart this process"):
+        conn.execute(  # a session without its number, as a process before version 7 would
+            "INSERT INTO sessions (id, status, created_at, updated_at) VALUES ('z', 'x', 1, 1)"
         )
     conn.close()
 

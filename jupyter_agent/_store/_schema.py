@@ -214,6 +214,11 @@ def _v8(db: sqlite_utils.Database) -> None:
         "SELECT id, session_id, seq, ts, kind, actor, v, payload, hash FROM event_log"
     )
     conn.execute(f"CREATE TRIGGER events_upgraded INSTEAD OF INSERT ON events {_UPGRADED}")
+    conn.execute("DROP TRIGGER sessions_numbered")  # its message named schema 7
+    conn.execute(
+        f"CREATE TRIGGER sessions_numbered BEFORE INSERT ON sessions WHEN NEW.num IS NULL "
+        f"{_UPGRADED}"
+    )
     for op in ("UPDATE", "DELETE"):
         conn.execute(
             f"CREATE TRIGGER events_view_no_{op.lower()} INSTEAD OF {op} ON events "
@@ -233,8 +238,22 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
 LATEST = len(MIGRATIONS)
 
 
+MIN_SQLITE = (3, 25, 0)  # window functions (in the v7 migration, which every new store runs)
+
+
+def check_sqlite(version: tuple[int, int, int] = sqlite3.sqlite_version_info) -> None:
+    """Refuse, in one line, an SQLite library older than the store needs."""
+    if version < MIN_SQLITE:
+        have, need = ".".join(map(str, version)), ".".join(map(str, MIN_SQLITE))
+        raise StoreError(
+            f"jupyter-agent needs SQLite {need} or later; this Python has SQLite {have}: use a "
+            "Python built with a newer one (python.org's and conda's builds are)"
+        )
+
+
 def migrate(conn: sqlite3.Connection, path: Path) -> None:
     """Bring the store at ``path`` to ``LATEST``, or refuse it with a one-line reason."""
+    check_sqlite()
     try:
         version, app_id = _read_version(conn)
     except sqlite3.DatabaseError as exc:
