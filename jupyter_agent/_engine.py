@@ -324,8 +324,8 @@ class Engine:
         return state
 
     def _stop_background(self) -> None:
-        """Cancel the row timer and the writes in the background: a run that ends (by an
-        error too) writes no more, and a later run of this session starts its own."""
+        """Cancel the row and call timers and the writes in the background: a run that ends
+        (by an error too) writes no more, and a later run of this session starts its own."""
         for timer in (self._row_timer, self._call_timer):
             if timer is not None:
                 timer.cancel()
