@@ -740,10 +740,14 @@ class Engine:
 
     async def _await_decision(self, call_id: str) -> Decision:
         """Wait for a person's decision on a call (a pause or stop cuts the wait short)."""
-        with self._interruptible("approval"):
-            # decisions arrive from other threads (a cell, the runtime's command reader)
-            while (decision := self.inbox.take_decision(call_id)) is None:  # noqa: ASYNC110
-                await anyio.sleep(DECISION_POLL_S)
+        take = self.inbox.take_decision
+        try:
+            with self._interruptible("approval"):
+                # decisions arrive from other threads (a cell, the runtime's command reader)
+                while (decision := take(call_id, awaiting=True)) is None:  # noqa: ASYNC110
+                    await anyio.sleep(DECISION_POLL_S)
+        finally:
+            self.inbox.stop_awaiting()
         return decision
 
     async def _skip_call(self, call_id: str, name: str, why: str) -> None:

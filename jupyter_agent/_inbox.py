@@ -30,6 +30,7 @@ class Inbox:
         self.stop_requested: str | None = None
         self._messages: list[tuple[str, str]] = []
         self._decisions: dict[str, Decision] = {}
+        self._awaited: str | None = None  # the call the running engine waits on a person for
 
     def post_message(self, text: str, actor: str, *, otherwise: Callable[[], None]) -> None:
         """Queue a message for the running engine, or, if none runs, call ``otherwise()``.
@@ -53,9 +54,23 @@ class Inbox:
             taken, self._messages = self._messages, []
         return taken
 
-    def take_decision(self, call_id: str) -> Decision | None:
+    def take_decision(self, call_id: str, *, awaiting: bool = False) -> Decision | None:
+        """The decision on ``call_id``, if one came. With ``awaiting``, the engine waits for
+        it: until it takes one, the session rests on a person (see ``rests_on_a_person``)."""
         with self.lock:
-            return self._decisions.pop(call_id, None)
+            decision = self._decisions.pop(call_id, None)
+            self._awaited = call_id if awaiting and decision is None else None
+            return decision
+
+    def stop_awaiting(self) -> None:
+        with self.lock:
+            self._awaited = None
+
+    def rests_on_a_person(self) -> bool:
+        """Whether the running engine waits for a decision that has not come: not once it
+        has been posted, though the engine may not have taken it yet (``Session.wait``)."""
+        with self.lock:
+            return self._awaited is not None and self._awaited not in self._decisions
 
     def has_decision(self, call_ids: Iterable[str]) -> bool:
         with self.lock:

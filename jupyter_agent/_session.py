@@ -297,8 +297,8 @@ class Session:
                 break
             except FutureTimeout:
                 pass
-            if self.status == "awaiting_approval":  # a call waits inside the running session
-                break
+            if get_runtime().inbox(self.id).rests_on_a_person():  # a call waits inside the
+                break  # running session, and no decision on it has come yet
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"session {self.id} still running after {timeout} s") from None
         return self.status

@@ -45,6 +45,27 @@ def test_an_ask_rule_waits_for_approval_then_runs_the_call(db: Path, tmp_path: P
     assert decided.payload["decision"] == "approve" and "rerun" not in result.payload
 
 
+def test_wait_after_an_approval_does_not_return_before_the_engine_takes_it() -> None:
+    """``Session.wait`` stops at a call waiting for a person, but not once a decision on it
+    is posted: the engine polls for it, and until it takes it the session's status still
+    says ``awaiting_approval`` (a wait right after ``approve`` returned that, now and then)."""
+    from jupyter_agent._inbox import Decision, Inbox
+
+    box = Inbox()
+    assert not box.rests_on_a_person()
+    assert box.take_decision("c1", awaiting=True) is None  # the engine waits on c1
+    assert box.rests_on_a_person()
+    box.post_decision("c2", Decision(True, "ann"))  # another call's decision: still waits
+    assert box.rests_on_a_person()
+    box.post_decision("c1", Decision(True, "ann"))  # posted, not taken yet
+    assert not box.rests_on_a_person()
+    assert box.take_decision("c1", awaiting=True) == Decision(True, "ann")
+    assert not box.rests_on_a_person()
+    box.take_decision("c3", awaiting=True)
+    box.stop_awaiting()  # the wait was cut short (a pause)
+    assert not box.rests_on_a_person()
+
+
 def test_a_denied_call_is_skipped_and_the_model_is_told_who_and_why(
     db: Path, tmp_path: Path
 ) -> None:
