@@ -84,10 +84,9 @@ def measure(
     for i, n in enumerate(agent_counts):
         taken = [rows[i] for rows in per_round]
         row: dict[str, Any] = {"agents": n, "rounds": rounds}
-        for key in taken[0]:
+        for key in [k for k in taken[0] if k != "agents"]:
             values = [t[key] for t in taken if t[key] is not None]
-            if key != "agents":
-                row[key] = statistics.median(values) if values else None
+            row[key] = statistics.median(values) if values else None
         row["p95_ratios"] = [t["p95_ratio"] for t in taken]
         out.append(row)
     return {"rows": out}

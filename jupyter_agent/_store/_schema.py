@@ -233,7 +233,14 @@ _UPGRADED = (
 
 # MIGRATIONS[i] takes the schema from version i to i + 1. Append only; never edit a shipped one.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
-    *(_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8)
+    _v1,
+    _v2,
+    _v3,
+    _v4,
+    _v5,
+    _v6,
+    _v7,
+    _v8,
 ]
 LATEST = len(MIGRATIONS)
 
