@@ -62,6 +62,7 @@ BLOB_THRESHOLD = 32_000  # characters of tool output kept inline in an event
 WORKSPACE_CHECK_S = 1.0  # how often a tool call makes sure the workspace folder exists
 RECORD_RUNNING_AFTER_S = 0.05  # a re-runnable call's intent is durable by then (see above)
 SESSION_ROW_EVERY_S = 0.5  # how long a running session's totals in its row may lag its log
+YIELD_EVERY_S = 0.001  # the longest the engine runs steps without letting the loop run others
 _RERUNNABLE = frozenset({Effect.READ_ONLY.value, Effect.IDEMPOTENT.value})
 # kinds whose payloads the engine builds from plain JSON values (str, numbers, lists, dicts)
 _PLAIN = frozenset(
@@ -515,9 +516,15 @@ class Engine:
                 return True
             if self._schedule_pending() and await self._wait_for_tick():
                 return True
+            turn_ends = time.monotonic() + YIELD_EVERY_S
             while not await self._at_boundary():
                 if await self._step():
                     return True
+                if time.monotonic() >= turn_ends:
+                    # steps whose model and tools answer at once never wait: let the other
+                    # sessions (and the commands that pause or stop this one) have the loop
+                    await asyncio.sleep(0)
+                    turn_ends = time.monotonic() + YIELD_EVERY_S
             return True
         except _Interrupted:
             return await self._at_boundary()

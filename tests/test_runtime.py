@@ -3,6 +3,7 @@ processes, interruptible waits, and schedules (a real store, real processes, fak
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -378,6 +379,35 @@ def test_a_session_that_fails_does_not_disturb_the_others(tmp_path: Path) -> Non
     assert [g.wait(60) for g in good] == ["done"] * 5
     err = next(e.payload for e in bad.events if e.kind is EventKind.ERROR)
     assert "this model is broken" in err["message"] and "Traceback" in err["traceback"]
+
+
+def test_sessions_that_never_wait_take_turns_on_the_loop(tmp_path: Path) -> None:
+    """A model and a tool that answer at once never give the loop back of themselves: the
+    engine does, every few steps, so one such session does not hold up the others."""
+    order: list[str] = []
+
+    @tool
+    async def instant(who: str) -> str:
+        """Returns at once (a plain function would run on a worker thread: a wait)."""
+        order.append(who)
+        return "ok"
+
+    def agent(who: str) -> Agent:
+        def turn(request):
+            return reply("done") if request.step > 3000 else call("instant", who=who)
+
+        model = ScriptedModel(turn)
+        return Agent(who, model=model, tools=[instant], store=tmp_path / "a.db", max_steps=3010)
+
+    first = agent("a").start("go")
+    second = agent("b").start("go")
+    assert first.wait(120) == "done" and second.wait(120) == "done"
+    assert order.count("a") == order.count("b") == 3000
+    # b starts while a still runs, and they keep taking turns (the engine's yields; the
+    # others, e.g. a write that waits for a checkpoint, are rare)
+    assert order.index("b") < len(order) - 1 - order[::-1].index("a")
+    turns = sum(1 for x, y in itertools.pairwise(order) if x != y)
+    assert turns >= 100, f"the sessions took {turns} turns"  # ~800; ~20 if none were given
 
 
 def test_the_runtime_never_prints(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:

@@ -22,8 +22,6 @@ import inspect
 import json
 from collections.abc import Awaitable, Callable, Sequence
 
-import anyio
-
 from .._errors import ModelError
 from ._base import ModelRequest, ModelResponse, ToolCallRequest
 
@@ -112,7 +110,6 @@ class ScriptedModel:
         else:
             result = played(request)
             response = await result if inspect.isawaitable(result) else result
-        await anyio.lowlevel.checkpoint()
         return self._finish(response, turn)
 
     def _turn(self, turn: int) -> Turn:
