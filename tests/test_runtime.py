@@ -494,6 +494,47 @@ def test_pause_during_a_models_retry_backoff_pauses_cleanly(tmp_path: Path) -> N
         get_runtime().call(model.aclose)
 
 
+def test_a_pause_while_a_retry_is_written_waits_for_the_write(tmp_path: Path) -> None:
+    """An interrupt cuts the model's wait short, but not a write inside it (here a retry,
+    recorded while another process holds the write lock): the log stays whole and resumable."""
+    import sqlite3
+    import threading
+
+    from jupyter_agent import ModelResponse
+
+    entered, locked = threading.Event(), threading.Event()
+
+    class Retrying:
+        name = "retrying"
+
+        async def complete(self, request):
+            if not entered.is_set():  # the first call; once resumed, it answers
+                entered.set()
+                await anyio.to_thread.run_sync(locked.wait)
+                error = RuntimeError("overloaded")
+                await request.observer.retrying(attempt=1, error=error, delay_s=30)
+                await anyio.sleep(30)  # the backoff, which the pause cuts short
+            return ModelResponse(text="back")
+
+    db = tmp_path / "a.db"
+    s = Agent("a", model=Retrying(), store=db, tools=[]).start("go")
+    assert entered.wait(10)
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # the retry's write has to wait for this
+    locked.set()
+    time.sleep(0.3)
+    s.pause()
+    time.sleep(0.3)
+    other.execute("COMMIT")
+    other.close()
+    assert s.wait(10) == "paused"
+    kinds = [e.kind for e in s.events]
+    assert kinds.count(EventKind.MODEL_RETRY) == 1
+    assert verify_chain(s.events) is None
+    s.resume()
+    assert s.wait(10) == "done" and s.result == "back"
+
+
 def test_an_engine_that_stops_on_a_store_error_frees_the_session(tmp_path: Path) -> None:
     import sqlite3
     import threading
