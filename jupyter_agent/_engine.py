@@ -222,8 +222,8 @@ class _Interruptible:
         self._held = 0  # writes in progress inside the wait (a model's retry, recorded)
 
     def __enter__(self) -> None:
-        self._task = asyncio.current_task()
-        self._engine._wait, self._engine._wait_kind = self, self._kind
+        engine = self._engine
+        self._task, engine._wait, engine._wait_kind = engine._task, self, self._kind
 
     def cancel(self) -> None:
         if self._held:
@@ -281,6 +281,7 @@ class Engine:
         self.lease: str | None = None  # the runtime holding the session; fences every write
         self._schedule: Schedule | None = None
         self._wait: _Interruptible | None = None  # the wait in progress, which interrupt() ends
+        self._task: asyncio.Task[Any] | None = None  # the task running run()
         self._wait_kind: str | None = None
         self._deferred: list[tuple[Draft, float]] = []
         self._recording = asyncio.Lock()  # one write at a time (see _write_in_background)
@@ -318,6 +319,7 @@ class Engine:
 
     async def run(self) -> SessionState:
         """Continue the session from what the store holds; return the state it stopped in."""
+        self._task = asyncio.current_task()
         self.state = await anyio.to_thread.run_sync(load_state, self.store, self.session_id)
         state = self.state
         self._chain = EventChain(

@@ -8,7 +8,7 @@ wire formats; the engine never sees a provider's JSON.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -86,7 +86,7 @@ class ModelRequest:
 class ModelResponse:
     text: str = ""
     tool_calls: tuple[ToolCallRequest, ...] = ()
-    usage: Usage = field(default_factory=Usage)
+    usage: Usage = Usage()  # frozen: one shared default, not a new one per response
     stop_reason: str = "end_turn"
     model: str = ""
 
