@@ -29,7 +29,7 @@ from typing import Any
 from ._common import parser, pragmas, report
 
 BATCH = 100
-REPEATS = 3
+REPEATS = 5  # three left a fraction swinging 0.46-0.74 between runs of the same code
 
 
 def floor_rate(db: Path, synchronous: str, payloads: list[dict[str, Any]], batch: int) -> float:
