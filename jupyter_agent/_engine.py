@@ -208,50 +208,25 @@ class _Observer:
 
 
 class _Interruptible:
-    """``with engine._interruptible(kind):`` a wait that ``interrupt()`` cuts short by
-    cancelling the engine's task; leaving it so raises ``_Interrupted``. Plain asyncio (the
-    engine runs on asyncio): it frames every model call, and an anyio cancel scope costs
-    several µs more. A cancellation from outside (the runtime stopping) passes through."""
+    """``with engine._interruptible(kind):`` a wait in a cancel scope that ``interrupt()``
+    cancels; leaving it cancelled raises ``_Interrupted``. (A class, not a generator: it frames
+    every model call, and a generator's context manager costs a few µs more.)"""
 
-    __slots__ = ("_cancelled", "_engine", "_held", "_kind", "_task", "_wanted")
+    __slots__ = ("_engine", "_kind", "_scope")
 
     def __init__(self, engine: Engine, kind: str) -> None:
         self._engine, self._kind = engine, kind
-        self._task: asyncio.Task[Any] | None = None
-        self._cancelled = self._wanted = False
-        self._held = 0  # writes in progress inside the wait (a model's retry, recorded)
+        self._scope = engine._scope_type()
 
     def __enter__(self) -> None:
-        engine = self._engine
-        self._task, engine._wait, engine._wait_kind = engine._task, self, self._kind
+        self._scope.__enter__()
+        self._engine._wait_scope, self._engine._wait_kind = self._scope, self._kind
 
-    def cancel(self) -> None:
-        if self._held:
-            self._wanted = True  # after the write: a cancellation may not cut it in half
-        elif not self._cancelled and self._task is not None:
-            self._cancelled = True
-            self._task.cancel("interrupted")
-
-    def hold(self) -> None:
-        """A write starts inside the wait (a model's retry, recorded): an interrupt meanwhile
-        waits for ``release``."""
-        self._held += 1
-
-    def release(self) -> None:
-        self._held -= 1
-        if self._wanted and not self._held:
-            self.cancel()
-
-    def __exit__(self, exc_type: type[BaseException] | None, *_: Any) -> None:
-        self._engine._wait = self._engine._wait_kind = None
-        if not self._cancelled:
-            return
-        assert self._task is not None
-        if self._task.uncancel() > 0:
-            return  # cancelled from outside too: that cancellation goes on
-        if exc_type is None or issubclass(exc_type, asyncio.CancelledError):
-            raise _Interrupted  # (also when the wait swallowed the cancellation)
-        # else the wait failed of itself meanwhile: its error goes on
+    def __exit__(self, *exc_info: Any) -> None:
+        self._engine._wait_scope = self._engine._wait_kind = None
+        self._scope.__exit__(*exc_info)  # it swallows only the cancellation it caught
+        if self._scope.cancelled_caught:
+            raise _Interrupted
 
 
 class Engine:
@@ -280,8 +255,9 @@ class Engine:
         self._specs = [t.spec() for t in tools.values()]
         self.lease: str | None = None  # the runtime holding the session; fences every write
         self._schedule: Schedule | None = None
-        self._wait: _Interruptible | None = None  # the wait in progress, which interrupt() ends
-        self._task: asyncio.Task[Any] | None = None  # the task running run()
+        self._wait_scope: anyio.CancelScope | None = None
+        # the event loop's own cancel scope class: ``anyio.CancelScope()`` looks it up each time
+        self._scope_type: Callable[[], anyio.CancelScope] = anyio.CancelScope
         self._wait_kind: str | None = None
         self._deferred: list[tuple[Draft, float]] = []
         self._recording = asyncio.Lock()  # one write at a time (see _write_in_background)
@@ -319,7 +295,7 @@ class Engine:
 
     async def run(self) -> SessionState:
         """Continue the session from what the store holds; return the state it stopped in."""
-        self._task = asyncio.current_task()
+        self._scope_type = type(anyio.CancelScope())
         self.state = await anyio.to_thread.run_sync(load_state, self.store, self.session_id)
         state = self.state
         self._chain = EventChain(
@@ -363,8 +339,8 @@ class Engine:
         """Cut short the wait in progress (a model answer, a sleep; with ``only``, just that
         kind of wait); call on the loop thread. A pause or stop asked for between two waits
         is seen when the next one starts."""
-        if self._wait is not None and only in (None, self._wait_kind):
-            self._wait.cancel()
+        if self._wait_scope is not None and only in (None, self._wait_kind):
+            self._wait_scope.cancel()
 
     def _interruptible(self, kind: str) -> _Interruptible:
         """A wait that ``interrupt()`` ends by raising ``_Interrupted`` (nothing recorded)."""
@@ -386,17 +362,10 @@ class Engine:
         The chain moves on only once the write succeeded; a failed write ends the run with a
         ``StoreError`` (the in-memory state is thrown away, the log stays whole).
         """
-        wait = self._wait
-        if wait is not None:
-            wait.hold()
-        try:
-            async with self._recording:
-                if self._flush_error is not None:
-                    raise self._flush_error
-                return await self._write(drafts, blobs)
-        finally:
-            if wait is not None:
-                wait.release()
+        async with self._recording:
+            if self._flush_error is not None:
+                raise self._flush_error
+            return await self._write(drafts, blobs)
 
     def _watch_call(self) -> None:
         """Have the deferred events written if the call starting now runs for
@@ -547,15 +516,15 @@ class Engine:
                 return True
             if self._schedule_pending() and await self._wait_for_tick():
                 return True
-            turn_ends = time.monotonic() + YIELD_EVERY_S
+            turn_ends = time.perf_counter() + YIELD_EVERY_S
             while not await self._at_boundary():
                 if await self._step():
                     return True
-                if time.monotonic() >= turn_ends:
+                if time.perf_counter() >= turn_ends:
                     # steps whose model and tools answer at once never wait: let the other
                     # sessions (and the commands that pause or stop this one) have the loop
                     await asyncio.sleep(0)
-                    turn_ends = time.monotonic() + YIELD_EVERY_S
+                    turn_ends = time.perf_counter() + YIELD_EVERY_S
             return True
         except _Interrupted:
             return await self._at_boundary()
