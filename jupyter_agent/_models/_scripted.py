@@ -23,7 +23,7 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 
 from .._errors import ModelError
-from ._base import ModelRequest, ModelResponse, ToolCallRequest, Usage
+from ._base import ModelRequest, ModelResponse, ToolCallRequest
 
 TurnFunction = Callable[[ModelRequest], ModelResponse | Awaitable[ModelResponse]]
 """A turn computed from the request: return (or await to) the response."""
@@ -47,10 +47,7 @@ def call(name: str, /, **arguments: object) -> ModelResponse:
 
 def call_raw(name: str, arguments: str, /) -> ModelResponse:
     """A call with the argument text exactly as given, e.g. invalid JSON to test the engine."""
-    return ModelResponse("", (ToolCallRequest("", name, arguments),), _NO_USAGE, "tool_use")
-
-
-_NO_USAGE = Usage()
+    return ModelResponse(tool_calls=(ToolCallRequest("", name, arguments),), stop_reason="tool_use")
 
 
 def calls(*turns: ModelResponse, text: str = "") -> ModelResponse:
