@@ -20,8 +20,10 @@ The caller never waits for a lock: busy, it queues the job like any other.
 WAL checkpoints (copying the log into the database file, with an fsync) run on a thread of
 their own, every ``CHECKPOINT_EVERY`` commits, instead of inside whichever commit crosses
 SQLite's threshold, so the thread that commits (an engine's event loop) never blocks on one.
-This process's writes wait meanwhile (they queue for the writer thread): a checkpoint that
-writers keep overtaking never finishes, and the log would then grow without end.
+Each runs twice: first while this process's writers go on (the bulk of the log), then holding
+their connection for what they wrote meanwhile (a few frames: a few ms, not ~10), so that the
+log is copied whole and restarts; a checkpoint that writers keep overtaking never finishes,
+and the log would then grow without end.
 """
 
 from __future__ import annotations
@@ -224,8 +226,9 @@ class Writer:
 
 class _Checkpointer:
     """A thread that checkpoints the WAL every ``CHECKPOINT_EVERY`` commits, on its own
-    connection, holding the writer's connection lock (no write of this process overtakes it;
-    ``PASSIVE``: it waits for nobody else, and an unfinished round is tried again)."""
+    connection: once while writes go on, then once more holding the writer's connection lock
+    (no write of this process overtakes that one; ``PASSIVE``: it waits for nobody else, and
+    an unfinished round is tried again)."""
 
     def __init__(
         self, connect: Callable[[], sqlite3.Connection], lock: threading.Lock, *, name: str
@@ -259,9 +262,11 @@ class _Checkpointer:
                 self._wanted.clear()
                 if self._closed:
                     return
-                with contextlib.suppress(Exception), self._lock:  # failed: the next retries
+                with contextlib.suppress(Exception):  # failed: the next round retries
                     conn = conn or self._connect()
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # writers go on
+                    with self._lock:  # what they wrote meanwhile: a short round, then the log
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # restarts
         finally:
             if conn is not None:
                 conn.close()
