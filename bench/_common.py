@@ -13,6 +13,7 @@ import resource
 import sqlite3
 import statistics
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -58,10 +59,15 @@ def step_stats(marks: Sequence[float]) -> dict[str, float]:
 
 
 def checkpoint(db: Path) -> None:
-    """Fold the WAL into the main file, so the file size is what the data takes."""
+    """Fold the WAL into the main file, so the file size is what the data takes; again while
+    another checkpoint (the store's own thread, still open) keeps this one from finishing."""
     conn = sqlite3.connect(db)
     try:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        deadline = time.monotonic() + 10
+        while conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]:  # busy
+            if time.monotonic() > deadline:
+                raise SystemExit(f"could not fold the WAL of {db} into it in 10 s")
+            time.sleep(0.01)
     finally:
         conn.close()
 
