@@ -121,6 +121,16 @@ async def test_requests_are_recorded_in_order() -> None:
     assert model.name == "mine"
 
 
+async def test_a_long_run_keeps_only_the_newest_requests() -> None:
+    from jupyter_agent._models._scripted import REQUESTS_KEPT
+
+    model = ScriptedModel(lambda request: reply("ok"))
+    sent = [after(0) for _ in range(2 * REQUESTS_KEPT + 1)]
+    for request in sent:
+        await model.complete(request)
+    assert model.requests == sent[-REQUESTS_KEPT:]
+
+
 def test_calls_needs_at_least_one_call() -> None:
     with pytest.raises(ValueError, match="at least one"):
         calls(reply("no calls here"))

@@ -25,6 +25,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from .._errors import ModelError
 from ._base import ModelRequest, ModelResponse, ToolCallRequest
 
+REQUESTS_KEPT = 1000  # see ScriptedModel.requests
+
 TurnFunction = Callable[[ModelRequest], ModelResponse | Awaitable[ModelResponse]]
 """A turn computed from the request: return (or await to) the response."""
 
@@ -72,8 +74,10 @@ class ScriptedModel:
     messages in it) or one ``TurnFunction`` used for every turn. Past the end of the list the
     model answers ``reply("done")``, so a run always ends; with ``strict=True`` it raises
     ``ModelError`` instead, to catch a script shorter than the run. Tool calls without an id
-    get ``call_<turn>_<k>``; ``model`` is filled in with ``name``. Every request received is
-    kept in ``requests`` (in this process only), for assertions.
+    get ``call_<turn>_<k>``; ``model`` is filled in with ``name``. The requests received are
+    kept in ``requests`` (in this process only), for assertions: all of them up to
+    ``REQUESTS_KEPT * 2``, then the newest ``REQUESTS_KEPT``, so that a scripted agent left
+    running for days does not keep every request it was sent.
 
     Example:
         >>> model = ScriptedModel([call("shell", command="ls"), "Listed the files."])
@@ -100,7 +104,10 @@ class ScriptedModel:
         return self._name
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
-        self.requests.append(request)
+        said = self.requests
+        said.append(request)
+        if len(said) > 2 * REQUESTS_KEPT:
+            del said[:-REQUESTS_KEPT]
         turn = _turn(request)
         played = self._turn(turn)
         if isinstance(played, str):
