@@ -103,12 +103,16 @@ def per_step(
     run: Runner, sizes: list[int], modes: list[str], keep: set[tuple[str, int]]
 ) -> dict[tuple[str, str, int], Any]:
     """Every system at every size and mode; returns {(system, mode, n): result}. The stores
-    of the matched runs in ``keep`` ((system, N)) are kept for the resume and fork phases."""
+    of the matched runs in ``keep`` ((system, N)) are kept for the resume and fork phases.
+
+    At each size the systems run in turns (project, DBOS, LangGraph, then again), so that a
+    busy spell of the machine falls on all of them rather than on one system's runs."""
     results: dict[tuple[str, str, int], Any] = {}
     missing = {s for s, module in PEERS.items() if importlib.util.find_spec(module) is None}
     for system in sorted(missing):
         run.notes.append(f"{system}: not installed: pip install -e '.[bench]' to compare with it")
     for n in sizes:
+        planned: list[tuple[str, str, str]] = []  # (system, part, mode)
         for system, part in SYSTEMS:
             for mode in modes:
                 if system == "project" and mode == "default":
@@ -121,8 +125,16 @@ def per_step(
                     run.notes.append(f"{system} at {n:,} steps ({mode}) skipped: {skip}")
                     results[(system, mode, n)] = {"skipped": skip}
                     continue
-                kept = mode == "normal" and (system, n) in keep
-                results[(system, mode, n)] = _median_run(run, system, part, mode, n, kept)
+                planned.append((system, part, mode))
+        docs: dict[tuple[str, str, str], list[dict[str, Any]]] = {p: [] for p in planned}
+        for turn in range(max((repeats(p[0], n) for p in planned), default=0)):
+            for system, part, mode in planned:
+                done = docs[(system, part, mode)]
+                if turn < repeats(system, n) and not any("error" in d for d in done):
+                    done.append(_one_run(run, part, mode, n))
+        for system, part, mode in planned:
+            kept = mode == "normal" and (system, n) in keep
+            results[(system, mode, n)] = _median_of(docs[(system, part, mode)], kept)
         if "default" in modes:
             results[("project", "default", n)] = results[("project", "normal", n)]
     return results
@@ -131,14 +143,24 @@ def per_step(
 def _median_run(
     run: Runner, system: str, part: str, mode: str, n: int, kept: bool, *extra: str
 ) -> dict[str, Any]:
-    docs = []
+    docs: list[dict[str, Any]] = []
     for _ in range(repeats(system, n)):
-        folder = run.folder()
-        doc = run.child(part, "--steps", str(n), "--mode", mode, *extra, folder=folder)
-        doc["folder"] = str(folder)
-        docs.append(doc)
-        if "error" in doc:
+        docs.append(_one_run(run, part, mode, n, *extra))
+        if "error" in docs[-1]:
             break
+    return _median_of(docs, kept)
+
+
+def _one_run(run: Runner, part: str, mode: str, n: int, *extra: str) -> dict[str, Any]:
+    folder = run.folder()
+    doc = run.child(part, "--steps", str(n), "--mode", mode, *extra, folder=folder)
+    doc["folder"] = str(folder)
+    return doc
+
+
+def _median_of(docs: list[dict[str, Any]], kept: bool) -> dict[str, Any]:
+    """The median run by step time (with every run's step time, and the median growth); the
+    other runs' stores are removed, and the chosen one's unless ``kept``."""
     good = sorted((d for d in docs if "step_us" in d), key=lambda d: d["step_us"])
     chosen = good[len(good) // 2] if good else docs[-1]
     chosen["step_us_runs"] = [d["step_us"] for d in good]
