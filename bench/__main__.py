@@ -5,7 +5,8 @@
     python -m bench --no-browser      without the Chromium timing
 
 Every measurement runs in its own child process (``python -m bench.<part>``), so each system's
-imports and peak RSS are its own. Prints one table with ratios and writes
+imports and peak RSS are its own; at each size the systems' runs are taken in turns, three
+times for the cheap ones (the median kept). Prints one table with ratios and writes
 bench/results/latest.json (the table, every child's raw output, the machine and the date).
 Compare ratios, not absolute times: the machines here are shared and noisy.
 """
