@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import inspect
 import json
 import re
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import cast, overload
+from typing import SupportsIndex, cast, overload
 
 import anyio.to_thread
 
@@ -22,6 +24,21 @@ from .._models._base import ToolSpec
 from ._context import Effect, ToolContext
 from ._docstring import param_descriptions, summary
 from ._schema import REQUIRED, Field, ObjectConverter, compile_annotation, resolve_hints
+
+
+def _attribute(module: str, qualname: str) -> object:
+    found: object = sys.modules.get(module)
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    return found
+
+
+def _import_tool(module: str, qualname: str) -> object:
+    found: object = importlib.import_module(module)
+    for part in qualname.split("."):
+        found = getattr(found, part)
+    return found
+
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what the model providers accept
 
@@ -56,6 +73,15 @@ class Tool:
 
     def __call__(self, *args: object, **kwargs: object) -> object:
         return self.fn(*args, **kwargs)
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> str | tuple[object, ...]:
+        """A tool that a module defines pickles as a reference to it (the worker imports the
+        module), not by value with the module's globals its function uses; one made in a
+        notebook's cell goes by value."""
+        module, qualname = getattr(self.fn, "__module__", None), self.fn.__qualname__
+        if module and module != "__main__" and _attribute(module, qualname) is self:
+            return _import_tool, (module, qualname)
+        return object.__reduce_ex__(self, protocol)
 
     def spec(self) -> ToolSpec:
         return ToolSpec(self.name, self.description, self.parameters)
