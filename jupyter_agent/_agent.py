@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from ._clock import Clock, SystemClock
 from ._engine import Engine, create_session
-from ._errors import ConfigError, JupyterAgentError
+from ._errors import ConfigError, InvalidSessionState, JupyterAgentError
 from ._identity import current_identity
 from ._models import Model, resolve_model
 from ._policy import Limits, check_policy
@@ -21,6 +23,7 @@ from ._session_list import SessionList
 from ._state import SessionState, load_state
 from ._store import SqliteStore, default_store_path
 from ._tools import BUILTIN_TOOLS, Tool, resolve_tools
+from ._worker import WorkerError, get_worker, pack_agent
 
 ToolLike = Tool | str | Callable[..., object]
 log = logging.getLogger("jupyter_agent")
@@ -53,6 +56,11 @@ class Agent:
     ``policy`` says per tool (``"*"``: any other) whether a call may run (``allow``), waits
     for a person's approval first (``ask``), or is refused (``deny``).
 
+    ``worker=True`` runs its sessions in a process beside the kernel, so that however many
+    agents run, the notebook answers as quickly as with none (in the kernel they share its
+    interpreter lock). Its model and tools are sent there by value, so ones defined in a cell
+    work; they see the notebook's variables as they were when the agent was made.
+
     Example:
         >>> agent = Agent("fixer", model="demo:fix")
         >>> s = agent.start("Make the tests in this folder pass")   # returns at once
@@ -72,6 +80,7 @@ class Agent:
         schedule: Schedule | None = None,
         store: SqliteStore | str | Path | None = None,
         clock: Clock | None = None,
+        worker: bool = False,
     ) -> None:
         if not name or not name.strip():
             raise ValueError("an agent needs a name")
@@ -86,6 +95,22 @@ class Agent:
         self.store = open_store(store)
         self.clock = clock or SystemClock()
         self.namespace: dict[str, object] = {}
+        self.worker = worker
+        self._packed: bytes | None = None
+        if worker:  # refused now, not at the first start, if it cannot go to a worker
+            self._packed = pack_agent(
+                {
+                    "name": name,
+                    "model": model,
+                    "tools": tools,
+                    "instructions": instructions,
+                    "workspace": self.workspace,
+                    "max_steps": max_steps,
+                    "policy": self.policy,
+                    "schedule": schedule,
+                    "clock": clock,
+                }
+            )
 
     def start(self, goal: str) -> Session:
         """Start a session on ``goal`` in the background; returns its handle at once."""
@@ -134,7 +159,10 @@ class Agent:
         )
         return session_id
 
-    def _launch(self, session_id: str) -> None:
+    def _launch(self, session_id: str, *, takeover_from: str | None = None) -> None:
+        if self._packed is not None:
+            self._launch_in_worker(session_id)
+            return
         engine = Engine(
             store=self.store,
             session_id=session_id,
@@ -145,7 +173,31 @@ class Agent:
             namespace=self.namespace,
             inbox=get_runtime().inbox(session_id),
         )
-        get_runtime().launch(engine, relaunch=lambda: self._launch(session_id))
+        get_runtime().launch(
+            engine, relaunch=lambda: self._launch(session_id), takeover_from=takeover_from
+        )
+
+    def _launch_in_worker(self, session_id: str) -> None:
+        """Hand the session to the worker, which leases it from this process (if held here)."""
+        runtime = get_runtime()
+        if runtime.is_running(session_id):
+            raise InvalidSessionState(f"session {session_id} is already running in this process")
+        message = {
+            "op": "launch",
+            "store": str(self.store.path),
+            "session_id": session_id,
+            "agent": self._packed,
+            "from_runtime": runtime.id,
+            "sys_path": [p for p in sys.path if p],
+        }
+        try:
+            get_worker().request(message)
+        except WorkerError as exc:
+            if self.store.get_session(session_id).runtime_id == runtime.id:
+                self.store.interrupt_session(
+                    session_id, runtime.id, now=time.time(), reason=str(exc)
+                )
+            raise
 
     def _handle(self, session_id: str) -> Session:
         return Session(self.store, session_id, agent_factory=lambda: self)

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 CELL_USAGE = (
     "%%agent [--name N] [--model M] [--tools a,b] [--budget k=v,...] [--policy t=r,...] "
-    "[--workspace DIR] "
+    "[--workspace DIR] [--worker] "
     "[--store PATH], then the goal on the lines below"
 )
 VERBS = {
@@ -102,6 +102,7 @@ def _cell_parser() -> _Parser:
     p.add_argument("--budget")
     p.add_argument("--policy")
     p.add_argument("--workspace")
+    p.add_argument("--worker", action="store_true")
     return p
 
 
@@ -133,7 +134,7 @@ class AgentMagics(Magics):
         returns at once and shows it.
 
             %%agent [--name N] [--model M] [--tools a,b] [--budget k=v,...] [--policy t=r,...]
-                    [--workspace DIR]
+                    [--workspace DIR] [--worker]
             The tests in this folder fail. Find out why and fix the code.
 
           --name N         the agent's name (default: agent)
@@ -146,6 +147,8 @@ class AgentMagics(Magics):
                            approval) or deny, e.g. --policy shell=ask,write_file=deny
           --workspace DIR  the folder the file and shell tools stay inside
                            (default: a new folder beside the store)
+          --worker         run it in a process beside the kernel (Agent(worker=True)): the
+                           notebook stays quick however many agents run
 
         Line magic, one verb a line (ID may be a unique prefix of a session's id):
 
@@ -199,6 +202,7 @@ class AgentMagics(Magics):
             workspace=args.workspace,
             store=args.store,
             policy=_policy(args.policy),
+            worker=args.worker,
             **_budget(args.budget),
         )
         _display(agent.start(goal))

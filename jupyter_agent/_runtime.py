@@ -61,6 +61,7 @@ class Runtime:
         self._loop_thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # anyio runs on asyncio here
         self._closing = threading.Event()
+        self._commands_lock = threading.Lock()
         self._forked = False
         self.errors: collections.deque[str] = collections.deque(maxlen=50)
 
@@ -123,14 +124,14 @@ class Runtime:
                 except Exception as exc:  # housekeeping must outlive any one bad round
                     self.errors.append(f"{type(exc).__name__}: {exc}")
 
-    def shutdown(self) -> None:
+    def shutdown(self, reason: str = "its kernel shut down") -> None:
         """Clean exit: running sessions become ``interrupted`` and this runtime ends."""
-        if self._forked:
-            return  # a forked child: the stores' writer threads are not here
+        if self._forked or self._closing.is_set():
+            return  # a forked child (the stores' writer threads are not here), or done
         self._closing.set()
         for store in list(self._stores.values()):
             with contextlib.suppress(JupyterAgentError):
-                store.end_runtime(self.id, now=time.time(), reason="its kernel shut down")
+                store.end_runtime(self.id, now=time.time(), reason=reason)
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -143,12 +144,19 @@ class Runtime:
         """Whether an engine of this process is running the session (or about to)."""
         return self.inbox(session_id).active
 
-    def launch(self, engine: Engine, relaunch: Callable[[], object]) -> Future[object]:
+    def launch(
+        self,
+        engine: Engine,
+        relaunch: Callable[[], object],
+        *,
+        takeover_from: str | None = None,
+    ) -> Future[object]:
         """Lease the session and start its engine; refuse if it already runs here or elsewhere.
 
         The lease is kept while the session can still go on (paused, waiting for a person), so
         another process cannot take it over; ``relaunch`` resumes it here when a command from
-        another process (an approval, a resume) needs that.
+        another process (an approval, a resume) needs that. ``takeover_from``: a runtime that
+        hands the session over (a kernel to its worker), whose lease does not count.
         """
         session_id, store = engine.session_id, engine.store
         self.attach(store)
@@ -157,7 +165,15 @@ class Runtime:
             raise InvalidSessionState(f"session {session_id} is already running in this process")
         self._abandoned.pop(session_id, None)  # run again: no longer to be marked interrupted
         try:
-            store.acquire_lease(session_id, self.id, now=time.time())
+            if takeover_from is None:
+                store.acquire_lease(session_id, self.id, now=time.time())
+            else:
+                store.acquire_lease(
+                    session_id,
+                    self.id,
+                    now=time.time(),
+                    alive=lambda rt, now: rt.id != takeover_from and is_alive(rt, now),
+                )
         except BaseException:
             inbox.deactivate()
             raise
@@ -299,7 +315,15 @@ class Runtime:
         info = store.get_runtime(holder)
         return holder if info is not None and is_alive(info, time.time()) else None
 
+    def take_commands_now(self, store: SqliteStore) -> None:
+        """Take the commands waiting in ``store`` now, not at the next housekeeping round."""
+        self._take_commands(store)
+
     def _take_commands(self, store: SqliteStore) -> None:
+        with self._commands_lock:  # housekeeping, or a poke from the kernel (a worker)
+            self._take_commands_locked(store)
+
+    def _take_commands_locked(self, store: SqliteStore) -> None:
         for session_id, held_in in list(self._session_stores.items()):
             if held_in is not store:
                 continue

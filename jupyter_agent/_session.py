@@ -28,12 +28,14 @@ from ._store import SessionRow, SqliteStore
 from ._store._leases import SessionLeased
 from ._timeline import TimelineRow, format_rows, timeline
 from ._tools._context import PlanItem
+from ._worker import current_worker
 
 if TYPE_CHECKING:
     from ._agent import Agent
     from ._widget import SessionWidget
 
 
+_RUNNING = ("running", "sleeping")
 WAIT_SLICE_S = 0.05  # how often wait() looks for a call waiting for a person
 RESTORE_TIMEOUT_S = 120.0  # a running session's pause, then the rewind of its files
 
@@ -198,7 +200,7 @@ class Session:
         holder = runtime.owner_elsewhere(self.store, self.id)
         if holder is not None:
             if self.status in ("paused", "awaiting_approval"):  # idle there: ask it to go on
-                self.store.send_command(self.id, "resume", {}, actor=current_identity())
+                self._send("resume", {}, current_identity())
                 return self
             owner = self.store.get_runtime(holder)
             assert owner is not None
@@ -272,7 +274,7 @@ class Session:
         actor = current_identity()
         runtime = get_runtime()
         if not self.running_here and runtime.owner_elsewhere(self.store, self.id):
-            self.store.send_command(self.id, "restore", {"at": at}, actor=actor)
+            self._send("restore", {"at": at}, actor)
             return False
         runtime.restore(self.store, self.id, at, actor).result(timeout=RESTORE_TIMEOUT_S)
         return True
@@ -286,10 +288,15 @@ class Session:
         self._decide(call_id, Decision(False, current_identity(), reason))
 
     def wait(self, timeout: float | None = None) -> str:
-        """Block until the session stops running in this process or waits for a person;
-        return its status."""
+        """Block until the session stops running (here, or in another live process) or waits
+        for a person; return its status."""
         task = get_runtime().task(self.id)
         deadline = None if timeout is None else time.monotonic() + timeout
+        if task is None:  # it may run in another process (this kernel's worker): watch the row
+            while self.status in _RUNNING and get_runtime().owner_elsewhere(self.store, self.id):
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"session {self.id} still running after {timeout} s")
+                time.sleep(WAIT_SLICE_S)
         while task is not None:
             slice_s = WAIT_SLICE_S if deadline is None else deadline - time.monotonic()
             try:
@@ -321,8 +328,15 @@ class Session:
         """If another live process runs the session, leave it a command; True if sent."""
         if self.running_here or get_runtime().owner_elsewhere(self.store, self.id) is None:
             return False
-        self.store.send_command(self.id, verb, args, actor=actor)
+        self._send(verb, args, actor)
         return True
+
+    def _send(self, verb: str, args: Mapping[str, object], actor: str) -> None:
+        """Leave a command in the store; this kernel's worker (if any) takes it at once."""
+        self.store.send_command(self.id, verb, args, actor=actor)
+        worker = current_worker()
+        if worker is not None:
+            worker.poke(str(self.store.path))
 
     def _require_open(self, verb: str) -> None:
         status = self.status

@@ -20,6 +20,7 @@ from logs import cut_log
 from jupyter_agent import Agent, Event, EventKind, Session, open_session, sessions
 from jupyter_agent._identity import current_identity
 from jupyter_agent._magics import VERBS
+from jupyter_agent._worker import close_worker, current_worker
 
 Run = Callable[[str], tuple[str, str]]  # runs a cell as typed; returns (stdout, stderr)
 SLOW = "demo:loop?steps=200&pace=0.1"  # ~20 s unless steered: running when the next cell runs
@@ -169,6 +170,23 @@ def test_cell_magic_passes_tools_budget_and_workspace_to_the_agent(
     started = s.events[0].payload
     assert started["tools"] == ["read_metric", "list_files"]
     assert started["max_steps"] == 7 and started["workspace"] == str(workspace)
+
+
+def test_cell_magic_worker_option_runs_the_session_in_the_kernels_worker(
+    db: Path, run: Run, shown: list[str]
+) -> None:
+    try:
+        _, err = run(f"%%agent --worker --model {SLOW} --tools python\nRun the loop, slowly.")
+        s = only_session(db)
+        assert err == "" and shown == [s.id] and not s.running_here
+        worker = current_worker()
+        assert worker is not None and s.status in ("running", "sleeping")
+        holder = s.store.get_runtime(s.row.runtime_id or "")
+        assert holder is not None and holder.pid == worker.pid
+        run(f"%agent stop {s.id}")
+        assert s.wait(10) == "stopped"
+    finally:
+        close_worker()
 
 
 def test_cell_magic_policy_makes_a_tool_wait_for_approval(

@@ -1,0 +1,226 @@
+"""Agents made with ``worker=True``: their sessions run in a process beside the kernel.
+
+The notebook's side is a real kernel (``kernel_harness``) whose cells define the model and
+tools, as a user's do; the worker is the real process the kernel starts. What the store holds
+is checked from the test process.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from kernel_harness import Kernels
+
+from jupyter_agent import Agent, ConfigError, EventKind, SqliteStore, tool
+from jupyter_agent._events import verify_chain
+from jupyter_agent._worker import WorkerError, close_worker
+from jupyter_agent.testing import ScriptedModel, call, reply
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "agent.db"
+
+
+@pytest.fixture
+def kernels(tmp_path: Path, db: Path) -> Iterator[Kernels]:
+    pool = Kernels(tmp_path, db)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+@pytest.fixture
+def store(db: Path) -> Iterator[SqliteStore]:
+    st = SqliteStore(db)
+    try:
+        yield st
+    finally:
+        st.close()
+
+
+@pytest.fixture
+def own_worker() -> Iterator[None]:
+    """This test process's worker goes with the test."""
+    try:
+        yield
+    finally:
+        close_worker()
+
+
+def wait_for(check: Callable[[], bool], *, timeout: float, what: str) -> float:
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        time.sleep(0.005)
+    return time.monotonic() - started
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"  # exited, not yet reaped
+
+
+CELL_AGENTS = """
+import json, os, time, anyio
+from jupyter_agent import Agent, tool
+from jupyter_agent.testing import ScriptedModel, call, reply
+
+@tool(effect="read_only")
+async def where() -> str:
+    '''Says which process runs it.'''
+    await anyio.sleep(0.005)
+    return str(os.getpid())
+
+def caller(steps):
+    return ScriptedModel(lambda r: call("where") if r.step <= steps else reply("done"))
+"""
+
+
+def test_an_agent_made_in_a_cell_runs_in_the_worker_and_the_notebook_controls_it(
+    kernels: Kernels, store: SqliteStore
+) -> None:
+    kernel = kernels.start()
+    kernel.run(CELL_AGENTS)
+    first = kernel.run(
+        """
+        s = Agent("short", model=caller(3), tools=[where], worker=True).run("go", timeout=30)
+        from jupyter_agent._worker import current_worker
+        print(json.dumps([s.id, s.status, s.result, os.getpid(), current_worker().pid]))
+        """
+    ).json()
+    sid, status, result, kernel_pid, worker_pid = first
+    assert (status, result) == ("done", "done")  # run() waited for the worker's session
+    outputs = [e.payload["output"] for e in store.iter_events(sid, kinds=[EventKind.TOOL_RESULT])]
+    assert outputs == [str(worker_pid)] * 3 and worker_pid != kernel_pid
+
+    long_id = kernel.run(
+        """
+        s = Agent("long", model=caller(10**6), tools=[where], worker=True).start("go on")
+        print(json.dumps(s.id))
+        """
+    ).json()
+    wait_for(lambda: store.get_session(long_id).last_seq > 12, timeout=10, what="steps")
+    paused = kernel.run(
+        """
+        t = time.monotonic(); s.pause()
+        while s.status != "paused":
+            time.sleep(0.005)
+        print(json.dumps(time.monotonic() - t))
+        """
+    ).json()
+    assert paused < 0.3  # the kernel pokes the worker: no wait for its next (0.5 s) round
+    at_pause = store.get_session(long_id).last_seq
+    time.sleep(0.2)
+    assert store.get_session(long_id).last_seq == at_pause
+    kernel.run('s.tell("look again"); s.resume()')
+    wait_for(lambda: store.get_session(long_id).last_seq > at_pause + 6, timeout=10, what="on")
+    stopped = kernel.run("s.stop(); print(json.dumps(s.wait(10)))").json()
+    assert stopped == "stopped"
+    told = [e for e in store.iter_events(long_id, kinds=[EventKind.MESSAGE])]
+    assert [e.payload["text"] for e in told][-1] == "look again"
+    assert verify_chain(list(store.iter_events(long_id))) is None
+
+
+def test_the_worker_leaves_with_its_kernel_and_its_sessions_are_left_interrupted(
+    kernels: Kernels, store: SqliteStore
+) -> None:
+    kernel = kernels.start()
+    kernel.run(CELL_AGENTS)
+    sid, worker_pid = kernel.run(
+        """
+        s = Agent("long", model=caller(10**6), tools=[where], worker=True).start("go on")
+        from jupyter_agent._worker import current_worker
+        print(json.dumps([s.id, current_worker().pid]))
+        """
+    ).json()
+    wait_for(lambda: store.get_session(sid).last_seq > 6, timeout=10, what="steps")
+    kernel.kill()
+    wait_for(lambda: gone(worker_pid), timeout=10, what="the worker exits")
+    row = store.get_session(sid)
+    assert row.status == "interrupted" and row.runtime_id is None
+    (change,) = [
+        e
+        for e in store.iter_events(sid, kinds=[EventKind.STATUS_CHANGED])
+        if e.payload["status"] == "interrupted"
+    ]
+    assert "kernel has gone" in change.payload["reason"]
+
+
+@tool(effect="read_only")
+def locked() -> str:
+    """Holds a lock, which no other process can have."""
+    with _LOCK:
+        return "ok"
+
+
+_LOCK = threading.Lock()
+
+
+def test_an_agent_that_cannot_be_sent_to_a_worker_is_refused_when_made(db: Path) -> None:
+    lock = threading.Lock()
+
+    @tool(effect="read_only")
+    def holds() -> str:
+        """Uses a lock made here."""
+        with lock:
+            return "ok"
+
+    with pytest.raises(ConfigError, match="cannot run in a worker process") as caught:
+        Agent(
+            "w", model=ScriptedModel(lambda r: call("holds")), tools=[holds], store=db, worker=True
+        )
+    assert "\n" not in str(caught.value) and "without worker=True" in str(caught.value)
+
+
+class _OnlyHere:
+    """Made again in another process, it raises (as a model's client might)."""
+
+    def __reduce__(self) -> tuple[object, tuple[int]]:
+        return _only_in, (os.getpid(),)
+
+
+def _only_in(pid: int) -> _OnlyHere:
+    if os.getpid() != pid:
+        raise RuntimeError("this object works only in the process that made it")
+    return _OnlyHere()
+
+
+def test_a_session_the_worker_cannot_run_is_left_interrupted_with_the_reason(
+    db: Path, own_worker: None
+) -> None:
+    only_here = _OnlyHere()
+    model = ScriptedModel(lambda r: reply(str(only_here)))
+    agent = Agent("w", model=model, tools=[], store=db, worker=True)
+
+    with pytest.raises(WorkerError, match="works only in the process that made it"):
+        agent.start("go")
+    (row,) = agent.store.list_sessions()
+    assert row.status == "interrupted" and row.runtime_id is None
+    resumed = Agent("here", model=model, tools=[], store=db).open(row.id).resume()
+    assert resumed.wait(10) == "done"  # still resumable, in this process
+
+
+def test_a_handle_waits_for_a_session_the_worker_runs_and_controls_it(
+    db: Path, own_worker: None
+) -> None:
+    agent = Agent(
+        "w",
+        model=ScriptedModel(lambda r: call("locked") if r.step <= 400 else reply("all done")),
+        tools=[locked],  # a tool of an importable module goes by name; the worker imports it
+        store=db,
+        worker=True,
+    )
+    s = agent.start("go")
+    assert not s.running_here and s.wait(30) == "done" and s.result == "all done"
+    assert s.row.steps == 401
