@@ -249,13 +249,16 @@ def resume_and_branch(
 
 def kernel(run: Runner, quick: bool) -> dict[str, Any]:
     """``1+1`` in a real kernel: agents whose steps take 10 ms (a stress: the agents' loop is
-    busy all the time) and, in the full run, 1 s (a model-paced agent)."""
+    busy all the time), in the kernel and in its worker (``worker=True``), and, in the full
+    run, 1 s (a model-paced agent)."""
     counts, samples = ("0,50", "60") if quick else ("0,10,50", "200")
     rounds = "1" if quick else str(KERNEL_ROUNDS)
     doc = run.child(
         "kernel",
         "--agents",
         counts,
+        "--worker-agents",
+        "50",
         "--samples",
         samples,
         "--rounds",

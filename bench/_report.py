@@ -199,15 +199,19 @@ def kernel(r: Results, rows: list[Row]) -> None:
             for k in found:
                 if not k["agents"] and pace == "1 s steps":
                     continue  # the same idle kernel, measured again
+                what = f"{k['agents']:.0f} agents" + (f", {pace}" if k["agents"] else "")
+                if k.get("worker"):
+                    what += ", in a worker"
                 if stat == "cores":
                     if k.get("kernel_cores") is not None:
-                        what = f"{k['agents']:.0f} agents" + (f", {pace}" if k["agents"] else "")
                         rows.append(Row("kernel CPU, cores", what, "normal", k["kernel_cores"]))
+                    if k.get("worker_cores") is not None:
+                        rows.append(Row("worker CPU, cores", what, "normal", k["worker_cores"]))
                     continue
                 rows.append(
                     Row(
                         f"kernel 1+1, {stat} ms",
-                        f"{k['agents']:.0f} agents" + (f", {pace}" if k["agents"] else ""),
+                        what,
                         "normal",
                         project=k[f"{stat}_ms"],
                         floor=k.get(f"idle_{stat}_ms", k[f"{stat}_ms"] / k[f"{stat}_ratio"]),
@@ -328,7 +332,9 @@ def targets(r: Results) -> list[Target]:
             out.append(Target(f"appends/s / floor, {batch}, {mode}", value, 0.5, below=False))
     for k in r.kernel.get("rows", []):
         if k["agents"] == 50:
-            what = f"kernel 1+1 p95, 50 agents ({r.kernel.get('tool_ms', 10):g} ms steps) / idle"
+            pace = f"{r.kernel.get('tool_ms', 10):g} ms steps"
+            where = ", in a worker" if k.get("worker") else ""
+            what = f"kernel 1+1 p95, 50 agents ({pace}{where}) / idle"
             out.append(Target(what, k["p95_ratio"], 1.5))
     for k in r.kernel.get("paced", []):
         if k["agents"] == 50:

@@ -3,13 +3,16 @@
     python -m bench.kernel                     0, 10 and 50 agents, 200 cells each
     python -m bench.kernel --agents 0,100 --samples 500
     python -m bench.kernel --agents 0,50 --rounds 3   in turns, three times: medians
+    python -m bench.kernel --agents 0 --worker-agents 50   the agents in the kernel's worker
 
 For each number of agents a fresh kernel starts them (a scripted model calling a 10 ms tool,
 forever), lets them run for a second, then times ``1+1`` cells from sending the request to its
 ``execute_reply``, one after the other. Prints median and p95 with their ratios to the idle
 kernel, the agents' steps per second during the timing (to show they really ran) and the CPU
 the kernel's process used meanwhile, in cores (its threads share one interpreter lock: with
-~1 core busy, a cell waits its turn for it).
+~1 core busy, a cell waits its turn for it). With ``--worker-agents`` the agents are made
+with ``worker=True``: they run in the process the kernel starts beside it (whose CPU is shown
+too), on an interpreter lock of their own.
 ``measure()`` returns the same numbers. Compare ratios, not absolute times: the machines are
 shared and noisy.
 """
@@ -47,7 +50,7 @@ async def work() -> str:
 
 agents = [
     Agent(f"bench-{{i}}", model=ScriptedModel(lambda r: call("work")), tools=[work],
-          max_steps=10**9).start("work until stopped")
+          max_steps=10**9, worker={worker}).start("work until stopped")
     for i in range({n})
 ]
 """
@@ -60,19 +63,22 @@ def measure(
     samples: int = 200,
     tool_ms: float = 10.0,
     rounds: int = 1,
+    worker_counts: tuple[int, ...] = (),
 ) -> dict[str, list[dict[str, Any]]]:
     """``1+1`` round-trip median and p95 (ms) in a kernel running each number of agents.
 
     With ``rounds``, every count is measured that many times in turns (each time in a fresh
     kernel), and each figure is the median over the rounds, each ratio the median of the
     rounds' ratios to that round's idle kernel: a neighbour's burst on a shared machine then
-    spoils one round, not the result."""
+    spoils one round, not the result. ``worker_counts``: numbers of agents measured again,
+    made with ``worker=True`` (rows with ``"worker": True``)."""
     per_round = []
+    runs = [(n, False) for n in agent_counts] + [(n, True) for n in worker_counts]
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(rounds):
             rows = [
-                _measure_one(n, Path(tmp) / f"bench-{k}-{n}.db", samples, tool_ms)
-                for n in agent_counts
+                _measure_one(n, Path(tmp) / f"bench-{k}-{n}-{w:d}.db", samples, tool_ms, w)
+                for n, w in runs
             ]
             idle = next((r for r in rows if r["agents"] == 0), rows[0])
             for r in rows:
@@ -81,10 +87,10 @@ def measure(
                 r["idle_median_ms"], r["idle_p95_ms"] = idle["median_ms"], idle["p95_ms"]
             per_round.append(rows)
     out = []
-    for i, n in enumerate(agent_counts):
+    for i, (n, worker) in enumerate(runs):
         taken = [rows[i] for rows in per_round]
-        row: dict[str, Any] = {"agents": n, "rounds": rounds}
-        for key in [k for k in taken[0] if k != "agents"]:
+        row: dict[str, Any] = {"agents": n, "worker": worker, "rounds": rounds}
+        for key in [k for k in taken[0] if k not in ("agents", "worker")]:
             values = [t[key] for t in taken if t[key] is not None]
             row[key] = statistics.median(values) if values else None
         row["p95_ratios"] = [t["p95_ratio"] for t in taken]
@@ -92,23 +98,32 @@ def measure(
     return {"rows": out}
 
 
-def _measure_one(n: int, db: Path, samples: int, tool_ms: float) -> dict[str, float]:
+def _measure_one(
+    n: int, db: Path, samples: int, tool_ms: float, worker: bool = False
+) -> dict[str, Any]:
     env = {**os.environ, "JUPYTER_AGENT_DB": str(db)}
     env.pop("PYTEST_CURRENT_TEST", None)
     km, kc = start_new_kernel(kernel_name="python3", env=env, cwd=str(db.parent))
     try:
         if n:
-            _execute(kc, START_AGENTS.format(n=n, tool_ms=tool_ms))
+            _execute(kc, START_AGENTS.format(n=n, tool_ms=tool_ms, worker=worker))
         time.sleep(WARM_UP_S)
         for _ in range(10):
             _execute(kc, "1+1")
         pid = getattr(km.provisioner, "pid", None)
-        steps_before, cpu_before, t0 = _steps(db), _cpu_s(pid), time.monotonic()
+        other = _worker_pid(db, pid) if worker else None
+        steps_before, t0 = _steps(db), time.monotonic()
+        cpu_before, other_before = _cpu_s(pid), _cpu_s(other)
         times = [_execute(kc, "1+1") for _ in range(samples)]
         took = time.monotonic() - t0
         steps_per_s = (_steps(db) - steps_before) / took
-        cpu_after = _cpu_s(pid)
+        cpu_after, other_after = _cpu_s(pid), _cpu_s(other)
         cores = None if cpu_before is None or cpu_after is None else (cpu_after - cpu_before) / took
+        worker_cores = (
+            None
+            if other_before is None or other_after is None
+            else (other_after - other_before) / took
+        )
         if n:
             _execute(kc, STOP_AGENTS)
     finally:
@@ -122,6 +137,7 @@ def _measure_one(n: int, db: Path, samples: int, tool_ms: float) -> dict[str, fl
         "max_ms": ordered[-1] * 1000,
         "agent_steps_per_s": steps_per_s,
         "kernel_cores": cores,
+        "worker_cores": worker_cores,
     }
 
 
@@ -147,6 +163,17 @@ def _drain(kc: BlockingKernelClient) -> None:
             kc.get_iopub_msg(timeout=0)
         except queue.Empty:
             return
+
+
+def _worker_pid(db: Path, kernel_pid: int | None) -> int | None:
+    """The pid of the runtime other than the kernel's registered in the store: its worker."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        sql = "SELECT pid FROM runtimes WHERE ended_at IS NULL AND pid != ?"
+        found = conn.execute(sql, (kernel_pid or -1,)).fetchone()
+        return None if found is None else int(found[0])
+    finally:
+        conn.close()
 
 
 def _cpu_s(pid: int | None) -> float | None:
@@ -176,13 +203,23 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--tool-ms", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=1, help="measure in turns, this many times")
+    parser.add_argument(
+        "--worker-agents", default="", help="numbers of agents to run in the kernel's worker too"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON line (for bench)")
     parser.add_argument("--dir", help="ignored: the stores live in a temporary folder")
     args = parser.parse_args()
     counts = tuple(int(x) for x in args.agents.split(","))
+    in_worker = tuple(int(x) for x in args.worker_agents.split(",") if x.strip())
     if args.rounds < 1:
         parser.error("--rounds must be 1 or more")
-    result = measure(counts, samples=args.samples, tool_ms=args.tool_ms, rounds=args.rounds)
+    result = measure(
+        counts,
+        samples=args.samples,
+        tool_ms=args.tool_ms,
+        rounds=args.rounds,
+        worker_counts=in_worker,
+    )
     if args.json:
         report(
             {
@@ -195,14 +232,20 @@ def main() -> None:
         )
         return
     print(
-        f"{'agents':>6} {'median ms':>10} {'p95 ms':>8} {'max ms':>8} "
-        f"{'median/idle':>11} {'p95/idle':>9} {'agent steps/s':>13} {'kernel cores':>12}"
+        f"{'agents':>6} {'run in':>7} {'median ms':>10} {'p95 ms':>8} {'max ms':>8} "
+        f"{'median/idle':>11} {'p95/idle':>9} {'agent steps/s':>13} {'kernel cores':>12} "
+        f"{'worker cores':>12}"
     )
+
+    def cores(value: float | None) -> str:
+        return f"{value:>12.2f}" if value is not None else f"{'–':>12}"
+
     for r in result["rows"]:
         print(
-            f"{r['agents']:>6.0f} {r['median_ms']:>10.1f} {r['p95_ms']:>8.1f} {r['max_ms']:>8.1f} "
+            f"{r['agents']:>6.0f} {'worker' if r['worker'] else 'kernel':>7} "
+            f"{r['median_ms']:>10.1f} {r['p95_ms']:>8.1f} {r['max_ms']:>8.1f} "
             f"{r['median_ratio']:>11.2f} {r['p95_ratio']:>9.2f} {r['agent_steps_per_s']:>13.0f} "
-            + (f"{r['kernel_cores']:>12.2f}" if r["kernel_cores"] is not None else f"{'–':>12}")
+            f"{cores(r['kernel_cores'])} {cores(r['worker_cores'])}"
         )
     if args.rounds > 1:
         print(f"medians of {args.rounds} rounds in turns; each ratio is to its round's idle kernel")
