@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import sys
 import threading
 import time
 import uuid
@@ -23,7 +23,7 @@ from ._session_list import SessionList
 from ._state import SessionState, load_state
 from ._store import SqliteStore, default_store_path
 from ._tools import BUILTIN_TOOLS, Tool, resolve_tools
-from ._worker import WorkerError, get_worker, pack_agent
+from ._worker import WorkerError, get_worker, launch_message, pack_agent
 
 ToolLike = Tool | str | Callable[..., object]
 log = logging.getLogger("jupyter_agent")
@@ -178,26 +178,27 @@ class Agent:
         )
 
     def _launch_in_worker(self, session_id: str) -> None:
-        """Hand the session to the worker, which leases it from this process (if held here)."""
+        """Lease the session here, then hand it to the worker, which takes it over only from
+        this process: a launch given up on (the worker stopped) can never run later."""
         runtime = get_runtime()
-        if runtime.is_running(session_id):
+        runtime.attach(self.store)
+        inbox = runtime.inbox(session_id)
+        if not inbox.activate():  # no launch here meanwhile, from another thread
             raise InvalidSessionState(f"session {session_id} is already running in this process")
-        message = {
-            "op": "launch",
-            "store": str(self.store.path),
-            "session_id": session_id,
-            "agent": self._packed,
-            "from_runtime": runtime.id,
-            "sys_path": [p for p in sys.path if p],
-        }
         try:
-            get_worker().request(message)
-        except WorkerError as exc:
-            if self.store.get_session(session_id).runtime_id == runtime.id:
-                self.store.interrupt_session(
-                    session_id, runtime.id, now=time.time(), reason=str(exc)
-                )
-            raise
+            self.store.acquire_lease(session_id, runtime.id, now=time.time())
+            message = launch_message(self.store.path, session_id, self._packed or b"", runtime.id)
+            worker = get_worker()
+            try:
+                worker.runtime_id = worker.request(message)
+            except WorkerError as exc:
+                with contextlib.suppress(JupyterAgentError):  # unless it is no longer ours
+                    self.store.interrupt_session(
+                        session_id, runtime.id, now=time.time(), reason=str(exc)
+                    )
+                raise
+        finally:
+            inbox.deactivate()
 
     def _handle(self, session_id: str) -> Session:
         return Session(self.store, session_id, agent_factory=lambda: self)

@@ -356,12 +356,13 @@ _DEMO_GOALS = {
 
 
 def _follow(session: object) -> int:
-    """Print the session's timeline as it grows, until it stops running here."""
+    """Print the session's timeline as it grows, until it stops running (here, or in the
+    process it was sent to)."""
     from ._session import Session
 
     assert isinstance(session, Session)
     printed = 0
-    while session.running_here:
+    while session.running_here or session._busy_elsewhere():
         printed = _print_new_rows(session, printed, final=False)
         time.sleep(0.1)
     session.wait()

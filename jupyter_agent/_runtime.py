@@ -155,8 +155,8 @@ class Runtime:
 
         The lease is kept while the session can still go on (paused, waiting for a person), so
         another process cannot take it over; ``relaunch`` resumes it here when a command from
-        another process (an approval, a resume) needs that. ``takeover_from``: a runtime that
-        hands the session over (a kernel to its worker), whose lease does not count.
+        another process (an approval, a resume) needs that. ``takeover_from``: the runtime that
+        hands the session over (a kernel to its worker); refused unless it still holds it.
         """
         session_id, store = engine.session_id, engine.store
         self.attach(store)
@@ -168,12 +168,7 @@ class Runtime:
             if takeover_from is None:
                 store.acquire_lease(session_id, self.id, now=time.time())
             else:
-                store.acquire_lease(
-                    session_id,
-                    self.id,
-                    now=time.time(),
-                    alive=lambda rt, now: rt.id != takeover_from and is_alive(rt, now),
-                )
+                store.hand_over_lease(session_id, takeover_from, self.id)
         except BaseException:
             inbox.deactivate()
             raise

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 _RUNNING = ("running", "sleeping")
 WAIT_SLICE_S = 0.05  # how often wait() looks for a call waiting for a person
+SENT_SETTLE_S = 5.0  # how long wait() waits for another process to act on a control
 RESTORE_TIMEOUT_S = 120.0  # a running session's pause, then the rewind of its files
 
 
@@ -69,6 +70,7 @@ class Session:
         self.store = store
         self.id = store.get_session(session_id).id
         self._agent_factory = agent_factory
+        self._sent: tuple[int, float] | None = None  # (last_seq, when) of a control sent away
 
     def __repr__(self) -> str:
         row = self.row
@@ -212,6 +214,7 @@ class Session:
                 "this handle cannot run the session; use open_session(id, tools=[...]) to resume it"
             )
         agent = self._agent_factory()
+        self._sent = (self.row.last_seq, time.monotonic())  # (a worker's run: wait() waits)
         agent._launch(self.id)
         return self
 
@@ -292,8 +295,10 @@ class Session:
         for a person; return its status."""
         task = get_runtime().task(self.id)
         deadline = None if timeout is None else time.monotonic() + timeout
+        if task is not None and task.done() and not self.running_here:
+            task = None  # a run here that ended: the session may run elsewhere now
         if task is None:  # it may run in another process (this kernel's worker): watch the row
-            while self.status in _RUNNING and get_runtime().owner_elsewhere(self.store, self.id):
+            while self._busy_elsewhere():
                 if deadline is not None and time.monotonic() >= deadline:
                     raise TimeoutError(f"session {self.id} still running after {timeout} s")
                 time.sleep(WAIT_SLICE_S)
@@ -309,6 +314,25 @@ class Session:
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"session {self.id} still running after {timeout} s") from None
         return self.status
+
+    def _busy_elsewhere(self) -> bool:
+        """Whether another live process runs the session, or has yet to act on a control this
+        handle sent it (for at most ``SENT_SETTLE_S``): a ``resume().wait()`` waits for the run
+        it asked for, not for the pause before it. If the process that held it is gone, the
+        store is swept first, so the status says so."""
+        row = self.row
+        if self._sent is not None:
+            seq, at = self._sent
+            if row.last_seq > seq or time.monotonic() - at > SENT_SETTLE_S:
+                self._sent = None
+        if self._sent is None and row.status not in _RUNNING:
+            return False
+        if get_runtime().owner_elsewhere(self.store, self.id) is None:
+            if row.status in _RUNNING and not self.running_here:
+                self.store.sweep(now=time.time())  # its process died: mark it interrupted
+            self._sent = None
+            return False
+        return True
 
     def _decide(self, call_id: str, decision: Decision) -> None:
         pending = {a.call_id for a in self.pending_approvals}
@@ -332,11 +356,14 @@ class Session:
         return True
 
     def _send(self, verb: str, args: Mapping[str, object], actor: str) -> None:
-        """Leave a command in the store; this kernel's worker (if any) takes it at once."""
+        """Leave a command in the store; this kernel's worker takes it at once if it holds the
+        session (another process at its next housekeeping round)."""
+        row = self.row
+        self._sent = (row.last_seq, time.monotonic())
         self.store.send_command(self.id, verb, args, actor=actor)
         worker = current_worker()
-        if worker is not None:
-            worker.poke(str(self.store.path))
+        if worker is not None and worker.runtime_id == row.runtime_id:
+            worker.poke(str(self.store.path.resolve()))
 
     def _require_open(self, verb: str) -> None:
         status = self.status

@@ -7,11 +7,12 @@ tools go there by value (cloudpickle), so ones defined in a cell work; they see 
 variables as they were when the agent was made, and the ``python`` tool has a namespace there.
 
 The kernel keeps one worker, started with the first such agent. It sends frames on the
-worker's stdin (an 8-byte length, then a pickled dict) and reads one JSON line per frame from
-its stdout. The worker runs the sessions on its own runtime, leased in the store as any
-process's are, so everything else reaches them through the store: handles, widgets, the CLI
-and the sidebar read it, and controls become commands there (the kernel pokes the worker to
-take them at once). When the kernel goes, the worker's stdin closes: it ends its runtime (its
+worker's stdin (an 8-byte length, then a pickled dict with an id) and reads a JSON line with
+that id per request from its stdout. The kernel leases the session and hands it over; the
+worker runs it on its own runtime, leased in the store as any process's are, so everything
+else reaches it through the store: handles, widgets, the CLI and the sidebar read it, and
+controls become commands there (the kernel pokes the worker to take them at once). When the
+kernel goes, the worker's stdin closes (or its parent changes): it ends its runtime (its
 sessions become ``interrupted``, resumable) and exits.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import itertools
 import json
 import os
 import pickle
@@ -27,6 +29,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,8 @@ import cloudpickle
 from ._errors import ConfigError, JupyterAgentError
 
 REPLY_TIMEOUT_S = 60.0  # a start: the worker's imports (~1 s) and the agent's first lease
+CLOSE_TIMEOUT_S = 3.0  # within Jupyter's 5 s shutdown grace, with the kernel's own to do
+PARENT_CHECK_S = 0.5  # how often the worker looks for its kernel
 _HEADER = 8
 
 
@@ -56,7 +61,12 @@ def pack_agent(spec: dict[str, Any]) -> bytes:
 
 
 class Worker:
-    """The kernel's handle on its worker process."""
+    """The kernel's handle on its worker process.
+
+    Frames carry an id and the worker answers a request with it; a request that gets no
+    answer in time stops the worker (the next agent starts a fresh one), so a late answer is
+    never taken for another's, and a launch given up on never runs after all.
+    """
 
     def __init__(self) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -69,9 +79,11 @@ class Worker:
             start_new_session=True,  # the kernel's interrupt (SIGINT to its group) is not ours
         )
         self._lock = threading.Lock()
+        self._ids = itertools.count(1)
         self._replies: queue.Queue[bytes] = queue.Queue()
         self._reader = threading.Thread(target=self._read, name="agent-worker-replies", daemon=True)
         self._reader.start()
+        self.runtime_id: str | None = None  # its runtime, once it has run a session
 
     @property
     def pid(self) -> int:
@@ -87,38 +99,53 @@ class Worker:
                 self._replies.put(line)
         self._replies.put(b"")  # it exited
 
+    def _send(self, frame_id: int, message: dict[str, Any]) -> None:
+        data = pickle.dumps({**message, "id": frame_id})
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(len(data).to_bytes(_HEADER, "big") + data)
+        self._proc.stdin.flush()
+
     def request(self, message: dict[str, Any], *, timeout: float = REPLY_TIMEOUT_S) -> Any:
         """Send one frame and return the worker's answer (its error raised as ``WorkerError``)."""
-        data = pickle.dumps(message)
         with self._lock:
+            frame_id = next(self._ids)
+            deadline = time.monotonic() + timeout
+            reply: dict[str, Any] | None = None
             try:
-                assert self._proc.stdin is not None
-                self._proc.stdin.write(len(data).to_bytes(_HEADER, "big") + data)
-                self._proc.stdin.flush()
-                line = self._replies.get(timeout=timeout)
+                self._send(frame_id, message)
+                while reply is None:
+                    line = self._replies.get(timeout=max(0.0, deadline - time.monotonic()))
+                    if not line:
+                        break  # it exited
+                    answer = json.loads(line)
+                    if answer.get("id") == frame_id:
+                        reply = answer
             except (OSError, ValueError):
-                line = b""
+                pass  # its pipe is closed: it exited
             except queue.Empty:
+                self._proc.kill()
+                self._proc.wait()  # gone before the next agent looks for a worker
                 raise WorkerError(
-                    f"the agent worker (pid {self.pid}) did not answer in {timeout:g} s"
+                    f"the agent worker (pid {self.pid}) did not answer in {timeout:g} s, so it "
+                    "was stopped; the next agent made with worker=True starts a new one"
                 ) from None
-        if not line:
+        if reply is None:
             raise WorkerError(
                 f"the agent worker (pid {self.pid}) has exited "
                 f"(code {self._proc.wait()}); its error is in the kernel's log"
             )
-        reply = json.loads(line)
         if not reply.get("ok"):
             raise WorkerError(f"the agent worker could not run it: {reply.get('error')}")
         return reply.get("value")
 
     def poke(self, store: str) -> None:
-        """Have the worker take the commands waiting in ``store`` now (else within 0.5 s)."""
-        if self.alive():
-            with contextlib.suppress(WorkerError):  # its housekeeping takes them anyway
-                self.request({"op": "poke", "store": store}, timeout=5.0)
+        """Have the worker take the commands waiting in ``store`` now (else within 0.5 s); no
+        answer is waited for."""
+        with self._lock, contextlib.suppress(OSError, ValueError):
+            if self.alive():
+                self._send(0, {"op": "poke", "store": store})
 
-    def close(self, timeout: float = 10.0) -> None:
+    def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
         """Close its stdin: it ends its runtime (sessions ``interrupted``) and exits."""
         if self._proc.stdin is not None:
             with contextlib.suppress(OSError):
@@ -129,6 +156,14 @@ class Worker:
             self._proc.kill()
             self._proc.wait()
         self._reader.join(timeout)
+
+    def forget_in_child(self) -> None:
+        """After os.fork: the child must not hold the worker's pipes open (its stdin would
+        then never close when the kernel goes)."""
+        for pipe in (self._proc.stdin, self._proc.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    os.close(pipe.fileno())
 
 
 _worker: Worker | None = None
@@ -163,6 +198,8 @@ def close_worker() -> None:
 
 def _forget_worker_in_child() -> None:
     global _worker
+    if _worker is not None:
+        _worker.forget_in_child()
     _worker = None  # a forked child does not own its parent's worker
 
 
@@ -170,48 +207,107 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_worker_in_child)
 
 
+def launch_message(store: Path, session_id: str, agent: bytes, from_runtime: str) -> dict[str, Any]:
+    """What the worker needs to run a session as this process would: the notebook's current
+    folder, environment (keys set in a cell since the worker started) and import path."""
+    cwd = os.getcwd()
+    return {
+        "op": "launch",
+        "store": str(store.resolve()),
+        "session_id": session_id,
+        "agent": agent,
+        "from_runtime": from_runtime,
+        "cwd": cwd,
+        "env": dict(os.environ),
+        "sys_path": [p or cwd for p in sys.path],
+    }
+
+
 # -- the worker's side -------------------------------------------------------------------------
 
 
-def _handle(message: dict[str, Any]) -> Any:
+def _launch(message: dict[str, Any]) -> str:
     from ._agent import Agent, open_store
     from ._runtime import get_runtime
 
-    op = message["op"]
-    store = open_store(Path(message["store"]))
-    if op == "poke":
-        get_runtime().take_commands_now(store)
-        return None
-    for entry in reversed(message.get("sys_path", [])):  # modules the notebook could import
+    os.chdir(message["cwd"])
+    env = message["env"]
+    for key in [k for k in os.environ if k not in env and k != "PYTHONUNBUFFERED"]:
+        del os.environ[key]
+    os.environ.update(env)
+    for entry in reversed(message["sys_path"]):  # modules the notebook could import
         if entry not in sys.path:
             sys.path.insert(0, entry)
+    store = open_store(Path(message["store"]))
+    session_id = store.get_session(message["session_id"]).id  # refused if not in that store
     spec = pickle.loads(message["agent"])
     agent = Agent(**spec, store=store)
-    session_id = message["session_id"]
-    if op == "launch":
-        agent._launch(session_id, takeover_from=message.get("from_runtime"))
-        return get_runtime().id
-    raise ValueError(f"unknown request {op!r}")
+    agent._launch(session_id, takeover_from=message["from_runtime"])
+    return get_runtime().id
+
+
+def _take_pokes(pokes: queue.Queue[str]) -> None:
+    """Take the commands the kernel just left, off the thread that reads its frames (taking
+    one, a restore, may take a while)."""
+    from ._agent import open_store
+    from ._runtime import get_runtime
+
+    while True:
+        store = pokes.get()
+        with contextlib.suppress(Exception):  # housekeeping takes them anyway
+            get_runtime().take_commands_now(open_store(Path(store)))
+
+
+def _exit(reason: str) -> None:
+    """End the runtime (its sessions become ``interrupted``) and leave at once: a thread a tool
+    left behind must not keep the process alive."""
+    from ._runtime import get_runtime
+
+    with contextlib.suppress(Exception):
+        get_runtime().shutdown(reason=reason)
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _watch_parent(parent: int) -> None:
+    """Leave when the kernel is gone even if the pipe stays open (a process it forked may
+    hold it)."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_S)
+    _exit("its kernel has gone")
 
 
 def main() -> None:
     """Serve the kernel's frames until its end of the pipe closes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # stop/pause go through the store
+    signal.signal(signal.SIGINT, lambda *_: None)  # controls come through the store
+    frames = os.fdopen(os.dup(0), "rb")  # the frames on a descriptor of our own (not inherited)
     replies = os.fdopen(os.dup(1), "w", buffering=1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)  # a tool that reads stdin reads nothing, not the kernel's frames
     os.dup2(2, 1)  # what tools print goes to the kernel's log, not into the replies
+    sys.stdin = open(os.devnull)  # noqa: SIM115 (for the life of the process)
     sys.stdout = sys.stderr
-    frames = sys.stdin.buffer
+    threading.Thread(
+        target=_watch_parent, args=(os.getppid(),), name="agent-worker-parent", daemon=True
+    ).start()
+    pokes: queue.Queue[str] = queue.Queue()
+    threading.Thread(
+        target=_take_pokes, args=(pokes,), name="agent-worker-pokes", daemon=True
+    ).start()
     while True:
         header = frames.read(_HEADER)
         if len(header) < _HEADER:
             break
-        data = frames.read(int.from_bytes(header, "big"))
+        message = pickle.loads(frames.read(int.from_bytes(header, "big")))
+        if message["op"] == "poke":
+            pokes.put(message["store"])
+            continue
         try:
-            reply = {"ok": True, "value": _handle(pickle.loads(data))}
+            if message["op"] != "launch":
+                raise ValueError(f"unknown request {message['op']!r}")
+            reply = {"id": message["id"], "ok": True, "value": _launch(message)}
         except BaseException as exc:  # the kernel gets it as one line; this process goes on
-            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
+            error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            reply = {"id": message["id"], "ok": False, "error": error}
         replies.write(json.dumps(reply) + "\n")
-    from ._runtime import get_runtime
-
-    get_runtime().shutdown(reason="its kernel has gone")
-    replies.close()
+    _exit("its kernel has gone")

@@ -66,6 +66,22 @@ def test_a_write_from_a_runtime_that_lost_its_lease_is_refused(tmp_path: Path) -
         assert [e.seq for e in store.iter_events("s1")] == [1]
 
 
+def test_a_hand_over_moves_the_lease_only_from_its_holder_and_keeps_its_commands(
+    tmp_path: Path,
+) -> None:
+    with SqliteStore(tmp_path / "a.db") as store:
+        new_session(store)
+        store.register_runtime(runtime("rt-kernel"))
+        store.acquire_lease("s1", "rt-kernel", now=2.0)
+        store.send_command("s1", "stop", {}, actor="ann")  # sent while the kernel held it
+        store.hand_over_lease("s1", "rt-kernel", "rt-worker")
+        assert store.get_session("s1").runtime_id == "rt-worker"
+        assert [c.verb for c in store.take_commands("s1", taken_by="rt-worker")] == ["stop"]
+        with pytest.raises(LeaseLost, match="rt-worker holds it now"):  # a late, given-up one
+            store.hand_over_lease("s1", "rt-kernel", "rt-late")
+        assert store.get_session("s1").runtime_id == "rt-worker"
+
+
 def test_sweep_marks_a_dead_runtimes_sessions_interrupted_with_a_chained_event(
     tmp_path: Path,
 ) -> None:

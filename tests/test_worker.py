@@ -8,6 +8,7 @@ is checked from the test process.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ from kernel_harness import Kernels
 
 from jupyter_agent import Agent, ConfigError, EventKind, SqliteStore, tool
 from jupyter_agent._events import verify_chain
-from jupyter_agent._worker import WorkerError, close_worker
+from jupyter_agent._worker import WorkerError, close_worker, current_worker
 from jupyter_agent.testing import ScriptedModel, call, reply
 
 
@@ -137,16 +138,22 @@ def test_the_worker_leaves_with_its_kernel_and_its_sessions_are_left_interrupted
 ) -> None:
     kernel = kernels.start()
     kernel.run(CELL_AGENTS)
-    sid, worker_pid = kernel.run(
+    sid, worker_pid, child_pid = kernel.run(
         """
         s = Agent("long", model=caller(10**6), tools=[where], worker=True).start("go on")
         from jupyter_agent._worker import current_worker
-        print(json.dumps([s.id, current_worker().pid]))
+        import multiprocessing  # a process the notebook forks outlives the kernel
+        child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,))
+        child.start()
+        print(json.dumps([s.id, current_worker().pid, child.pid]))
         """
     ).json()
-    wait_for(lambda: store.get_session(sid).last_seq > 6, timeout=10, what="steps")
-    kernel.kill()
-    wait_for(lambda: gone(worker_pid), timeout=10, what="the worker exits")
+    try:
+        wait_for(lambda: store.get_session(sid).last_seq > 6, timeout=10, what="steps")
+        kernel.kill()
+        wait_for(lambda: gone(worker_pid), timeout=10, what="the worker exits")
+    finally:
+        os.kill(child_pid, signal.SIGKILL)
     row = store.get_session(sid)
     assert row.status == "interrupted" and row.runtime_id is None
     (change,) = [
@@ -224,3 +231,72 @@ def test_a_handle_waits_for_a_session_the_worker_runs_and_controls_it(
     s = agent.start("go")
     assert not s.running_here and s.wait(30) == "done" and s.result == "all done"
     assert s.row.steps == 401
+
+
+def test_waiting_on_a_handle_after_a_control_waits_for_the_run_it_asked_for(
+    db: Path, own_worker: None
+) -> None:
+    agent = Agent(
+        "w",
+        model=ScriptedModel(lambda r: call("locked") if r.step <= 300 else reply("all done")),
+        tools=[locked],
+        store=db,
+        worker=True,
+    )
+    s = agent.start("go")
+    wait_for(lambda: s.row.last_seq > 20, timeout=10, what="steps")
+    s.pause()
+    assert s.wait(10) == "paused"
+    assert s.resume().wait(30) == "done"  # not the "paused" it was when the resume was sent
+
+
+def test_waiting_on_a_session_whose_worker_died_says_interrupted(
+    db: Path, own_worker: None
+) -> None:
+    agent = Agent(
+        "w", model=ScriptedModel(lambda r: call("locked")), tools=[locked], store=db, worker=True
+    )
+    s = agent.start("go on")
+    wait_for(lambda: s.row.last_seq > 20, timeout=10, what="steps")
+    worker = current_worker()
+    assert worker is not None
+    os.kill(worker.pid, signal.SIGKILL)
+    assert s.wait(10) == "interrupted"  # at once, not after the dead process's heartbeat ages
+
+
+@tool(effect="read_only")
+def ask_stdin() -> str:
+    """Reads a line from stdin, as careless code might."""
+    try:
+        return input()
+    except EOFError:
+        return "no input"
+
+
+@tool(effect="read_only")
+def env_and_cwd() -> str:
+    """The worker's view of the notebook's setting and folder."""
+    return f"{os.environ.get('JUPYTER_AGENT_TEST_SETTING')} {os.getcwd()}"
+
+
+def test_the_worker_sees_the_notebooks_environment_and_folder_and_no_stdin(
+    db: Path, tmp_path: Path, own_worker: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def run(tool_name: str) -> str:
+        agent = Agent(
+            "w",
+            model=ScriptedModel(lambda r: call(tool_name) if r.step == 1 else reply("ok")),
+            tools=[ask_stdin, env_and_cwd],
+            store=db,
+            worker=True,
+        )
+        s = agent.run("go", timeout=30)
+        assert s.status == "done"
+        (result,) = s.store.iter_events(s.id, kinds=[EventKind.TOOL_RESULT])
+        return str(result.payload["output"])
+
+    assert run("ask_stdin") == "no input"  # the frames from the kernel are not its stdin
+    monkeypatch.setenv("JUPYTER_AGENT_TEST_SETTING", "set later")  # after the worker started
+    (tmp_path / "later").mkdir()
+    monkeypatch.chdir(tmp_path / "later")
+    assert run("env_and_cwd") == f"set later {tmp_path / 'later'}"

@@ -146,6 +146,21 @@ def acquire(
     conn.execute("UPDATE sessions SET runtime_id = ? WHERE id = ?", (runtime_id, session_id))
 
 
+def hand_over(
+    conn: sqlite3.Connection, session_id: str, from_runtime: str, to_runtime: str
+) -> None:
+    """Move the session's lease from ``from_runtime`` (a kernel) to ``to_runtime`` (its worker),
+    only if ``from_runtime`` still holds it. Commands left meanwhile stay for the new holder."""
+    row = conn.execute("SELECT runtime_id FROM sessions WHERE id = ?", (session_id,)).fetchone()
+    if row is None or row[0] != from_runtime:
+        holder = f"runtime {row[0]}" if row and row[0] else "nobody"
+        raise LeaseLost(
+            f"session {session_id} was to be handed over by runtime {from_runtime}, "
+            f"but {holder} holds it now"
+        )
+    conn.execute("UPDATE sessions SET runtime_id = ? WHERE id = ?", (to_runtime, session_id))
+
+
 def check_free(
     conn: sqlite3.Connection, session_id: str, runtime_id: str | None, now: float, alive: Liveness
 ) -> None:

@@ -351,6 +351,13 @@ class SqliteStore:
             self._submit(lambda conn: leases.acquire(conn, session_id, runtime_id, now, alive))
         )
 
+    def hand_over_lease(self, session_id: str, from_runtime: str, to_runtime: str) -> None:
+        """Give the session from one runtime to another (``LeaseLost`` if the first no longer
+        holds it)."""
+        self._wait(
+            self._submit(lambda conn: leases.hand_over(conn, session_id, from_runtime, to_runtime))
+        )
+
     def release_lease(self, session_id: str, runtime_id: str) -> None:
         self._wait(self._submit(lambda conn: leases.release(conn, session_id, runtime_id)))
 
