@@ -174,6 +174,18 @@ def locked() -> str:
 _LOCK = threading.Lock()
 
 
+def test_a_scripted_model_that_ran_here_can_still_go_to_a_worker(
+    db: Path, own_worker: None
+) -> None:
+    model = ScriptedModel(lambda r: call("locked") if r.step <= 2 else reply("done"))
+    assert (
+        Agent("here", model=model, tools=[locked], store=db).run("go", timeout=30).status == "done"
+    )
+    assert model.requests  # it holds requests that refer to this process's sessions
+    s = Agent("there", model=model, tools=[locked], store=db, worker=True).run("go", timeout=30)
+    assert s.status == "done" and s.row.steps == 3
+
+
 def test_an_agent_that_cannot_be_sent_to_a_worker_is_refused_when_made(db: Path) -> None:
     lock = threading.Lock()
 

@@ -103,6 +103,11 @@ class ScriptedModel:
     def name(self) -> str:
         return self._name
 
+    def __getstate__(self) -> dict[str, object]:
+        """A copy sent to another process (a worker) takes the script, not the requests (they
+        hold this process's sessions)."""
+        return {**self.__dict__, "requests": []}
+
     async def complete(self, request: ModelRequest) -> ModelResponse:
         said = self.requests
         said.append(request)
