@@ -174,6 +174,16 @@ class Kernels:
             raise errors[0]
 
 
+def wait_for(check: Callable[[], bool], *, timeout: float, what: str) -> float:
+    """Poll ``check`` every 5 ms; return the seconds it took, fail after ``timeout``."""
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        time.sleep(0.005)
+    return time.monotonic() - started
+
+
 def percentile(values: list[float], q: float) -> float:
     """The ``q``-th percentile (0-100) by nearest rank."""
     ordered = sorted(values)

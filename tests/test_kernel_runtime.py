@@ -15,45 +15,10 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
-from kernel_harness import Kernel, Kernels, percentile
+from kernel_harness import Kernel, Kernels, percentile, wait_for
 
 from jupyter_agent import EventKind, SqliteStore
 from jupyter_agent._events import verify_chain
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "agent.db"
-
-
-@pytest.fixture
-def kernels(tmp_path: Path, db: Path) -> Iterator[Kernels]:
-    pool = Kernels(tmp_path, db)
-    try:
-        yield pool
-    finally:
-        pool.close()
-
-
-@pytest.fixture
-def store(db: Path) -> Iterator[SqliteStore]:
-    """The store as the test process reads it (it registers no runtime)."""
-    st = SqliteStore(db)
-    try:
-        yield st
-    finally:
-        st.close()
-
-
-def wait_for(check: Callable[[], bool], *, timeout: float, what: str) -> float:
-    """Poll ``check`` every 5 ms; return the seconds it took, fail after ``timeout``."""
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(0.005)
-    return time.monotonic() - started
 
 
 @contextlib.contextmanager

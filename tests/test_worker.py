@@ -11,39 +11,16 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kernel_harness import Kernels
+from kernel_harness import Kernels, wait_for
 
 from jupyter_agent import Agent, ConfigError, EventKind, SqliteStore, tool
 from jupyter_agent._events import verify_chain
 from jupyter_agent._worker import WorkerError, close_worker, current_worker
 from jupyter_agent.testing import ScriptedModel, call, reply
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "agent.db"
-
-
-@pytest.fixture
-def kernels(tmp_path: Path, db: Path) -> Iterator[Kernels]:
-    pool = Kernels(tmp_path, db)
-    try:
-        yield pool
-    finally:
-        pool.close()
-
-
-@pytest.fixture
-def store(db: Path) -> Iterator[SqliteStore]:
-    st = SqliteStore(db)
-    try:
-        yield st
-    finally:
-        st.close()
 
 
 @pytest.fixture
@@ -53,15 +30,6 @@ def own_worker() -> Iterator[None]:
         yield
     finally:
         close_worker()
-
-
-def wait_for(check: Callable[[], bool], *, timeout: float, what: str) -> float:
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(0.005)
-    return time.monotonic() - started
 
 
 def gone(pid: int) -> bool:
