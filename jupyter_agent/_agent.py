@@ -155,6 +155,7 @@ class Agent:
                 "max_steps": self.limits.max_steps,
                 "policy": self.policy,
                 "schedule": self.schedule.to_payload() if self.schedule else None,
+                **({"worker": True} if self.worker else {}),
             },
         )
         return session_id
@@ -187,7 +188,8 @@ class Agent:
             raise InvalidSessionState(f"session {session_id} is already running in this process")
         try:
             self.store.acquire_lease(session_id, runtime.id, now=time.time())
-            message = launch_message(self.store.path, session_id, self._packed or b"", runtime.id)
+            assert self._packed is not None
+            message = launch_message(self.store.path, session_id, self._packed, runtime.id)
             worker = get_worker()
             try:
                 worker.runtime_id = worker.request(message)
@@ -260,6 +262,7 @@ def _agent_for(
         policy=state.policy,
         store=store,
         clock=clock,
+        worker=state.worker,  # where it ran: a resume after a restart runs it there again
     )
     return agent
 

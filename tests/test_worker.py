@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from kernel_harness import Kernels, wait_for
 
-from jupyter_agent import Agent, ConfigError, EventKind, SqliteStore, tool
+from jupyter_agent import Agent, ConfigError, EventKind, SqliteStore, open_session, tool
 from jupyter_agent._events import verify_chain
 from jupyter_agent._worker import WorkerError, close_worker, current_worker
 from jupyter_agent.testing import ScriptedModel, call, reply
@@ -280,3 +280,26 @@ def test_the_worker_sees_the_notebooks_environment_and_folder_and_no_stdin(
     (tmp_path / "later").mkdir()
     monkeypatch.chdir(tmp_path / "later")
     assert run("env_and_cwd") == f"set later {tmp_path / 'later'}"
+
+
+def test_a_worker_session_left_interrupted_is_resumed_in_a_worker_again(
+    db: Path, own_worker: None
+) -> None:
+    agent = Agent(
+        "w",
+        model=ScriptedModel(lambda r: call("locked") if r.step <= 300 else reply("all done")),
+        tools=[locked],
+        store=db,
+        worker=True,
+    )
+    s = agent.start("go")
+    wait_for(lambda: s.row.last_seq > 20, timeout=10, what="steps")
+    close_worker()  # as when its kernel restarts
+    assert s.status == "interrupted"
+
+    again = open_session(s.id, store=db, tools=[locked], model=agent.model).resume()
+    worker = current_worker()
+    assert worker is not None and not again.running_here
+    holder = again.store.get_runtime(again.row.runtime_id or "")
+    assert holder is not None and holder.pid == worker.pid
+    assert again.wait(30) == "done"
