@@ -1,7 +1,8 @@
 """The session widget in a real JupyterLab: it shows a running agent live and steers it.
 
 A ``%%agent`` cell runs the demo model's loop, paced so each model turn takes a quarter of a
-second: slow enough to watch and to catch between steps, fast enough for a short test. The
+second: slow enough to watch and to catch between steps, fast enough for a short test; once in
+the kernel and once in its worker (``--worker``), which the widget reaches through the store. The
 assertions are on the widget's DOM contract (``.ja-session``, ``.ja-row``, ``button.ja-pause``,
 ...), which is what a person sees and clicks.
 """
@@ -80,8 +81,12 @@ def test_kernels_run_this_venvs_python_on_the_test_store(notebook: Open, lab: La
     assert str(lab.store) in text
 
 
-def test_the_widget_shows_a_running_session_and_steers_it(notebook: Open, tmp_path: Path) -> None:
-    nb = notebook("steer.ipynb", [LOAD, PACED])
+@pytest.mark.parametrize("where", ["kernel", "worker"])
+def test_the_widget_shows_a_running_session_and_steers_it(
+    notebook: Open, tmp_path: Path, where: str
+) -> None:
+    cell = PACED if where == "kernel" else PACED.replace("%%agent ", "%%agent --worker ", 1)
+    nb = notebook(f"steer-{where}.ipynb", [LOAD, cell])
     widget = start_agent(nb)
     expect(widget).to_have_attribute("data-session-id", re.compile(r"\S"))
     expect(widget.locator(".ja-header")).to_be_visible()
@@ -113,8 +118,8 @@ def test_the_widget_shows_a_running_session_and_steers_it(notebook: Open, tmp_pa
     expect(told).to_have_count(1, timeout=10_000)
 
     widget.scroll_into_view_if_needed()
-    nb.page.screenshot(path=tmp_path / "widget.png")
-    print(f"screenshot: {tmp_path / 'widget.png'}")
+    nb.page.screenshot(path=tmp_path / f"widget-{where}.png")
+    print(f"screenshot: {tmp_path / f'widget-{where}.png'}")
 
     widget.locator("button.ja-stop").click()
     expect(widget).to_have_attribute("data-status", "stopped", timeout=10_000)
