@@ -14,13 +14,23 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from kernel_harness import Kernels, wait_for
 
-from jupyter_agent import Agent, ConfigError, EventKind, SqliteStore, open_session, tool
+from jupyter_agent import (
+    Agent,
+    AnthropicModel,
+    ConfigError,
+    EventKind,
+    OpenAIModel,
+    SqliteStore,
+    open_session,
+    tool,
+)
 from jupyter_agent._events import verify_chain
 from jupyter_agent._worker import WorkerError, close_worker, current_worker
-from jupyter_agent.testing import ScriptedModel, call, reply
+from jupyter_agent.testing import FakeProvider, ScriptedModel, call, reply
 
 
 @pytest.fixture
@@ -303,3 +313,27 @@ def test_a_worker_session_left_interrupted_is_resumed_in_a_worker_again(
     holder = again.store.get_runtime(again.row.runtime_id or "")
     assert holder is not None and holder.pid == worker.pid
     assert again.wait(30) == "done"
+
+
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+def test_a_provider_model_object_goes_to_the_worker_and_answers_there(
+    db: Path, own_worker: None, wire: str
+) -> None:
+    script = [call("env_and_cwd"), reply("answered from the worker")]
+    with FakeProvider(script, api_key="sk-test") as fake:
+        model = (
+            OpenAIModel("gpt-4.1-mini", base_url=fake.openai_base_url, api_key="sk-test")
+            if wire == "openai"
+            else AnthropicModel("claude-x", base_url=fake.anthropic_base_url, api_key="sk-test")
+        )
+        agent = Agent("w", model=model, tools=[env_and_cwd], store=db, worker=True)
+        s = agent.run("go", timeout=30)
+        assert (s.status, s.result) == ("done", "answered from the worker")
+        assert len(fake.requests) == 2 and not s.running_here
+
+
+def test_a_provider_model_with_its_own_http_client_is_refused_for_a_worker(db: Path) -> None:
+    client = httpx.AsyncClient()
+    model = OpenAIModel("m", base_url="http://127.0.0.1:9/v1", http_client=client)
+    with pytest.raises(ConfigError, match="own http_client cannot be sent"):
+        Agent("w", model=model, tools=[], store=db, worker=True)

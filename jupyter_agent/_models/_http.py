@@ -188,10 +188,25 @@ class ProviderClient:
         self.base_url = base_url.rstrip("/")
         self._headers = dict(headers)
         self._secrets = secrets
+        self._timeout = timeout
+        self._own_client = http_client is None
         self._client = http_client or httpx.AsyncClient(timeout=timeout)
 
     def __repr__(self) -> str:  # never show headers: they hold the key
         return f"<ProviderClient {self.provider} {self.base_url}>"
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Sent to another process (a worker), it makes a connection pool of its own there."""
+        if not self._own_client:
+            raise TypeError(
+                "a model given its own http_client cannot be sent to another process; "
+                "leave http_client out and it makes one there"
+            )
+        return {k: v for k, v in self.__dict__.items() if k != "_client"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._client = httpx.AsyncClient(timeout=self._timeout)
 
     async def aclose(self) -> None:
         await self._client.aclose()
