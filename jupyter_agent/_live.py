@@ -28,6 +28,8 @@ class LiveText:
         self._lock = threading.Lock()
         self._latest: dict[str, PartialText] = {}
         self._listeners: dict[str, list[Listener]] = {}
+        # every change, for a process that runs sessions for another (a kernel's worker)
+        self.mirror: Callable[[str, PartialText | None], None] | None = None
 
     def get(self, session_id: str) -> PartialText | None:
         return self._latest.get(session_id)
@@ -65,6 +67,8 @@ class LiveText:
             listeners = list(self._listeners.get(session_id, ()))
         for listener in listeners:
             listener(value)
+        if self.mirror is not None:
+            self.mirror(session_id, value)
 
 
 live_text = LiveText()

@@ -6,14 +6,14 @@ run on their own lock and the notebook stays as quick as with none. The agent's 
 tools go there by value (cloudpickle), so ones defined in a cell work; they see the notebook's
 variables as they were when the agent was made, and the ``python`` tool has a namespace there.
 
-The kernel keeps one worker, started with the first such agent. It sends frames on the
-worker's stdin (an 8-byte length, then a pickled dict with an id) and reads a JSON line with
-that id per request from its stdout. The kernel leases the session and hands it over; the
-worker runs it on its own runtime, leased in the store as any process's are, so everything
-else reaches it through the store: handles, widgets, the CLI and the sidebar read it, and
-controls become commands there (the kernel pokes the worker to take them at once). When the
-kernel goes, the worker's stdin closes (or its parent changes): it ends its runtime (its
-sessions become ``interrupted``, resumable) and exits.
+The kernel keeps one worker, started with the first such agent. It sends frames on the worker's
+stdin (an 8-byte length, then a pickled dict with an id) and reads a JSON line with that id per
+request from its stdout. The kernel leases the session and hands it over; the worker runs it on
+its own runtime, leased in the store as any process's are, so everything else reaches it through
+the store: handles, widgets, the CLI and the sidebar read it, and controls become commands there
+(the kernel pokes the worker to take them at once); the text a model streams comes back on the
+reply pipe to the kernel's live views. When the kernel goes, the worker's stdin closes (or its
+parent changes): it ends its runtime (its sessions become ``interrupted``, resumable) and exits.
 """
 
 from __future__ import annotations
@@ -31,15 +31,17 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import cloudpickle
 
 from ._errors import ConfigError, JupyterAgentError
+from ._live import PartialText, live_text
 
 REPLY_TIMEOUT_S = 60.0  # a start: the worker's imports (~1 s) and the agent's first lease
 CLOSE_TIMEOUT_S = 3.0  # within Jupyter's 5 s shutdown grace, with the kernel's own to do
 PARENT_CHECK_S = 0.5  # how often the worker looks for its kernel
+LIVE_EVERY_S = 0.1  # how often a streaming model's text so far goes to the kernel
 _HEADER = 8
 
 
@@ -93,10 +95,19 @@ class Worker:
         return self._proc.poll() is None
 
     def _read(self) -> None:
+        """Answers go to the request waiting for them; the text a session's model streams
+        goes to this process's live views (its handles and widgets), as if it ran here."""
         assert self._proc.stdout is not None
         with self._proc.stdout:
             for line in self._proc.stdout:
-                self._replies.put(line)
+                if line.startswith(b'{"live"'):
+                    live = json.loads(line)["live"]
+                    if live["text"] is None:
+                        live_text.clear(live["session_id"])
+                    else:
+                        live_text.set(live["session_id"], live["step"], live["text"])
+                else:
+                    self._replies.put(line)
         self._replies.put(b"")  # it exited
 
     def _send(self, frame_id: int, message: dict[str, Any]) -> None:
@@ -277,11 +288,37 @@ def _watch_parent(parent: int) -> None:
     _exit("its kernel has gone")
 
 
+class _Replies:
+    """The worker's side of the reply pipe: answers, and the text models stream (at most
+    every ``LIVE_EVERY_S`` a session, and always the end of it)."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self._out, self._lock = out, threading.Lock()
+        self._sent: dict[str, float] = {}
+
+    def answer(self, reply: dict[str, Any]) -> None:
+        self._write(reply)
+
+    def live(self, session_id: str, value: PartialText | None) -> None:
+        now = time.monotonic()
+        if value is not None and now - self._sent.get(session_id, 0.0) < LIVE_EVERY_S:
+            return
+        self._sent[session_id] = now
+        text = None if value is None else value.text
+        step = None if value is None else value.step
+        self._write({"live": {"session_id": session_id, "step": step, "text": text}})
+
+    def _write(self, message: dict[str, Any]) -> None:
+        with self._lock, contextlib.suppress(OSError, ValueError):  # the kernel has gone
+            self._out.write(json.dumps(message) + "\n")
+
+
 def main() -> None:
     """Serve the kernel's frames until its end of the pipe closes."""
     signal.signal(signal.SIGINT, lambda *_: None)  # controls come through the store
     frames = os.fdopen(os.dup(0), "rb")  # the frames on a descriptor of our own (not inherited)
-    replies = os.fdopen(os.dup(1), "w", buffering=1)
+    replies = _Replies(os.fdopen(os.dup(1), "w", buffering=1))
+    live_text.mirror = replies.live
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)  # a tool that reads stdin reads nothing, not the kernel's frames
     os.dup2(2, 1)  # what tools print goes to the kernel's log, not into the replies
@@ -309,5 +346,5 @@ def main() -> None:
         except BaseException as exc:  # the kernel gets it as one line; this process goes on
             error = f"{type(exc).__name__}: {exc}".splitlines()[0]
             reply = {"id": message["id"], "ok": False, "error": error}
-        replies.write(json.dumps(reply) + "\n")
+        replies.answer(reply)
     _exit("its kernel has gone")

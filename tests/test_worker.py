@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 from kernel_harness import Kernels, wait_for
@@ -29,6 +30,8 @@ from jupyter_agent import (
     tool,
 )
 from jupyter_agent._events import verify_chain
+from jupyter_agent._live import PartialText
+from jupyter_agent._models._base import ModelRequest, ModelResponse
 from jupyter_agent._worker import WorkerError, close_worker, current_worker
 from jupyter_agent.testing import FakeProvider, ScriptedModel, call, reply
 
@@ -337,3 +340,24 @@ def test_a_provider_model_with_its_own_http_client_is_refused_for_a_worker(db: P
     model = OpenAIModel("m", base_url="http://127.0.0.1:9/v1", http_client=client)
     with pytest.raises(ConfigError, match="own http_client cannot be sent"):
         Agent("w", model=model, tools=[], store=db, worker=True)
+
+
+class _Streamer:
+    """A model that streams the start of its answer, then takes a while to finish it."""
+
+    name = "streamer"
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        request.observer.partial("Thinking it over")
+        await anyio.sleep(1.5)
+        return reply("Thought it over.")
+
+
+def test_the_text_a_model_streams_in_the_worker_shows_in_the_kernel(
+    db: Path, own_worker: None
+) -> None:
+    s = Agent("w", model=_Streamer(), tools=[], store=db, worker=True).start("think")
+    wait_for(lambda: s.partial_text is not None, timeout=10, what="the streamed text")
+    assert s.partial_text == PartialText(1, "Thinking it over")
+    assert s.wait(10) == "done" and s.result == "Thought it over."
+    wait_for(lambda: s.partial_text is None, timeout=5, what="the streamed text cleared")
