@@ -348,6 +348,8 @@ class Runtime:
                 self._relaunch[session_id]()
         elif verb == "resume" and not inbox.active:
             self._relaunch[session_id]()
+        elif verb == "release" and not inbox.active:  # from the kernel this worker serves
+            self.forget(session_id)
         elif verb == "stop" and not inbox.active:
             record_stop(store, session_id, actor=actor, clock=clock, runtime_id=self.id)
             self.forget(session_id)

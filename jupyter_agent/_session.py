@@ -222,10 +222,19 @@ class Session:
         """Let go of a session paused or waiting here, so another process may resume it.
 
         (This process keeps a session it paused until it exits, so that nobody else runs it
-        meanwhile; controls from elsewhere still reach it through the store.)
+        meanwhile; controls from elsewhere still reach it through the store.) A session this
+        kernel's worker holds is let go there.
         """
         if self.running_here:
             raise InvalidSessionState(f"session {self.id} is running here: pause or stop it first")
+        worker, row = current_worker(), self.row
+        if worker is not None and row.runtime_id and worker.runtime_id == row.runtime_id:
+            if row.status in _RUNNING:
+                raise InvalidSessionState(
+                    f"session {self.id} is running in the worker: pause or stop it first"
+                )
+            self._send("release", {}, current_identity())
+            return
         get_runtime().forget(self.id)
 
     def fork(

@@ -24,6 +24,7 @@ from jupyter_agent import (
     AnthropicModel,
     ConfigError,
     EventKind,
+    InvalidSessionState,
     OpenAIModel,
     SqliteStore,
     open_session,
@@ -361,3 +362,19 @@ def test_the_text_a_model_streams_in_the_worker_shows_in_the_kernel(
     assert s.partial_text == PartialText(1, "Thinking it over")
     assert s.wait(10) == "done" and s.result == "Thought it over."
     wait_for(lambda: s.partial_text is None, timeout=5, what="the streamed text cleared")
+
+
+def test_a_session_paused_in_the_worker_can_be_released_and_resumed_here(
+    db: Path, own_worker: None
+) -> None:
+    model = ScriptedModel(lambda r: call("locked") if r.step <= 300 else reply("all done"))
+    s = Agent("w", model=model, tools=[locked], store=db, worker=True).start("go")
+    wait_for(lambda: s.row.last_seq > 20, timeout=10, what="steps")
+    with pytest.raises(InvalidSessionState, match="running in the worker: pause or stop"):
+        s.release()
+    s.pause()
+    assert s.wait(10) == "paused"
+    s.release()
+    wait_for(lambda: s.row.runtime_id is None, timeout=5, what="the worker lets it go")
+    here = Agent("here", model=model, tools=[locked], store=db).open(s.id).resume()
+    assert here.running_here and here.wait(30) == "done"
