@@ -26,6 +26,7 @@ from jupyter_agent import (
     EventKind,
     InvalidSessionState,
     OpenAIModel,
+    Session,
     SqliteStore,
     open_session,
     tool,
@@ -227,9 +228,8 @@ def test_a_handle_waits_for_a_session_the_worker_runs_and_controls_it(
     assert s.row.steps == 401
 
 
-def test_waiting_on_a_handle_after_a_control_waits_for_the_run_it_asked_for(
-    db: Path, own_worker: None
-) -> None:
+def started_in_the_worker(db: Path) -> tuple[Agent, Session]:
+    """An agent of 300 quick steps made with ``worker=True``, started, a few steps in."""
     agent = Agent(
         "w",
         model=ScriptedModel(lambda r: call("locked") if r.step <= 300 else reply("all done")),
@@ -239,6 +239,13 @@ def test_waiting_on_a_handle_after_a_control_waits_for_the_run_it_asked_for(
     )
     s = agent.start("go")
     wait_for(lambda: s.row.last_seq > 20, timeout=10, what="steps")
+    return agent, s
+
+
+def test_waiting_on_a_handle_after_a_control_waits_for_the_run_it_asked_for(
+    db: Path, own_worker: None
+) -> None:
+    _, s = started_in_the_worker(db)
     s.pause()
     assert s.wait(10) == "paused"
     assert s.resume().wait(30) == "done"  # not the "paused" it was when the resume was sent
@@ -299,15 +306,7 @@ def test_the_worker_sees_the_notebooks_environment_and_folder_and_no_stdin(
 def test_a_worker_session_left_interrupted_is_resumed_in_a_worker_again(
     db: Path, own_worker: None
 ) -> None:
-    agent = Agent(
-        "w",
-        model=ScriptedModel(lambda r: call("locked") if r.step <= 300 else reply("all done")),
-        tools=[locked],
-        store=db,
-        worker=True,
-    )
-    s = agent.start("go")
-    wait_for(lambda: s.row.last_seq > 20, timeout=10, what="steps")
+    agent, s = started_in_the_worker(db)
     close_worker()  # as when its kernel restarts
     assert s.status == "interrupted"
 
@@ -367,14 +366,12 @@ def test_the_text_a_model_streams_in_the_worker_shows_in_the_kernel(
 def test_a_session_paused_in_the_worker_can_be_released_and_resumed_here(
     db: Path, own_worker: None
 ) -> None:
-    model = ScriptedModel(lambda r: call("locked") if r.step <= 300 else reply("all done"))
-    s = Agent("w", model=model, tools=[locked], store=db, worker=True).start("go")
-    wait_for(lambda: s.row.last_seq > 20, timeout=10, what="steps")
+    agent, s = started_in_the_worker(db)
     with pytest.raises(InvalidSessionState, match="running in the worker: pause or stop"):
         s.release()
     s.pause()
     assert s.wait(10) == "paused"
     s.release()
     wait_for(lambda: s.row.runtime_id is None, timeout=5, what="the worker lets it go")
-    here = Agent("here", model=model, tools=[locked], store=db).open(s.id).resume()
+    here = Agent("here", model=agent.model, tools=[locked], store=db).open(s.id).resume()
     assert here.running_here and here.wait(30) == "done"
