@@ -101,11 +101,8 @@ class Worker:
         with self._proc.stdout:
             for line in self._proc.stdout:
                 if line.startswith(b'{"live"'):
-                    live = json.loads(line)["live"]
-                    if live["text"] is None:
-                        live_text.clear(live["session_id"])
-                    else:
-                        live_text.set(live["session_id"], live["step"], live["text"])
+                    with contextlib.suppress(Exception):  # a view's listener must not stop us
+                        _show_live(json.loads(line)["live"])
                 else:
                     self._replies.put(line)
         self._replies.put(b"")  # it exited
@@ -175,6 +172,13 @@ class Worker:
             if pipe is not None:
                 with contextlib.suppress(OSError):
                     os.close(pipe.fileno())
+
+
+def _show_live(live: dict[str, Any]) -> None:
+    if live["text"] is None:
+        live_text.clear(live["session_id"])
+    else:
+        live_text.set(live["session_id"], live["step"], live["text"])
 
 
 _worker: Worker | None = None

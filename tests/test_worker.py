@@ -32,7 +32,7 @@ from jupyter_agent import (
     tool,
 )
 from jupyter_agent._events import verify_chain
-from jupyter_agent._live import PartialText
+from jupyter_agent._live import PartialText, live_text
 from jupyter_agent._models._base import ModelRequest, ModelResponse
 from jupyter_agent._worker import WorkerError, close_worker, current_worker
 from jupyter_agent.testing import FakeProvider, ScriptedModel, call, reply
@@ -348,8 +348,10 @@ class _Streamer:
     name = "streamer"
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
+        request.observer.partial("Thinking")
+        await anyio.sleep(0.5)
         request.observer.partial("Thinking it over")
-        await anyio.sleep(1.5)
+        await anyio.sleep(1.0)
         return reply("Thought it over.")
 
 
@@ -357,10 +359,19 @@ def test_the_text_a_model_streams_in_the_worker_shows_in_the_kernel(
     db: Path, own_worker: None
 ) -> None:
     s = Agent("w", model=_Streamer(), tools=[], store=db, worker=True).start("think")
+
+    def broken_view(value: PartialText | None) -> None:
+        raise RuntimeError("a view that fails")
+
+    live_text.subscribe(s.id, broken_view)
     wait_for(lambda: s.partial_text is not None, timeout=10, what="the streamed text")
-    assert s.partial_text == PartialText(1, "Thinking it over")
+    wait_for(
+        lambda: s.partial_text == PartialText(1, "Thinking it over"), timeout=10, what="more text"
+    )
     assert s.wait(10) == "done" and s.result == "Thought it over."
     wait_for(lambda: s.partial_text is None, timeout=5, what="the streamed text cleared")
+    again = Agent("w", model=_Streamer(), tools=[], store=db, worker=True).run("again", timeout=30)
+    assert again.status == "done"  # the failing view stopped nothing
 
 
 def test_a_session_paused_in_the_worker_can_be_released_and_resumed_here(
