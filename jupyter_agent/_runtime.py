@@ -119,7 +119,7 @@ class Runtime:
                     if not store.heartbeat(self.id, now):  # judged dead while we lived on
                         store.register_runtime(this_process(self.id, current_identity(), now))
                     store.sweep(now=now)
-                    self._take_commands(store)
+                    self.take_commands(store)
                     self._retry_abandoned()
                 except Exception as exc:  # housekeeping must outlive any one bad round
                     self.errors.append(f"{type(exc).__name__}: {exc}")
@@ -310,23 +310,18 @@ class Runtime:
         info = store.get_runtime(holder)
         return holder if info is not None and is_alive(info, time.time()) else None
 
-    def take_commands_now(self, store: SqliteStore) -> None:
-        """Take the commands waiting in ``store`` now, not at the next housekeeping round."""
-        self._take_commands(store)
-
-    def _take_commands(self, store: SqliteStore) -> None:
-        with self._commands_lock:  # housekeeping, or a poke from the kernel (a worker)
-            self._take_commands_locked(store)
-
-    def _take_commands_locked(self, store: SqliteStore) -> None:
-        for session_id, held_in in list(self._session_stores.items()):
-            if held_in is not store:
-                continue
-            for cmd in store.take_commands(session_id, taken_by=self.id):
-                try:
-                    self._apply_command(session_id, cmd.verb, cmd.args, cmd.actor)
-                except Exception as exc:  # one bad command must not drop the others
-                    self.errors.append(f"command {cmd.id} ({cmd.verb}): {exc}")
+    def take_commands(self, store: SqliteStore) -> None:
+        """Take the commands waiting in ``store`` for the sessions held here (housekeeping does
+        it every round; a worker at once, when its kernel pokes it)."""
+        with self._commands_lock:
+            for session_id, held_in in list(self._session_stores.items()):
+                if held_in is not store:
+                    continue
+                for cmd in store.take_commands(session_id, taken_by=self.id):
+                    try:
+                        self._apply_command(session_id, cmd.verb, cmd.args, cmd.actor)
+                    except Exception as exc:  # one bad command must not drop the others
+                        self.errors.append(f"command {cmd.id} ({cmd.verb}): {exc}")
 
     def _apply_command(self, session_id: str, verb: str, args: object, actor: str) -> None:
         args = args if isinstance(args, dict) else {}

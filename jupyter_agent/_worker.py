@@ -80,7 +80,8 @@ class Worker:
             close_fds=True,
             start_new_session=True,  # the kernel's interrupt (SIGINT to its group) is not ours
         )
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one request waits for its answer at a time
+        self._write_lock = threading.Lock()  # frames go out whole (a poke waits for no answer)
         self._ids = itertools.count(1)
         self._replies: queue.Queue[bytes] = queue.Queue()
         self._reader = threading.Thread(target=self._read, name="agent-worker-replies", daemon=True)
@@ -110,8 +111,9 @@ class Worker:
     def _send(self, frame_id: int, message: dict[str, Any]) -> None:
         data = pickle.dumps({**message, "id": frame_id})
         assert self._proc.stdin is not None
-        self._proc.stdin.write(len(data).to_bytes(_HEADER, "big") + data)
-        self._proc.stdin.flush()
+        with self._write_lock:
+            self._proc.stdin.write(len(data).to_bytes(_HEADER, "big") + data)
+            self._proc.stdin.flush()
 
     def request(self, message: dict[str, Any], *, timeout: float = REPLY_TIMEOUT_S) -> Any:
         """Send one frame and return the worker's answer (its error raised as ``WorkerError``)."""
@@ -149,7 +151,7 @@ class Worker:
     def poke(self, store: str) -> None:
         """Have the worker take the commands waiting in ``store`` now (else within 0.5 s); no
         answer is waited for."""
-        with self._lock, contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError):
             if self.alive():
                 self._send(0, {"op": "poke", "store": store})
 
@@ -270,7 +272,7 @@ def _take_pokes(pokes: queue.Queue[str]) -> None:
     while True:
         store = pokes.get()
         with contextlib.suppress(Exception):  # housekeeping takes them anyway
-            get_runtime().take_commands_now(open_store(Path(store)))
+            get_runtime().take_commands(open_store(Path(store)))
 
 
 def _exit(reason: str) -> None:
