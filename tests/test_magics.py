@@ -7,6 +7,7 @@ when the next cell steers it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -17,7 +18,15 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.testing.globalipapp import get_ipython
 from logs import cut_log
 
-from jupyter_agent import Agent, Event, EventKind, Session, open_session, sessions
+from jupyter_agent import (
+    Agent,
+    Event,
+    EventKind,
+    InvalidSessionState,
+    Session,
+    open_session,
+    sessions,
+)
 from jupyter_agent._identity import current_identity
 from jupyter_agent._magics import VERBS
 from jupyter_agent._worker import close_worker, current_worker
@@ -51,7 +60,8 @@ def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     yield path
     for s in sessions(store=path):
         if s.running_here:
-            s.stop()
+            with contextlib.suppress(InvalidSessionState):  # it stopped since the check
+                s.stop()
             s.wait(10)
 
 
