@@ -25,7 +25,7 @@ from ._live import PartialText, live_text
 from ._runtime import get_runtime
 from ._state import TERMINAL, ApprovalRequest, SessionState, load_state
 from ._store import SessionRow, SqliteStore
-from ._store._leases import SessionLeased
+from ._store._leases import LIVE_STATUSES, SessionLeased
 from ._timeline import TimelineRow, format_rows, timeline
 from ._tools._context import PlanItem
 from ._worker import current_worker
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
     from ._widget import SessionWidget
 
 
-_RUNNING = ("running", "sleeping")
 WAIT_SLICE_S = 0.05  # how often wait() looks for a call waiting for a person
 SENT_SETTLE_S = 5.0  # how long wait() waits for another process to act on a control
 RESTORE_TIMEOUT_S = 120.0  # a running session's pause, then the rewind of its files
@@ -214,7 +213,8 @@ class Session:
                 "this handle cannot run the session; use open_session(id, tools=[...]) to resume it"
             )
         agent = self._agent_factory()
-        self._sent = (self.row.last_seq, time.monotonic())  # (a worker's run: wait() waits)
+        if agent.worker:  # the run is the worker's: wait() waits until it shows in the log
+            self._sent = (self.row.last_seq, time.monotonic())
         agent._launch(self.id)
         return self
 
@@ -229,7 +229,7 @@ class Session:
             raise InvalidSessionState(f"session {self.id} is running here: pause or stop it first")
         worker, row = current_worker(), self.row
         if worker is not None and row.runtime_id and worker.runtime_id == row.runtime_id:
-            if row.status in _RUNNING:
+            if row.status in LIVE_STATUSES:
                 raise InvalidSessionState(
                     f"session {self.id} is running in the worker: pause or stop it first"
                 )
@@ -334,10 +334,10 @@ class Session:
             seq, at = self._sent
             if row.last_seq > seq or time.monotonic() - at > SENT_SETTLE_S:
                 self._sent = None
-        if self._sent is None and row.status not in _RUNNING:
+        if self._sent is None and row.status not in LIVE_STATUSES:
             return False
         if get_runtime().owner_elsewhere(self.store, self.id) is None:
-            if row.status in _RUNNING and not self.running_here:
+            if row.status in LIVE_STATUSES and not self.running_here:
                 self.store.sweep(now=time.time())  # its process died: mark it interrupted
             self._sent = None
             return False

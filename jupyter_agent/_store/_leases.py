@@ -22,7 +22,7 @@ from .._events import GENESIS_HASH, EventChain, EventKind
 from ._schema import SEQ_BITS
 
 HEARTBEAT_TTL_S = 10.0
-_LIVE_STATUSES = ("running", "sleeping")
+LIVE_STATUSES = ("running", "sleeping")  # a session that some process runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +214,7 @@ def interrupt(conn: sqlite3.Connection, session_id: str, *, now: float, reason: 
     if newer is not None:
         last_seq, last_hash, updated_at = newer[0], newer[1], max(newer[2], updated_at or 0.0)
     now = max(now, updated_at or 0.0)  # a session on a fake or fast clock: time never goes back
-    if status in _LIVE_STATUSES:
+    if status in LIVE_STATUSES:
         chain = EventChain(session_id, last_seq=last_seq, last_hash=last_hash or GENESIS_HASH)
         e = chain.next(
             EventKind.STATUS_CHANGED,
