@@ -875,7 +875,7 @@ class Engine:
                 return await tool.invoke(args, ctx), None, ctx.file_changes
         except (_Interrupted, SessionConflict, StoreError):
             raise  # a pause, or the store failing under the tool: not the tool's own error
-        except Exception as exc:
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:  # a tool cannot end the runtime
             tb = "".join(traceback.format_exception(exc)[-3:])
             return ToolOutput(f"{type(exc).__name__}: {exc}", True), tb, ctx.file_changes
 

@@ -193,7 +193,11 @@ class Runtime:
             self._engines.pop(engine.session_id, None)
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self._abandon, engine, exc)
-            raise
+            if isinstance(exc, Exception | anyio.get_cancelled_exc_class()):
+                raise
+            # e.g. SystemExit from a model: it ends this session, not the loop every other
+            # session runs on (the portal's task group would take it down with it)
+            raise RuntimeError(f"session {engine.session_id} stopped: {_named(exc)}") from exc
         self._engines.pop(engine.session_id, None)
         waiting = self._restores.pop(engine.session_id, None)
         if waiting is not None:  # the pause it asked for has come: rewind now
@@ -254,7 +258,7 @@ class Runtime:
         refuses now (it may be what failed), housekeeping tries again."""
         self._relaunch.pop(engine.session_id, None)
         self._session_stores.pop(engine.session_id, None)
-        self._abandoned[engine.session_id] = (engine.store, f"its engine stopped: {exc}")
+        self._abandoned[engine.session_id] = (engine.store, f"its engine stopped: {_named(exc)}")
         self._retry_abandoned()
 
     def _retry_abandoned(self) -> None:
@@ -384,3 +388,9 @@ def get_runtime() -> Runtime:
         if _runtime is None:
             _runtime = Runtime()
         return _runtime
+
+
+def _named(exc: BaseException) -> str:
+    """``Type: text``, or the type alone when the error has no text (a cancellation)."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -397,6 +397,50 @@ def test_a_session_that_fails_does_not_disturb_the_others(tmp_path: Path) -> Non
     assert "this model is broken" in err["message"] and "Traceback" in err["traceback"]
 
 
+def test_a_tool_or_model_that_exits_ends_only_its_own_session(tmp_path: Path) -> None:
+    """``sys.exit()`` in a tool is the tool's error; in a model it ends that session alone.
+    Either way the loop every session shares goes on, for the others and for later ones."""
+
+    @tool(effect="read_only")
+    def leave() -> str:
+        """Exits the process, as careless code might."""
+        sys.exit(3)
+
+    def exiting(request):
+        raise SystemExit(4)
+
+    db = tmp_path / "a.db"
+    bystander = Agent(
+        "bystander", model="demo:loop?steps=1000000", store=db, max_steps=10**7
+    ).start("loop")
+    tool_exits = Agent(
+        "tool", model=ScriptedModel([call("leave"), reply("done")]), tools=[leave], store=db
+    ).start("go")
+    assert tool_exits.wait(30) == "done"
+    (result,) = tool_exits.store.iter_events(tool_exits.id, kinds=[EventKind.TOOL_RESULT])
+    assert result.payload["is_error"] and result.payload["output"] == "SystemExit: 3"
+
+    model_exits = Agent("model", model=ScriptedModel(exiting), store=db).start("go")
+    with pytest.raises(RuntimeError, match="stopped: SystemExit: 4"):
+        model_exits.wait(30)
+    wait_until = time.monotonic() + 5
+    while model_exits.status != "interrupted":
+        assert time.monotonic() < wait_until, "the session the model ended was left running"
+        time.sleep(0.05)
+    assert model_exits.row.runtime_id is None  # resumable anywhere
+
+    steps = bystander.row.last_seq
+    later = Agent("later", model="demo:fix", store=db).start("fix it")
+    assert later.wait(30) == "done"
+    wait_until = time.monotonic() + 5
+    while bystander.row.last_seq == steps:  # its rows lag up to half a second
+        assert time.monotonic() < wait_until, "the other session stopped with it"
+        time.sleep(0.05)
+    assert bystander.status == "running"
+    bystander.stop()
+    assert bystander.wait(10) == "stopped"
+
+
 def test_sessions_that_never_wait_take_turns_on_the_loop(tmp_path: Path) -> None:
     """A model and a tool that answer at once never give the loop back of themselves: the
     engine does, every few steps, so one such session does not hold up the others."""
