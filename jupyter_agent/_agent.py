@@ -186,10 +186,13 @@ class Agent:
         inbox = runtime.inbox(session_id)
         if not inbox.activate():  # no launch here meanwhile, from another thread
             raise InvalidSessionState(f"session {session_id} is already running in this process")
+        decisions = inbox.take_decisions()  # an approval that asked for this run goes with it
         try:
             self.store.acquire_lease(session_id, runtime.id, now=time.time())
             assert self._packed is not None
-            message = launch_message(self.store.path, session_id, self._packed, runtime.id)
+            message = launch_message(
+                self.store.path, session_id, self._packed, runtime.id, decisions
+            )
             worker = get_worker()
             try:
                 worker.runtime_id = worker.request(message)
@@ -199,6 +202,10 @@ class Agent:
                         session_id, runtime.id, now=time.time(), reason=str(exc)
                     )
                 raise
+        except BaseException:
+            for call_id, decision in decisions.items():  # kept for a run here
+                inbox.post_decision(call_id, decision)
+            raise
         finally:
             inbox.deactivate()
 

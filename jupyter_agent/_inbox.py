@@ -72,6 +72,12 @@ class Inbox:
         with self.lock:
             return self._awaited is not None and self._awaited not in self._decisions
 
+    def take_decisions(self) -> dict[str, Decision]:
+        """Every decision queued, taken out (for a run that another process makes)."""
+        with self.lock:
+            taken, self._decisions = self._decisions, {}
+        return taken
+
     def has_decision(self, call_ids: Iterable[str]) -> bool:
         with self.lock:
             return any(c in self._decisions for c in call_ids)

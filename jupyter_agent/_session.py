@@ -200,7 +200,10 @@ class Session:
         runtime = get_runtime()
         holder = runtime.owner_elsewhere(self.store, self.id)
         if holder is not None:
-            if self.status in ("paused", "awaiting_approval"):  # idle there: ask it to go on
+            status = self.status
+            if status == "awaiting_approval":  # it runs there, waiting for a decision
+                return self
+            if status == "paused":  # idle there: ask it to go on
                 self._send("resume", {}, current_identity())
                 return self
             owner = self.store.get_runtime(holder)
@@ -229,7 +232,7 @@ class Session:
             raise InvalidSessionState(f"session {self.id} is running here: pause or stop it first")
         worker, row = current_worker(), self.row
         if worker is not None and row.runtime_id and worker.runtime_id == row.runtime_id:
-            if row.status in LIVE_STATUSES:
+            if row.status in LIVE_STATUSES or row.status == "awaiting_approval":
                 raise InvalidSessionState(
                     f"session {self.id} is running in the worker: pause or stop it first"
                 )
@@ -286,6 +289,9 @@ class Session:
         actor = current_identity()
         runtime = get_runtime()
         if not self.running_here and runtime.owner_elsewhere(self.store, self.id):
+            row = self.row
+            if at == row.last_seq and row.status not in LIVE_STATUSES:  # refused there too
+                raise ValueError(f"session {self.id} is already at event {at}: nothing to restore")
             self._send("restore", {"at": at}, actor)
             return False
         runtime.restore(self.store, self.id, at, actor).result(timeout=RESTORE_TIMEOUT_S)

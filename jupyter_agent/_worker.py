@@ -30,12 +30,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
 import cloudpickle
 
 from ._errors import ConfigError, JupyterAgentError
+from ._inbox import Decision
 from ._live import PartialText, live_text
 
 REPLY_TIMEOUT_S = 60.0  # a start: the worker's imports (~1 s) and the agent's first lease
@@ -224,9 +226,16 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_worker_in_child)
 
 
-def launch_message(store: Path, session_id: str, agent: bytes, from_runtime: str) -> dict[str, Any]:
+def launch_message(
+    store: Path,
+    session_id: str,
+    agent: bytes,
+    from_runtime: str,
+    decisions: Mapping[str, Decision] | None = None,
+) -> dict[str, Any]:
     """What the worker needs to run a session as this process would: the notebook's current
-    folder, environment (keys set in a cell since the worker started) and import path."""
+    folder, environment (keys set in a cell since the worker started) and import path, and
+    the decisions on waiting calls that asked for the run."""
     cwd = os.getcwd()
     return {
         "op": "launch",
@@ -237,6 +246,9 @@ def launch_message(store: Path, session_id: str, agent: bytes, from_runtime: str
         "cwd": cwd,
         "env": dict(os.environ),
         "sys_path": [p or cwd for p in sys.path],
+        "decisions": [
+            (call_id, d.approve, d.actor, d.reason) for call_id, d in (decisions or {}).items()
+        ],
     }
 
 
@@ -259,6 +271,9 @@ def _launch(message: dict[str, Any]) -> str:
     session_id = store.get_session(message["session_id"]).id  # refused if not in that store
     spec = pickle.loads(message["agent"])
     agent = Agent(**spec, store=store)
+    inbox = get_runtime().inbox(session_id)
+    for call_id, approve, actor, reason in message.get("decisions", ()):
+        inbox.post_decision(call_id, Decision(approve, actor, reason))  # the run takes them
     agent._launch(session_id, takeover_from=message["from_runtime"])
     return get_runtime().id
 

@@ -386,3 +386,64 @@ def test_a_session_paused_in_the_worker_can_be_released_and_resumed_here(
     wait_for(lambda: s.row.runtime_id is None, timeout=5, what="the worker lets it go")
     here = Agent("here", model=agent.model, tools=[locked], store=db).open(s.id).resume()
     assert here.running_here and here.wait(30) == "done"
+
+
+def asking(db: Path, workspace: Path) -> Agent:
+    """An agent in the worker whose one call, a file write, waits for a person."""
+    return Agent(
+        "w",
+        model=ScriptedModel([call("write_file", path="a.txt", content="hi"), reply("done")]),
+        store=db,
+        workspace=workspace,
+        policy={"write_file": "ask"},
+        worker=True,
+    )
+
+
+@pytest.mark.parametrize("decision", ["approve", "deny"])
+def test_a_decision_that_starts_the_worker_reaches_the_run_it_starts(
+    db: Path, tmp_path: Path, own_worker: None, decision: str
+) -> None:
+    agent = asking(db, tmp_path / "ws")
+    s = agent.start("write")
+    assert s.wait(30) == "awaiting_approval"
+    close_worker()  # as when its kernel restarts: the call waits, and nobody holds it
+    assert s.status == "awaiting_approval" and s.row.runtime_id is None
+
+    again = open_session(s.id, store=db, model=agent.model)
+    (waiting,) = again.pending_approvals
+    getattr(again, decision)(waiting.call_id)
+    assert current_worker() is not None  # a new worker runs it, with the decision
+    assert again.wait(30) == "done" and not again.pending_approvals
+    (decided,) = again.store.iter_events(s.id, kinds=[EventKind.APPROVAL_DECIDED])
+    assert decided.payload["call_id"] == waiting.call_id
+    assert (tmp_path / "ws" / "a.txt").exists() == (decision == "approve")
+
+
+def test_a_worker_session_waiting_for_a_person_stays_there_until_decided(
+    db: Path, tmp_path: Path, own_worker: None
+) -> None:
+    s = asking(db, tmp_path / "ws").start("write")
+    assert s.wait(30) == "awaiting_approval"
+    with pytest.raises(InvalidSessionState, match="running in the worker: pause or stop"):
+        s.release()  # its run waits there for the decision
+    started = time.monotonic()
+    assert s.resume().wait(10) == "awaiting_approval"  # nothing to resume: it waits already
+    assert time.monotonic() - started < 2
+    (waiting,) = s.pending_approvals
+    s.approve(waiting.call_id)
+    assert s.wait(30) == "done" and (tmp_path / "ws" / "a.txt").read_text() == "hi"
+
+
+def test_a_restore_the_worker_would_refuse_is_refused_here(db: Path, own_worker: None) -> None:
+    _, s = started_in_the_worker(db)
+    s.pause()
+    assert s.wait(10) == "paused"
+    with pytest.raises(ValueError, match=r"already at event \d+: nothing to restore"):
+        s.restore(s.row.last_seq)
+    assert s.restore(s.row.last_seq - 4) is False  # sent on: the worker rewinds it
+    wait_for(
+        lambda: any(s.store.iter_events(s.id, kinds=[EventKind.RESTORE])),
+        timeout=10,
+        what="the restore",
+    )
