@@ -12,6 +12,7 @@ recorded with each call's result. Tokens and money spent on the abandoned branch
 
 from __future__ import annotations
 
+import collections
 import json
 import shutil
 import time
@@ -30,6 +31,7 @@ from ._store._sqlite import blob_digest
 from ._tools._workspace import resolve_in_workspace
 
 _CHANGES = (EventKind.TOOL_RESULT, EventKind.RESTORE)
+_CALLS_PER_ANSWER = 1000  # the most tool calls one answer is looked back for (see check_point)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +43,23 @@ class FileVersion:
 
 
 def check_point(store: SqliteStore, session_id: str, at: int, *, verb: str) -> None:
-    """A clear error unless ``at`` is an event of the session."""
+    """A clear error unless ``at`` is an event of the session at which it can go on: not
+    between a model's answer and the tool calls it asked for (recorded with it, right after
+    it), where the answer would ask for calls that never get a result."""
     last = store.get_session(session_id).last_seq
     if isinstance(at, bool) or not isinstance(at, int) or not 1 <= at <= last:
         raise ValueError(f"cannot {verb} session {session_id} at {at!r}: give an event 1..{last}")
+    answers = store.iter_rows(
+        session_id, after=max(0, at - _CALLS_PER_ANSWER), until=at, kinds=[EventKind.MODEL_RESPONSE]
+    )
+    for answer in collections.deque(answers, maxlen=1):  # the newest one
+        seq, calls = answer[0], len(json.loads(answer[3]).get("tool_calls") or ())
+        if at < seq + calls:
+            raise ValueError(
+                f"cannot {verb} session {session_id} at {at}: it is inside a step (the model's "
+                f"answer, event {seq}, asked for tool calls recorded in events {seq + 1}-"
+                f"{seq + calls}); give {seq - 1} (before the answer) or {seq + calls}"
+            )
 
 
 def fork_session(

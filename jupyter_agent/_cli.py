@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from ._errors import JupyterAgentError
 from ._events import verify_chain
-from ._store import SessionRow, SqliteStore, default_store_path
+from ._store import STATUSES, SessionRow, SqliteStore, default_store_path
 from ._timeline import format_rows, timeline
 
 if TYPE_CHECKING:
@@ -80,10 +80,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help=f"the store file (default: $JUPYTER_AGENT_DB or {default_store_path()})",
     )
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    # --db also after the command (`jupyter-agent show ID --db F`); unset there, it leaves the
+    # value given before it alone
+    db = argparse.ArgumentParser(add_help=False)
+    db.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_with(db))
 
     c = sub.add_parser("sessions", help="list every session in the store")
-    c.add_argument("--status", help="only sessions with this status")
+    c.add_argument("--status", choices=STATUSES, help="only sessions with this status")
     c.add_argument("--json", action="store_true", help="one JSON object per line")
     c.set_defaults(run=cmd_sessions)
 
@@ -149,6 +153,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _with(*parents: argparse.ArgumentParser) -> type[argparse.ArgumentParser]:
+    """A parser class whose every parser also takes the options of ``parents``."""
+
+    class Parser(argparse.ArgumentParser):
+        def __init__(self, **kwargs: object) -> None:
+            super().__init__(parents=list(parents), **kwargs)  # type: ignore[arg-type]
+
+    return Parser
 
 
 def _store(args: argparse.Namespace, *, create: bool = False) -> SqliteStore:
@@ -285,6 +299,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from ._agent import open_session
 
+    both = sorted(set(args.approve) & set(args.deny))
+    if both:
+        raise CliError(f"call {both[0]} is given to both --approve and --deny: give it once")
     with _store(args) as store:
         row = store.find_session(args.id)
     session = open_session(row.id, store=Path(args.db) if args.db else None)
@@ -358,11 +375,13 @@ _DEMO_GOALS = {
 def _follow(session: object) -> int:
     """Print the session's timeline as it grows, until it stops running (here, or in the
     process it was sent to)."""
+    from ._runtime import get_runtime
     from ._session import Session
 
     assert isinstance(session, Session)
+    inbox = get_runtime().inbox(session.id)
     printed = 0
-    while session.running_here or session._busy_elsewhere():
+    while not inbox.rests_on_a_person() if session.running_here else session._busy_elsewhere():
         printed = _print_new_rows(session, printed, final=False)
         time.sleep(0.1)
     session.wait()

@@ -177,7 +177,9 @@ class AgentMagics(Magics):
         the Jupyter data directory). Python: jupyter_agent.Agent, sessions(), open_session().
         """
         try:
-            if cell is None:
+            if cell is not None and _asks_help(line):
+                print(HELP)
+            elif cell is None:
                 self._run_verb(line)
             else:
                 self._start(line, cell)
@@ -230,7 +232,7 @@ class AgentMagics(Magics):
     def _open(self, session_id: str, store: str | None) -> Session:
         """A handle that can resume the session: its own tools are looked up in the notebook
         (so ``%agent resume`` works once the cell defining them has run again)."""
-        session = open_session(session_id, store=store)
+        session = open_session(session_id, store=_existing(store))
         own = {n for n in session.state.tools if n not in BUILTIN_TOOLS}
         user_ns = self.shell.user_ns if self.shell is not None else {}
         tools = [t for t in user_ns.values() if isinstance(t, Tool) and t.name in own]
@@ -242,8 +244,10 @@ class AgentMagics(Magics):
 
     def _run_verb(self, line: str) -> None:
         verb, rest = [*line.split(maxsplit=1), "", ""][:2]
-        if verb in ("", "help"):
+        if verb in ("", "help", "--help", "-h"):
             print(HELP)
+        elif verb in VERBS and _asks_help(_options(verb, rest)):
+            print(f"usage: {VERBS[verb]}")
         elif verb == "tell":
             self._tell(rest)
         elif verb in self._verbs:
@@ -254,7 +258,7 @@ class AgentMagics(Magics):
             )
 
     def _list(self, args: argparse.Namespace) -> None:
-        _display(sessions(store=args.store, status=args.status))
+        _display(sessions(store=_existing(args.store), status=args.status))
 
     def _show(self, args: argparse.Namespace) -> None:
         _display(self._open(args.id, args.store))
@@ -265,12 +269,14 @@ class AgentMagics(Magics):
         found = _TELL.fullmatch(rest)
         assert found is not None  # every part of the pattern is optional
         session_id, message = found["id"], _unquote(found["message"].strip())
+        if found["store"] and found["store_after"]:
+            raise MagicUsageError(f"give --store once; usage: {VERBS['tell']}")
         if session_id.startswith("-"):
             raise MagicUsageError(f"unrecognized arguments: {session_id}; usage: {VERBS['tell']}")
         if not session_id or not message:
             missing = "a message" if session_id else "a session id and a message"
             raise MagicUsageError(f"tell needs {missing}; usage: {VERBS['tell']}")
-        session = self._open(session_id, found["store"])
+        session = self._open(session_id, found["store"] or found["store_after"])
         session.tell(message)
         print(f"{session.id}: message sent")
 
@@ -305,7 +311,7 @@ class AgentMagics(Magics):
             print(f"{session.id}: restored to event {args.at}; now {session.status}")
 
     def _export(self, args: argparse.Namespace) -> None:
-        store = open_store(args.store)
+        store = open_store(_existing(args.store))
         row = store.find_session(args.id)
         text = _EXPORTERS[args.format](store, row)
         if args.out:
@@ -316,7 +322,31 @@ class AgentMagics(Magics):
 
 
 HELP = inspect.cleandoc(AgentMagics.agent.__doc__ or "")
-_TELL = re.compile(r"\s*(?:--store(?:=|\s+)(?P<store>\S+))?\s*(?P<id>\S*)\s*(?P<message>.*)", re.S)
+_STORE = r"--store(?:=|\s+)(?P<{}>\S+)"
+_TELL = re.compile(
+    rf"\s*(?:{_STORE.format('store')})?\s*(?P<id>\S*)\s*(?:{_STORE.format('store_after')})?"
+    r"\s*(?P<message>.*)",
+    re.S,
+)
+
+
+def _asks_help(args: str) -> bool:
+    return any(word in ("-h", "--help") for word in args.split())
+
+
+def _options(verb: str, rest: str) -> str:
+    """The part of a verb's line that holds options, not free text (a message, a reason)."""
+    if verb == "tell":
+        return " ".join(rest.split()[:1])
+    return rest.split(" --reason", 1)[0]
+
+
+def _existing(store: str | None) -> str | None:
+    """A store named with --store must exist: a mistyped path would otherwise become a new,
+    empty store (only ``%%agent`` makes one)."""
+    if store is not None and not Path(store).expanduser().exists():
+        raise MagicUsageError(f"no store at {store}: check the path (%%agent --store makes one)")
+    return store
 
 
 def _display(obj: object) -> None:

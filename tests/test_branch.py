@@ -156,7 +156,7 @@ def test_restoring_to_before_a_restore_undoes_it(db: Path, tmp_path: Path) -> No
 def test_tokens_and_cost_spent_stay_counted_after_a_restore(db: Path) -> None:
     s = Agent("r", model="demo:loop?steps=8", store=db).run("loop")
     spent = (s.row.input_tokens, s.row.output_tokens)
-    s.restore(at=seq_of(s, EventKind.MODEL_RESPONSE, 2))
+    s.restore(at=seq_of(s, EventKind.MODEL_REQUEST, 2))
     assert (s.state.input_tokens, s.state.output_tokens) == spent
     assert (s.row.input_tokens, s.row.output_tokens) == spent
 
@@ -334,7 +334,7 @@ def test_a_restore_refused_for_a_session_another_process_holds_touches_no_file(
     s.store.acquire_lease(s.id, other.id, now=time.time())
     with pytest.raises(SessionLeased):
         restore_session(
-            s.store, s.id, 3, actor="me", clock=SystemClock(), runtime_id="rt-not-the-holder"
+            s.store, s.id, 2, actor="me", clock=SystemClock(), runtime_id="rt-not-the-holder"
         )
     assert (ws / "a.txt").read_text() == "three" and (ws / "b/c.txt").exists()
     assert s.events[-1].kind is not EventKind.RESTORE

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,10 +17,10 @@ from jupyter_agent import SqliteStore
 from jupyter_agent._cli import main
 
 
-def cli(*args: str, env_db: Path | None = None) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("jupyter-agent", path=str(Path(sys.executable).parent))
     assert exe, "the jupyter-agent entry point is installed with the package"
-    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +125,34 @@ def test_corrupt_store_is_one_line_and_exit_2(tmp_path: Path) -> None:
     out = cli("--db", str(db), "sessions")
     assert out.returncode == 2 and out.stderr.count("\n") == 1
     assert "not a readable jupyter-agent store" in out.stderr
+
+
+def test_a_store_this_user_cannot_write_is_one_line_saying_so(demo_db) -> None:
+    """Not "corrupt": the file is fine, but opening a store writes to it and its folder."""
+    src, _ = demo_db
+    folder = Path(tempfile.mkdtemp())
+    db = folder / "agent.db"
+    with sqlite3.connect(src) as conn:  # a copy with no write-ahead log beside it
+        conn.execute(f"VACUUM INTO '{db}'")
+    as_other: list[str] = []
+    if os.geteuid() == 0:  # root writes anything: read it as nobody
+        as_other = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        probe = subprocess.run([*as_other, sys.executable, "-c", "import jupyter_agent"])
+        if shutil.which("setpriv") is None or probe.returncode != 0:
+            pytest.skip("running as root, and nobody cannot run this Python")
+    folder.chmod(0o555)
+    db.chmod(0o444)
+    try:
+        exe = str(Path(sys.executable).parent / "jupyter-agent")
+        out = subprocess.run(
+            [*as_other, exe, "--db", str(db), "sessions"], capture_output=True, text=True
+        )
+    finally:
+        folder.chmod(0o755)
+        shutil.rmtree(folder)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert "cannot be written by this user" in out.stderr and "copy it" in out.stderr
+    assert "not a readable" not in out.stderr
 
 
 def test_resume_of_a_finished_session_says_so(demo_db) -> None:
@@ -233,3 +263,39 @@ def test_fork_and_restore_from_the_command_line(tmp_path: Path) -> None:
         assert store.get_session(sid).status == "paused"
     bad = cli("--db", str(db), "restore", sid, "--at", "0")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "give an event" in bad.stderr
+    # event 3 is the model's answer, event 4 the call it asked for: a branch between them
+    # would hold a call that never gets a result
+    inside = cli("--db", str(db), "fork", sid, "--at", "3")
+    assert inside.returncode == 2 and inside.stderr.count("\n") == 1
+    assert "inside a step" in inside.stderr and "give 2 (before the answer) or 4" in inside.stderr
+
+
+def test_resume_returns_when_the_session_it_runs_waits_for_a_person(tmp_path: Path) -> None:
+    from jupyter_agent import Agent
+
+    db = tmp_path / "agent.db"
+    agent = Agent("a", model="demo:loop?steps=2&pace=0.2", store=db, policy={"write_file": "ask"})
+    s = agent.start("loop")
+    s.pause()  # in its first model call, before the write it will ask about
+    assert s.wait(10) == "paused" and not s.pending_approvals
+    s.release()  # nobody holds it: the command line runs it, up to the call that waits
+
+    out = cli("--db", str(db), "resume", s.id, timeout=30)
+    assert out.returncode == 0, out.stderr
+    (waiting,) = s.pending_approvals
+    assert "status: awaiting_approval" in out.stdout
+    assert f"resume {s.id} --approve {waiting.call_id}" in out.stdout
+
+    both = cli("--db", str(db), "resume", s.id, "--approve", "x", "--deny", "x")
+    assert both.returncode == 2 and both.stderr.count("\n") == 1
+    assert "call x is given to both --approve and --deny" in both.stderr
+
+    done = cli("resume", s.id, "--approve", waiting.call_id, "--db", str(db), timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert "status: done" in done.stdout
+
+
+def test_sessions_refuses_an_unknown_status(demo_db) -> None:
+    db, _ = demo_db
+    out = cli("sessions", "--status", "finished", "--db", str(db))
+    assert out.returncode == 2 and "invalid choice: 'finished'" in out.stderr

@@ -328,6 +328,48 @@ def test_tell_records_a_message_as_written(db: Path, run: Run) -> None:
     assert message.actor == current_identity()
 
 
+def test_tell_takes_the_store_before_or_after_the_id(db: Path, tmp_path: Path, run: Run) -> None:
+    other = tmp_path / "other.db"
+    s = Agent("elsewhere", model=SLOW, store=other).start("loop")
+    s.pause()
+    assert s.wait(10) == "paused"  # a message to it is recorded at once
+    finished(db)  # the default store holds another session
+    run(f"%agent tell --store {other} {s.id[:6]} first")
+    out, err = run(f"%agent tell {s.id[:6]} --store {other} second, after the id")
+    assert out.strip() == f"{s.id}: message sent" and err == ""
+    texts = [e.payload["text"] for e in s.events if e.kind is EventKind.MESSAGE]
+    assert texts == ["first", "second, after the id"]
+    assert not any(e.kind is EventKind.MESSAGE for x in sessions(store=db) for e in x.events)
+
+
+def test_a_store_named_for_reading_must_exist(db: Path, tmp_path: Path, run: Run) -> None:
+    typo = tmp_path / "agnet.db"
+    for line in (f"%agent list --store {typo}", f"%agent show abc --store {typo}"):
+        out, err = run(line)
+        assert (
+            err.strip() == f"%agent: no store at {typo}: check the path (%%agent --store makes one)"
+        )
+        assert out == ""
+    assert not typo.exists()  # not made by reading it
+
+
+def test_list_refuses_an_unknown_status(db: Path, run: Run) -> None:
+    _, err = run("%agent list --status finished")
+    (line,) = err.splitlines()
+    assert line.startswith("jupyter-agent: unknown status 'finished': one of running, ")
+
+
+def test_help_options_show_the_help(db: Path, run: Run) -> None:
+    for line in ("%agent --help", "%agent -h", "%%agent --help\nthe goal"):
+        out, err = run(line)
+        assert "%agent fork ID [--at N]" in out and err == "", line
+    out, err = run("%agent pause --help")
+    assert out.strip() == f"usage: {VERBS['pause']}" and err == ""
+    s = running(db)
+    run(f"%agent tell {s.id} say what --help does")  # in a message it is just a word
+    eventually(lambda: any(e.kind is EventKind.MESSAGE for e in s.events))
+
+
 def test_tell_drops_one_pair_of_enclosing_quotes(db: Path, run: Run) -> None:
     s = running(db)
     s.pause()
@@ -435,7 +477,7 @@ def test_fork_into_a_new_workspace_works_there(
 ) -> None:
     s = finished(db)
     workspace = tmp_path / "branch"
-    run(f"%agent fork {s.id} --at 3 --workspace {workspace}")
+    run(f"%agent fork {s.id} --at 2 --workspace {workspace}")
     (child_id,) = shown
     assert open_session(child_id).state.workspace == str(workspace)
 

@@ -25,6 +25,7 @@ from comm.base_comm import BaseComm
 from logs import cut_log, gated_tool, new_session
 
 from jupyter_agent import Agent, EventKind, Session, SqliteStore, open_session, open_store, tool
+from jupyter_agent._branch import check_point
 from jupyter_agent._live import live_text
 from jupyter_agent._state import SessionState, session_totals
 from jupyter_agent._timeline import timeline
@@ -586,7 +587,8 @@ def test_the_page_folds_events_into_the_same_rows_as_the_timeline(db: Path) -> N
         let text = "";
         for await (const chunk of process.stdin) text += chunk;
         const events = JSON.parse(text);
-        const rows = foldEvents(events).rows.map((r) => [r.seq, r.kind, r.label, r.status]);
+        const rows = foldEvents(events).rows.map(
+          (r) => [r.seq, r.kind, r.label, r.status, r.end_seq]);
         console.log(JSON.stringify(rows));
         """
     )
@@ -598,9 +600,12 @@ def test_the_page_folds_events_into_the_same_rows_as_the_timeline(db: Path) -> N
         timeout=60,
         check=True,
     )
+    page = json.loads(out.stdout)
     rows = [[r.seq, r.kind, r.label, r.status] for r in timeline(events[4:])]
-    assert json.loads(out.stdout) == rows
+    assert [r[:4] for r in page] == rows
     assert {r[1] for r in rows} >= {"model", "tool", "plan", "result"}
+    for *_, end_seq in page:  # "Fork here" and "Restore here" on any row are taken
+        check_point(s.store, s.id, end_seq, verb="fork")
 
 
 # -- in a real kernel ------------------------------------------------------------------------------

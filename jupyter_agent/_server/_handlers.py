@@ -24,7 +24,7 @@ from tornado.iostream import StreamClosedError
 from .._errors import JupyterAgentError, SessionNotFound, StoreError
 from .._identity import current_identity
 from .._snapshot import snapshot_html
-from .._store import SessionRow, SqliteStore
+from .._store import STATUSES, SessionRow, SqliteStore
 from .._watch import MAX_PAGE, PAGE_SIZE, SessionFeed, compact_event
 from . import _commands
 
@@ -98,6 +98,8 @@ class SessionsHandler(_Base):
     @authorized
     async def get(self) -> None:
         status, owner = self.get_argument("status", None), self.get_argument("owner", None)
+        if status is not None and status not in STATUSES:
+            raise web.HTTPError(400, reason=f"status must be one of {', '.join(STATUSES)}")
         limit = max(1, min(self.int_arg("limit", 100) or 100, 1000))
         offset = max(0, self.int_arg("offset", 0) or 0)
 

@@ -2,6 +2,13 @@
 
 from ._paths import default_store_path
 from ._schema import LATEST as SCHEMA_VERSION
-from ._sqlite import Command, SessionRow, SqliteStore
+from ._sqlite import STATUSES, Command, SessionRow, SqliteStore
 
-__all__ = ["SCHEMA_VERSION", "Command", "SessionRow", "SqliteStore", "default_store_path"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "Command",
+    "SessionRow",
+    "SqliteStore",
+    "default_store_path",
+]

@@ -31,6 +31,16 @@ from ._schema import SEQ_BITS, migrate
 from ._writer import BUSY, Writer, WriterClosed
 
 Synchronous = Literal["OFF", "NORMAL", "FULL"]
+STATUSES = (  # a session's status, as its row holds it
+    "running",
+    "sleeping",
+    "paused",
+    "awaiting_approval",
+    "interrupted",
+    "done",
+    "failed",
+    "stopped",
+)
 SHARED_COMMITS_S = 0.05  # another session wrote this recently: commits that fsync are shared
 
 
@@ -157,6 +167,12 @@ class SqliteStore:
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         except sqlite3.DatabaseError as exc:
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_READONLY:
+                raise StoreError(
+                    f"{self.path} cannot be written by this user, and opening a store writes to "
+                    "it (and its folder), even to read: copy it somewhere writable and open the "
+                    "copy"
+                ) from exc
             raise StoreCorrupt(
                 f"{self.path} is not a readable jupyter-agent store ({exc}); "
                 "move it aside or set JUPYTER_AGENT_DB to another file"
@@ -448,7 +464,9 @@ class SqliteStore:
     def list_sessions(
         self, *, status: str | None = None, limit: int | None = None
     ) -> list[SessionRow]:
-        """Sessions, most recently updated first."""
+        """Sessions, most recently updated first (with ``status``, those with that status)."""
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}: one of {', '.join(STATUSES)}")
         sql = _SELECT_SESSIONS
         params: list[Any] = [LAST_SEQ]
         if status is not None:

@@ -90,8 +90,11 @@ export function foldEvent(fold, e) {
       if (names && p.text) detail = `${short(p.text, 50)} ${detail}`;
       const u = p.usage || {};
       const tokens = (u.input_tokens || 0) + (u.output_tokens || 0);
+      // a branch "after" the answer takes the calls it asked for too (their intents follow
+      // it), or they would never get a result
       added = row("model", `step ${p.step}`, `${detail}  [${tokens} tok]`, "ok", {
         duration_ms: p.duration_ms ?? null,
+        end_seq: e.seq + (p.tool_calls || []).length,
       });
       break;
     }

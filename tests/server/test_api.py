@@ -100,6 +100,9 @@ async def test_sessions_lists_every_session_with_filters_and_paging(
     assert len(page["sessions"]) == 2 and page["offset"] == 2
     nobody = await get_json(jp_fetch, "sessions", owner="nobody-at-all")
     assert nobody == {"sessions": [], "total": 0, "offset": 0}
+    with pytest.raises(HTTPClientError) as err:  # a typo is not "none have that status"
+        await jp_fetch(*API, "sessions", params={"status": "finished"})
+    assert err.value.code == 400
 
 
 async def test_one_session_gives_its_row_header_plan_and_approvals(
