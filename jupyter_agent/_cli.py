@@ -172,6 +172,8 @@ def _store(args: argparse.Namespace, *, create: bool = False) -> SqliteStore:
             f"no store at {path} (run `jupyter-agent demo` to make one, or pass "
             "--db / set JUPYTER_AGENT_DB)"
         )
+    if not create and path.is_file() and path.stat().st_size == 0:
+        raise CliError(f"{path} is an empty file, not a store (reading one never makes it one)")
     store = SqliteStore(path)
     store.sweep(now=time.time())  # show sessions of processes that died as interrupted
     return store

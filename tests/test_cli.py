@@ -117,6 +117,10 @@ def test_missing_store_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert out.returncode == 2 and out.stderr.count("\n") == 1
     assert "no store at" in out.stderr
     assert not (tmp_path / "nothing.db").exists(), "reading never creates a store"
+    (tmp_path / "empty.db").touch()
+    out = cli("--db", str(tmp_path / "empty.db"), "sessions")
+    assert out.returncode == 2 and "is an empty file, not a store" in out.stderr
+    assert (tmp_path / "empty.db").stat().st_size == 0
 
 
 def test_corrupt_store_is_one_line_and_exit_2(tmp_path: Path) -> None:
