@@ -289,6 +289,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="N up to 1,000 (under 3 minutes)")
     parser.add_argument("--no-browser", action="store_true", help="skip the Chromium timing")
     parser.add_argument("--sizes", help="N to run instead, e.g. 100,300 (for trying the bench)")
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS / "latest.json", help="where to write the JSON"
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     sizes = [100, 1000] if args.quick else [100, 1000, 10_000]
@@ -352,9 +355,9 @@ def main() -> None:
     print(render(rows, title=title(doc), notes=[*LEGEND, *run.notes]))
     print("\ntargets (issue 7):")
     print("\n".join(t.line() for t in goals))
-    print(f"\nwall time {wall:.0f} s; written to {RESULTS / 'latest.json'}")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"\nwall time {wall:.0f} s; written to {args.out}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=1) + "\n")
 
 
 def title(doc: dict[str, Any]) -> str:

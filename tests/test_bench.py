@@ -1,0 +1,71 @@
+"""The benchmark runs end to end, as ``python -m bench`` does: every part in its own process
+(this project, the floor, resume/fork/restore, a real kernel with and without a worker, the
+widget's traffic), one table printed and its JSON written.
+
+A small run (N = 100, no browser) so that CI has it; the peers run when the ``bench`` extra is
+installed, and their columns say why not when they are not. What the numbers are is the
+benchmark's business (README), not this test's: it checks that each was measured.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_a_small_run_measures_every_part_and_writes_its_table(tmp_path: Path) -> None:
+    out = tmp_path / "latest.json"
+    small = ["--quick", "--sizes", "100", "--no-browser", "--out", str(out)]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", *small],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "targets (issue 7):" in done.stdout and f"written to {out}" in done.stdout
+    doc = json.loads(out.read_text())
+    assert doc["run"] == "quick" and "cores" in doc["machine"]
+    assert not [r for r in doc["raw"] if "error" in r], "a part of the bench failed"
+
+    rows = {(r["metric"], r["at"], r["durability"]): r for r in doc["table"]}
+
+    def measured(metric: str, at: str, durability: str = "normal") -> dict[str, Any]:
+        row = rows[(metric, at, durability)]
+        assert isinstance(row["project"], float) and row["project"] > 0, row
+        return row
+
+    for mode in ("default", "normal"):
+        step = measured("step overhead, median µs", "N=100", mode)
+        for peer in ("langgraph", "dbos"):  # a number, or why there is none
+            assert isinstance(step[peer], float) or step[peer] == "skipped", step
+            if step[peer] == "skipped":
+                assert any(n.startswith(f"{peer}: not installed") for n in doc["notes"])
+    measured("growth, last/first window", "N=100")
+    assert measured("disk / raw event JSON", "N=100")["project"] < 10
+    measured("peak RSS, MB", "N=100")
+    for what in ("resume: state, ms", "resume: + one more step, ms", "fork at the middle, ms"):
+        measured(what, "N=100")
+    measured("restore to the middle, ms", "N=100")
+    for kind in ("single", "batched"):
+        for mode in ("normal", "full"):
+            appends = measured(f"appends/s, {kind}", "4,004 events", mode)
+            assert appends["floor"] > 0 and appends["project_over_floor"] > 0
+    for agents in ("0 agents", "50 agents, 10 ms steps", "50 agents, 10 ms steps, in a worker"):
+        p95 = measured("kernel 1+1, p95 ms", agents)
+        assert p95["floor"] > 0  # the idle kernel of the same run
+    assert measured("worker CPU, cores", "50 agents, 10 ms steps, in a worker")["project"] > 0.05
+    measured("widget: delta message, B/event", "workload", "")
+    measured("widget: comm on the wire, B/event", "1,204 events", "")
+
+    kernel = next(r for r in doc["raw"] if r.get("system") == "kernel")
+    assert all(r["agent_steps_per_s"] > 100 for r in kernel["rows"] if r["agents"])  # they ran
+    goals = {t["what"]: t for t in doc["targets"]}
+    assert goals["resume @100: state, ms after imports"]["value"] > 0
+    assert "kernel 1+1 p95, 50 agents (10 ms steps, in a worker) / idle" in goals
