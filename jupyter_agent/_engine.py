@@ -269,6 +269,7 @@ class Engine:
         self._row_written: dict[str, Any] = {}  # the session row as last written by this run
         self._row_due = 0.0  # when the row's running totals are next written (monotonic)
         self._workspaces: dict[str, tuple[Path, float]] = {}  # -> (path, when looked for)
+        self._sleeps: dict[str, int] = {}  # call id -> timers it set in this run of it
 
     async def run_to_rest(self) -> SessionState:
         """``run()``, again while decisions arrive for waiting calls; then release the inbox.
@@ -345,6 +346,8 @@ class Engine:
     def _interruptible(self, kind: str) -> _Interruptible:
         """A wait that ``interrupt()`` ends by raising ``_Interrupted`` (nothing recorded)."""
         if self.inbox.pause_requested or self.inbox.stop_requested:
+            raise _Interrupted
+        if kind == "tick" and self.inbox.has_messages():  # told before the sleep began
             raise _Interrupted
         return _Interruptible(self, kind)
 
@@ -541,6 +544,13 @@ class Engine:
         if not schedule.has_tick(state.started_at, tick):
             await self._record((EventKind.SESSION_FINISHED, {"result": self._last_text()}, "agent"))
             return True
+        # what came while the model answered goes first: a message is recorded and answered
+        # now (not a tick later, and not lost with the process), a pause or stop or a limit
+        # reached ends the run here, before another tick is set
+        if await self._at_boundary():
+            return True
+        if not state.answered:
+            return False
         timer_id = f"tick-{tick}"
         wake_at = state.timers.get(timer_id, schedule.wake_at(state.started_at, tick))
         if timer_id not in state.timers:
@@ -560,7 +570,8 @@ class Engine:
         text = f"Scheduled check {fire}" + (f" of {schedule.times}" if schedule.times else "")
         text += f", at {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(now))} UTC."
         if skipped:
-            text += f" {skipped} earlier checks fell due while the agent was not running."
+            checks = "check" if skipped == 1 else "checks"
+            text += f" {skipped} earlier {checks} fell due while the agent was busy or not running."
         await self._record(
             (
                 EventKind.TIMER_FIRED,
@@ -821,6 +832,8 @@ class Engine:
             output, error, changes = await self._invoke(call_id, name, arguments)
         finally:
             self._call_started = None
+            if self._sleeps:
+                self._sleeps.pop(call_id, None)
         payload: dict[str, Any] = {
             "call_id": call_id,
             "name": name,
@@ -897,8 +910,13 @@ class Engine:
         await self._record((EventKind.PLAN_UPDATED, {"plan": plan}, "agent"))
 
     async def _sleep_until(self, call_id: str, wake_at: float) -> None:
-        """A durable timer: a resumed call keeps the wake time recorded before the crash."""
-        timer_id = f"timer-{call_id}"
+        """A durable timer: a resumed call keeps the wake time recorded before the crash.
+
+        A call's timers are numbered in the order it sets them (its first keeps the plain
+        ``timer-<call>``), so a call run again after a crash meets the same timers in turn:
+        those that fired return at once, the one it was in keeps its wake time."""
+        n = self._sleeps[call_id] = self._sleeps.get(call_id, 0) + 1
+        timer_id = f"timer-{call_id}" if n == 1 else f"timer-{call_id}-{n}"
         if timer_id in self.state.fired_timers:
             return  # it fired before a crash cut the call short: the wait is over
         if timer_id in self.state.timers:

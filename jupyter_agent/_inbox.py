@@ -49,6 +49,9 @@ class Inbox:
             self._decisions[call_id] = decision
             return self.active
 
+    def has_messages(self) -> bool:
+        return bool(self._messages)  # (a list's truth is read atomically)
+
     def take_messages(self) -> list[tuple[str, str]]:
         with self.lock:
             taken, self._messages = self._messages, []

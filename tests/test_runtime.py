@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from jupyter_agent import (
     Schedule,
     SessionLeased,
     SqliteStore,
+    ToolContext,
     open_session,
     tool,
 )
@@ -666,6 +668,85 @@ def test_a_message_wakes_a_scheduled_session_before_its_next_tick(tmp_path: Path
         time.sleep(0.05)
     assert s.state.ticks_fired == 0  # no tick was spent on it
     s.stop()
+
+
+def test_a_message_sent_while_the_model_answers_is_answered_before_the_tick(
+    tmp_path: Path,
+) -> None:
+    """Told during the answer that ends a turn (no tick sleep to cut short yet): the message
+    is recorded, so durable, and answered at once, not a tick (an hour) later."""
+    answering = threading.Event()
+
+    async def turn(request):
+        if request.step == 1:
+            answering.set()
+            await anyio.sleep(0.5)
+        return reply(f"answer {request.step}")
+
+    s = Agent(
+        "w",
+        model=ScriptedModel(turn),
+        store=tmp_path / "a.db",
+        schedule=Schedule(every_s=3600, times=3),
+    ).start("watch")
+    assert answering.wait(10)
+    s.tell("what is the error rate?")
+    deadline = time.monotonic() + 5
+    while s.row.steps < 2 or s.status != "sleeping":
+        assert time.monotonic() < deadline, "the message waited for the next tick"
+        time.sleep(0.05)
+    kinds = [e.kind for e in s.events]
+    told = kinds.index(EventKind.MESSAGE)
+    assert told < kinds.index(EventKind.TIMER_SET)  # durable before the session slept
+    assert s.state.ticks_fired == 0 and s.row.steps == 2
+    s.stop()
+
+
+def test_a_step_limit_reached_ends_a_scheduled_session_before_another_tick(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock(start=0.0)
+    s = Agent(
+        "w",
+        model=ScriptedModel(lambda r: reply(f"check {r.step}")),
+        store=tmp_path / "a.db",
+        clock=clock,
+        max_steps=2,
+        schedule=Schedule(every_s=3600, times=5),
+    ).run("watch")
+    assert s.status == "stopped" and s.row.steps == 2
+    assert [t["tick"] for t in ticks(s)] == [1]  # tick 2 was neither set nor spent
+    assert not [e for e in s.events if e.kind is EventKind.TIMER_SET and e.payload["tick"] == 2]
+    assert clock.now() == 3600.0
+    assert [e.kind for e in s.events][-2:] == [EventKind.BUDGET_EXCEEDED, EventKind.STATUS_CHANGED]
+
+
+def test_each_sleep_of_a_call_is_its_own_timer_and_a_resumed_call_meets_them_in_turn(
+    tmp_path: Path,
+) -> None:
+    @tool(effect="read_only")
+    async def poll(ctx: ToolContext) -> str:
+        """Waits three times."""
+        for _ in range(3):
+            await ctx.sleep_until(ctx.clock.now() + 0.4)
+        return "polled"
+
+    model = ScriptedModel([call("poll"), reply("done")])
+    s = Agent("p", model=model, tools=[poll], store=tmp_path / "a.db").start("poll")
+    started = time.monotonic()
+    deadline = started + 10
+    while len([e for e in s.events if e.kind is EventKind.TIMER_FIRED]) < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    s.pause()  # in its second wait
+    assert s.wait(10) == "paused"
+    s.resume()  # the call runs again: its first timer has fired, its second keeps its time
+    assert s.wait(10) == "done"
+    took = time.monotonic() - started
+    assert took >= 1.15  # three waits, none skipped
+    set_ = [e.payload["timer_id"] for e in s.events if e.kind is EventKind.TIMER_SET]
+    fired = [e.payload["timer_id"] for e in s.events if e.kind is EventKind.TIMER_FIRED]
+    assert set_ == fired == ["timer-call_0_0", "timer-call_0_0-2", "timer-call_0_0-3"]
 
 
 def test_housekeeping_survives_a_malformed_command(tmp_path: Path, holder) -> None:

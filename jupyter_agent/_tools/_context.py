@@ -61,7 +61,8 @@ class ToolContext:
     """Handed to a tool that declares a ``ToolContext`` parameter.
 
     ``set_plan`` records a ``plan_updated`` event; ``sleep_until`` records a durable timer and
-    waits on the session's clock (a timer set before a crash is honoured on resume).
+    waits on the session's clock (a timer set before a crash is honoured on resume; a call may
+    wait any number of times, and a call run again meets its timers in the same order).
     """
 
     session_id: str = ""
