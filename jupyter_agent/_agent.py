@@ -90,7 +90,7 @@ class Agent:
         self.instructions = instructions
         self.workspace = Path(workspace).expanduser().resolve() if workspace else None
         self.limits = Limits(max_steps=max_steps)
-        self.policy = check_policy(policy)
+        self.policy = check_policy(policy, self.tools)
         self.schedule = schedule
         self.store = open_store(store)
         self.clock = clock or SystemClock()
@@ -133,7 +133,13 @@ class Agent:
             raise ValueError("a session needs a goal: say what the agent should do")
         session_id = uuid.uuid4().hex[:12]
         workspace = self.workspace or self.store.path.parent / "workspaces" / session_id
-        workspace.mkdir(parents=True, exist_ok=True)
+        try:
+            workspace.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot make the workspace {workspace}: {exc.strerror or exc}; give another "
+                "workspace= (a folder this user can write)"
+            ) from exc
         prepare = getattr(self.model, "prepare_workspace", None)
         if callable(prepare):
             prepare(workspace)
@@ -258,6 +264,14 @@ def _agent_for(
             "pass them: open_session(id, tools=[...])"
         )
     chosen = [given.get(n) or n for n in state.tools]
+    if model is None and state.model and ":" not in state.model:
+        try:
+            model = resolve_model(state.model)
+        except ConfigError:
+            raise ConfigError(
+                f"session {state.id} ran with a model object ({state.model!r}), which cannot be "
+                "made again from its name: pass it, open_session(id, model=...)"
+            ) from None
     agent = Agent(
         state.name or "agent",
         schedule=Schedule.from_payload(state.schedule),

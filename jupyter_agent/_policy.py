@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -12,15 +12,23 @@ Rule = Literal["allow", "ask", "deny"]
 RULES: tuple[Rule, ...] = ("allow", "ask", "deny")
 
 
-def check_policy(policy: Mapping[str, str] | None) -> dict[str, str]:
+def check_policy(
+    policy: Mapping[str, str] | None, tools: Collection[str] | None = None
+) -> dict[str, str]:
     """``{"shell": "ask", "*": "allow"}``, checked: each tool (or ``*``, any other tool) is
-    ``allow``ed to run, must ``ask`` a person first, or is ``deny``ed."""
+    ``allow``ed to run, must ``ask`` a person first, or is ``deny``ed. Given the agent's
+    ``tools``, a name that is none of them is refused (a typo would leave the tool allowed)."""
     checked: dict[str, str] = {}
     for name, rule in (policy or {}).items():
         if not isinstance(name, str) or not name:
             raise ValueError(f"a policy maps tool names to rules, not {name!r}")
         if rule not in RULES:
             raise ValueError(f"policy for {name!r} is {rule!r}; use one of: {', '.join(RULES)}")
+        if tools is not None and name != "*" and name not in tools:
+            raise ValueError(
+                f"the policy names {name!r}, which is not one of this agent's tools "
+                f"({', '.join(sorted(tools)) or 'none'}); use '*' for any other tool"
+            )
         checked[name] = rule
     return checked
 

@@ -129,9 +129,17 @@ class Runtime:
         if self._forked or self._closing.is_set():
             return  # a forked child (the stores' writer threads are not here), or done
         self._closing.set()
+        asked: dict[str, tuple[str, str]] = {}  # a stop or pause the engine did not reach
+        with self._lock:
+            inboxes = list(self._inboxes.items())
+        for session_id, inbox in inboxes:
+            if inbox.active and inbox.stop_requested:
+                asked[session_id] = ("stopped", inbox.stop_requested)
+            elif inbox.active and inbox.pause_requested:
+                asked[session_id] = ("paused", inbox.pause_requested)
         for store in list(self._stores.values()):
             with contextlib.suppress(JupyterAgentError):
-                store.end_runtime(self.id, now=time.time(), reason=reason)
+                store.end_runtime(self.id, now=time.time(), reason=reason, asked=asked)
 
     # -- sessions ----------------------------------------------------------------------------
 

@@ -51,7 +51,10 @@ class EventList(list[Event]):
     """The session's events, oldest first; ``to_pandas()`` when pandas is installed."""
 
     def to_pandas(self) -> Any:
-        import pandas as pd
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("to_pandas() needs pandas: pip install pandas") from None
 
         return pd.DataFrame([e.to_dict() for e in self])
 

@@ -332,6 +332,20 @@ def test_resuming_needs_the_sessions_own_tools(db: Path) -> None:
         open_session(s.id, store=db).resume()
 
 
+def test_a_workspace_that_cannot_be_made_is_one_line_and_no_session(
+    db: Path, tmp_path: Path
+) -> None:
+    from jupyter_agent import ConfigError, sessions
+
+    (tmp_path / "a-file").write_text("not a folder")
+    agent = Agent("a", model="demo", store=db, workspace=tmp_path / "a-file" / "ws")
+    with pytest.raises(ConfigError) as caught:
+        agent.start("go")
+    assert str(caught.value).startswith(f"cannot make the workspace {tmp_path / 'a-file' / 'ws'}:")
+    assert "give another workspace=" in str(caught.value) and "\n" not in str(caught.value)
+    assert not list(sessions(store=db))
+
+
 # -- timers ----------------------------------------------------------------------------------
 
 

@@ -121,6 +121,23 @@ def test_a_bad_policy_is_a_clear_error(db: Path, policy: dict[str, str]) -> None
         Agent("a", model="demo:fix", store=db, policy=policy)
 
 
+def test_a_policy_naming_a_tool_the_agent_has_not_is_refused(db: Path) -> None:
+    """A typo ('write_files') would otherwise leave the tool it meant allowed."""
+    with pytest.raises(ValueError) as caught:
+        Agent(
+            "a",
+            model="demo:fix",
+            tools=["shell", "write_file"],
+            store=db,
+            policy={"write_files": "deny"},
+        )
+    assert str(caught.value) == (
+        "the policy names 'write_files', which is not one of this agent's tools "
+        "(shell, write_file); use '*' for any other tool"
+    )
+    Agent("a", model="demo:fix", tools=["shell"], store=db, policy={"*": "ask"})  # any other
+
+
 def test_run_returns_when_a_call_waits_for_a_person(db: Path) -> None:
     s = Agent("a", model="demo:fix", store=db, policy={"shell": "ask"}).run("go", timeout=10)
     assert s.status == "awaiting_approval" and s.running_here

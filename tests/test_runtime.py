@@ -18,6 +18,7 @@ from logs import cut_log, new_session
 
 from jupyter_agent import (
     Agent,
+    ConfigError,
     EventKind,
     Schedule,
     SessionLeased,
@@ -747,6 +748,68 @@ def test_each_sleep_of_a_call_is_its_own_timer_and_a_resumed_call_meets_them_in_
     set_ = [e.payload["timer_id"] for e in s.events if e.kind is EventKind.TIMER_SET]
     fired = [e.payload["timer_id"] for e in s.events if e.kind is EventKind.TIMER_FIRED]
     assert set_ == fired == ["timer-call_0_0", "timer-call_0_0-2", "timer-call_0_0-3"]
+
+
+def test_resuming_a_session_whose_model_was_an_object_says_to_pass_it(tmp_path: Path) -> None:
+    async def turn(request):
+        if request.step == 1:
+            await anyio.sleep(30)  # until the pause cuts it short
+        return reply("ok")
+
+    model = ScriptedModel(turn)
+    s = Agent("a", model=model, store=tmp_path / "a.db").start("go")
+    s.pause()
+    assert s.wait(10) == "paused"
+    s.release()  # a fresh handle (a new process) must make the agent again
+    with pytest.raises(ConfigError) as caught:
+        open_session(s.id, store=tmp_path / "a.db").resume()
+    assert str(caught.value) == (
+        f"session {s.id} ran with a model object ('scripted'), which cannot be made again "
+        "from its name: pass it, open_session(id, model=...)"
+    )
+
+
+STOPPED_THEN_EXITS = """
+import sys, time
+from jupyter_agent import Agent, tool
+from jupyter_agent.testing import ScriptedModel, call
+
+@tool(effect="read_only")
+def slow() -> str:
+    "Takes a while."
+    time.sleep(1)
+    return "ok"
+
+s = Agent("a", model=ScriptedModel(lambda r: call("slow")), tools=[slow], store=sys.argv[1])
+s = s.start("go")
+time.sleep(0.3)
+getattr(s, sys.argv[2])()
+print(s.id, flush=True)
+"""
+
+
+@pytest.mark.parametrize(("control", "status"), [("stop", "stopped"), ("pause", "paused")])
+def test_a_stop_or_pause_the_process_exits_before_reaching_is_what_the_session_is_left(
+    tmp_path: Path, control: str, status: str
+) -> None:
+    """Asked for during a tool call, then the script ends (the engine never got to the step
+    boundary): the session is left as asked, not ``interrupted``, which would resume it."""
+    db = tmp_path / "a.db"
+    done = subprocess.run(
+        [sys.executable, "-c", STOPPED_THEN_EXITS, str(db), control],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    s = open_session(done.stdout.strip(), store=db)
+    assert s.status == status and s.row.runtime_id is None
+    last = s.events[-1]
+    assert last.actor != "runtime"
+    assert last.payload == {
+        "status": status,
+        "reason": f"{status} by {last.actor} (its process ended first)",
+    }
 
 
 def test_housekeeping_survives_a_malformed_command(tmp_path: Path, holder) -> None:

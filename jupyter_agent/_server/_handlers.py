@@ -83,7 +83,7 @@ class _Base(APIHandler):
 
     def int_arg(self, name: str, default: int | None = None) -> int | None:
         raw = self.get_argument(name, None)
-        if raw is None:
+        if not raw:  # absent, or given empty (?limit=): the default
             return default
         try:
             return int(raw)
@@ -97,7 +97,9 @@ class SessionsHandler(_Base):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        status, owner = self.get_argument("status", None), self.get_argument("owner", None)
+        # an empty filter (?status=&owner=) filters nothing
+        status = self.get_argument("status", None) or None
+        owner = self.get_argument("owner", None) or None
         if status is not None and status not in STATUSES:
             raise web.HTTPError(400, reason=f"status must be one of {', '.join(STATUSES)}")
         limit = max(1, min(self.int_arg("limit", 100) or 100, 1000))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import socket
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .._errors import SessionConflict, SessionError
@@ -197,15 +197,24 @@ def check_fence(conn: sqlite3.Connection, session_id: str, runtime_id: str) -> i
     return int(row[1])
 
 
-def interrupt(conn: sqlite3.Connection, session_id: str, *, now: float, reason: str) -> bool:
-    """Mark a leased running session ``interrupted`` with a chained event; clear its lease."""
+def interrupt(
+    conn: sqlite3.Connection,
+    session_id: str,
+    *,
+    now: float,
+    reason: str,
+    status: str = "interrupted",
+    actor: str = "runtime",
+) -> bool:
+    """Mark a leased running session ``interrupted`` (or ``status``, e.g. ``stopped`` when a
+    stop was asked for before its process ended) with a chained event; clear its lease."""
     row = conn.execute(
         "SELECT status, last_seq, last_hash, updated_at, num FROM sessions WHERE id = ?",
         (session_id,),
     ).fetchone()
     if row is None:
         return False
-    status, last_seq, last_hash, updated_at, num = row
+    was, last_seq, last_hash, updated_at, num = row
     base = num << SEQ_BITS
     newer = conn.execute(  # the row's position may lag the log (see SESSION_ROW_EVERY_S)
         "SELECT seq, hash, ts FROM event_log WHERE id > ? AND id < ? ORDER BY id DESC LIMIT 1",
@@ -214,13 +223,10 @@ def interrupt(conn: sqlite3.Connection, session_id: str, *, now: float, reason: 
     if newer is not None:
         last_seq, last_hash, updated_at = newer[0], newer[1], max(newer[2], updated_at or 0.0)
     now = max(now, updated_at or 0.0)  # a session on a fake or fast clock: time never goes back
-    if status in LIVE_STATUSES:
+    if was in LIVE_STATUSES:
         chain = EventChain(session_id, last_seq=last_seq, last_hash=last_hash or GENESIS_HASH)
         e = chain.next(
-            EventKind.STATUS_CHANGED,
-            {"status": "interrupted", "reason": reason},
-            ts=now,
-            actor="runtime",
+            EventKind.STATUS_CHANGED, {"status": status, "reason": reason}, ts=now, actor=actor
         )
         row = (e.session_id, e.seq, e.ts, e.kind.value, e.actor, e.v, e.payload_json, e.hash)
         conn.execute(
@@ -229,24 +235,39 @@ def interrupt(conn: sqlite3.Connection, session_id: str, *, now: float, reason: 
             (*row, base),
         )
         conn.execute(
-            "UPDATE sessions SET status = 'interrupted', updated_at = ?, last_seq = ?, "
+            "UPDATE sessions SET status = ?, updated_at = ?, last_seq = ?, "
             "last_hash = ?, runtime_id = NULL WHERE id = ?",
-            (now, e.seq, e.hash, session_id),
+            (status, now, e.seq, e.hash, session_id),
         )
         return True
     conn.execute("UPDATE sessions SET runtime_id = NULL WHERE id = ?", (session_id,))
     return False
 
 
-def end(conn: sqlite3.Connection, runtime_id: str, *, now: float, reason: str) -> list[str]:
-    """End a runtime: its leased sessions become ``interrupted``. Returns their ids."""
+def end(
+    conn: sqlite3.Connection,
+    runtime_id: str,
+    *,
+    now: float,
+    reason: str,
+    asked: Mapping[str, tuple[str, str]] | None = None,
+) -> list[str]:
+    """End a runtime: its leased sessions become ``interrupted``, or, for those in ``asked``
+    (``{session: (status, who)}``: a stop or pause asked for that the engine had not reached),
+    what was asked. Returns their ids."""
     conn.execute(
         "UPDATE runtimes SET ended_at = ? WHERE id = ? AND ended_at IS NULL", (now, runtime_id)
     )
     sessions = [
         r[0] for r in conn.execute("SELECT id FROM sessions WHERE runtime_id = ?", (runtime_id,))
     ]
-    return [s for s in sessions if interrupt(conn, s, now=now, reason=reason)]
+    ended = []
+    for s in sessions:
+        status, who = (asked or {}).get(s, ("interrupted", ""))
+        why = f"{status} by {who} (its process ended first)" if who else reason
+        if interrupt(conn, s, now=now, reason=why, status=status, actor=who or "runtime"):
+            ended.append(s)
+    return ended
 
 
 def sweep(conn: sqlite3.Connection, *, now: float, alive: Liveness) -> list[str]:

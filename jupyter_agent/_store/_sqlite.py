@@ -377,10 +377,21 @@ class SqliteStore:
     def release_lease(self, session_id: str, runtime_id: str) -> None:
         self._wait(self._submit(lambda conn: leases.release(conn, session_id, runtime_id)))
 
-    def end_runtime(self, runtime_id: str, *, now: float, reason: str) -> list[str]:
-        """End a runtime; its running sessions become ``interrupted`` (returned)."""
+    def end_runtime(
+        self,
+        runtime_id: str,
+        *,
+        now: float,
+        reason: str,
+        asked: Mapping[str, tuple[str, str]] | None = None,
+    ) -> list[str]:
+        """End a runtime; its running sessions become ``interrupted`` (returned), or
+        ``stopped``/``paused`` where ``asked`` says a person asked for that (``{id: (status,
+        who)}``) and the engine had not got to it yet."""
         result: list[str] = self._wait(
-            self._submit(lambda conn: leases.end(conn, runtime_id, now=now, reason=reason))
+            self._submit(
+                lambda conn: leases.end(conn, runtime_id, now=now, reason=reason, asked=asked)
+            )
         )
         self._settle_totals(result)
         return result

@@ -103,6 +103,8 @@ async def test_sessions_lists_every_session_with_filters_and_paging(
     with pytest.raises(HTTPClientError) as err:  # a typo is not "none have that status"
         await jp_fetch(*API, "sessions", params={"status": "finished"})
     assert err.value.code == 400
+    blank = await get_json(jp_fetch, "sessions", status="", owner="", limit="", offset="")
+    assert blank["total"] == 5 and blank["offset"] == 0  # empty filters filter nothing
 
 
 async def test_one_session_gives_its_row_header_plan_and_approvals(
