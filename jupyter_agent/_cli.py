@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 EXIT_USAGE = 2
 
 
+EXPORT_FORMATS = ("markdown", "md", "json", "jsonl")  # the keys of _export.EXPORTERS
+DEMO_SCENARIOS = ("fix", "explore", "watch", "loop")  # the demo model's (_models._demo)
+
+
 class CliError(Exception):
     """A one-line error for the person at the terminal."""
 
@@ -103,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("export", help="a session as JSON or Markdown")
     c.add_argument("id")
-    c.add_argument("--format", choices=["json", "markdown"], default="markdown")
+    c.add_argument("--format", choices=EXPORT_FORMATS, default="markdown")
     c.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
     c.set_defaults(run=cmd_export)
 
@@ -138,7 +142,7 @@ def _parser() -> argparse.ArgumentParser:
     c.set_defaults(run=cmd_restore)
 
     c = sub.add_parser("demo", help="run an offline session on the demo model and show it")
-    c.add_argument("--scenario", default="fix", help="fix (default), explore, watch, loop")
+    c.add_argument("--scenario", default="fix", choices=DEMO_SCENARIOS, help="default: fix")
     c.add_argument("--steps", type=int, default=None, help="turns for the loop/watch scenarios")
     c.add_argument(
         "--speed",
@@ -269,11 +273,11 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ._export import export_json, export_markdown
+    from ._export import EXPORTERS
 
     with _store(args) as store:
         row = store.find_session(args.id)
-        text = export_json(store, row) if args.format == "json" else export_markdown(store, row)
+        text = EXPORTERS[args.format](store, row)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
         print(f"wrote {args.output}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 
 from ._store import SessionRow, SqliteStore
@@ -51,3 +52,19 @@ def export_markdown(store: SqliteStore, row: SessionRow) -> str:
         for e in state_result:
             lines += ["", "## Result", "", str(e.payload.get("result", ""))]
     return "\n".join(lines) + "\n"
+
+
+def export_jsonl(store: SqliteStore, row: SessionRow) -> str:
+    """The session row on the first line, then one event a line."""
+    head = {"format": "jupyter-agent-session", "version": 1, "session": asdict(row)}
+    lines = [json.dumps(head, ensure_ascii=False)]
+    lines += [json.dumps(e.to_dict(), ensure_ascii=False) for e in store.iter_events(row.id)]
+    return "\n".join(lines) + "\n"
+
+
+EXPORTERS: dict[str, Callable[[SqliteStore, SessionRow], str]] = {
+    "markdown": export_markdown,
+    "md": export_markdown,
+    "json": export_json,
+    "jsonl": export_jsonl,
+}

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 import re
 import shlex
 import sys
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypedDict
 
@@ -23,9 +21,8 @@ from IPython.display import display
 
 from ._agent import Agent, ToolLike, open_session, open_store, sessions
 from ._errors import JupyterAgentError
-from ._export import export_json, export_markdown
+from ._export import EXPORTERS
 from ._session import Session
-from ._store import SessionRow, SqliteStore
 from ._tools import BUILTIN_TOOLS, Tool
 
 if TYPE_CHECKING:
@@ -313,7 +310,7 @@ class AgentMagics(Magics):
     def _export(self, args: argparse.Namespace) -> None:
         store = open_store(_existing(args.store))
         row = store.find_session(args.id)
-        text = _EXPORTERS[args.format](store, row)
+        text = EXPORTERS[args.format](store, row)
         if args.out:
             Path(args.out).expanduser().write_text(text, encoding="utf-8")
             print(f"wrote {args.out}")
@@ -392,22 +389,6 @@ def _policy(spec: str | None) -> dict[str, str]:
             raise MagicUsageError(f"--policy takes tool=rule pairs, not {item!r}")
         policy[tool_name] = rule
     return policy
-
-
-def _export_jsonl(store: SqliteStore, row: SessionRow) -> str:
-    """The session row on the first line, then one event a line."""
-    head = {"format": "jupyter-agent-session", "version": 1, "session": asdict(row)}
-    lines = [json.dumps(head, ensure_ascii=False)]
-    lines += [json.dumps(e.to_dict(), ensure_ascii=False) for e in store.iter_events(row.id)]
-    return "\n".join(lines) + "\n"
-
-
-_EXPORTERS: dict[str, Callable[[SqliteStore, SessionRow], str]] = {
-    "md": export_markdown,
-    "markdown": export_markdown,
-    "json": export_json,
-    "jsonl": _export_jsonl,
-}
 
 
 def register(shell: InteractiveShell) -> None:

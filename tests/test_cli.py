@@ -88,6 +88,21 @@ def test_export_json_and_markdown(demo_db, tmp_path: Path) -> None:
     md = cli("--db", str(db), "export", session_id, "--format", "markdown").stdout
     assert md.startswith(f"# Session `{session_id}`") and "| seq | kind |" in md
     assert "## Result" in md
+    # the same format names as %agent export
+    assert cli("--db", str(db), "export", session_id, "--format", "md").stdout == md
+    lines = cli("--db", str(db), "export", session_id, "--format", "jsonl").stdout.splitlines()
+    assert json.loads(lines[0])["session"]["id"] == session_id
+    assert len(lines) == 1 + len(doc["events"])
+
+
+def test_the_choices_offered_are_the_ones_that_exist() -> None:
+    from jupyter_agent._cli import DEMO_SCENARIOS, EXPORT_FORMATS
+    from jupyter_agent._export import EXPORTERS
+    from jupyter_agent._models._demo import SCENARIOS
+
+    assert set(EXPORT_FORMATS) == set(EXPORTERS) and set(DEMO_SCENARIOS) == set(SCENARIOS)
+    bad = cli("demo", "--scenario", "fixx")
+    assert bad.returncode == 2 and "invalid choice: 'fixx' (choose from 'fix'," in bad.stderr
 
 
 def test_verify_passes_then_catches_tampering(tmp_path: Path) -> None:
