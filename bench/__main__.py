@@ -109,7 +109,7 @@ def per_step(
     At each size the systems run in turns (project, DBOS, LangGraph, then again), so that a
     busy spell of the machine falls on all of them rather than on one system's runs."""
     results: dict[tuple[str, str, int], Any] = {}
-    missing = {s for s, module in PEERS.items() if importlib.util.find_spec(module) is None}
+    missing = {s for s, module in PEERS.items() if not installed(module)}
     for system in sorted(missing):
         run.notes.append(f"{system}: not installed: pip install -e '.[bench]' to compare with it")
     for n in sizes:
@@ -220,7 +220,7 @@ def resume_and_branch(
             shutil.rmtree(copy, ignore_errors=True)
         shutil.rmtree(prepared, ignore_errors=True)
     dn = peer_n["dbos"]
-    if importlib.util.find_spec(PEERS["dbos"]) is not None:
+    if installed(PEERS["dbos"]):
         crashed = run.folder()
         crash = ("--steps", str(dn), "--mode", "normal", "--phase", "crash")
         run.child("peer_dbos", *crash, folder=crashed, silent=True)
@@ -358,6 +358,15 @@ def main() -> None:
     print(f"\nwall time {wall:.0f} s; written to {args.out}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1) + "\n")
+
+
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported (a submodule's ``find_spec`` imports its package,
+    and raises when that is missing)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
 
 
 def title(doc: dict[str, Any]) -> str:
