@@ -2,8 +2,9 @@
 (this project, the floor, resume/fork/restore, a real kernel with and without a worker, the
 widget's traffic), one table printed and its JSON written.
 
-A small run (N = 100, no browser) so that CI has it; the peers run when the ``bench`` extra is
-installed, and their columns say why not when they are not. What the numbers are is the
+A small run (N = 100; the browser part on its own, on a 404-event session) so that CI has it;
+the peers run when the ``bench`` extra is installed, and their columns say why not when they
+are not. What the numbers are is the
 benchmark's business (README), not this test's: it checks that each was measured.
 """
 
@@ -14,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,3 +72,22 @@ def test_a_small_run_measures_every_part_and_writes_its_table(tmp_path: Path) ->
     goals = {t["what"]: t for t in doc["targets"]}
     assert goals["resume @100: state, ms after imports"]["value"] > 0
     assert "kernel 1+1 p95, 50 agents (10 ms steps, in a worker) / idle" in goals
+
+
+@pytest.mark.ui
+def test_the_widget_of_a_long_session_is_timed_in_chromium(tmp_path: Path) -> None:
+    """The browser part (left out of the run above): a real JupyterLab in Chromium shows a
+    session's widget, and the time until its rows are in the page is measured."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.widget_browser", "--steps", "100", "--dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    timed = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "skipped" not in timed, timed
+    assert timed["long"]["events"] == 404 and timed["short"]["events"] == 104
+    for session in (timed["long"], timed["short"]):
+        assert session["rows"] > 50 and 0 < session["usable_ms"] < 60_000
