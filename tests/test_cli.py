@@ -124,6 +124,7 @@ def test_unknown_id_is_one_line_and_exit_2(demo_db) -> None:
         out = cli("--db", str(db), verb, "no-such-session")
         assert out.returncode == 2, verb
         assert out.stderr.count("\n") == 1 and "no session 'no-such-session'" in out.stderr
+        assert f"in the store {db} (list its sessions:" in out.stderr  # which store was read
         assert "Traceback" not in out.stderr
 
 

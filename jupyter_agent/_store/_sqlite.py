@@ -470,7 +470,11 @@ class SqliteStore:
                 id_or_prefix,
                 f"{id_or_prefix!r} is the start of several session ids; give more of it",
             )
-        raise SessionNotFound(id_or_prefix)
+        raise SessionNotFound(
+            id_or_prefix,
+            f"no session {id_or_prefix!r} in the store {self.path} (list its sessions: "
+            "jupyter-agent --db PATH sessions, %agent list --store PATH, or sessions(store=...))",
+        )
 
     def list_sessions(
         self, *, status: str | None = None, limit: int | None = None
