@@ -162,6 +162,8 @@ class Agent:
                 "policy": self.policy,
                 "schedule": self.schedule.to_payload() if self.schedule else None,
                 **({"worker": True} if self.worker else {}),
+                # a model object with options its name does not carry (a key, headers)
+                **({} if getattr(self.model, "spec_is_whole", True) else {"model_object": True}),
             },
         )
         return session_id
@@ -264,6 +266,11 @@ def _agent_for(
             "pass them: open_session(id, tools=[...])"
         )
     chosen = [given.get(n) or n for n in state.tools]
+    if model is None and state.model_object:
+        raise ConfigError(
+            f"session {state.id} ran with a model object ({state.model!r}) given options its "
+            "name does not carry (a key, headers, streaming): pass it, open_session(id, model=...)"
+        )
     if model is None and state.model and ":" not in state.model:
         try:
             model = resolve_model(state.model)

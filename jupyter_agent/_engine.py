@@ -20,6 +20,7 @@ answer would.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 import traceback
@@ -36,7 +37,7 @@ from ._events import GENESIS_HASH, Event, EventChain, EventKind
 from ._identity import current_notebook
 from ._inbox import Decision, Inbox
 from ._live import live_text
-from ._models._base import Model, ModelRequest, ModelResponse
+from ._models._base import Model, ModelRequest, ModelResponse, ToolCallRequest
 from ._models._redact import redact
 from ._policy import Limits, rule_for
 from ._schedule import Schedule
@@ -185,6 +186,7 @@ class _Observer:
         self._engine, self._step = engine, step
 
     async def retrying(self, *, attempt: int, error: Exception, delay_s: float) -> None:
+        live_text.clear(self._engine.session_id)  # that attempt's text is not its answer
         info = (
             error.to_dict()
             if isinstance(error, JupyterAgentError)
@@ -706,6 +708,8 @@ class Engine:
         finally:
             live_text.clear(self.session_id)
         duration_ms = round((time.monotonic() - started) * 1000, 3)
+        if len(response.tool_calls) > 1:
+            response = _unique_call_ids(response)
         drafts = (self._response_draft(step, response, duration_ms), *self._intent_drafts(response))
         if response.tool_calls and all(
             self._runs_before_recorded(c.name) for c in response.tool_calls
@@ -934,6 +938,23 @@ class Engine:
             await self.clock.sleep_until(wake_at)
         await self._record((EventKind.TIMER_FIRED, {"timer_id": timer_id}, "agent"))
         await self._set_status("running")
+
+
+def _unique_call_ids(response: ModelResponse) -> ModelResponse:
+    """The response with a call id that repeats within it made unique (``id~2``): some
+    servers send one id for several calls, and each call's result goes back under its id."""
+    ids = [c.id for c in response.tool_calls]
+    if len(set(ids)) == len(ids):
+        return response
+    calls, seen = [], set()
+    for c in response.tool_calls:
+        call_id, n = c.id, 1
+        while call_id in seen:
+            n += 1
+            call_id = f"{c.id}~{n}"
+        seen.add(call_id)
+        calls.append(c if call_id == c.id else ToolCallRequest(call_id, c.name, c.arguments))
+    return dataclasses.replace(response, tool_calls=tuple(calls))
 
 
 def _digest(data: bytes | None) -> str | None:

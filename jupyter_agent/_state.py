@@ -129,6 +129,7 @@ class SessionState:
     started_at: float = 0.0
     schedule: dict[str, Any] | None = None
     worker: bool = False  # its agent was made with worker=True: a resume runs it there too
+    model_object: bool = False  # its model had options its name does not carry (see Agent)
     ticks_fired: int = 0
     answered: bool = False  # the newest model turn was a final answer (no tool calls)
     error: dict[str, Any] | None = None
@@ -232,6 +233,7 @@ class SessionState:
             self.status = "running"
             self.started_at, self.schedule = event.ts, p.get("schedule")
             self.worker = bool(p.get("worker", False))
+            self.model_object = bool(p.get("model_object", False))
         elif kind is EventKind.MESSAGE and event.actor != "schedule":
             self.answered = False  # a person spoke: the model answers before the next tick
         elif kind is EventKind.APPROVAL_REQUESTED:

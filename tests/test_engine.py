@@ -132,6 +132,33 @@ def test_parallel_tool_calls_run_in_order_and_each_gets_a_result(db: Path) -> No
     assert "A" in results(s)[1]["output"]
 
 
+def test_calls_sharing_an_id_in_one_answer_each_run_and_get_their_own_result(db: Path) -> None:
+    """Some servers give several calls of one answer the same id: each still waits for its
+    approval, runs and gets a result under an id of its own."""
+    from jupyter_agent._models._base import ModelResponse, ToolCallRequest
+
+    twice = ModelResponse(
+        tool_calls=(
+            ToolCallRequest("call_0", "write_file", json.dumps({"path": "a.txt", "content": "A"})),
+            ToolCallRequest("call_0", "write_file", json.dumps({"path": "b.txt", "content": "B"})),
+        ),
+        stop_reason="tool_use",
+    )
+    ws = db.parent / "ws"
+    model = ScriptedModel([twice, reply("done")])
+    s = Agent("a", model=model, store=db, workspace=ws, policy={"write_file": "ask"}).start("go")
+    for expected in ("call_0", "call_0~2"):
+        assert s.wait(10) == "awaiting_approval"
+        (waiting,) = s.pending_approvals
+        assert waiting.call_id == expected
+        s.approve(expected)
+    assert s.wait(10) == "done"
+    assert [r["call_id"] for r in results(s)] == ["call_0", "call_0~2"]
+    assert (ws / "a.txt").read_text() == "A" and (ws / "b.txt").read_text() == "B"
+    answer = next(e for e in s.events if e.kind is EventKind.MODEL_RESPONSE)
+    assert [c["id"] for c in answer.payload["tool_calls"]] == ["call_0", "call_0~2"]
+
+
 def test_max_steps_stops_the_session_with_a_budget_event(db: Path) -> None:
     model = ScriptedModel(lambda req: call("list_files"))
     s = Agent("a", model=model, store=db, max_steps=3).run("loop forever")

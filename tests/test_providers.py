@@ -218,6 +218,79 @@ def test_a_fault_that_persists_fails_the_session_clearly_and_keeps_earlier_event
     assert verify_chain(s.events) is None
 
 
+def test_an_html_error_page_is_one_line_named_by_its_title(tmp_path: Path) -> None:
+    """A proxy in front of the provider answers with its own HTML page (not the provider's
+    JSON error): the session's error says what the page is, on one line."""
+    import http.server
+    import threading
+
+    page = b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>nginx</body></html>\r\n"
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            self.send_response(502)
+            self.send_header("content-type", "text/html")
+            self.send_header("content-length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        retry = RetryPolicy(max_attempts=2, base_delay_s=0.01)
+        s = run(OpenAIModel("gpt-4.1-mini", base_url=url, api_key=KEY, retry=retry), tmp_path)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert s.status == "failed"
+    (err,) = of_kind(s, EventKind.ERROR)
+    assert err["message"] == "ModelHTTPError: openai answered 502: 502 Bad Gateway (an HTML page)"
+    (retry_event,) = of_kind(s, EventKind.MODEL_RETRY)
+    assert "\n" not in retry_event["error"]["message"]
+
+
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+def test_text_of_an_attempt_cut_short_is_not_shown_while_the_next_is_awaited(
+    tmp_path: Path, wire: str
+) -> None:
+    script = [
+        Fault(drop_after=4, then=reply("I will delete the production database now, then more")),
+        call("list_files"),
+        reply("done"),
+    ]
+    with FakeProvider(script, api_key=KEY) as fake:
+        slow_retry = RetryPolicy(base_delay_s=1.0, max_delay_s=1.0, jitter=0)
+        model = model_for(wire, fake, stream=True, retry=slow_retry)
+        s = Agent("p", model=model, store=tmp_path / "agent.db", tools=["list_files"]).start("go")
+        deadline = time.monotonic() + 10
+        while not of_kind(s, EventKind.MODEL_RETRY):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert s.partial_text is None  # in the backoff: the cut answer is not the model's
+        assert s.wait(30) == "done"
+        get_runtime().call(model.aclose)
+    (first,) = [r for r in of_kind(s, EventKind.MODEL_RESPONSE) if r["step"] == 1]
+    assert first["text"] == "" and first["tool_calls"][0]["name"] == "list_files"
+
+
+def test_a_password_in_the_base_url_is_neither_recorded_nor_shown(tmp_path: Path) -> None:
+    with FakeProvider([reply("ok")]) as fake:  # (a gateway taking the password instead)
+        url = fake.openai_base_url.replace("http://", "http://gateway:gw-pass-Zq81xLmN@")
+        model = OpenAIModel("gpt-4.1-mini", base_url=url)
+        assert "gw-pass" not in repr(model) and "gw-pass" not in model.spec
+        assert not model.spec_is_whole  # a resume needs the object, which has the password
+        s = run(model, tmp_path)
+        plain_url = fake.openai_base_url
+    assert s.status == "done" and s.state.model == f"openai:gpt-4.1-mini@{plain_url}"
+    for f in tmp_path.glob("agent.db*"):
+        assert b"gw-pass" not in f.read_bytes(), f
+
+
 @pytest.mark.parametrize(("wire", "stream"), WIRES)
 def test_a_wrong_key_fails_at_once_without_retries(tmp_path: Path, wire: str, stream: bool) -> None:
     with FakeProvider([reply("never")], api_key="sk-the-right-one-0000") as fake:
@@ -226,6 +299,37 @@ def test_a_wrong_key_fails_at_once_without_retries(tmp_path: Path, wire: str, st
     assert of_kind(s, EventKind.MODEL_RETRY) == []
     (err,) = of_kind(s, EventKind.ERROR)
     assert err["status_code"] == "401"
+
+
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+def test_a_session_on_a_model_object_with_its_own_key_is_resumed_only_with_that_object(
+    tmp_path: Path, wire: str
+) -> None:
+    """The key and settings given to the object are not recorded (never the key): a fresh
+    handle cannot make the model from its name, and says so, instead of running it without
+    them (a 401, and a session failed for good)."""
+    from jupyter_agent import ConfigError, open_session
+
+    with FakeProvider([Fault(delay_s=30, then=reply("late")), reply("done")], api_key=KEY) as fake:
+        model = model_for(wire, fake, stream=True)
+        s = Agent("p", model=model, store=tmp_path / "agent.db", tools=[]).start("go")
+        time.sleep(0.3)  # in its first model call
+        s.pause()
+        assert s.wait(10) == "paused"
+        s.release()  # as if its process had ended
+        with pytest.raises(ConfigError) as caught:
+            open_session(s.id, store=tmp_path / "agent.db").resume()
+        assert str(caught.value) == (
+            f"session {s.id} ran with a model object ({model.spec!r}) given options its name "
+            "does not carry (a key, headers, streaming): pass it, open_session(id, model=...)"
+        )
+        assert s.status == "paused"  # not run without its key, so not failed
+        again = open_session(s.id, store=tmp_path / "agent.db", model=model).resume()
+        assert again.wait(30) == "done"
+        get_runtime().call(model.aclose)
+        assert model_for(wire, fake, stream=False, retry=RetryPolicy()).spec_is_whole is False
+    plain = OpenAIModel if wire == "openai" else AnthropicModel
+    assert plain.from_spec("x@http://127.0.0.1:9/v1").spec_is_whole  # a name makes it all
 
 
 # -- keys ------------------------------------------------------------------------------------

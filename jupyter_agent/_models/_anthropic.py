@@ -38,6 +38,7 @@ from ._http import (
     ProviderClient,
     RetryPolicy,
     endpoint,
+    without_userinfo,
 )
 from ._prices import cost_usd
 
@@ -81,6 +82,9 @@ class AnthropicOptions(TypedDict, total=False):
     sleep: Callable[[float], Awaitable[None]]
 
 
+DEFAULT_MAX_TOKENS = 8192
+
+
 class AnthropicModel(HTTPModel):
     """Claude behind Anthropic's Messages API, named ``anthropic:<model>``.
 
@@ -102,7 +106,7 @@ class AnthropicModel(HTTPModel):
         base_url: str | None = None,
         headers: Mapping[str, str] | None = None,
         stream: bool = False,
-        max_tokens: int = 8192,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
         retry: RetryPolicy = DEFAULT_RETRY,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         http_client: httpx.AsyncClient | None = None,
@@ -114,6 +118,17 @@ class AnthropicModel(HTTPModel):
             raise ValueError(f"max_tokens must be a positive integer, not {max_tokens!r}")
         self.model, self.stream, self.max_tokens = model, stream, max_tokens
         self.retry, self._sleep = retry, sleep
+        # whether ``spec`` (and the environment) makes this model again (see OpenAIModel)
+        self.spec_is_whole = (
+            api_key is None
+            and not headers
+            and not stream
+            and max_tokens == DEFAULT_MAX_TOKENS
+            and retry is DEFAULT_RETRY
+            and timeout is DEFAULT_TIMEOUT
+            and http_client is None
+            and (base_url is None or without_userinfo(base_url) == base_url)
+        )
         base, key = endpoint(
             base_url=base_url, api_key=api_key, official=OFFICIAL_BASE_URL, env="ANTHROPIC"
         )
@@ -160,7 +175,7 @@ class AnthropicModel(HTTPModel):
         """The model string that makes this model again (no key): recorded with the session."""
         if self.base_url == OFFICIAL_BASE_URL:
             return self.name
-        return f"{self.name}@{self.base_url}"
+        return f"{self.name}@{without_userinfo(self.base_url)}"  # (its password is a secret)
 
     def _body(self, request: ModelRequest) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "max_tokens": self.max_tokens}

@@ -12,7 +12,9 @@ import email.utils
 import json
 import os
 import random
+import re
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -104,6 +106,14 @@ def endpoint(
     return base, check_key(key)
 
 
+def without_userinfo(url: str) -> str:
+    """``url`` without a ``user:password@`` (a credential: never recorded or shown)."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
 def check_key(key: str | None) -> str | None:
     """The key without surrounding whitespace; refuse one with control characters in it."""
     if key is None:
@@ -141,7 +151,7 @@ class HTTPModel:
 
     def __repr__(self) -> str:  # never the key, nor the headers that hold it
         return (
-            f"{type(self).__name__}({self.model!r}, base_url={self.base_url!r}, "
+            f"{type(self).__name__}({self.model!r}, base_url={without_userinfo(self.base_url)!r}, "
             f"stream={self.stream})"
         )
 
@@ -323,13 +333,23 @@ def _provider_message(response: httpx.Response) -> str:
     try:
         data = response.json()
     except ValueError:
-        return response.text[:300] or response.reason_phrase
+        return _plain_text(response.text) or response.reason_phrase
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict) and error.get("message"):
         return str(error["message"])
     if isinstance(error, str):
         return error
     return json.dumps(data)[:300]
+
+
+def _plain_text(body: str) -> str:
+    """A body that is not JSON as one short line: an HTML error page (a proxy's 502) by its
+    title, anything else with its whitespace folded."""
+    title = re.search(r"<title[^>]*>(.*?)</title>", body, re.I | re.S)
+    if title or re.match(r"\s*<(!doctype|html)", body, re.I):
+        words = " ".join((title.group(1) if title else "").split())
+        return f"{words} (an HTML page)" if words else "an HTML page"
+    return " ".join(body.split())[:300]
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:

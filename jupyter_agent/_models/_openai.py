@@ -36,6 +36,7 @@ from ._http import (
     RetryPolicy,
     endpoint,
     secret_header_values,
+    without_userinfo,
 )
 from ._prices import cost_usd
 
@@ -74,6 +75,17 @@ class OpenAIModel(HTTPModel):
         if not model:
             raise ValueError("name the model, e.g. OpenAIModel('gpt-4.1-mini')")
         self.model, self.stream, self.retry, self._sleep = model, stream, retry, sleep
+        # whether ``spec`` (and the environment) makes this model again: not with a key, headers
+        # or settings given here, which are not recorded (see Agent's session_started)
+        self.spec_is_whole = (
+            api_key is None
+            and not headers
+            and not stream
+            and retry is DEFAULT_RETRY
+            and timeout is DEFAULT_TIMEOUT
+            and http_client is None
+            and (base_url is None or without_userinfo(base_url) == base_url)
+        )
         base, key = endpoint(
             base_url=base_url, api_key=api_key, official=OFFICIAL_BASE_URL, env="OPENAI"
         )
@@ -116,7 +128,7 @@ class OpenAIModel(HTTPModel):
         """The model string that makes this model again (no key): recorded with the session."""
         if self.base_url == OFFICIAL_BASE_URL:
             return self.name
-        return f"{self.name}@{self.base_url}"
+        return f"{self.name}@{without_userinfo(self.base_url)}"  # (its password is a secret)
 
     def _body(self, request: ModelRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
