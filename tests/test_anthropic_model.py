@@ -333,6 +333,13 @@ async def test_cost_of_a_priced_model_counts_cached_tokens_at_the_cached_price()
     assert response.usage.cost_usd == pytest.approx(3.00 + 0.30)  # claude-sonnet-4-5
 
 
+async def test_cost_of_a_priced_model_counts_cache_writes_at_the_cache_write_price() -> None:
+    usage = {"input_tokens": 0, "cache_creation_input_tokens": 100_000, "output_tokens": 10}
+    response = await ask(FakeAnthropic(answer(message(text("x"), usage=usage))))
+    assert response.usage.input_tokens == 100_000
+    assert response.usage.cost_usd == pytest.approx(0.1 * 3.75 + 10 * 15.0 / 1e6)  # 1.25x input
+
+
 async def test_cost_of_an_unpriced_model_is_unknown() -> None:
     fake = FakeAnthropic(answer(message(text("x"))))
     model = model_for(fake, "claude-from-the-future")

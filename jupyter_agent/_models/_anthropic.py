@@ -250,15 +250,17 @@ class AnthropicModel(HTTPModel):
         if not usage:  # a compatible server may send none: tokens and cost unknown
             return Usage(cost_usd=None)
         cached = _tokens(usage, "cache_read_input_tokens")
-        inp = _tokens(usage, "input_tokens") + cached
-        inp += _tokens(usage, "cache_creation_input_tokens")
+        written = _tokens(usage, "cache_creation_input_tokens")
+        inp = _tokens(usage, "input_tokens") + cached + written
         out = _tokens(usage, "output_tokens")
-        return Usage(
+        cost = cost_usd(
+            self.name,
             input_tokens=inp,
             output_tokens=out,
             cached_tokens=cached,
-            cost_usd=cost_usd(self.name, input_tokens=inp, output_tokens=out, cached_tokens=cached),
+            cache_write_tokens=written,
         )
+        return Usage(input_tokens=inp, output_tokens=out, cached_tokens=cached, cost_usd=cost)
 
     def _error(self, payload: Mapping[str, Any]) -> ModelHTTPError:
         """An ``error`` the provider sent in place of an answer, with the status it stands for."""

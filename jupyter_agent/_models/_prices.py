@@ -15,11 +15,13 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Price:
-    """USD per million tokens. ``cached_input`` applies to input tokens read from cache."""
+    """USD per million tokens. ``cached_input`` applies to input tokens read from cache,
+    ``cache_write`` to input tokens written to it (Anthropic's prompt cache: 1.25x input)."""
 
     input: float
     output: float
     cached_input: float | None = None
+    cache_write: float | None = None
 
 
 # Published list prices (USD / 1M tokens) for common models; keys are "provider:model".
@@ -31,11 +33,11 @@ PRICES: dict[str, Price] = {
     "openai:gpt-4o-mini": Price(0.15, 0.60, 0.075),
     "openai:o3": Price(2.00, 8.00, 0.50),
     "openai:o4-mini": Price(1.10, 4.40, 0.275),
-    "anthropic:claude-opus-4-1": Price(15.00, 75.00, 1.50),
-    "anthropic:claude-sonnet-4-5": Price(3.00, 15.00, 0.30),
-    "anthropic:claude-sonnet-4-0": Price(3.00, 15.00, 0.30),
-    "anthropic:claude-haiku-4-5": Price(1.00, 5.00, 0.10),
-    "anthropic:claude-3-5-haiku-latest": Price(0.80, 4.00, 0.08),
+    "anthropic:claude-opus-4-1": Price(15.00, 75.00, 1.50, 18.75),
+    "anthropic:claude-sonnet-4-5": Price(3.00, 15.00, 0.30, 3.75),
+    "anthropic:claude-sonnet-4-0": Price(3.00, 15.00, 0.30, 3.75),
+    "anthropic:claude-haiku-4-5": Price(1.00, 5.00, 0.10, 1.25),
+    "anthropic:claude-3-5-haiku-latest": Price(0.80, 4.00, 0.08, 1.00),
 }
 
 
@@ -51,19 +53,28 @@ def set_price(
 
 
 def cost_usd(
-    model: str, *, input_tokens: int, output_tokens: int, cached_tokens: int = 0
+    model: str,
+    *,
+    input_tokens: int,
+    output_tokens: int,
+    cached_tokens: int = 0,
+    cache_write_tokens: int = 0,
 ) -> float | None:
     """The cost of one response, or ``None`` when the model's price is unknown.
 
-    ``input_tokens`` includes ``cached_tokens``; cached ones are charged at the cached price.
+    ``input_tokens`` includes ``cached_tokens`` (read from the cache, charged at the cached
+    price) and ``cache_write_tokens`` (written to it, at the cache-write price).
     A dated model name (``gpt-4.1-mini-2025-04-14``) falls back to its undated price.
     """
     price = PRICES.get(model) or _undated(model)
     if price is None:
         return None
     cached = min(cached_tokens, input_tokens)
+    written = min(cache_write_tokens, input_tokens - cached)
     cached_rate = price.cached_input if price.cached_input is not None else price.input
-    total = (input_tokens - cached) * price.input + cached * cached_rate
+    write_rate = price.cache_write if price.cache_write is not None else price.input
+    total = (input_tokens - cached - written) * price.input + cached * cached_rate
+    total += written * write_rate
     total += output_tokens * price.output
     return total / 1_000_000
 
