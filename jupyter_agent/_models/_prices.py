@@ -42,14 +42,19 @@ PRICES: dict[str, Price] = {
 
 
 def set_price(
-    model: str, *, input: float, output: float, cached_input: float | None = None
+    model: str,
+    *,
+    input: float,
+    output: float,
+    cached_input: float | None = None,
+    cache_write: float | None = None,
 ) -> None:
     """Add or change the price of ``model`` (``provider:model``), USD per million tokens."""
     if ":" not in model:
         raise ValueError(f"name the model as provider:model, e.g. 'openai:{model}'")
-    if min(input, output, cached_input or 0.0) < 0:
+    if min(input, output, cached_input or 0.0, cache_write or 0.0) < 0:
         raise ValueError("prices cannot be negative")
-    PRICES[model] = Price(input, output, cached_input)
+    PRICES[model] = Price(input, output, cached_input, cache_write)
 
 
 def cost_usd(
