@@ -594,3 +594,50 @@ def test_the_write_ahead_log_stays_small_however_many_commits(tmp_path: Path) ->
         # each checkpoint (~3 MB), where one that writers overtake would keep growing (~15 MB)
         assert wal < 2 * CHECKPOINT_EVERY * 2 * (4096 + 24)
         assert store.integrity_check() == "ok"
+
+
+def _in_a_new_thread(fn):  # a thread's first read opens its own connection to the store
+    out: list[object] = []
+
+    def run() -> None:
+        try:
+            out.append(fn())
+        except Exception as exc:
+            out.append(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    return out[0]
+
+
+def test_a_store_moved_while_open_is_never_made_again_at_its_old_path(tmp_path: Path) -> None:
+    """A connection opened after the move would have made a new, empty store there (and reset
+    the write-ahead log that still held the session): it fails in one line instead."""
+    from jupyter_agent import StoreError
+
+    store = SqliteStore(tmp_path / "a.db")
+    new_session(store)
+    (tmp_path / "a.db").rename(tmp_path / "b.db")
+    failed = _in_a_new_thread(store.list_sessions)
+    assert isinstance(failed, StoreError)
+    assert str(failed) == (
+        f"the store {tmp_path / 'a.db'} is gone (moved or deleted while this process had it "
+        "open): open it where it is now"
+    )
+    assert not (tmp_path / "a.db").exists()
+    store.close()
+
+
+def test_a_store_opened_by_a_relative_path_stays_that_file_after_a_change_of_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = SqliteStore("agent.db")
+    new_session(store)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # as a notebook's os.chdir
+    rows = _in_a_new_thread(store.list_sessions)
+    assert [r.id for r in rows] == ["s1"]
+    assert not (tmp_path / "elsewhere" / "agent.db").exists()
+    store.close()

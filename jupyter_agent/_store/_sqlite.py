@@ -15,6 +15,7 @@ import operator
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, fields
@@ -146,7 +147,11 @@ class SqliteStore:
             raise StoreError(
                 f"cannot make the folder for the store {self.path}: {exc.strerror or exc}"
             ) from exc
-        conn = self._connect(wal=False)  # switch to WAL only once the file is known to be ours
+        # every later connection opens this very file, and never makes one: a store moved or
+        # removed while open would otherwise be replaced by an empty one (and its log reset);
+        # nor does a change of folder (a notebook's os.chdir) point them at another file
+        self._file = self.path.absolute()
+        conn = self._connect(wal=False, create=True)  # WAL once the file is known to be ours
         try:
             migrate(conn, self.path)
             self._writer = Writer(
@@ -159,14 +164,22 @@ class SqliteStore:
 
     # -- connections -------------------------------------------------------------------------
 
-    def _connect(self, *, wal: bool = True) -> sqlite3.Connection:
+    def _connect(self, *, wal: bool = True, create: bool = False) -> sqlite3.Connection:
+        target = self._file if create else f"file:{urllib.parse.quote(str(self._file))}?mode=rw"
         try:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(
+                target, uri=not create, isolation_level=None, check_same_thread=False
+            )
             conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
             if wal:
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         except sqlite3.DatabaseError as exc:
+            if not create and not self._file.exists():
+                raise StoreError(
+                    f"the store {self.path} is gone (moved or deleted while this process had it "
+                    "open): open it where it is now"
+                ) from exc
             if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_READONLY:
                 raise StoreError(
                     f"{self.path} cannot be written by this user, and opening a store writes to "
