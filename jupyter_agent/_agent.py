@@ -287,7 +287,9 @@ def _agent_for(
         instructions=state.instructions,
         workspace=state.workspace,
         max_steps=state.max_steps or 500,
-        policy=state.policy,
+        # as recorded, less names of tools it lacks (accepted before they were refused; the
+        # engine follows the recorded policy anyway)
+        policy={k: v for k, v in state.policy.items() if k == "*" or k in state.tools},
         store=store,
         clock=clock,
         worker=state.worker,  # where it ran: a resume after a restart runs it there again

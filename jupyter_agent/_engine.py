@@ -920,7 +920,7 @@ class Engine:
         ``timer-<call>``), so a call run again after a crash meets the same timers in turn:
         those that fired return at once, the one it was in keeps its wake time."""
         n = self._sleeps[call_id] = self._sleeps.get(call_id, 0) + 1
-        timer_id = f"timer-{call_id}" if n == 1 else f"timer-{call_id}-{n}"
+        timer_id = f"timer-{call_id}" if n == 1 else f"timer-{call_id}#{n}"
         if timer_id in self.state.fired_timers:
             return  # it fired before a crash cut the call short: the wait is over
         if timer_id in self.state.timers:
@@ -941,7 +941,7 @@ class Engine:
 
 
 def _unique_call_ids(response: ModelResponse) -> ModelResponse:
-    """The response with a call id that repeats within it made unique (``id~2``): some
+    """The response with a call id that repeats within it made unique (``id-2``): some
     servers send one id for several calls, and each call's result goes back under its id."""
     ids = [c.id for c in response.tool_calls]
     if len(set(ids)) == len(ids):
@@ -951,7 +951,7 @@ def _unique_call_ids(response: ModelResponse) -> ModelResponse:
         call_id, n = c.id, 1
         while call_id in seen:
             n += 1
-            call_id = f"{c.id}~{n}"
+            call_id = f"{c.id}-{n}"  # (the characters every provider takes in an id)
         seen.add(call_id)
         calls.append(c if call_id == c.id else ToolCallRequest(call_id, c.name, c.arguments))
     return dataclasses.replace(response, tool_calls=tuple(calls))

@@ -220,8 +220,11 @@ class SessionState:
                 p["call_id"], p["name"], p["arguments"], p["effect"], event.seq
             )
         elif kind is EventKind.TOOL_RESULT:
-            self.open_calls.pop(p["call_id"], None)
-            self.approvals.pop(p["call_id"], None)
+            call_id = p["call_id"]
+            self.open_calls.pop(call_id, None)
+            self.approvals.pop(call_id, None)
+            if self.fired_timers or self.timers:  # the call is over: so are its timers, and a
+                self._forget_timers_of(call_id)  # later call given the same id sets its own
         elif kind is EventKind.MODEL_REQUEST:
             pass  # what it says is in the model_response after it
         elif kind is EventKind.SESSION_STARTED:
@@ -265,6 +268,15 @@ class SessionState:
             self.status, self.result, self.error = "paused", None, None
         elif kind is EventKind.RESTORE:
             self.status, self.result, self.error = "paused", None, None
+
+    def _forget_timers_of(self, call_id: str) -> None:
+        """Drop the timers of a call (``timer-<call>``, ``timer-<call>#<n>``)."""
+        own, numbered = f"timer-{call_id}", f"timer-{call_id}#"
+        mine = [t for t in (*self.timers, *self.fired_timers) if t == own or t.startswith(numbered)]
+        for t in mine:
+            self.timers.pop(t, None)
+        if mine:
+            self.fired_timers = [t for t in self.fired_timers if t not in mine]
 
     # -- snapshots ---------------------------------------------------------------------------
 

@@ -147,16 +147,16 @@ def test_calls_sharing_an_id_in_one_answer_each_run_and_get_their_own_result(db:
     ws = db.parent / "ws"
     model = ScriptedModel([twice, reply("done")])
     s = Agent("a", model=model, store=db, workspace=ws, policy={"write_file": "ask"}).start("go")
-    for expected in ("call_0", "call_0~2"):
+    for expected in ("call_0", "call_0-2"):
         assert s.wait(10) == "awaiting_approval"
         (waiting,) = s.pending_approvals
         assert waiting.call_id == expected
         s.approve(expected)
     assert s.wait(10) == "done"
-    assert [r["call_id"] for r in results(s)] == ["call_0", "call_0~2"]
+    assert [r["call_id"] for r in results(s)] == ["call_0", "call_0-2"]
     assert (ws / "a.txt").read_text() == "A" and (ws / "b.txt").read_text() == "B"
     answer = next(e for e in s.events if e.kind is EventKind.MODEL_RESPONSE)
-    assert [c["id"] for c in answer.payload["tool_calls"]] == ["call_0", "call_0~2"]
+    assert [c["id"] for c in answer.payload["tool_calls"]] == ["call_0", "call_0-2"]
 
 
 def test_max_steps_stops_the_session_with_a_budget_event(db: Path) -> None:
@@ -384,6 +384,22 @@ def test_sleep_records_a_durable_timer_on_the_sessions_clock(db: Path) -> None:
     timer = next(e.payload for e in s.events if e.kind is EventKind.TIMER_SET)
     assert timer["wake_at"] == 4_600.0
     assert EventKind.TIMER_FIRED.value in kinds(s)
+
+
+def test_a_call_id_used_again_in_a_later_step_sleeps_again(db: Path) -> None:
+    """Some servers number calls per answer (every step's call is ``call_0``): a finished
+    call's timers are over, so a later call given its id waits for its own."""
+    from jupyter_agent._models._base import ModelResponse, ToolCallRequest
+
+    nap = ModelResponse(
+        tool_calls=(ToolCallRequest("call_0", "sleep", json.dumps({"seconds": 60})),),
+        stop_reason="tool_use",
+    )
+    clock = FakeClock(start=0.0)
+    s = Agent("a", model=ScriptedModel([nap, nap, reply("up")]), store=db, clock=clock).run("go")
+    assert s.status == "done" and clock.now() == 120.0
+    assert len([e for e in s.events if e.kind is EventKind.TIMER_FIRED]) == 2
+    assert s.state.fired_timers == [] and s.state.timers == {}  # nothing kept of them
 
 
 def test_events_are_json_with_a_chained_hash(db: Path) -> None:

@@ -747,7 +747,7 @@ def test_each_sleep_of_a_call_is_its_own_timer_and_a_resumed_call_meets_them_in_
     assert took >= 1.15  # three waits, none skipped
     set_ = [e.payload["timer_id"] for e in s.events if e.kind is EventKind.TIMER_SET]
     fired = [e.payload["timer_id"] for e in s.events if e.kind is EventKind.TIMER_FIRED]
-    assert set_ == fired == ["timer-call_0_0", "timer-call_0_0-2", "timer-call_0_0-3"]
+    assert set_ == fired == ["timer-call_0_0", "timer-call_0_0#2", "timer-call_0_0#3"]
 
 
 def test_resuming_a_session_whose_model_was_an_object_says_to_pass_it(tmp_path: Path) -> None:
@@ -878,3 +878,44 @@ def test_a_fresh_handle_resumes_a_session_paused_here_with_the_agent_it_ran_with
     again = open_session(s.id, store=tmp_path / "a.db")  # no tools, no model object given
     again.resume()
     assert again.wait(timeout=30) == "done"
+
+
+def test_a_session_recorded_with_a_policy_for_a_tool_it_lacks_still_resumes(
+    tmp_path: Path,
+) -> None:
+    """Such a policy was accepted before it was refused at Agent(...): a recorded one must not
+    stop its session (or resume_interrupted's other sessions) from going on."""
+    from jupyter_agent import resume_interrupted
+    from jupyter_agent._events import EventChain
+
+    store = SqliteStore(tmp_path / "a.db")
+    for sid in ("old", "other"):
+        chain = EventChain(sid)
+        started = {
+            "name": sid,
+            "model": "demo:loop?steps=1",
+            "goal": "go",
+            "tools": ["list_files"],
+            "workspace": str(tmp_path / sid),
+            "policy": {"shell": "ask"} if sid == "old" else {},
+        }
+        events = [
+            chain.next(EventKind.SESSION_STARTED, started, ts=1.0),
+            chain.next(EventKind.STATUS_CHANGED, {"status": "interrupted"}, ts=2.0),
+        ]
+        store.write(
+            events,
+            session={
+                "id": sid,
+                "name": sid,
+                "status": "interrupted",
+                "created_at": 1.0,
+                "updated_at": 2.0,
+                "last_seq": 2,
+                "last_hash": events[-1].hash,
+            },
+        )
+    store.close()
+    resumed = resume_interrupted(store=tmp_path / "a.db")
+    assert sorted(s.id for s in resumed) == ["old", "other"]
+    assert [s.wait(30) for s in resumed] == ["done", "done"]
