@@ -27,13 +27,21 @@ from jupyter_agent import (
     open_session,
     tool,
 )
-from jupyter_agent._events import verify_chain
+from jupyter_agent._events import EventChain, verify_chain
 from jupyter_agent._store._leases import LeaseLost, RuntimeInfo
 from jupyter_agent.testing import FakeClock, ScriptedModel, call, reply
 
 
 def runtime(rid: str, pid: int = 4242) -> RuntimeInfo:
     return RuntimeInfo(rid, "elsewhere", pid, None, "ann", 1.0, 1.0)
+
+
+def leased_session(store: SqliteStore, holder: str = "rt-a") -> EventChain:
+    """Session ``s1``, leased by the registered runtime ``holder``; its chain to go on with."""
+    chain = new_session(store)
+    store.register_runtime(runtime(holder))
+    store.acquire_lease("s1", holder, now=2.0)
+    return chain
 
 
 # -- leases ----------------------------------------------------------------------------------
@@ -51,18 +59,14 @@ def test_a_live_holder_keeps_the_lease_and_is_named(tmp_path: Path) -> None:
 
 def test_a_dead_holders_lease_can_be_taken_over(tmp_path: Path) -> None:
     with SqliteStore(tmp_path / "a.db") as store:
-        new_session(store)
-        store.register_runtime(runtime("rt-a"))
-        store.acquire_lease("s1", "rt-a", now=2.0)
+        leased_session(store)
         store.acquire_lease("s1", "rt-b", now=2.0, alive=lambda rt, now: False)
         assert store.get_session("s1").runtime_id == "rt-b"
 
 
 def test_a_write_from_a_runtime_that_lost_its_lease_is_refused(tmp_path: Path) -> None:
     with SqliteStore(tmp_path / "a.db") as store:
-        chain = new_session(store)
-        store.register_runtime(runtime("rt-a"))
-        store.acquire_lease("s1", "rt-a", now=2.0)
+        chain = leased_session(store)
         store.acquire_lease("s1", "rt-b", now=2.0, alive=lambda rt, now: False)
         with pytest.raises(LeaseLost, match="no longer holds session s1"):
             store.write([chain.next(EventKind.MESSAGE, {"text": "late"}, ts=3.0)], lease="rt-a")
@@ -73,9 +77,7 @@ def test_a_hand_over_moves_the_lease_only_from_its_holder_and_keeps_its_commands
     tmp_path: Path,
 ) -> None:
     with SqliteStore(tmp_path / "a.db") as store:
-        new_session(store)
-        store.register_runtime(runtime("rt-kernel"))
-        store.acquire_lease("s1", "rt-kernel", now=2.0)
+        leased_session(store, "rt-kernel")
         store.send_command("s1", "stop", {}, actor="ann")  # sent while the kernel held it
         store.hand_over_lease("s1", "rt-kernel", "rt-worker")
         assert store.get_session("s1").runtime_id == "rt-worker"
@@ -89,9 +91,7 @@ def test_sweep_marks_a_dead_runtimes_sessions_interrupted_with_a_chained_event(
     tmp_path: Path,
 ) -> None:
     with SqliteStore(tmp_path / "a.db") as store:
-        new_session(store)
-        store.register_runtime(runtime("rt-a"))
-        store.acquire_lease("s1", "rt-a", now=2.0)
+        leased_session(store)
         assert store.sweep(now=3.0, alive=lambda rt, now: True) == []
         assert store.sweep(now=3.0, alive=lambda rt, now: False) == ["s1"]
         row = store.get_session("s1")
@@ -109,9 +109,7 @@ def test_sweep_marks_a_dead_runtimes_sessions_interrupted_with_a_chained_event(
 
 def test_sweep_chains_the_interruption_from_events_newer_than_the_row(tmp_path: Path) -> None:
     with SqliteStore(tmp_path / "a.db") as store:
-        chain = new_session(store)
-        store.register_runtime(runtime("rt-a"))
-        store.acquire_lease("s1", "rt-a", now=2.0)
+        chain = leased_session(store)
         said = [chain.next(EventKind.MESSAGE, {"text": "x"}, ts=9.0) for _ in range(2)]
         store.write(said, lease="rt-a")  # the row still says event 1
         assert store.sweep(now=3.0, alive=lambda rt, now: False) == ["s1"]
@@ -129,9 +127,7 @@ def test_an_interrupted_sessions_totals_are_those_of_its_log(tmp_path: Path) -> 
     from jupyter_agent._state import load_state
 
     with SqliteStore(tmp_path / "a.db") as store:
-        chain = new_session(store)
-        store.register_runtime(runtime("rt-a"))
-        store.acquire_lease("s1", "rt-a", now=2.0)
+        chain = leased_session(store)
         usage = {"input_tokens": 7, "output_tokens": 3, "cached_tokens": 0, "cost_usd": 0.5}
         said = [
             chain.next(
@@ -886,7 +882,6 @@ def test_a_session_recorded_with_a_policy_for_a_tool_it_lacks_still_resumes(
     """Such a policy was accepted before it was refused at Agent(...): a recorded one must not
     stop its session (or resume_interrupted's other sessions) from going on."""
     from jupyter_agent import resume_interrupted
-    from jupyter_agent._events import EventChain
 
     store = SqliteStore(tmp_path / "a.db")
     for sid in ("old", "other"):
