@@ -38,7 +38,7 @@ from ._http import (
     ProviderClient,
     RetryPolicy,
     endpoint,
-    without_userinfo,
+    made_by_name,
 )
 from ._prices import cost_usd
 
@@ -98,6 +98,8 @@ class AnthropicModel(HTTPModel):
         'anthropic:claude-sonnet-4-5'
     """
 
+    official_base_url = OFFICIAL_BASE_URL
+
     def __init__(
         self,
         model: str,
@@ -118,16 +120,17 @@ class AnthropicModel(HTTPModel):
             raise ValueError(f"max_tokens must be a positive integer, not {max_tokens!r}")
         self.model, self.stream, self.max_tokens = model, stream, max_tokens
         self.retry, self._sleep = retry, sleep
-        # whether ``spec`` (and the environment) makes this model again (see OpenAIModel)
         self.spec_is_whole = (
-            api_key is None
-            and not headers
-            and not stream
+            made_by_name(
+                api_key=api_key,
+                base_url=base_url,
+                headers=headers,
+                stream=stream,
+                retry=retry,
+                timeout=timeout,
+                http_client=http_client,
+            )
             and max_tokens == DEFAULT_MAX_TOKENS
-            and retry is DEFAULT_RETRY
-            and timeout is DEFAULT_TIMEOUT
-            and http_client is None
-            and (base_url is None or without_userinfo(base_url) == base_url)
         )
         base, key = endpoint(
             base_url=base_url, api_key=api_key, official=OFFICIAL_BASE_URL, env="ANTHROPIC"
@@ -169,13 +172,6 @@ class AnthropicModel(HTTPModel):
     @property
     def name(self) -> str:
         return f"anthropic:{self.model}"
-
-    @property
-    def spec(self) -> str:
-        """The model string that makes this model again (no key): recorded with the session."""
-        if self.base_url == OFFICIAL_BASE_URL:
-            return self.name
-        return f"{self.name}@{without_userinfo(self.base_url)}"  # (its password is a secret)
 
     def _body(self, request: ModelRequest) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "max_tokens": self.max_tokens}

@@ -114,6 +114,29 @@ def without_userinfo(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
+def made_by_name(
+    *,
+    api_key: str | None,
+    base_url: str | None,
+    headers: Mapping[str, str] | None,
+    stream: bool,
+    retry: RetryPolicy,
+    timeout: httpx.Timeout,
+    http_client: httpx.AsyncClient | None,
+) -> bool:
+    """Whether a model made with these options is what its model string (and the environment)
+    makes again: not with a key, headers or settings given to it, which are not recorded."""
+    return (
+        api_key is None
+        and not headers
+        and not stream
+        and retry is DEFAULT_RETRY
+        and timeout is DEFAULT_TIMEOUT
+        and http_client is None
+        and (base_url is None or without_userinfo(base_url) == base_url)
+    )
+
+
 def check_key(key: str | None) -> str | None:
     """The key without surrounding whitespace; refuse one with control characters in it."""
     if key is None:
@@ -142,12 +165,25 @@ class HTTPModel:
     model: str
     stream: bool
     retry: RetryPolicy
+    spec_is_whole: bool  # whether ``spec`` (and the environment) makes this model again
+    official_base_url: str  # the provider's own endpoint: left out of ``spec``
     _sleep: Callable[[float], Awaitable[None]]
     _client: ProviderClient
 
     @property
+    def name(self) -> str:
+        raise NotImplementedError
+
+    @property
     def base_url(self) -> str:
         return self._client.base_url
+
+    @property
+    def spec(self) -> str:
+        """The model string that makes this model again (no key): recorded with the session."""
+        if self.base_url == self.official_base_url:
+            return self.name
+        return f"{self.name}@{without_userinfo(self.base_url)}"  # (its password is a secret)
 
     def __repr__(self) -> str:  # never the key, nor the headers that hold it
         return (

@@ -35,8 +35,8 @@ from ._http import (
     ProviderClient,
     RetryPolicy,
     endpoint,
+    made_by_name,
     secret_header_values,
-    without_userinfo,
 )
 from ._prices import cost_usd
 
@@ -59,6 +59,8 @@ class OpenAIModel(HTTPModel):
         'openai:llama3.1'
     """
 
+    official_base_url = OFFICIAL_BASE_URL
+
     def __init__(
         self,
         model: str,
@@ -75,16 +77,14 @@ class OpenAIModel(HTTPModel):
         if not model:
             raise ValueError("name the model, e.g. OpenAIModel('gpt-4.1-mini')")
         self.model, self.stream, self.retry, self._sleep = model, stream, retry, sleep
-        # whether ``spec`` (and the environment) makes this model again: not with a key, headers
-        # or settings given here, which are not recorded (see Agent's session_started)
-        self.spec_is_whole = (
-            api_key is None
-            and not headers
-            and not stream
-            and retry is DEFAULT_RETRY
-            and timeout is DEFAULT_TIMEOUT
-            and http_client is None
-            and (base_url is None or without_userinfo(base_url) == base_url)
+        self.spec_is_whole = made_by_name(
+            api_key=api_key,
+            base_url=base_url,
+            headers=headers,
+            stream=stream,
+            retry=retry,
+            timeout=timeout,
+            http_client=http_client,
         )
         base, key = endpoint(
             base_url=base_url, api_key=api_key, official=OFFICIAL_BASE_URL, env="OPENAI"
@@ -122,13 +122,6 @@ class OpenAIModel(HTTPModel):
     @property
     def name(self) -> str:
         return f"openai:{self.model}"
-
-    @property
-    def spec(self) -> str:
-        """The model string that makes this model again (no key): recorded with the session."""
-        if self.base_url == OFFICIAL_BASE_URL:
-            return self.name
-        return f"{self.name}@{without_userinfo(self.base_url)}"  # (its password is a secret)
 
     def _body(self, request: ModelRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
