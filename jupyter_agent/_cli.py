@@ -88,34 +88,37 @@ def _parser() -> argparse.ArgumentParser:
     # value given before it alone
     db = argparse.ArgumentParser(add_help=False)
     db.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_with(db))
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    c = sub.add_parser("sessions", help="list every session in the store")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, parents=[db])
+
+    c = command("sessions", help="list every session in the store")
     c.add_argument("--status", choices=STATUSES, help="only sessions with this status")
     c.add_argument("--json", action="store_true", help="one JSON object per line")
     c.set_defaults(run=cmd_sessions)
 
-    c = sub.add_parser("show", help="a session's timeline: one line per step and tool call")
+    c = command("show", help="a session's timeline: one line per step and tool call")
     c.add_argument("id", help="session id (or a unique prefix)")
     c.set_defaults(run=cmd_show)
 
-    c = sub.add_parser("events", help="a session's raw events")
+    c = command("events", help="a session's raw events")
     c.add_argument("id")
     c.add_argument("--json", action="store_true", help="one JSON object per line")
     c.add_argument("--after", type=int, default=0, metavar="SEQ", help="only events after SEQ")
     c.set_defaults(run=cmd_events)
 
-    c = sub.add_parser("export", help="a session as JSON or Markdown")
+    c = command("export", help="a session as JSON or Markdown")
     c.add_argument("id")
     c.add_argument("--format", choices=EXPORT_FORMATS, default="markdown")
     c.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
     c.set_defaults(run=cmd_export)
 
-    c = sub.add_parser("verify", help="check a session's hash chain (detects edited events)")
+    c = command("verify", help="check a session's hash chain (detects edited events)")
     c.add_argument("id", nargs="?", help="one session (default: all)")
     c.set_defaults(run=cmd_verify)
 
-    c = sub.add_parser("resume", help="resume a session here and wait (built-in tools only)")
+    c = command("resume", help="resume a session here and wait (built-in tools only)")
     c.add_argument("id")
     c.add_argument(
         "--approve",
@@ -129,19 +132,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     c.set_defaults(run=cmd_resume)
 
-    c = sub.add_parser("fork", help="a new, paused session branching after an event")
+    c = command("fork", help="a new, paused session branching after an event")
     c.add_argument("id")
     c.add_argument("--at", type=int, metavar="SEQ", help="branch after this event (default: last)")
     c.add_argument("--name", help="the new session's name")
     c.add_argument("--workspace", metavar="DIR", help="a new folder: a copy of the files then")
     c.set_defaults(run=cmd_fork)
 
-    c = sub.add_parser("restore", help="rewind a session to an event (files included)")
+    c = command("restore", help="rewind a session to an event (files included)")
     c.add_argument("id")
     c.add_argument("--at", type=int, metavar="SEQ", required=True, help="the event to go back to")
     c.set_defaults(run=cmd_restore)
 
-    c = sub.add_parser("demo", help="run an offline session on the demo model and show it")
+    c = command("demo", help="run an offline session on the demo model and show it")
     c.add_argument("--scenario", default="fix", choices=DEMO_SCENARIOS, help="default: fix")
     c.add_argument("--steps", type=int, default=None, help="turns for the loop/watch scenarios")
     c.add_argument(
@@ -157,16 +160,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def _with(*parents: argparse.ArgumentParser) -> type[argparse.ArgumentParser]:
-    """A parser class whose every parser also takes the options of ``parents``."""
-
-    class Parser(argparse.ArgumentParser):
-        def __init__(self, **kwargs: object) -> None:
-            super().__init__(parents=list(parents), **kwargs)  # type: ignore[arg-type]
-
-    return Parser
 
 
 def _store(args: argparse.Namespace, *, create: bool = False) -> SqliteStore:
