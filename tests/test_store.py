@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -594,6 +597,56 @@ def test_the_write_ahead_log_stays_small_however_many_commits(tmp_path: Path) ->
         # each checkpoint (~3 MB), where one that writers overtake would keep growing (~15 MB)
         assert wal < 2 * CHECKPOINT_EVERY * 2 * (4096 + 24)
         assert store.integrity_check() == "ok"
+
+
+WRITER_PROCESS = """
+import sys
+from jupyter_agent import Agent, tool
+from jupyter_agent.testing import ScriptedModel, call, reply
+
+@tool(effect="read_only")
+def instant(n: int) -> str:
+    '''Returns at once.'''
+    return "x" * 300
+
+steps = int(sys.argv[2])
+model = ScriptedModel(lambda r: reply("done") if r.step > steps else call("instant", n=r.step))
+agent = Agent("w", model=model, tools=[instant], store=sys.argv[1], max_steps=steps + 5)
+session = agent.start("go")
+session.wait()
+print(session.status)
+"""
+
+
+def test_the_write_ahead_log_stays_small_with_processes_writing_at_once(tmp_path: Path) -> None:
+    """With several processes committing all the time, one of them was always inside the log
+    when another's write could have restarted it: it grew without end (~360 MB here for four
+    processes of 5,000 steps each)."""
+    db = tmp_path / "a.db"
+    SqliteStore(db).close()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER_PROCESS, str(db), "4000"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    largest = 0
+    while any(p.poll() is None for p in procs):
+        with contextlib.suppress(FileNotFoundError):
+            largest = max(largest, (tmp_path / "a.db-wal").stat().st_size)
+        time.sleep(0.05)
+    assert [p.communicate()[0].strip() for p in procs] == ["done"] * 4
+    assert largest < 64 * 2**20, f"the log reached {largest / 2**20:.0f} MB"
+    with SqliteStore(db) as store:
+        assert store.integrity_check() == "ok"
+        sessions = store.list_sessions()
+        assert len(sessions) == 4
+        for s in sessions:
+            events = list(store.iter_events(s.id))
+            assert verify_chain(events) is None
+            assert sum(e.kind is EventKind.TOOL_RESULT for e in events) == 4000
 
 
 def _in_a_new_thread(fn):  # a thread's first read opens its own connection to the store
