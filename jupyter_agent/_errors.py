@@ -25,7 +25,7 @@ class JupyterAgentError(Exception):
 
     code = "error"
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, str | int]:
         return {"code": self.code, "message": str(self)}
 
 
@@ -40,9 +40,6 @@ class ModelError(JupyterAgentError):
     code = "model"
     retryable = False
     retry_after_s: float | None = None
-
-    def to_dict(self) -> dict[str, str]:
-        return {"code": self.code, "message": str(self)}
 
 
 class ModelHTTPError(ModelError):
@@ -61,9 +58,9 @@ class ModelHTTPError(ModelError):
         self.retry_after_s = retry_after_s
         self.retryable = status_code in (408, 409, 429) or status_code >= 500
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, str | int]:
         data = super().to_dict()
-        data["status_code"] = str(self.status_code)
+        data["status_code"] = self.status_code  # a number, as HTTP has it
         if self.request_id:
             data["request_id"] = self.request_id
         return data

@@ -143,7 +143,7 @@ def test_429_with_retry_after_waits_then_succeeds(tmp_path: Path, wire: str, str
         waited = time.monotonic() - started
     assert s.status == "done" and waited >= 2.0
     (retry,) = of_kind(s, EventKind.MODEL_RETRY)
-    assert retry["error"]["status_code"] == "429" and retry["delay_s"] == 2
+    assert retry["error"]["status_code"] == 429 and retry["delay_s"] == 2
 
 
 @pytest.mark.parametrize(("wire", "stream"), WIRES)
@@ -212,7 +212,7 @@ def test_a_fault_that_persists_fails_the_session_clearly_and_keeps_earlier_event
         )
     assert s.status == "failed"
     (err,) = of_kind(s, EventKind.ERROR)
-    assert err["where"] == "model" and err["status_code"] == "503" and "503" in err["message"]
+    assert err["where"] == "model" and err["status_code"] == 503 and "503" in err["message"]
     assert len(of_kind(s, EventKind.MODEL_RETRY)) == 2
     assert of_kind(s, EventKind.TOOL_RESULT)[0]["name"] == "list_files"  # nothing lost
     assert verify_chain(s.events) is None
@@ -298,7 +298,7 @@ def test_a_wrong_key_fails_at_once_without_retries(tmp_path: Path, wire: str, st
     assert s.status == "failed"
     assert of_kind(s, EventKind.MODEL_RETRY) == []
     (err,) = of_kind(s, EventKind.ERROR)
-    assert err["status_code"] == "401"
+    assert err["status_code"] == 401
 
 
 @pytest.mark.parametrize("wire", ["openai", "anthropic"])
@@ -438,7 +438,7 @@ def test_the_error_event_names_the_providers_request_id(tmp_path: Path) -> None:
     with FakeProvider([Fault(status=400, message="messages: field required")]) as fake:
         s = run(model_for("openai", fake, stream=False), tmp_path)
     (err,) = of_kind(s, EventKind.ERROR)
-    assert err["status_code"] == "400" and err["request_id"].startswith("req_")
+    assert err["status_code"] == 400 and err["request_id"].startswith("req_")
     assert "messages: field required" in err["message"] and err["request_id"] in err["message"]
 
 
