@@ -593,19 +593,18 @@ class Engine:
 
     async def _settle_open_calls(self) -> bool:
         """Deal with calls left without a result, in order; False if the session must wait for
-        a person. A call that waits for the policy's approval never ran, so neither did the
-        calls after it (calls run one after another): they wait behind it, then run as usual."""
+        a person. Calls run one after another, so only the first open call can have been cut
+        short (by a crash, or a pause in its sleep): it runs again if that is safe, else a
+        person decides. The calls after it never started: they wait behind it while it waits
+        for a person, then run as if just asked for (a call that waited for the policy's
+        approval never started either)."""
         fresh = False  # the calls from here on never started
         for call in list(self.state.open_calls.values()):
             if call.call_id in self.state.approvals:
-                asked = self.state.approvals[call.call_id].reason == "policy"
                 decision = self.inbox.take_decision(call.call_id)
                 if decision is None:
-                    if asked:
-                        break
-                    continue
+                    break  # it waits for a person, and the calls after it wait behind it
                 await self._apply_decision(call.call_id, call.name, call.arguments, decision)
-                fresh = fresh or asked
             elif fresh:
                 await self._run_as_policy_says(call.call_id, call.name, call.arguments)
             elif (rule := rule_for(self.state.policy, call.name)) == "deny":
@@ -621,6 +620,8 @@ class Engine:
                         "agent",
                     )
                 )
+                break
+            fresh = True
         if self.state.approvals:
             await self._set_status("awaiting_approval")
             return False

@@ -332,6 +332,60 @@ def test_in_doubt_read_only_call_is_rerun_without_asking(db: Path) -> None:
     assert not any(e.kind is EventKind.APPROVAL_REQUESTED for e in s.events)
 
 
+@pytest.mark.parametrize("decision", ["approve", "deny"])
+def test_calls_after_an_in_doubt_call_wait_behind_it_and_then_run_as_never_started(
+    db: Path, decision: str
+) -> None:
+    """Calls run one after another: after the call a crash cut short, the calls of the same
+    turn never started. They are neither run before the person decides on it (out of the
+    model's order) nor called in doubt themselves."""
+    ran: list[str] = []
+
+    @tool(effect="side_effect")
+    def charge_card() -> str:
+        """Charges the card."""
+        ran.append("charge_card")
+        return "charged"
+
+    @tool(effect="idempotent")
+    def note() -> str:
+        """Notes it down."""
+        ran.append("note")
+        return "noted"
+
+    @tool(effect="side_effect")
+    def send_mail() -> str:
+        """Sends mail."""
+        ran.append("send_mail")
+        return "sent"
+
+    three = calls(call("charge_card"), call("note"), call("send_mail"))
+    tools = [charge_card, note, send_mail]
+    s = Agent("a", model=ScriptedModel([three, reply("finished")]), store=db, tools=tools)
+    done = s.run("go")
+    crashed = cut_log(done, after=EventKind.TOOL_CALL, last=True)  # died in charge_card
+    ran.clear()
+    model = ScriptedModel([reply("finished")])
+    resumed = open_session(done.id, store=crashed, tools=tools, model=model)
+    resumed.resume()
+    assert resumed.wait(10) == "awaiting_approval"
+    assert [(a.name, a.reason) for a in resumed.pending_approvals] == [("charge_card", "in_doubt")]
+    assert ran == []  # nothing runs before the person decides on the first call
+    call_id = resumed.pending_approvals[0].call_id
+    if decision == "approve":
+        resumed.approve(call_id)
+    else:
+        resumed.deny(call_id, reason="it went through")
+    assert resumed.wait(10) == "done"
+    first = ["charge_card"] if decision == "approve" else []
+    assert ran == [*first, "note", "send_mail"]
+    res = {r["name"]: r for r in results(resumed)}
+    assert res["charge_card"].get("rerun", False) is (decision == "approve")
+    assert not res["note"].get("rerun") and not res["send_mail"].get("rerun")
+    asked = [e.payload["name"] for e in resumed.events if e.kind is EventKind.APPROVAL_REQUESTED]
+    assert asked == ["charge_card"]
+
+
 def test_approving_a_call_that_is_not_waiting_is_a_clear_error(db: Path) -> None:
     s = Agent("a", model=ScriptedModel([reply("hi")]), store=db).run("go")
     with pytest.raises(ValueError, match="no call 'nope' waits for approval"):
@@ -570,14 +624,14 @@ def test_a_write_that_fails_with_any_error_ends_the_run_and_leaves_the_log_whole
     store.close()
 
 
-def test_two_approvals_given_while_the_session_runs_are_both_acted_on(db: Path) -> None:
+def test_an_approved_in_doubt_call_runs_before_the_calls_behind_it(db: Path) -> None:
     gate, entered, ran, blocking = threading.Event(), threading.Event(), [], []
 
     @tool
     def slow_send(to: str) -> str:
         """Sends, slowly."""
         ran.append(to)
-        if to == "b" and blocking:
+        if to == "a" and blocking:
             entered.set()
             assert gate.wait(30)
         return "sent"
@@ -591,13 +645,13 @@ def test_two_approvals_given_while_the_session_runs_are_both_acted_on(db: Path) 
     blocking.append(True)
     again = open_session(s.id, store=crashed, tools=[slow_send], model=model).resume()
     assert again.wait(10) == "awaiting_approval"
-    first, second = (a.call_id for a in again.pending_approvals)
-    again.approve(second)  # runs b, which blocks
+    (first,) = again.pending_approvals  # b never started: nothing to ask about
+    again.approve(first.call_id)  # runs a, which blocks
     assert entered.wait(10)
-    again.approve(first)  # given while the engine is busy with b
+    assert ran == ["a"] and again.pending_approvals == []  # b waits behind a
     gate.set()
     assert again.wait(10) == "done"
-    assert sorted(ran) == ["a", "b"] and again.pending_approvals == []
+    assert ran == ["a", "b"] and again.pending_approvals == []
 
 
 def test_a_message_told_as_the_session_finishes_is_still_recorded(db: Path) -> None:
