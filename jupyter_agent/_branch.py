@@ -75,11 +75,15 @@ def fork_session(
     """A new session that continues from ``parent_id``'s event ``at``; returns its id.
 
     The fork works in its parent's workspace, or, given ``workspace``, in a copy of it whose
-    files are put back as they were at the fork point.
+    files are put back as they were at the fork point (the parent's own folder, even at a
+    point of the history it inherited).
     """
     check_point(store, parent_id, at, verb="fork")
     state = load_state(store, parent_id, at=at)
     parent = store.get_session(parent_id)
+    # the parent's own folder: at a point it inherited (a fork of a fork), the state there
+    # names the folder of the session it was forked from, whose files have moved on since
+    home = state.workspace if at == parent.last_seq else load_state(store, parent_id).workspace
     fork_id = uuid.uuid4().hex[:12]
     payload: dict[str, Any] = {
         "parent_id": parent_id,
@@ -90,10 +94,12 @@ def fork_session(
         target = Path(workspace).expanduser().resolve()
         if target.exists() and any(target.iterdir()):
             raise ValueError(f"workspace {target} is not empty; give a new folder for the fork")
-        shutil.copytree(Path(state.workspace), target, dirs_exist_ok=True)
+        shutil.copytree(Path(home), target, dirs_exist_ok=True)
         changes = file_history(store, parent_id)
         put_files_back(store, target, versions_at(changes, at))
         payload["workspace"] = str(target)
+    elif home != state.workspace:
+        payload["workspace"] = home
     chain = EventChain(fork_id, last_seq=at, last_hash=state.last_hash or GENESIS_HASH)
     event = chain.next(EventKind.FORK, payload, ts=max(clock.now(), state.started_at), actor=actor)
     state.apply(event)

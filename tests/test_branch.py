@@ -201,6 +201,32 @@ def test_a_fork_given_its_own_workspace_gets_the_files_as_they_were(
     assert fork.state.workspace == str(tmp_path / "fork-ws")
 
 
+def test_a_fork_of_a_fork_at_a_point_it_inherited_starts_from_its_parents_workspace(
+    db: Path, tmp_path: Path
+) -> None:
+    """The point is in the grandparent's history, but the folder is the parent's own: the
+    grandparent's files have moved on since."""
+    ws = tmp_path / "ws"
+    s = Agent("w", model=writer_script(), store=db, workspace=ws).run("write")
+    at = seq_of(s, EventKind.TOOL_RESULT, 2)
+    fork = s.fork(at=at, workspace=tmp_path / "fork-ws")
+    shared = fork.fork(at=at)
+    assert shared.state.workspace == fork.state.workspace == str(tmp_path / "fork-ws")
+    assert load_state(s.store, shared.id).comparable() == (
+        SessionState.fold(shared.id, shared.events).comparable()
+    )
+    copied = fork.fork(at=at, workspace=tmp_path / "copy-ws")
+    assert (tmp_path / "copy-ws/a.txt").read_text() == "two"  # not the grandparent's "three"
+    assert not (tmp_path / "copy-ws/b/c.txt").exists()  # written by the grandparent later
+    assert copied.state.workspace == str(tmp_path / "copy-ws")
+    earlier = fork.fork(at=seq_of(s, EventKind.TOOL_RESULT, 1), workspace=tmp_path / "w1")
+    assert (tmp_path / "w1/a.txt").read_text() == "one"
+    assert not (tmp_path / "w1/b/c.txt").exists() and earlier.state.workspace == str(
+        tmp_path / "w1"
+    )
+    assert (ws / "a.txt").read_text() == "three"  # the grandparent's files are untouched
+
+
 def test_restoring_a_session_that_runs_here_pauses_it_first(db: Path) -> None:
     s = Agent("slow", model="demo:loop?steps=100000", store=db).start("loop")
     deadline = time.monotonic() + 10
