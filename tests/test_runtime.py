@@ -29,7 +29,7 @@ from jupyter_agent import (
 )
 from jupyter_agent._events import EventChain, verify_chain
 from jupyter_agent._store._leases import LeaseLost, RuntimeInfo
-from jupyter_agent.testing import FakeClock, ScriptedModel, call, reply
+from jupyter_agent.testing import FakeClock, ScriptedModel, call, calls, reply
 
 
 def runtime(rid: str, pid: int = 4242) -> RuntimeInfo:
@@ -254,6 +254,51 @@ def test_pause_cuts_a_long_sleep_short(tmp_path: Path) -> None:
     assert s.state.open_calls, "the sleep is still open; it resumes with its wake time"
     s.stop()
     assert s.status == "stopped"
+
+
+def wait_until(check, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "not within the timeout"
+        time.sleep(0.02)
+
+
+def test_a_side_effect_call_paused_in_its_sleep_asks_before_it_runs_again(tmp_path: Path) -> None:
+    """A call cut short runs again from its start: for a side-effect tool, what it did before
+    its sleep would happen twice, so a person decides (as after a crash); approved, it meets
+    its timer with the wake time recorded before the pause. The call after it never started:
+    it is not asked about."""
+    done: list[str] = []
+    wake_at = time.time() + 2.0
+
+    @tool(effect="side_effect")
+    async def remind(ctx: ToolContext) -> str:
+        """Sends a reminder a little later."""
+        done.append("started")
+        await ctx.sleep_until(wake_at if len(done) == 1 else wake_at + 600)
+        done.append("sent")
+        return "sent"
+
+    @tool(effect="side_effect")
+    def log_it() -> str:
+        """Logs it."""
+        done.append("logged")
+        return "logged"
+
+    model = ScriptedModel([calls(call("remind"), call("log_it")), reply("done")])
+    s = Agent("a", model=model, tools=[remind, log_it], store=tmp_path / "a.db").start("remind")
+    wait_until(lambda: s.status == "sleeping")
+    s.pause()
+    assert s.wait(5) == "paused" and done == ["started"]
+    s.resume()
+    assert s.wait(5) == "awaiting_approval"
+    assert [(a.name, a.reason) for a in s.pending_approvals] == [("remind", "in_doubt")]
+    s.approve(s.pending_approvals[0].call_id)
+    assert s.wait(10) == "done"  # by the first wake time, not ten minutes after it
+    assert time.time() < wake_at + 60
+    assert done == ["started", "started", "sent", "logged"]
+    timers = [e.payload["wake_at"] for e in s.events if e.kind is EventKind.TIMER_SET]
+    assert timers == [wake_at]  # the same timer, met again
 
 
 def test_stop_cuts_a_slow_model_call_short(tmp_path: Path) -> None:
