@@ -1,4 +1,5 @@
-"""A session as a file: JSON (everything, machine-readable) or Markdown (for people)."""
+"""A session as a file: JSON (everything, machine-readable), JSON lines (the log as recorded)
+or Markdown (for people)."""
 
 from __future__ import annotations
 
@@ -6,18 +7,27 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict
 
+from ._events import EventKind
 from ._store import SessionRow, SqliteStore
 from ._timeline import format_duration, timeline
 
 
 def export_json(store: SqliteStore, row: SessionRow) -> str:
-    """The session row and every event, payloads included, as one JSON document."""
-    events = [e.to_dict() for e in store.iter_events(row.id)]
+    """The session row and every event, payloads included, as one JSON document; with
+    ``outputs``, the whole text of each tool output too long to be kept in its event (the
+    event holds its start and the blob's digest, ``output_blob``), by digest."""
+    events, outputs = [], {}
+    for e in store.iter_events(row.id):
+        events.append(e.to_dict())
+        if e.kind is EventKind.TOOL_RESULT and '"output_blob":' in e.payload_json:
+            digest = str(e.payload["output_blob"])
+            outputs[digest] = store.get_blob(digest).decode("utf-8", errors="replace")
     doc = {
         "format": "jupyter-agent-session",
         "version": 1,
         "session": asdict(row),
         "events": events,
+        "outputs": outputs,
     }
     return json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
 

@@ -95,6 +95,31 @@ def test_export_json_and_markdown(demo_db, tmp_path: Path) -> None:
     assert len(lines) == 1 + len(doc["events"])
 
 
+def test_export_json_holds_the_whole_text_of_an_output_kept_in_a_blob(tmp_path: Path) -> None:
+    from jupyter_agent import Agent, tool
+    from jupyter_agent.testing import ScriptedModel, call, reply
+
+    long = "".join(f"line {i}\n" for i in range(10_000))  # past the event's inline limit
+
+    @tool(effect="read_only")
+    def dump() -> str:
+        """Dumps a lot."""
+        return long
+
+    db = tmp_path / "a.db"
+    model = ScriptedModel([call("dump"), call("dump"), reply("ok")])
+    s = Agent("d", model=model, tools=[dump], store=db).run("dump it")
+    out = cli("--db", str(db), "export", s.id, "--format", "json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    results = [e["payload"] for e in doc["events"] if e["kind"] == "tool_result"]
+    assert len(results) == 2 and all(len(r["output"]) < len(long) for r in results)
+    assert doc["outputs"] == {results[0]["output_blob"]: long}  # once for both
+    plain = Agent("p", model=ScriptedModel([reply("hi")]), store=db).run("hi")
+    plain_doc = cli("--db", str(db), "export", plain.id, "--format", "json").stdout
+    assert json.loads(plain_doc)["outputs"] == {}
+
+
 def test_the_choices_offered_are_the_ones_that_exist() -> None:
     from jupyter_agent._cli import DEMO_SCENARIOS, EXPORT_FORMATS
     from jupyter_agent._export import EXPORTERS
