@@ -36,6 +36,13 @@ def runtime(rid: str, pid: int = 4242) -> RuntimeInfo:
     return RuntimeInfo(rid, "elsewhere", pid, None, "ann", 1.0, 1.0)
 
 
+def wait_until(check, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "not within the timeout"
+        time.sleep(0.02)
+
+
 def leased_session(store: SqliteStore, holder: str = "rt-a") -> EventChain:
     """Session ``s1``, leased by the registered runtime ``holder``; its chain to go on with."""
     chain = new_session(store)
@@ -85,6 +92,49 @@ def test_a_hand_over_moves_the_lease_only_from_its_holder_and_keeps_its_commands
         with pytest.raises(LeaseLost, match="rt-worker holds it now"):  # a late, given-up one
             store.hand_over_lease("s1", "rt-kernel", "rt-late")
         assert store.get_session("s1").runtime_id == "rt-worker"
+
+
+def test_a_takeover_keeps_what_people_said_and_drops_the_old_runs_controls(
+    tmp_path: Path,
+) -> None:
+    with SqliteStore(tmp_path / "a.db") as store:
+        leased_session(store, "rt-dead")
+        for verb, args in [
+            ("tell", {"text": "also check the docs"}),
+            ("pause", {}),
+            ("approve", {"call_id": "c1"}),
+            ("stop", {}),
+            ("deny", {"call_id": "c2", "reason": "no"}),
+            ("restore", {"at": 1}),
+        ]:
+            store.send_command("s1", verb, args, actor="ann")
+        store.acquire_lease("s1", "rt-new", now=2.0, alive=lambda rt, now: False)
+        taken = store.take_commands("s1", taken_by="rt-new")
+        assert [c.verb for c in taken] == ["tell", "approve", "deny"]
+
+
+def test_a_message_left_for_a_holder_that_died_is_recorded_by_the_process_that_resumes(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "a.db"
+    s = Agent("a", model="demo:loop?steps=100000", store=db).start("loop")
+    wait_until(lambda: s.row.last_seq > 10)
+    s.pause()
+    assert s.wait(10) == "paused"
+    s.release()
+    with SqliteStore(db) as store:  # a process took it, was told something, and died
+        store.register_runtime(runtime("rt-dead"))
+        store.acquire_lease(s.id, "rt-dead", now=time.time())
+        store.send_command(s.id, "tell", {"text": "also check the docs"}, actor="ann")
+        store.send_command(s.id, "pause", {}, actor="ann")
+    again = open_session(s.id, store=db).resume()
+    told = lambda: [  # noqa: E731
+        (e.actor, e.payload["text"]) for e in again.events if e.kind is EventKind.MESSAGE
+    ]
+    wait_until(lambda: told() == [("ann", "also check the docs")])
+    assert again.status == "running"  # the pause was for the run that died
+    again.stop()
+    assert again.wait(10) == "stopped"
 
 
 def test_sweep_marks_a_dead_runtimes_sessions_interrupted_with_a_chained_event(
@@ -254,13 +304,6 @@ def test_pause_cuts_a_long_sleep_short(tmp_path: Path) -> None:
     assert s.state.open_calls, "the sleep is still open; it resumes with its wake time"
     s.stop()
     assert s.status == "stopped"
-
-
-def wait_until(check, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "not within the timeout"
-        time.sleep(0.02)
 
 
 def test_a_side_effect_call_paused_in_its_sleep_asks_before_it_runs_again(tmp_path: Path) -> None:

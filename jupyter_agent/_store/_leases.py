@@ -135,12 +135,13 @@ def acquire(
     """Take the session's lease, unless a live runtime other than ours holds it."""
     check_free(conn, session_id, runtime_id, now, alive)
     row = conn.execute("SELECT runtime_id FROM sessions WHERE id = ?", (session_id,)).fetchone()
-    if (
-        row is not None and row[0] != runtime_id
-    ):  # a takeover: commands left for the old holder are void
+    if row is not None and row[0] != runtime_id:
+        # a takeover: the run the old holder was asked to pause, stop, resume or restore is
+        # over, and this one was started since; what people said (messages, decisions on
+        # calls) stays, for the new holder to record
         conn.execute(
-            "UPDATE commands SET taken_at = ?, taken_by = 'expired' "
-            "WHERE session_id = ? AND taken_at IS NULL",
+            "UPDATE commands SET taken_at = ?, taken_by = 'expired' WHERE session_id = ? "
+            "AND taken_at IS NULL AND verb NOT IN ('tell', 'approve', 'deny')",
             (now, session_id),
         )
     conn.execute("UPDATE sessions SET runtime_id = ? WHERE id = ?", (runtime_id, session_id))
