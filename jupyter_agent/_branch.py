@@ -145,12 +145,19 @@ def restore_session(
         raise SessionLeased(session_id, holder)  # before any file is touched
     state = load_state(store, session_id)
     workspace = Path(state.workspace)
-    wanted = versions_at(file_history(store, session_id), at)
+    changes = file_history(store, session_id)
+    wanted = versions_at(changes, at)
+    logged = {path: after for _seq, path, _before, after in changes}  # as the log has them
     replaced = {v.path: _read(workspace, v.path) for v in wanted}  # kept: restorable again
     restored = put_files_back(store, workspace, wanted)  # files first: a crash here leaves
-    files = [  # the log as it was, and a second restore finishes the job
-        {"path": v.path, "before": _digest(replaced[v.path]), "after": v.digest} for v in restored
-    ]
+    files = []  # the log as it was, and a second restore finishes the job
+    for v in wanted:
+        # a file an earlier, cut-short restore put back already changes all the same: from
+        # what the log says it was (so that undoing this restore brings that back)
+        on_disk = _digest(replaced[v.path])
+        before = on_disk if on_disk != v.digest else logged[v.path]
+        if before != v.digest:
+            files.append({"path": v.path, "before": before, "after": v.digest})
     chain = EventChain(session_id, last_seq=row.last_seq, last_hash=row.last_hash or GENESIS_HASH)
     ts = max(clock.now(), row.updated_at)
     event = chain.next(EventKind.RESTORE, {"to_seq": at, "files": files}, ts=ts, actor=actor)

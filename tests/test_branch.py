@@ -227,6 +227,24 @@ def test_a_fork_of_a_fork_at_a_point_it_inherited_starts_from_its_parents_worksp
     assert (ws / "a.txt").read_text() == "three"  # the grandparent's files are untouched
 
 
+def test_a_restore_that_finishes_one_cut_short_records_every_file_it_moves_back(
+    db: Path, tmp_path: Path
+) -> None:
+    """A restore puts files back before it writes its event: killed in between, it leaves
+    some files back and the log as it was. The next restore must record those files too
+    (from what the log says they were), or undoing it would leave them behind."""
+    ws = tmp_path / "ws"
+    s = Agent("w", model=writer_script(), store=db, workspace=ws).run("write")
+    last = s.row.last_seq
+    (ws / "a.txt").write_text("one")  # the cut-short restore got this far
+    s.restore(at=seq_of(s, EventKind.TOOL_RESULT, 1))
+    moved = {f["path"] for f in s.events[-1].payload["files"]}
+    assert moved == {"a.txt", "b/c.txt"}
+    assert (ws / "a.txt").read_text() == "one" and not (ws / "b/c.txt").exists()
+    s.restore(at=last)  # undo it
+    assert (ws / "a.txt").read_text() == "three" and (ws / "b/c.txt").read_text() == "new file"
+
+
 def test_restoring_a_session_that_runs_here_pauses_it_first(db: Path) -> None:
     s = Agent("slow", model="demo:loop?steps=100000", store=db).start("loop")
     deadline = time.monotonic() + 10
