@@ -25,7 +25,7 @@ from ._clock import Clock
 from ._errors import InvalidSessionState
 from ._events import GENESIS_HASH, EventChain, EventKind
 from ._state import load_state, session_totals
-from ._store import SqliteStore
+from ._store import SessionRow, SqliteStore
 from ._store._leases import SessionLeased, is_alive
 from ._store._sqlite import blob_digest
 from ._tools._workspace import resolve_in_workspace
@@ -121,6 +121,15 @@ def fork_session(
     return fork_id
 
 
+def check_restore_point(store: SqliteStore, session_id: str, at: int) -> SessionRow:
+    """A clear error unless the session can be restored to ``at``; its row."""
+    check_point(store, session_id, at, verb="restore")
+    row = store.get_session(session_id)
+    if at == row.last_seq:
+        raise ValueError(f"session {session_id} is already at event {at}: nothing to restore")
+    return row
+
+
 def restore_session(
     store: SqliteStore,
     session_id: str,
@@ -134,10 +143,7 @@ def restore_session(
 
     Refused with ``SessionLeased`` if a live process other than ``runtime_id`` holds it.
     """
-    check_point(store, session_id, at, verb="restore")
-    row = store.get_session(session_id)
-    if at == row.last_seq:
-        raise ValueError(f"session {session_id} is already at event {at}: nothing to restore")
+    row = check_restore_point(store, session_id, at)
     if row.status == "running":
         raise InvalidSessionState(f"session {session_id} is running: pause it before restoring")
     holder = store.get_runtime(row.runtime_id) if row.runtime_id else None

@@ -6,11 +6,12 @@ Kept apart from the tornado handlers so that it is plain code over a store, test
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from .._branch import fork_session, restore_session
+from .._branch import check_restore_point, fork_session, restore_session
 from .._clock import SystemClock
 from .._engine import record_message, record_stop
 from .._errors import InvalidSessionState
@@ -68,10 +69,24 @@ def parse(body: object) -> tuple[str, dict[str, Any]]:
     return verb, args
 
 
+_locks: dict[str, threading.Lock] = {}
+_locks_lock = threading.Lock()
+
+
 def apply(
     store: SqliteStore, session_id: str, verb: str, args: dict[str, Any], *, actor: str
 ) -> Outcome:
-    """Do one control on behalf of ``actor`` (the Jupyter user)."""
+    """Do one control on behalf of ``actor`` (the Jupyter user). The server's controls of
+    one session take turns: two restores at once would each put files back."""
+    with _locks_lock:
+        lock = _locks.setdefault(f"{store.path}\0{session_id}", threading.Lock())
+    with lock:
+        return _apply(store, session_id, verb, args, actor=actor)
+
+
+def _apply(
+    store: SqliteStore, session_id: str, verb: str, args: dict[str, Any], *, actor: str
+) -> Outcome:
     row = store.get_session(session_id)
     if verb == "fork":
         at = int(args.get("at", row.last_seq))
@@ -83,6 +98,8 @@ def apply(
     holder = live_holder(store, session_id)
     if verb in ("approve", "deny"):
         _check_waiting(store, session_id, args["call_id"])
+    if verb == "restore":  # before it is queued: the holder could only drop it
+        check_restore_point(store, session_id, int(args["at"]))
     if holder is not None:  # its kernel does it, busy or not (a restore pauses it first)
         command_id = store.send_command(session_id, verb, args, actor=actor)
         return Outcome("queued", command_id=command_id, runtime_id=holder)

@@ -16,6 +16,8 @@ from tornado.httpclient import HTTPClientError
 
 from jupyter_agent import Agent, EventKind, SqliteStore
 from jupyter_agent._identity import current_identity
+from jupyter_agent._store._leases import this_process
+from jupyter_agent.testing import ScriptedModel, call, calls, reply
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:jupyter_server")
 
@@ -227,6 +229,62 @@ async def test_a_bad_command_is_a_clear_error(
         await post(jp_fetch, sid, body)
     assert err.value.code == status
     assert err.value.response is not None and says in err.value.response.body.decode()
+
+
+WRITER = [
+    calls(*(call("write_file", path=f"f{i}.txt", content=f"f{i} v{v}") for i in range(4)))
+    for v in range(1, 5)
+]
+
+
+async def test_restores_sent_at_once_take_turns_and_leave_the_files_as_the_log_says(
+    jp_fetch: Any, store_path: Path, tmp_path: Path
+) -> None:
+    model = ScriptedModel([*WRITER, reply("written")])
+    s = Agent("w", model=model, store=store_path, workspace=tmp_path / "ws").run("write")
+    s.release()
+    results = [e.seq for e in s.events if e.kind is EventKind.TOOL_RESULT]
+    points = [results[k] for k in (3, 7, 11, 15)] * 3  # after each version's four files
+
+    async def restore(at: int) -> int:
+        try:
+            return int((await post(jp_fetch, s.id, {"verb": "restore", "at": at})).code)
+        except HTTPClientError as exc:
+            return exc.code
+
+    codes = await asyncio.gather(*(restore(at) for at in points))
+    assert set(codes) <= {200, 409}, codes  # 409: "already at" that point, said in one line
+    store = SqliteStore(store_path)
+    last = [e for e in store.iter_events(s.id) if e.kind is EventKind.RESTORE][-1]
+    version = points.index(last.payload["to_seq"]) + 1
+    assert {p.name: p.read_text() for p in sorted((tmp_path / "ws").iterdir())} == {
+        f"f{i}.txt": f"f{i} v{version}" for i in range(4)
+    }
+
+
+async def test_a_restore_for_a_process_to_do_is_checked_before_it_is_queued(
+    jp_fetch: Any, store_path: Path
+) -> None:
+    sid = paused_elsewhere_kind(store_path)
+    store = SqliteStore(store_path)
+    holder = this_process("rt-live-here", "ann", time.time())  # alive: this very process
+    store.register_runtime(holder)
+    store.acquire_lease(sid, holder.id, now=time.time())
+    last = store.get_session(sid).last_seq
+    answer = next(e.seq for e in store.iter_events(sid) if e.kind is EventKind.MODEL_RESPONSE)
+    for at, says in [
+        (10**12, "give an event"),
+        (0, "give an event"),
+        (answer, "inside a step"),
+        (last, "nothing to restore"),
+    ]:
+        with pytest.raises(HTTPClientError) as err:
+            await post(jp_fetch, sid, {"verb": "restore", "at": at})
+        assert err.value.code == 400
+        assert err.value.response is not None and says in err.value.response.body.decode()
+    assert not store.take_commands(sid, taken_by="test")  # none was queued
+    queued = await post(jp_fetch, sid, {"verb": "restore", "at": 5})
+    assert queued.code == 202 and json.loads(queued.body)["runtime_id"] == holder.id
 
 
 async def test_a_command_for_a_finished_session_is_refused(jp_fetch: Any, store_path: Path) -> None:
