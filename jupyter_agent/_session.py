@@ -209,6 +209,9 @@ class Session:
             if status == "paused":  # idle there: ask it to go on
                 self._send("resume", {}, current_identity())
                 return self
+            worker = current_worker()
+            if worker is not None and worker.runtime_id == holder and status in LIVE_STATUSES:
+                return self  # it runs in this kernel's worker: as if here
             owner = self.store.get_runtime(holder)
             assert owner is not None
             raise SessionLeased(self.id, owner)

@@ -251,6 +251,15 @@ def test_waiting_on_a_handle_after_a_control_waits_for_the_run_it_asked_for(
     assert s.resume().wait(30) == "done"  # not the "paused" it was when the resume was sent
 
 
+def test_resuming_a_session_that_runs_in_the_worker_is_nothing_to_do(
+    db: Path, own_worker: None
+) -> None:
+    """As for a session running in this process: the run goes on (approve, then resume)."""
+    _, s = started_in_the_worker(db)
+    assert s.resume() is s
+    assert s.wait(30) == "done" and s.row.steps == 301
+
+
 def test_waiting_on_a_session_whose_worker_died_says_interrupted(
     db: Path, own_worker: None
 ) -> None:
