@@ -94,9 +94,14 @@ def fork_session(
         target = Path(workspace).expanduser().resolve()
         if target.exists() and any(target.iterdir()):
             raise ValueError(f"workspace {target} is not empty; give a new folder for the fork")
-        shutil.copytree(Path(home), target, dirs_exist_ok=True)
-        changes = file_history(store, parent_id)
-        put_files_back(store, target, versions_at(changes, at))
+        # made beside it and renamed when whole: a fork cut short leaves no half copy there
+        partial = target.with_name(f".{target.name}.fork-{fork_id}")
+        try:
+            shutil.copytree(Path(home), partial)
+            put_files_back(store, partial, versions_at(file_history(store, parent_id), at))
+            partial.replace(target)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
         payload["workspace"] = str(target)
     elif home != state.workspace:
         payload["workspace"] = home

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_agent import Agent, EventKind, InvalidSessionState, SessionLeased, open_session
+from jupyter_agent import (
+    Agent,
+    EventKind,
+    InvalidSessionState,
+    SessionLeased,
+    StoreError,
+    open_session,
+)
 from jupyter_agent._branch import restore_session
 from jupyter_agent._clock import SystemClock
 from jupyter_agent._events import verify_chain
@@ -225,6 +232,19 @@ def test_a_fork_of_a_fork_at_a_point_it_inherited_starts_from_its_parents_worksp
         tmp_path / "w1"
     )
     assert (ws / "a.txt").read_text() == "three"  # the grandparent's files are untouched
+
+
+def test_a_fork_that_fails_making_its_copy_leaves_no_folder_behind(
+    db: Path, tmp_path: Path
+) -> None:
+    ws = tmp_path / "ws"
+    s = Agent("w", model=writer_script(), store=db, workspace=ws).run("write")
+    with sqlite3.connect(db) as conn:  # the version a.txt must go back to is gone
+        conn.execute("DELETE FROM blobs")
+    with pytest.raises(StoreError, match="no blob"):
+        s.fork(at=seq_of(s, EventKind.TOOL_RESULT, 1), workspace=tmp_path / "fork-ws")
+    assert not [p.name for p in tmp_path.iterdir() if "fork-ws" in p.name]  # nor a half copy
+    assert [r.id for r in s.store.list_sessions()] == [s.id]
 
 
 def test_a_restore_that_finishes_one_cut_short_records_every_file_it_moves_back(
