@@ -66,6 +66,9 @@ def parse(body: object) -> tuple[str, dict[str, Any]]:
         at = args.get("at")
         if isinstance(at, bool) or not isinstance(at, int):
             raise ValueError(f'{verb} needs "at": the number of an event')
+    for key in ("name", "workspace") if verb == "fork" else ():
+        if not isinstance(args.get(key, ""), str):
+            raise ValueError(f'"{key}" must be text')
     return verb, args
 
 
@@ -90,8 +93,15 @@ def _apply(
     row = store.get_session(session_id)
     if verb == "fork":
         at = int(args.get("at", row.last_seq))
-        name = args.get("name") if isinstance(args.get("name"), str) else None
-        new_id = fork_session(store, session_id, at, actor=actor, clock=SystemClock(), name=name)
+        new_id = fork_session(
+            store,
+            session_id,
+            at,
+            actor=actor,
+            clock=SystemClock(),
+            name=args.get("name") or None,
+            workspace=args.get("workspace") or None,
+        )
         return Outcome("done", session_id=new_id)
     if row.status in TERMINAL and verb != "restore":
         raise CommandRefused(409, f"session {session_id} is {row.status}: cannot {verb} it")

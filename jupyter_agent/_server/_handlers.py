@@ -81,6 +81,16 @@ class _Base(APIHandler):
     def fail(self, status: int, message: str) -> None:
         self.reply({"message": message, "status": status}, status)
 
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Every error in the one shape ``fail`` gives (``message``: what to do), never a page
+        or a traceback."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        message = ""
+        if isinstance(exc, web.HTTPError):
+            message = exc.reason or (exc.log_message % exc.args if exc.log_message else "")
+        self.set_status(status_code)  # (clears a reason given for the error: the message has it)
+        self.fail(status_code, message or self._reason)
+
     def int_arg(self, name: str, default: int | None = None) -> int | None:
         raw = self.get_argument(name, None)
         if not raw:  # absent, or given empty (?limit=): the default
@@ -188,6 +198,8 @@ class CommandsHandler(_Base):
     async def post(self, session_id: str) -> None:
         try:
             verb, args = _commands.parse(self.get_json_body())
+        except UnicodeDecodeError:
+            return self.fail(400, 'send JSON in UTF-8, like {"verb": "pause"}')
         except (ValueError, web.HTTPError) as exc:
             return self.fail(400, getattr(exc, "log_message", None) or str(exc))
         actor = self.user_name
@@ -265,7 +277,7 @@ class StreamHandler(_Base):
 def setup_handlers(web_app: Any, store: SqliteStore) -> None:
     web_app.settings["jupyter_agent_store"] = store
     base = url_path_join(web_app.settings.get("base_url", "/"), "jupyter-agent", "api")
-    sid = r"(?P<session_id>[\w-]+)"
+    sid = r"(?P<session_id>[^/]+)"  # any id: one that is not a session's is a JSON 404
     web_app.add_handlers(
         ".*$",
         [

@@ -35,6 +35,18 @@ async def post(jp_fetch: Any, session_id: str, body: object, **kw: Any) -> Any:
     )
 
 
+WRITER = [  # four versions of four files, a version a turn
+    calls(*(call("write_file", path=f"f{i}.txt", content=f"f{i} v{v}") for i in range(4)))
+    for v in range(1, 5)
+]
+
+
+def error_of(err: pytest.ExceptionInfo[HTTPClientError]) -> Any:
+    """The JSON body of an error answer (every error has one: ``message``, ``status``)."""
+    assert err.value.response is not None
+    return json.loads(err.value.response.body)
+
+
 def finished(store_path: Path, name: str = "done", spec: str = "demo:fix") -> str:
     return Agent(name, model=spec, store=store_path).run("go").id
 
@@ -104,7 +116,10 @@ async def test_sessions_lists_every_session_with_filters_and_paging(
     assert nobody == {"sessions": [], "total": 0, "offset": 0}
     with pytest.raises(HTTPClientError) as err:  # a typo is not "none have that status"
         await jp_fetch(*API, "sessions", params={"status": "finished"})
-    assert err.value.code == 400
+    assert err.value.code == 400 and error_of(err)["message"].startswith("status must be one of")
+    with pytest.raises(HTTPClientError) as err:
+        await jp_fetch(*API, "sessions", params={"limit": "ten"})
+    assert error_of(err) == {"message": "limit must be an integer, not 'ten'", "status": 400}
     blank = await get_json(jp_fetch, "sessions", status="", owner="", limit="", offset="")
     assert blank["total"] == 5 and blank["offset"] == 0  # empty filters filter nothing
 
@@ -219,6 +234,9 @@ async def test_commands_with_no_live_process_do_what_needs_none_and_record_the_u
         ({"verb": "approve", "call_id": "c1"}, 409, "no call 'c1' waits for approval"),
         ({"verb": "pause"}, 409, "no live process runs"),
         ({"verb": "restore", "at": 999}, 400, "give an event"),
+        ({"verb": "fork", "name": 5}, 400, '\\"name\\" must be text'),
+        ({"verb": "fork", "workspace": ["x"]}, 400, '\\"workspace\\" must be text'),
+        (b"\xff\xfe", 400, "send JSON in UTF-8"),
     ],
 )
 async def test_a_bad_command_is_a_clear_error(
@@ -226,15 +244,37 @@ async def test_a_bad_command_is_a_clear_error(
 ) -> None:
     sid = paused_elsewhere_kind(store_path)
     with pytest.raises(HTTPClientError) as err:
-        await post(jp_fetch, sid, body)
+        if isinstance(body, bytes):
+            await jp_fetch(*API, "sessions", sid, "commands", method="POST", body=body)
+        else:
+            await post(jp_fetch, sid, body)
     assert err.value.code == status
     assert err.value.response is not None and says in err.value.response.body.decode()
+    assert error_of(err)["status"] == status
 
 
-WRITER = [
-    calls(*(call("write_file", path=f"f{i}.txt", content=f"f{i} v{v}") for i in range(4)))
-    for v in range(1, 5)
-]
+@pytest.mark.parametrize("sid", ["nope", "x y", "a%2Fb", "é"])
+async def test_a_session_that_is_not_there_is_a_json_404_whatever_its_id(
+    jp_fetch: Any, store_path: Path, sid: str
+) -> None:
+    finished(store_path)
+    for parts in [(sid,), (sid, "events"), (sid, "snapshot")]:
+        with pytest.raises(HTTPClientError) as err:
+            await jp_fetch(*API, "sessions", *parts)
+        assert err.value.code == 404 and "no session" in error_of(err)["message"]
+
+
+async def test_a_fork_from_the_api_may_have_its_own_workspace(
+    jp_fetch: Any, store_path: Path, tmp_path: Path
+) -> None:
+    model = ScriptedModel([*WRITER[:2], reply("written")])
+    s = Agent("w", model=model, store=store_path, workspace=tmp_path / "ws").run("write")
+    at = [e.seq for e in s.events if e.kind is EventKind.TOOL_RESULT][3]  # the first version
+    body = {"verb": "fork", "at": at, "name": "v1", "workspace": str(tmp_path / "v1")}
+    forked = await post(jp_fetch, s.id, body)
+    assert forked.code == 201
+    assert (tmp_path / "v1" / "f0.txt").read_text() == "f0 v1"
+    assert (tmp_path / "ws" / "f0.txt").read_text() == "f0 v2"
 
 
 async def test_restores_sent_at_once_take_turns_and_leave_the_files_as_the_log_says(
