@@ -106,7 +106,9 @@ def fork_session(
     elif home != state.workspace:
         payload["workspace"] = home
     chain = EventChain(fork_id, last_seq=at, last_hash=state.last_hash or GENESIS_HASH)
-    event = chain.next(EventKind.FORK, payload, ts=max(clock.now(), state.started_at), actor=actor)
+    # never before the event it follows: a session's own clock may run ahead of this one
+    (branched,) = store.iter_events(parent_id, after=at - 1, until=at)
+    event = chain.next(EventKind.FORK, payload, ts=max(clock.now(), branched.ts), actor=actor)
     state.apply(event)
     store.write(
         [event],

@@ -22,7 +22,7 @@ from jupyter_agent._clock import SystemClock
 from jupyter_agent._events import verify_chain
 from jupyter_agent._state import SessionState, load_state
 from jupyter_agent._store._leases import this_process
-from jupyter_agent.testing import ScriptedModel, call, reply
+from jupyter_agent.testing import FakeClock, ScriptedModel, call, reply
 
 
 @pytest.fixture
@@ -59,6 +59,17 @@ def writer_script() -> ScriptedModel:
             reply("written"),
         ]
     )
+
+
+def test_a_fork_of_a_session_whose_clock_runs_ahead_keeps_its_log_in_time_order(
+    db: Path,
+) -> None:
+    ahead = FakeClock(start=time.time() + 86_400)  # a session clock a day ahead of this one
+    model = ScriptedModel([call("sleep", seconds=3600), call("sleep", seconds=3600), reply("ok")])
+    s = Agent("a", model=model, store=db, clock=ahead).run("nap")
+    fork = s.fork(at=seq_of(s, EventKind.TOOL_RESULT, 1))
+    stamps = [e.ts for e in fork.events]
+    assert stamps == sorted(stamps) and fork.events[-1].kind is EventKind.FORK
 
 
 def test_a_fork_copies_no_event_and_starts_from_the_parents_state(db: Path) -> None:
