@@ -96,7 +96,7 @@ def _row(e: Event, p: dict[str, Any], calls: dict[str, TimelineRow]) -> Timeline
         call = calls.get(p["call_id"])
         if call is not None:
             call.status = "waiting"
-        return TimelineRow(
+        asked = calls[f"?{p['call_id']}"] = TimelineRow(
             e.seq,
             e.ts,
             "approval",
@@ -104,10 +104,14 @@ def _row(e: Event, p: dict[str, Any], calls: dict[str, TimelineRow]) -> Timeline
             f"{p.get('name', '')} {p['call_id']} ({p['reason']})",
             "waiting",
         )
+        return asked
     if k is EventKind.APPROVAL_DECIDED:
-        return TimelineRow(
-            e.seq, e.ts, "approval", f"{p['decision']}d by {e.actor}", p["call_id"], actor=e.actor
-        )
+        approved = p["decision"] == "approve"
+        asked = calls.pop(f"?{p['call_id']}", None)
+        if asked is not None:  # answered: no longer a question
+            asked.status = "ok" if approved else "skipped"
+        label = f"{'approved' if approved else 'denied'} by {e.actor}"
+        return TimelineRow(e.seq, e.ts, "approval", label, p["call_id"], actor=e.actor)
     if k is EventKind.TIMER_SET:
         return TimelineRow(
             e.seq,

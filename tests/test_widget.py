@@ -26,6 +26,7 @@ from logs import cut_log, gated_tool, new_session
 
 from jupyter_agent import Agent, EventKind, Session, SqliteStore, open_session, open_store, tool
 from jupyter_agent._branch import check_point
+from jupyter_agent._identity import current_identity
 from jupyter_agent._live import live_text
 from jupyter_agent._state import SessionState, session_totals
 from jupyter_agent._timeline import timeline
@@ -575,10 +576,19 @@ def test_the_page_folds_events_into_the_same_rows_as_the_timeline(db: Path) -> N
             call("write_file", path="a.txt", content="A"),
             call("read_file", path="missing.txt"),
             call("update_plan", steps=[{"step": "write", "status": "done"}]),
+            call("shell", command="echo asked"),
+            call("shell", command="echo asked again"),
             reply("done"),
         ]
     )
-    s = Agent("fold", model=model, store=db, workspace=db.parent / "ws").run("go")
+    agent = Agent(
+        "fold", model=model, store=db, workspace=db.parent / "ws", policy={"shell": "ask"}
+    )
+    s = agent.start("go")
+    for decide in (s.approve, s.deny):
+        assert s.wait(30) == "awaiting_approval"
+        decide(s.pending_approvals[0].call_id)
+    assert s.wait(30) == "done"
     events = list(s.store.iter_events(s.id))
     compact = [compact_event(e) for e in events[4:]]  # a window: a result without its call
     script = textwrap.dedent(
@@ -603,7 +613,15 @@ def test_the_page_folds_events_into_the_same_rows_as_the_timeline(db: Path) -> N
     page = json.loads(out.stdout)
     rows = [[r.seq, r.kind, r.label, r.status] for r in timeline(events[4:])]
     assert [r[:4] for r in page] == rows
-    assert {r[1] for r in rows} >= {"model", "tool", "plan", "result"}
+    assert {r[1] for r in rows} >= {"model", "tool", "plan", "result", "approval"}
+    approvals = [r[2:] for r in rows if r[1] == "approval"]
+    me = current_identity()  # who decided: this user
+    assert approvals == [
+        ["approval asked", "ok"],
+        [f"approved by {me}", "info"],
+        ["approval asked", "skipped"],
+        [f"denied by {me}", "info"],
+    ]
     for *_, end_seq in page:  # "Fork here" and "Restore here" on any row are taken
         check_point(s.store, s.id, end_seq, verb="fork")
 

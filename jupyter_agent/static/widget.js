@@ -11,6 +11,7 @@ const PAGE = 200;
 const REQUEST_TIMEOUT_MS = 30000;
 const MARK = { ok: "✓", error: "✗", running: "…", waiting: "?", skipped: "-", info: "·" };
 const TERMINAL = new Set(["done", "failed", "stopped"]);
+const COUNTING = new Set(["running", "sleeping", "awaiting_approval"]);
 
 // ---- formatting ---------------------------------------------------------------------------
 
@@ -141,11 +142,21 @@ export function foldEvent(fold, e) {
       added = row("approval", "approval asked", `${p.name || ""} ${p.call_id} (${p.reason})`, "waiting", {
         call_id: p.call_id,
       });
+      fold.calls.set(`?${p.call_id}`, added);
       break;
     }
-    case "approval_decided":
-      added = row("approval", `${p.decision}d by ${e.actor}`, String(p.call_id), "info", { call_id: p.call_id });
+    case "approval_decided": {
+      const approved = p.decision === "approve";
+      const asked = fold.calls.get(`?${p.call_id}`);
+      if (asked) {  // answered: no longer a question
+        fold.calls.delete(`?${p.call_id}`);
+        asked.status = approved ? "ok" : "skipped";
+        changed.push(asked);
+      }
+      const label = `${approved ? "approved" : "denied"} by ${e.actor}`;
+      added = row("approval", label, String(p.call_id), "info", { call_id: p.call_id });
       break;
+    }
     case "timer_set":
       added = row("timer", "sleep until", fmtDate(p.wake_at));
       break;
@@ -602,7 +613,8 @@ export class SessionView {
   renderElapsed() {
     const hd = this.source.state().header || {};
     if (hd.started_at === undefined) return;
-    const end = TERMINAL.has(hd.status) ? hd.updated_at : this.kernelNow();
+    // the clock runs while the session does (or waits for a person), not while it rests
+    const end = COUNTING.has(hd.status) ? this.kernelNow() : hd.updated_at;
     this.setField("elapsed", fmtElapsed(end - hd.started_at));
   }
 
