@@ -25,9 +25,10 @@ VERBS = ("pause", "resume", "stop", "tell", "approve", "deny", "fork", "restore"
 class CommandRefused(Exception):
     """A control that cannot be done now; ``status`` is the HTTP status to answer with."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, no_process: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.no_process = no_process  # a process that has the agent could do it (a kernel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +135,7 @@ def _without_a_runtime(
             409,
             f"no live process runs session {session_id}: resume it from a notebook "
             f"(open_session('{session_id}').resume()) or with `jupyter-agent resume {session_id}`",
+            no_process=True,
         )
     return Outcome("done")
 

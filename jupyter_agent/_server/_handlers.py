@@ -127,20 +127,23 @@ class SessionsHandler(_Base):
 
 
 class SessionHandler(_Base):
-    """``GET sessions/ID``: the row, plus header, plan and pending approvals."""
+    """``GET sessions/ID``: the row, plus header, plan and pending approvals (``?row=1``: the
+    row alone, which a view that only watches the status reads without a fold)."""
 
     @web.authenticated
     @authorized
     async def get(self, session_id: str) -> None:
+        only_row = bool(self.get_argument("row", ""))
         try:
-            row, summary = await self.off_loop(lambda: self._read(session_id))
+            row, summary = await self.off_loop(lambda: self._read(session_id, only_row))
         except SessionNotFound as exc:
             return self.fail(404, str(exc))
         self.reply({"session": session_json(row), **summary})
 
-    def _read(self, session_id: str) -> tuple[SessionRow, dict[str, Any]]:
+    def _read(self, session_id: str, only_row: bool) -> tuple[SessionRow, dict[str, Any]]:
+        self.sweep_now_and_then()  # a kernel that died says so here too
         row = self.store.find_session(session_id)
-        return row, SessionFeed(self.store, row.id).summary()
+        return row, {} if only_row else SessionFeed(self.store, row.id).summary()
 
 
 class EventsHandler(_Base):
@@ -213,7 +216,8 @@ class CommandsHandler(_Base):
         except SessionNotFound as exc:
             return self.fail(404, str(exc))
         except _commands.CommandRefused as exc:
-            return self.fail(exc.status, str(exc))
+            data = {"message": str(exc), "status": exc.status, "no_process": exc.no_process}
+            return self.reply(data, exc.status)
         except StoreError as exc:
             return self.fail(503, str(exc))
         except (ValueError, JupyterAgentError) as exc:

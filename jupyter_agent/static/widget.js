@@ -220,12 +220,25 @@ export function modelSource(model) {
   const onChange = () => {
     for (const fn of listeners) fn({ type: "state" });
   };
+  let commClosed = false; // ipywidgets says so when the kernel goes (a restart, a shutdown)
+  const onCommLive = () => {
+    commClosed = true;
+  };
   model.on("msg:custom", onCustom);
+  model.on("comm_live_update", onCommLive);
   for (const f of FIELDS) model.on(`change:${f}`, onChange);
+  // the kernel's model stops changing when the kernel goes: the store (through the server)
+  // still says how the session is, e.g. interrupted by a kernel restart
+  const watch = serverWatch(() => model.get("session_id"), () => model.get("header") || {}, onChange);
   return {
     state() {
       const out = {};
       for (const f of FIELDS) out[f] = model.get(f);
+      const newer = watch.newer(out.header || {});
+      if (newer) out.header = newer;
+      if (out.header && out.header.status === "interrupted" && !out.notice) {
+        out.notice = `the process that ran this session ended (a kernel restart?): resume it from a cell, open_session(${JSON.stringify(out.session_id)}).resume(), or the Agents panel`;
+      }
       return out;
     },
     subscribe(fn) {
@@ -233,26 +246,90 @@ export function modelSource(model) {
       return () => listeners.delete(fn);
     },
     async request(msg) {
+      let refused = ""; // what the server said, if only a kernel with the agent could do it
       if (msg.type === "control") {
         const viaServer = await serverControl(model.get("session_id"), msg);
-        if (viaServer) return viaServer;
+        if (viaServer && !viaServer.refused) return viaServer;
+        refused = viaServer ? viaServer.error : "";
       }
+      if (commClosed) return { type: msg.type, ok: false, error: refused || KERNEL_GONE };
       const req = `${me}-${++counter}`;
       return new Promise((resolve) => {
-        const timer = setTimeout(() => {
+        const fail = (error, extra = {}) => {
+          if (!pending.has(req)) return;
+          clearTimeout(pending.get(req).timer);
           pending.delete(req);
-          resolve({ type: msg.type, ok: false, timeout: true, error: "no answer from the kernel yet (is it busy?)" });
-        }, REQUEST_TIMEOUT_MS);
+          resolve({ type: msg.type, ok: false, error, ...extra });
+        };
+        // when the server already said no process runs it, this kernel gets a short while
+        const wait = refused ? REFUSED_WAIT_MS : REQUEST_TIMEOUT_MS;
+        const busy = "no answer from the kernel yet (is it busy?)";
+        const timer = setTimeout(() => fail(refused || busy, { timeout: true }), wait);
         pending.set(req, { resolve, timer });
-        model.send({ ...msg, req });
+        try {
+          const sent = model.send({ ...msg, req });
+          if (sent && typeof sent.catch === "function") sent.catch(() => fail(refused || KERNEL_GONE));
+        } catch {
+          fail(refused || KERNEL_GONE); // the comm is closed: its kernel restarted or stopped
+        }
       });
     },
     close() {
+      watch.stop();
       model.off("msg:custom", onCustom);
+      model.off("comm_live_update", onCommLive);
       for (const f of FIELDS) model.off(`change:${f}`, onChange);
       for (const { timer } of pending.values()) clearTimeout(timer);
       pending.clear();
       listeners.clear();
+    },
+  };
+}
+
+const KERNEL_GONE =
+  "the kernel that showed this widget is gone (restarted?): resume the session from a cell, open_session(id).resume(), or the Agents panel";
+const WATCH_EVERY_MS = 5000;
+const REFUSED_WAIT_MS = 5000;
+
+// Reads the session's row from the server now and then; ``newer(header)`` is the header as
+// the store has it when that is newer than the kernel's (whose model no longer changes once
+// its kernel is gone), else null.
+function serverWatch(sessionId, header, changed) {
+  const server = jupyterServer();
+  let row = null;
+  let stopped = !server || typeof fetch !== "function";
+  let timer = null;
+  const poll = async () => {
+    timer = null;
+    if (stopped) return;
+    const sid = sessionId();
+    if (sid) {
+      try {
+        const headers = server.token ? { Authorization: `token ${server.token}` } : {};
+        const url = `${server.base}jupyter-agent/api/sessions/${encodeURIComponent(sid)}?row=1`;
+        const resp = await fetch(url, { headers, credentials: "same-origin" });
+        if (resp.ok) {
+          const data = await resp.json();
+          const before = row;
+          row = data.session;
+          if (!before || before.status !== row.status || before.updated_at !== row.updated_at) changed();
+        }
+      } catch {
+        // no server (nbconvert, a static page): nothing to compare with
+      }
+    }
+    if (!stopped) timer = setTimeout(poll, WATCH_EVERY_MS);
+  };
+  if (!stopped) timer = setTimeout(poll, WATCH_EVERY_MS);
+  return {
+    newer(hd) {
+      if (!row || row.status === hd.status) return null;
+      if (!(row.updated_at > (hd.updated_at ?? 0) + 2)) return null; // the kernel's is current
+      return { ...hd, status: row.status, updated_at: row.updated_at };
+    },
+    stop() {
+      stopped = true;
+      if (timer) clearTimeout(timer);
     },
   };
 }
@@ -290,8 +367,12 @@ export async function serverControl(sessionId, msg) {
   } catch {
     return null;
   }
-  if (resp.status === 404 || resp.status === 409 || resp.status >= 500) return null;
+  if (resp.status === 404 || resp.status >= 500) return null;
   const data = await resp.json().catch(() => ({}));
+  if (resp.status === 409 && data.no_process) {
+    // no process runs it: this widget's kernel may still have the agent (its comm decides)
+    return { type: "control", action, ok: false, refused: true, error: String(data.message) };
+  }
   if (!resp.ok) return { type: "control", action, ok: false, error: String(data.message || resp.status) };
   const notice =
     action === "fork"
@@ -539,6 +620,9 @@ export class SessionView {
     if (btn) btn.classList.remove("ja-busy");
     this.localError = answer.ok ? "" : String(answer.error || "failed");
     this.localNotice = answer.ok ? String(answer.notice || "") : "";
+    // a fork's notice names the new session: it stays; "… sent" goes when the status moves
+    this.noticeSticks = action === "fork";
+    if (answer.ok) this.hiddenError = this.source.state().error; // an older failure is over
     this.renderMessages();
     return Boolean(answer.ok);
   }
@@ -573,6 +657,10 @@ export class SessionView {
     const hd = st.header || {};
     this.root.setAttribute("data-session-id", st.session_id || "");
     this.root.setAttribute("data-status", hd.status || "");
+    if (hd.status !== this.lastStatus) {
+      if (this.lastStatus !== undefined && !this.noticeSticks) this.localNotice = "";
+      this.lastStatus = hd.status;
+    }
     this.nameEl.textContent = hd.name || "agent";
     this.statusEl.textContent = hd.status || "";
     this.statusEl.className = `ja-status ja-status-${hd.status || "unknown"}`;
@@ -670,8 +758,9 @@ export class SessionView {
 
   renderMessages() {
     const st = this.source.state();
-    const error = this.localError || st.error || "";
+    const error = this.localError || (st.error !== this.hiddenError ? st.error : "") || "";
     this.errorEl.textContent = error;
+    this.errorEl.title = error; // whole, where the line is cut short
     this.errorEl.hidden = !error;
     const notice = error ? "" : this.localNotice || st.notice || "";
     this.noticeEl.textContent = notice;

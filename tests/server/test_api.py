@@ -133,6 +133,7 @@ async def test_one_session_gives_its_row_header_plan_and_approvals(
     assert data["header"]["steps"] == data["session"]["steps"] > 0
     assert data["plan"] and all(i["status"] == "done" for i in data["plan"])
     assert data["approvals"] == []
+    assert await get_json(jp_fetch, "sessions", sid, row=1) == {"session": data["session"]}
     with pytest.raises(HTTPClientError) as err:
         await jp_fetch(*API, "sessions", "nosuchsession")
     assert err.value.code == 404

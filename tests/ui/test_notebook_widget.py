@@ -125,6 +125,29 @@ def test_the_widget_shows_a_running_session_and_steers_it(
     expect(widget).to_have_attribute("data-status", "stopped", timeout=10_000)
 
 
+def test_after_its_kernel_restarts_the_widget_says_so_and_its_controls_answer(
+    notebook: Open, lab: Lab, tmp_path: Path
+) -> None:
+    """The widget's model lives in the kernel: once that is gone it changes no more, so the
+    widget takes the session's status from the store and its buttons say what to do."""
+    nb = notebook("restart.ipynb", [LOAD, PACED])
+    widget = start_agent(nb)
+    wait_for_rows_above(nb, 2)
+    (kernel,) = [
+        s["kernel"]["id"] for s in lab.api("GET", "api/sessions") if s["path"] == "restart.ipynb"
+    ]
+    lab.api("POST", f"api/kernels/{kernel}/restart")
+    expect(widget).to_have_attribute("data-status", "interrupted", timeout=30_000)
+    expect(widget.locator(".ja-notice")).to_contain_text("the process that ran this session ended")
+    widget.locator("button.ja-pause").click()
+    expect(widget.locator(".ja-error")).to_contain_text(
+        "no live process runs session", timeout=15_000
+    )
+    widget.scroll_into_view_if_needed()
+    nb.page.screenshot(path=tmp_path / "widget-after-restart.png")
+    print(f"screenshot: {tmp_path / 'widget-after-restart.png'}")
+
+
 def test_a_reloaded_page_catches_up_with_the_running_session(notebook: Open) -> None:
     nb = notebook("reload.ipynb", [LOAD, PACED])
     widget = start_agent(nb)
