@@ -65,9 +65,20 @@ export async function requestJSON<T>(
   return data as T;
 }
 
+/** Every session in the store, a page of 1,000 at a time. */
 export async function listSessions(): Promise<ISessionRow[]> {
-  const data = await requestJSON<{ sessions: ISessionRow[] }>(['sessions'], {}, { limit: 1000 });
-  return data.sessions;
+  const rows: ISessionRow[] = [];
+  for (;;) {
+    const data = await requestJSON<{ sessions: ISessionRow[]; total: number }>(
+      ['sessions'],
+      {},
+      { limit: 1000, offset: rows.length }
+    );
+    rows.push(...data.sessions);
+    if (!data.sessions.length || rows.length >= data.total) {
+      return rows;
+    }
+  }
 }
 
 export async function sendCommand(

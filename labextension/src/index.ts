@@ -93,9 +93,16 @@ class Sessions {
   }
 }
 
+/** How many sessions the sidebar lists besides those that run or wait: the newest ones. */
+const SHOWN = 300;
+const LIVE = new Set(['running', 'sleeping', 'awaiting_approval', 'paused']);
+
 class AgentSidebar extends Widget {
   private list = el('div', 'ja-sidebar-list');
   private empty = el('div', 'ja-sidebar-empty', 'No agent sessions yet: run a %%agent cell.');
+  private more = el('div', 'ja-sidebar-more');
+  private items = new Map<string, HTMLElement>(); // session id -> its item, kept across renders
+  private pending = false;
 
   constructor(
     private sessions: Sessions,
@@ -109,43 +116,103 @@ class AgentSidebar extends Widget {
     const head = el('div', 'ja-sidebar-head');
     head.append(el('h2', '', 'Agents'));
     this.node.append(head, this.list);
-    sessions.onChange(() => this.render());
+    // one listener for every item: an item updated between press and release still opens
+    this.list.addEventListener('click', ev => {
+      const item = (ev.target as HTMLElement).closest<HTMLElement>('.ja-sidebar-item');
+      if (item?.dataset.sessionId) {
+        this.open(item.dataset.sessionId);
+      }
+    });
+    sessions.onChange(() => this.renderSoon());
     window.setInterval(() => this.render(), 10_000); // "last activity" ages
   }
 
+  /** Many changes a second (agents at work) make one render a frame, not one each. */
+  renderSoon(): void {
+    if (!this.pending) {
+      this.pending = true;
+      requestAnimationFrame(() => {
+        this.pending = false;
+        this.render();
+      });
+    }
+  }
+
   render(): void {
-    const rows = this.sessions.sorted();
-    this.list.replaceChildren(...(rows.length ? rows.map(r => this.item(r)) : [this.empty]));
+    const all = this.sessions.sorted();
+    const listed = all.filter((r, i) => i < SHOWN || LIVE.has(r.status));
+    // those that wait for a person first, however long they have waited
+    const asking = (r: ISessionRow) => r.status === 'awaiting_approval';
+    const rows = [...listed.filter(asking), ...listed.filter(r => !asking(r))];
+    const hidden = all.length - rows.length;
+    const wanted: HTMLElement[] = rows.map(r => this.item(r));
+    if (hidden > 0) {
+      this.more.textContent = `… and ${hidden} older sessions (\`jupyter-agent sessions\` lists them all)`;
+      wanted.push(this.more);
+    }
+    if (!wanted.length) {
+      wanted.push(this.empty);
+    }
+    const keep = new Set(rows.map(r => r.id));
+    for (const [id, node] of this.items) {
+      if (!keep.has(id)) {
+        node.remove();
+        this.items.delete(id);
+      }
+    }
+    for (const node of [this.empty, this.more]) {
+      if (!wanted.includes(node)) {
+        node.remove();
+      }
+    }
+    // moved only where the order changed: an item under the pointer stays where it is
+    let at: ChildNode | null = this.list.firstChild;
+    for (const node of wanted) {
+      if (node === at) {
+        at = at.nextSibling;
+      } else {
+        this.list.insertBefore(node, at);
+      }
+    }
   }
 
   private item(row: ISessionRow): HTMLElement {
-    const item = el('div', 'ja-sidebar-item');
-    item.dataset.sessionId = row.id;
+    let item = this.items.get(row.id);
+    if (!item) {
+      item = el('div', 'ja-sidebar-item');
+      item.dataset.sessionId = row.id;
+      const top = el('div', 'ja-sidebar-top');
+      top.append(
+        el('span', 'ja-sidebar-icon'),
+        el('span', 'ja-sidebar-name'),
+        el('span', 'ja-sidebar-status')
+      );
+      item.append(top, el('div', 'ja-sidebar-meta'));
+      this.items.set(row.id, item);
+    }
+    const set = (node: HTMLElement, text: string) => {
+      if (node.textContent !== text) {
+        node.textContent = text;
+      }
+    };
     item.dataset.status = row.status;
     item.title = [row.goal ?? '', `${row.id} · ${row.model ?? ''}`, row.notebook ?? '']
       .filter(Boolean)
       .join('\n');
-    const icon = el('span', `ja-sidebar-icon ja-st-${row.status}`, STATUS_ICON[row.status] ?? '?');
+    const icon = item.querySelector<HTMLElement>('.ja-sidebar-icon')!;
+    icon.className = `ja-sidebar-icon ja-st-${row.status}`;
     icon.title = row.status;
-    const name = el('span', 'ja-sidebar-name', row.name || row.id);
-    const status = el('span', 'ja-sidebar-status', row.status.replace('_', ' '));
-    const top = el('div', 'ja-sidebar-top');
-    top.append(icon, name, status);
-    const meta = el(
-      'div',
-      'ja-sidebar-meta',
-      [
-        row.owner ?? '',
-        (row.notebook ?? '').split('/').pop() ?? '',
-        `${row.steps} steps`,
-        cost(row),
-        ago(row.updated_at)
-      ]
-        .filter(Boolean)
-        .join(' · ')
-    );
-    item.append(top, meta);
-    item.addEventListener('click', () => this.open(row.id));
+    set(icon, STATUS_ICON[row.status] ?? '?');
+    set(item.querySelector<HTMLElement>('.ja-sidebar-name')!, row.name || row.id);
+    set(item.querySelector<HTMLElement>('.ja-sidebar-status')!, row.status.replace('_', ' '));
+    const meta = [ // what changes first; where it runs and whose it is after
+      `${row.steps} step${row.steps === 1 ? '' : 's'}`,
+      cost(row),
+      ago(row.updated_at),
+      (row.notebook ?? '').split('/').pop() ?? '',
+      row.owner ?? ''
+    ];
+    set(item.querySelector<HTMLElement>('.ja-sidebar-meta')!, meta.filter(Boolean).join(' · '));
     return item;
   }
 }

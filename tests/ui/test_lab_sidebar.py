@@ -9,9 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Locator, Page, expect
 
-from jupyter_agent import SqliteStore
+from jupyter_agent import Agent, SqliteStore
+from jupyter_agent.testing import ScriptedModel, call, reply
 
 from .conftest import Lab, LabNotebook
 
@@ -27,6 +28,7 @@ model = ScriptedModel([call("shell", command="echo approved"), reply("all done")
 beta = Agent("beta", model=model, tools=["shell"], policy={"shell": "ask"}).start("say it")
 """
 BUSY = "import time\ntime.sleep(30)"
+SHOWN = 300  # sessions the sidebar lists besides those that run or wait (index.ts)
 
 
 def status_of(store: Path, name: str) -> str:
@@ -145,3 +147,62 @@ def test_the_widgets_controls_work_while_its_kernel_is_busy(lab: Lab, notebook: 
     widget.locator("button.ja-resume").click()
     wait_for_status(lab.store, "delta", "running", timeout=5)
     assert kernel_state(lab, "busy.ipynb") == "busy"
+
+
+def hold_click(page: Page, item: Locator) -> None:
+    """A person's click: press, hold a moment, release (the list may change meanwhile)."""
+    box = item.bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + 20, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.wait_for_timeout(150)
+    page.mouse.up()
+
+
+def test_sessions_open_at_the_first_click_while_agents_work(
+    page: Page, lab: Lab, tmp_path: Path
+) -> None:
+    quiet = [Agent(n, model="demo:loop?steps=2", store=lab.store).run("two") for n in ("a", "b")]
+    busy = [
+        Agent(f"busy{i}", model="demo:loop?steps=100000&pace=0.02", store=lab.store).start("go")
+        for i in range(3)
+    ]
+    try:
+        page.goto(lab.url("lab?reset"))
+        open_sidebar(page)
+        items = page.locator("#jupyter-agent-sidebar .ja-sidebar-item")
+        expect(items.filter(has_text="busy2")).to_have_attribute("data-status", "running")
+        tab = page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current")
+        for k in range(8):
+            pick = quiet[k % 2]
+            hold_click(page, page.locator(f'.ja-sidebar-item[data-session-id="{pick.id}"]'))
+            expect(tab).to_contain_text(f"Agent: {pick.name}", timeout=3_000)
+        page.screenshot(path=tmp_path / "sidebar-busy.png")
+    finally:
+        for s in busy:
+            s.stop()
+
+
+def test_a_long_list_shows_the_newest_and_every_one_that_waits(
+    page: Page, lab: Lab, tmp_path: Path
+) -> None:
+    model = ScriptedModel([call("shell", command="echo hi"), reply("ok")])
+    asking = Agent("old-ask", model=model, store=lab.store, policy={"shell": "ask"}).start("ask")
+    assert asking.wait(30) == "awaiting_approval"
+    try:
+        for i in range(SHOWN + 5):
+            Agent(f"s{i}", model=ScriptedModel([reply("hi")]), store=lab.store).run("hi")
+        with SqliteStore(lab.store) as store:
+            total = len(store.list_sessions())
+        page.goto(lab.url("lab?reset"))
+        open_sidebar(page)
+        items = page.locator("#jupyter-agent-sidebar .ja-sidebar-item")
+        expect(items).to_have_count(SHOWN + 1, timeout=20_000)  # the newest, and the one asking
+        expect(items.first).to_contain_text("old-ask")  # who needs a person comes first
+        expect(items.first).to_have_attribute("data-status", "awaiting_approval")
+        more = page.locator("#jupyter-agent-sidebar .ja-sidebar-more")
+        expect(more).to_contain_text(f"and {total - SHOWN - 1} older sessions")
+        expect(page.locator(".ja-statusbar")).to_contain_text("1 need you")
+        page.screenshot(path=tmp_path / "sidebar-long.png")
+    finally:
+        asking.stop()
