@@ -1,5 +1,6 @@
 """What a control from the REST API does: queue it for the live process that holds the session,
-or, when none does, do what can be done without one (a message, a stop, a fork, a restore).
+or, when none does, do what can be done without one (a message, a stop, a fork, a restore), and
+keep a decision on a waiting call for the process that resumes it.
 
 Kept apart from the tornado handlers so that it is plain code over a store, tested as such.
 """
@@ -130,6 +131,8 @@ def _without_a_runtime(
             restore_session(store, session_id, int(args["at"]), actor=actor, clock=clock)
         except InvalidSessionState as exc:
             raise CommandRefused(409, str(exc)) from exc
+    elif verb in ("approve", "deny"):  # the process that resumes the session acts on it
+        return Outcome("queued", command_id=store.send_command(session_id, verb, args, actor=actor))
     else:
         raise CommandRefused(
             409,

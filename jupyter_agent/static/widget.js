@@ -377,9 +377,11 @@ export async function serverControl(sessionId, msg) {
   const notice =
     action === "fork"
       ? `forked after event ${seq} as session ${data.session_id}: open_session(${JSON.stringify(data.session_id)})`
-      : data.state === "queued"
-        ? `${action} sent`
-        : `${action} done`;
+      : data.state === "queued" && !data.runtime_id
+        ? `${action} recorded: it is acted on when the session is resumed`
+        : data.state === "queued"
+          ? `${action} sent`
+          : `${action} done`;
   return { type: "control", action, ok: true, notice, via: "server" };
 }
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from tornado.httpclient import HTTPClientError
 
-from jupyter_agent import Agent, EventKind, SqliteStore
+from jupyter_agent import Agent, EventKind, SqliteStore, open_session
 from jupyter_agent._identity import current_identity
 from jupyter_agent._store._leases import this_process
 from jupyter_agent.testing import ScriptedModel, call, calls, reply
@@ -198,6 +198,41 @@ async def test_the_snapshot_is_the_sessions_static_html(jp_fetch: Any, store_pat
 
 
 # -- commands ------------------------------------------------------------------------------
+
+
+ASKING = """
+from jupyter_agent import Agent
+from jupyter_agent.testing import ScriptedModel, call, reply
+model = ScriptedModel([call("write_file", path="a.txt", content="hi"), reply("written")])
+agent = Agent("ask", model=model, store={store!r}, workspace={ws!r}, policy={{"write_file": "ask"}})
+assert agent.start("write it").wait(30) == "awaiting_approval"
+"""
+
+
+@pytest.mark.parametrize("verb", ["approve", "deny"])
+async def test_a_decision_for_a_session_no_process_runs_is_kept_for_the_one_that_resumes_it(
+    jp_fetch: Any, store_path: Path, tmp_path: Path, verb: str
+) -> None:
+    """What a kernel restart leaves: a call waiting for a person, and nobody running it."""
+    ws = tmp_path / "ws"
+    script = ASKING.format(store=str(store_path), ws=str(ws))
+    done = await asyncio.create_subprocess_exec(sys.executable, "-c", script)
+    assert await done.wait() == 0
+    store = SqliteStore(store_path)
+    (row,) = store.list_sessions()
+    assert (row.status, row.runtime_id) == ("awaiting_approval", None)
+    call_id = open_session(row.id, store=store_path).pending_approvals[0].call_id
+    r = await post(jp_fetch, row.id, {"verb": verb, "call_id": call_id, "reason": "ok"})
+    assert r.code == 202 and json.loads(r.body)["runtime_id"] is None
+    model = ScriptedModel([call("write_file", path="a.txt", content="hi"), reply("written")])
+    again = open_session(row.id, store=store_path, model=model).resume()
+    deadline = time.monotonic() + 10  # the process takes the decision from the store
+    while again.status != "done":
+        assert time.monotonic() < deadline, f"still {again.status}"
+        await asyncio.sleep(0.05)
+    assert (ws / "a.txt").exists() is (verb == "approve")
+    decided = next(e for e in again.events if e.kind is EventKind.APPROVAL_DECIDED)
+    assert decided.payload["decision"] == verb and decided.actor == current_identity()
 
 
 async def test_commands_with_no_live_process_do_what_needs_none_and_record_the_user(
