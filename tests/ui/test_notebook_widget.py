@@ -10,6 +10,7 @@ assertions are on the widget's DOM contract (``.ja-session``, ``.ja-row``, ``but
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -172,3 +173,23 @@ def test_the_saved_notebook_keeps_an_html_snapshot_of_the_session(notebook: Open
     html = [d["text/html"] for d in data if "text/html" in d]
     assert html, f"no text/html in the saved outputs: {[sorted(d) for d in data]}"
     assert "Count to three." in "".join(html)
+
+    # as nbviewer shows it: nbconvert's page, whose own table styles must not win
+    html_page = nb.path.with_suffix(".html")
+    subprocess.run(
+        [sys.executable, "-m", "nbconvert", "--to", "html", str(nb.path)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    nb.page.goto(html_page.as_uri())
+    detail = nb.page.locator(".ja-snapshot td.ja-s-detail").first
+    styles = detail.evaluate(
+        "(td) => [getComputedStyle(td).textAlign,"
+        " getComputedStyle(td.closest('table')).tableLayout]"
+    )
+    assert styles == ["left", "auto"]
+    box, table = detail.bounding_box(), nb.page.locator(".ja-snapshot table").first.bounding_box()
+    assert box is not None and table is not None and box["width"] > table["width"] / 3
+    nb.page.screenshot(path=html_page.with_suffix(".png"))
+    print(f"screenshot: {html_page.with_suffix('.png')}")
