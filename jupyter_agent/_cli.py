@@ -349,7 +349,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if speed <= 0:
         raise CliError("--speed must be more than 0 (1 is real time)")
     clock = ScaledClock(speed=speed) if speed != 1 else None
-    agent = Agent("demo", model=spec, store=store.path, clock=clock)
+    limit = {"max_steps": args.steps + 10} if args.steps else {}  # (the default is 500)
+    agent = Agent("demo", model=spec, store=store.path, clock=clock, **limit)
     session = agent.start(_DEMO_GOALS.get(args.scenario, "Show what you can do."))
     print(f"store:     {agent.store.path}")
     fast = f", clock {speed:g}x real time" if clock else ""

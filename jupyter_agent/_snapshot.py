@@ -21,7 +21,8 @@ _SNAPSHOT_CSS = """<style>
 .ja-snapshot{font:12px/1.4 var(--jp-ui-font-family,system-ui,sans-serif);
 color:var(--jp-ui-font-color1,inherit);border:1px solid var(--jp-border-color2,#ddd);
 border-radius:4px;padding:6px 8px;max-width:100%;overflow:auto}
-.ja-snapshot table{border-collapse:collapse;width:100%;table-layout:auto!important;margin:0!important}
+.ja-snapshot table{border-collapse:collapse;width:100%;table-layout:auto!important;
+margin:0!important}
 .ja-snapshot td{padding:1px 6px!important;vertical-align:top;white-space:nowrap!important;
 text-align:left!important;border:none!important;max-width:none}
 .ja-snapshot td.ja-s-detail{white-space:normal!important;width:100%;

@@ -59,6 +59,13 @@ def test_demo_output_names_the_store_and_the_workspace(tmp_path: Path) -> None:
     assert "status: done" in out.stdout and "✓ tool     edit_file" in out.stdout
 
 
+def test_the_demo_runs_as_many_turns_as_it_is_asked_for(tmp_path: Path) -> None:
+    db = tmp_path / "agent.db"
+    out = cli("--db", str(db), "demo", "--scenario", "loop", "--steps", "600")
+    assert out.returncode == 0, out.stderr
+    assert "status: done  (601 steps" in out.stdout  # past the agents' default limit of 500
+
+
 def test_sessions_lists_the_demo_session(demo_db) -> None:
     db, session_id = demo_db
     out = cli("--db", str(db), "sessions")
