@@ -107,7 +107,7 @@ def _row(e: Event, p: dict[str, Any], calls: dict[str, TimelineRow]) -> Timeline
         return asked
     if k is EventKind.APPROVAL_DECIDED:
         approved = p["decision"] == "approve"
-        asked = calls.pop(f"?{p['call_id']}", None)
+        asked = calls.get(f"?{p['call_id']}")
         if asked is not None:  # answered: no longer a question
             asked.status = "ok" if approved else "skipped"
         label = f"{'approved' if approved else 'denied'} by {e.actor}"
