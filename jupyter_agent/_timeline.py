@@ -107,9 +107,9 @@ def _row(e: Event, p: dict[str, Any], calls: dict[str, TimelineRow]) -> Timeline
         return asked
     if k is EventKind.APPROVAL_DECIDED:
         approved = p["decision"] == "approve"
-        asked = calls.get(f"?{p['call_id']}")
-        if asked is not None:  # answered: no longer a question
-            asked.status = "ok" if approved else "skipped"
+        question = calls.get(f"?{p['call_id']}")
+        if question is not None:  # answered: no longer a question
+            question.status = "ok" if approved else "skipped"
         label = f"{'approved' if approved else 'denied'} by {e.actor}"
         return TimelineRow(e.seq, e.ts, "approval", label, p["call_id"], actor=e.actor)
     if k is EventKind.TIMER_SET:
