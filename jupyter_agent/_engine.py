@@ -283,7 +283,7 @@ class Engine:
             while True:
                 state = await self.run()
                 while True:
-                    done, late = self.inbox.deactivate_if_idle(state.approvals)
+                    done, late = self.inbox.deactivate_if_idle(self._awaited_first())
                     if late:
                         await self._record(*((EventKind.MESSAGE, {"text": t}, a) for t, a in late))
                     if done:
@@ -627,6 +627,13 @@ class Engine:
             return False
         await self._set_status("running")
         return True
+
+    def _awaited_first(self) -> list[str]:
+        """The waiting call a decision lets the session go on from: the first. (A log of an
+        older version may ask about several; a decision on a later one waits behind it.)"""
+        state = self.state
+        first = next((c for c in state.open_calls if c in state.approvals), None)
+        return [first] if first is not None else list(state.approvals)
 
     async def _apply_decision(
         self, call_id: str, name: str, arguments: str, decision: Decision

@@ -22,7 +22,13 @@ from jupyter_agent import (
     open_session,
     tool,
 )
-from jupyter_agent._engine import RECORD_RUNNING_AFTER_S, SESSION_ROW_EVERY_S, SNAPSHOT_EVERY
+from jupyter_agent._clock import SystemClock
+from jupyter_agent._engine import (
+    RECORD_RUNNING_AFTER_S,
+    SESSION_ROW_EVERY_S,
+    SNAPSHOT_EVERY,
+    record_outside,
+)
 from jupyter_agent._events import Event
 from jupyter_agent._runtime import get_runtime
 from jupyter_agent._state import SessionState, load_state
@@ -384,6 +390,54 @@ def test_calls_after_an_in_doubt_call_wait_behind_it_and_then_run_as_never_start
     assert not res["note"].get("rerun") and not res["send_mail"].get("rerun")
     asked = [e.payload["name"] for e in resumed.events if e.kind is EventKind.APPROVAL_REQUESTED]
     assert asked == ["charge_card"]
+
+
+def test_a_log_that_asks_about_two_calls_waits_on_the_first_whichever_is_decided_first(
+    db: Path,
+) -> None:
+    """An older version asked about every open call after a crash. A decision on the second
+    waits behind the first (it ran the engine again and again: a status pair a pass)."""
+    ran: list[str] = []
+
+    @tool(effect="side_effect")
+    def charge_card() -> str:
+        """Charges the card."""
+        ran.append("charge_card")
+        return "charged"
+
+    @tool(effect="side_effect")
+    def send_mail() -> str:
+        """Sends mail."""
+        ran.append("send_mail")
+        return "sent"
+
+    tools = [charge_card, send_mail]
+    model = ScriptedModel([calls(call("charge_card"), call("send_mail")), reply("finished")])
+    done = Agent("a", model=model, store=db, tools=tools).run("go")
+    crashed = cut_log(done, after=EventKind.TOOL_CALL, last=True)
+    first, second = [e.payload for e in done.events if e.kind is EventKind.TOOL_CALL]
+    with SqliteStore(crashed) as store:
+        for c in (first, second):
+            payload = {"call_id": c["call_id"], "name": c["name"], "reason": "in_doubt"}
+            record_outside(
+                store,
+                done.id,
+                EventKind.APPROVAL_REQUESTED,
+                payload,
+                actor="agent",
+                clock=SystemClock(),
+            )
+    ran.clear()
+    s = open_session(done.id, store=crashed, tools=tools, model=ScriptedModel([reply("done")]))
+    s.resume()
+    assert s.wait(10) == "awaiting_approval"
+    s.approve(second["call_id"])
+    time.sleep(0.3)
+    before = len(s.events)
+    time.sleep(0.5)
+    assert len(s.events) == before and ran == []  # still: nothing runs before the first
+    s.approve(first["call_id"])
+    assert s.wait(10) == "done" and ran == ["charge_card", "send_mail"]
 
 
 def test_approving_a_call_that_is_not_waiting_is_a_clear_error(db: Path) -> None:
