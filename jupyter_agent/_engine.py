@@ -601,7 +601,7 @@ class Engine:
         fresh = False  # the calls from here on never started
         for call in list(self.state.open_calls.values()):
             if call.call_id in self.state.approvals:
-                decision = self.inbox.take_decision(call.call_id)
+                decision = self._take_decision(call.call_id)
                 if decision is None:
                     break  # it waits for a person, and the calls after it wait behind it
                 await self._apply_decision(call.call_id, call.name, call.arguments, decision)
@@ -627,6 +627,14 @@ class Engine:
             return False
         await self._set_status("running")
         return True
+
+    def _take_decision(self, call_id: str, *, awaiting: bool = False) -> Decision | None:
+        """The decision on the call's request, if one came; one given for an earlier request
+        under the same id (a restore since, and the model asked again) is dropped."""
+        decision = self.inbox.take_decision(call_id, awaiting=awaiting)
+        if decision is not None and decision.asked not in (None, self.state.approvals[call_id].seq):
+            return self.inbox.take_decision(call_id, awaiting=awaiting)  # (what came since)
+        return decision
 
     def _awaited_first(self) -> list[str]:
         """The waiting call a decision lets the session go on from: the first. (A log of an
@@ -770,7 +778,7 @@ class Engine:
 
     async def _await_decision(self, call_id: str) -> Decision:
         """Wait for a person's decision on a call (a pause or stop cuts the wait short)."""
-        take = self.inbox.take_decision
+        take = self._take_decision
         try:
             with self._interruptible("approval"):
                 # decisions arrive from other threads (a cell, the runtime's command reader)

@@ -20,6 +20,7 @@ class Decision:
     approve: bool
     actor: str
     reason: str = ""
+    asked: int | None = None  # the approval_requested event it answers (None: whichever)
 
 
 class Inbox:

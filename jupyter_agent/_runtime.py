@@ -350,7 +350,9 @@ class Runtime:
             )
             self.interrupt(session_id, only="tick")
         elif verb in ("approve", "deny"):
-            decision = Decision(verb == "approve", actor, str(args.get("reason", "")))
+            asked = args.get("asked")
+            asked = asked if isinstance(asked, int) and not isinstance(asked, bool) else None
+            decision = Decision(verb == "approve", actor, str(args.get("reason", "")), asked)
             if not inbox.post_decision(str(args.get("call_id")), decision):
                 self._relaunch[session_id]()
         elif verb == "resume" and not inbox.active:

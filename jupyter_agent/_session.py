@@ -8,6 +8,7 @@ inbox, taken at the next step boundary.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -356,14 +357,16 @@ class Session:
         return True
 
     def _decide(self, call_id: str, decision: Decision) -> None:
-        pending = {a.call_id for a in self.pending_approvals}
+        pending = {a.call_id: a for a in self.pending_approvals}
         if call_id not in pending:
             listed = ", ".join(sorted(pending)) or "none"
             raise ValueError(
                 f"no call {call_id!r} waits for approval in session {self.id} (waiting: {listed})"
             )
+        # it answers this request: not another under the same id after a restore
+        decision = dataclasses.replace(decision, asked=pending[call_id].seq)
         verb = "approve" if decision.approve else "deny"
-        args = {"call_id": call_id, "reason": decision.reason}
+        args = {"call_id": call_id, "reason": decision.reason, "asked": decision.asked}
         if self._send_elsewhere(verb, args, decision.actor):
             return
         if not get_runtime().inbox(self.id).post_decision(call_id, decision):

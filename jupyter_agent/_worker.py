@@ -247,7 +247,8 @@ def launch_message(
         "env": dict(os.environ),
         "sys_path": [p or cwd for p in sys.path],
         "decisions": [
-            (call_id, d.approve, d.actor, d.reason) for call_id, d in (decisions or {}).items()
+            (call_id, d.approve, d.actor, d.reason, d.asked)
+            for call_id, d in (decisions or {}).items()
         ],
     }
 
@@ -272,8 +273,8 @@ def _launch(message: dict[str, Any]) -> str:
     spec = pickle.loads(message["agent"])
     agent = Agent(**spec, store=store)
     inbox = get_runtime().inbox(session_id)
-    for call_id, approve, actor, reason in message.get("decisions", ()):
-        inbox.post_decision(call_id, Decision(approve, actor, reason))  # the run takes them
+    for call_id, approve, actor, reason, asked in message.get("decisions", ()):
+        inbox.post_decision(call_id, Decision(approve, actor, reason, asked))  # the run takes them
     agent._launch(session_id, takeover_from=message["from_runtime"])
     return get_runtime().id
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_agent import Agent, EventKind, open_session
+from jupyter_agent import Agent, EventKind, open_session, tool
 from jupyter_agent.testing import ScriptedModel, call, calls, reply
 
 
@@ -172,3 +172,46 @@ def test_calls_after_one_that_waits_are_neither_in_doubt_nor_run_before_it(
     results = [e.payload for e in s.events if e.kind is EventKind.TOOL_RESULT]
     assert [r["name"] for r in results] == ["shell", "write_file"]
     assert not any(r.get("rerun") for r in results)
+
+
+def test_a_decision_left_for_a_request_that_a_restore_undid_decides_nothing_after_it(
+    db: Path,
+) -> None:
+    """Bob approves pay(1) while no process runs the session; Ann restores to before the
+    model asked, resumes, and the model asks pay(1000) under the same call id: Bob's
+    approval answered the other request, so this one waits for a person."""
+    paid: list[int] = []
+    asked: list[int] = []
+
+    @tool(effect="side_effect")
+    def pay(amount: int) -> str:
+        """Pays."""
+        paid.append(amount)
+        return f"paid {amount}"
+
+    def turn(request):
+        if request.step > 1:
+            return reply("done")
+        asked.append(1 if not asked else 1000)
+        return call("pay", amount=asked[-1])
+
+    s = Agent("p", model=ScriptedModel(turn), store=db, tools=[pay], policy={"pay": "ask"})
+    s = s.start("pay")
+    wait_for(s, "awaiting_approval")
+    (waiting,) = s.pending_approvals
+    s.pause()
+    wait_for(s, "paused")
+    s.release()
+    args = {"call_id": waiting.call_id, "reason": "", "asked": waiting.seq}
+    s.store.send_command(s.id, "approve", args, actor="bob")  # as the REST API leaves it
+    answer = next(e.seq for e in s.events if e.kind is EventKind.MODEL_RESPONSE)
+    s.restore(at=answer - 2)  # before the model's request and answer
+    s.resume()
+    wait_for(s, "awaiting_approval")
+    time.sleep(1.0)  # the process has taken Bob's command by now (every half second)
+    assert s.store.take_commands(s.id, taken_by="test") == []
+    assert asked == [1, 1000] and paid == [] and s.status == "awaiting_approval"
+    (again,) = s.pending_approvals
+    assert again.call_id == waiting.call_id and again.seq > waiting.seq
+    s.approve(again.call_id)
+    assert s.wait(10) == "done" and paid == [1000]

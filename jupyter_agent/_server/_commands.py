@@ -109,7 +109,7 @@ def _apply(
         raise CommandRefused(409, f"session {session_id} is {row.status}: cannot {verb} it")
     holder = live_holder(store, session_id)
     if verb in ("approve", "deny"):
-        _check_waiting(store, session_id, args["call_id"])
+        args = {**args, "asked": _check_waiting(store, session_id, args["call_id"])}
     if verb == "restore":  # before it is queued: the holder could only drop it
         check_restore_point(store, session_id, int(args["at"]))
     if holder is not None:  # its kernel does it, busy or not (a restore pauses it first)
@@ -143,7 +143,8 @@ def _without_a_runtime(
     return Outcome("done")
 
 
-def _check_waiting(store: SqliteStore, session_id: str, call_id: str) -> None:
+def _check_waiting(store: SqliteStore, session_id: str, call_id: str) -> int:
+    """The seq of the request the call waits on (a decision answers that one only)."""
     waiting = load_state(store, session_id).approvals
     if call_id not in waiting:
         listed = ", ".join(sorted(waiting)) or "none"
@@ -151,6 +152,7 @@ def _check_waiting(store: SqliteStore, session_id: str, call_id: str) -> None:
             409,
             f"no call {call_id!r} waits for approval in session {session_id} (waiting: {listed})",
         )
+    return waiting[call_id].seq
 
 
 def live_holder(store: SqliteStore, session_id: str) -> str | None:
