@@ -61,7 +61,7 @@ class Runtime:
         self._loop_thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # anyio runs on asyncio here
         self._closing = threading.Event()
-        self._commands_lock = threading.Lock()
+        self._commands_lock = threading.RLock()  # a command may launch a run, which takes more
         self._forked = False
         self.errors: collections.deque[str] = collections.deque(maxlen=50)
 
@@ -184,6 +184,8 @@ class Runtime:
         self._engines[session_id] = engine
         self._relaunch[session_id] = relaunch
         self._session_stores[session_id] = store
+        with self._commands_lock:  # what was left while no process ran it (a decision on a
+            self._apply_commands(session_id, store)  # waiting call): before the run settles
         try:
             task: Future[object] = self._ensure_loop().start_task_soon(self._run, engine)
         except BaseException:
@@ -327,13 +329,15 @@ class Runtime:
         it every round; a worker at once, when its kernel pokes it)."""
         with self._commands_lock:
             for session_id, held_in in list(self._session_stores.items()):
-                if held_in is not store:
-                    continue
-                for cmd in store.take_commands(session_id, taken_by=self.id):
-                    try:
-                        self._apply_command(session_id, cmd.verb, cmd.args, cmd.actor)
-                    except Exception as exc:  # one bad command must not drop the others
-                        self.errors.append(f"command {cmd.id} ({cmd.verb}): {exc}")
+                if held_in is store:
+                    self._apply_commands(session_id, store)
+
+    def _apply_commands(self, session_id: str, store: SqliteStore) -> None:
+        for cmd in store.take_commands(session_id, taken_by=self.id):
+            try:
+                self._apply_command(session_id, cmd.verb, cmd.args, cmd.actor)
+            except Exception as exc:  # one bad command must not drop the others
+                self.errors.append(f"command {cmd.id} ({cmd.verb}): {exc}")
 
     def _apply_command(self, session_id: str, verb: str, args: object, actor: str) -> None:
         args = args if isinstance(args, dict) else {}
