@@ -133,7 +133,7 @@ class SessionHandler(_Base):
     @web.authenticated
     @authorized
     async def get(self, session_id: str) -> None:
-        only_row = bool(self.get_argument("row", ""))
+        only_row = self.get_argument("row", "") in ("1", "true")
         try:
             row, summary = await self.off_loop(lambda: self._read(session_id, only_row))
         except SessionNotFound as exc:

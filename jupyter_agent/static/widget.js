@@ -308,6 +308,7 @@ function serverWatch(sessionId, header, changed) {
         const headers = server.token ? { Authorization: `token ${server.token}` } : {};
         const url = `${server.base}jupyter-agent/api/sessions/${encodeURIComponent(sid)}?row=1`;
         const resp = await fetch(url, { headers, credentials: "same-origin" });
+        if (resp.status === 404) stopped = true; // not in the server's store (or no API)
         if (resp.ok) {
           const data = await resp.json();
           const before = row;

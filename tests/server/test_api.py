@@ -134,6 +134,7 @@ async def test_one_session_gives_its_row_header_plan_and_approvals(
     assert data["plan"] and all(i["status"] == "done" for i in data["plan"])
     assert data["approvals"] == []
     assert await get_json(jp_fetch, "sessions", sid, row=1) == {"session": data["session"]}
+    assert set(await get_json(jp_fetch, "sessions", sid, row=0)) > {"session", "header"}
     with pytest.raises(HTTPClientError) as err:
         await jp_fetch(*API, "sessions", "nosuchsession")
     assert err.value.code == 404
