@@ -206,8 +206,10 @@ export function modelSource(model) {
   let counter = 0;
   const pending = new Map();
   const listeners = new Set();
+  let heard = Date.now(); // when the kernel last said anything
   const onCustom = (msg) => {
     if (!msg || typeof msg !== "object") return;
+    heard = Date.now();
     if (msg.req && pending.has(msg.req)) {
       const { resolve, timer } = pending.get(msg.req);
       pending.delete(msg.req);
@@ -220,16 +222,20 @@ export function modelSource(model) {
   const onChange = () => {
     for (const fn of listeners) fn({ type: "state" });
   };
+  const onModelChange = () => {
+    heard = Date.now();
+    onChange();
+  };
   let commClosed = false; // ipywidgets says so when the kernel goes (a restart, a shutdown)
   const onCommLive = () => {
     commClosed = true;
   };
   model.on("msg:custom", onCustom);
   model.on("comm_live_update", onCommLive);
-  for (const f of FIELDS) model.on(`change:${f}`, onChange);
+  for (const f of FIELDS) model.on(`change:${f}`, onModelChange);
   // the kernel's model stops changing when the kernel goes: the store (through the server)
   // still says how the session is, e.g. interrupted by a kernel restart
-  const watch = serverWatch(() => model.get("session_id"), () => model.get("header") || {}, onChange);
+  const watch = serverWatch(() => model.get("session_id"), () => Date.now() - heard, onChange);
   return {
     state() {
       const out = {};
@@ -278,7 +284,7 @@ export function modelSource(model) {
       watch.stop();
       model.off("msg:custom", onCustom);
       model.off("comm_live_update", onCommLive);
-      for (const f of FIELDS) model.off(`change:${f}`, onChange);
+      for (const f of FIELDS) model.off(`change:${f}`, onModelChange);
       for (const { timer } of pending.values()) clearTimeout(timer);
       pending.clear();
       listeners.clear();
@@ -290,11 +296,12 @@ const KERNEL_GONE =
   "the kernel that showed this widget is gone (restarted?): resume the session from a cell, open_session(id).resume(), or the Agents panel";
 const WATCH_EVERY_MS = 5000;
 const REFUSED_WAIT_MS = 5000;
+const STALE_AFTER_MS = 4000;
 
 // Reads the session's row from the server now and then; ``newer(header)`` is the header as
-// the store has it when that is newer than the kernel's (whose model no longer changes once
-// its kernel is gone), else null.
-function serverWatch(sessionId, header, changed) {
+// the store has it when the two disagree and the kernel has said nothing for a while (its
+// model no longer changes once its kernel is gone), else null.
+function serverWatch(sessionId, silentMs, changed) {
   const server = jupyterServer();
   let row = null;
   let stopped = !server || typeof fetch !== "function";
@@ -310,10 +317,8 @@ function serverWatch(sessionId, header, changed) {
         const resp = await fetch(url, { headers, credentials: "same-origin" });
         if (resp.status === 404) stopped = true; // not in the server's store (or no API)
         if (resp.ok) {
-          const data = await resp.json();
-          const before = row;
-          row = data.session;
-          if (!before || before.status !== row.status || before.updated_at !== row.updated_at) changed();
+          row = (await resp.json()).session;
+          changed(); // (a view compares it with the kernel's each time: cheap, every few s)
         }
       } catch {
         // no server (nbconvert, a static page): nothing to compare with
@@ -324,8 +329,8 @@ function serverWatch(sessionId, header, changed) {
   if (!stopped) timer = setTimeout(poll, WATCH_EVERY_MS);
   return {
     newer(hd) {
-      if (!row || row.status === hd.status) return null;
-      if (!(row.updated_at > (hd.updated_at ?? 0) + 2)) return null; // the kernel's is current
+      if (!row || row.status === hd.status || row.updated_at < (hd.updated_at ?? 0)) return null;
+      if (silentMs() < STALE_AFTER_MS) return null; // the kernel speaks: its view is current
       return { ...hd, status: row.status, updated_at: row.updated_at };
     },
     stop() {

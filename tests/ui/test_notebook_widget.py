@@ -9,7 +9,9 @@ assertions are on the widget's DOM contract (``.ja-session``, ``.ja-row``, ``but
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -19,6 +21,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Locator, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+from jupyter_agent import SqliteStore
 
 from .conftest import Lab, LabNotebook
 
@@ -126,27 +130,42 @@ def test_the_widget_shows_a_running_session_and_steers_it(
     expect(widget).to_have_attribute("data-status", "stopped", timeout=10_000)
 
 
-def test_after_its_kernel_restarts_the_widget_says_so_and_its_controls_answer(
-    notebook: Open, lab: Lab, tmp_path: Path
+@pytest.mark.parametrize("how", ["restart", "kill -9"])
+def test_after_its_kernel_goes_the_widget_says_so_and_its_controls_answer(
+    notebook: Open, lab: Lab, tmp_path: Path, how: str
 ) -> None:
     """The widget's model lives in the kernel: once that is gone it changes no more, so the
-    widget takes the session's status from the store and its buttons say what to do."""
+    widget takes the session's status from the store and its buttons say what to do. (Killed,
+    the kernel cannot say so itself: the server finds it dead and the store says it.)"""
     nb = notebook("restart.ipynb", [LOAD, PACED])
     widget = start_agent(nb)
     wait_for_rows_above(nb, 2)
-    (kernel,) = [
-        s["kernel"]["id"] for s in lab.api("GET", "api/sessions") if s["path"] == "restart.ipynb"
-    ]
-    lab.api("POST", f"api/kernels/{kernel}/restart")
+    if how == "restart":
+        (kernel,) = [
+            s["kernel"]["id"]
+            for s in lab.api("GET", "api/sessions")
+            if s["path"] == "restart.ipynb"
+        ]
+        lab.api("POST", f"api/kernels/{kernel}/restart")
+    else:
+        session_id = widget.get_attribute("data-session-id")
+        with SqliteStore(lab.store) as store:
+            holder = store.get_runtime(store.get_session(session_id or "").runtime_id or "")
+        assert holder is not None
+        os.kill(holder.pid, signal.SIGKILL)
     expect(widget).to_have_attribute("data-status", "interrupted", timeout=30_000)
+    dialog = nb.page.locator(".jp-Dialog")  # "the kernel appears to have died": a person's OK
+    if dialog.count():
+        dialog.locator("button.jp-mod-accept").click()
     expect(widget.locator(".ja-notice")).to_contain_text("the process that ran this session ended")
     widget.locator("button.ja-pause").click()
     expect(widget.locator(".ja-error")).to_contain_text(
         "no live process runs session", timeout=15_000
     )
     widget.scroll_into_view_if_needed()
-    nb.page.screenshot(path=tmp_path / "widget-after-restart.png")
-    print(f"screenshot: {tmp_path / 'widget-after-restart.png'}")
+    shot = tmp_path / f"widget-after-{how.replace(' ', '')}.png"
+    nb.page.screenshot(path=shot)
+    print(f"screenshot: {shot}")
 
 
 def test_a_reloaded_page_catches_up_with_the_running_session(notebook: Open) -> None:
