@@ -338,14 +338,8 @@ def test_in_doubt_read_only_call_is_rerun_without_asking(db: Path) -> None:
     assert not any(e.kind is EventKind.APPROVAL_REQUESTED for e in s.events)
 
 
-@pytest.mark.parametrize("decision", ["approve", "deny"])
-def test_calls_after_an_in_doubt_call_wait_behind_it_and_then_run_as_never_started(
-    db: Path, decision: str
-) -> None:
-    """Calls run one after another: after the call a crash cut short, the calls of the same
-    turn never started. They are neither run before the person decides on it (out of the
-    model's order) nor called in doubt themselves."""
-    ran: list[str] = []
+def noting_tools(ran: list[str]) -> dict[str, Any]:
+    """Two side-effect tools and an idempotent one, each noting in ``ran`` that it ran."""
 
     @tool(effect="side_effect")
     def charge_card() -> str:
@@ -365,8 +359,19 @@ def test_calls_after_an_in_doubt_call_wait_behind_it_and_then_run_as_never_start
         ran.append("send_mail")
         return "sent"
 
+    return {"charge_card": charge_card, "note": note, "send_mail": send_mail}
+
+
+@pytest.mark.parametrize("decision", ["approve", "deny"])
+def test_calls_after_an_in_doubt_call_wait_behind_it_and_then_run_as_never_started(
+    db: Path, decision: str
+) -> None:
+    """Calls run one after another: after the call a crash cut short, the calls of the same
+    turn never started. They are neither run before the person decides on it (out of the
+    model's order) nor called in doubt themselves."""
+    ran: list[str] = []
     three = calls(call("charge_card"), call("note"), call("send_mail"))
-    tools = [charge_card, note, send_mail]
+    tools = list(noting_tools(ran).values())
     s = Agent("a", model=ScriptedModel([three, reply("finished")]), store=db, tools=tools)
     done = s.run("go")
     crashed = cut_log(done, after=EventKind.TOOL_CALL, last=True)  # died in charge_card
@@ -398,20 +403,7 @@ def test_a_log_that_asks_about_two_calls_waits_on_the_first_whichever_is_decided
     """An older version asked about every open call after a crash. A decision on the second
     waits behind the first (it ran the engine again and again: a status pair a pass)."""
     ran: list[str] = []
-
-    @tool(effect="side_effect")
-    def charge_card() -> str:
-        """Charges the card."""
-        ran.append("charge_card")
-        return "charged"
-
-    @tool(effect="side_effect")
-    def send_mail() -> str:
-        """Sends mail."""
-        ran.append("send_mail")
-        return "sent"
-
-    tools = [charge_card, send_mail]
+    tools = list(noting_tools(ran).values())
     model = ScriptedModel([calls(call("charge_card"), call("send_mail")), reply("finished")])
     done = Agent("a", model=model, store=db, tools=tools).run("go")
     crashed = cut_log(done, after=EventKind.TOOL_CALL, last=True)
