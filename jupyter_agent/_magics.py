@@ -8,6 +8,7 @@ the arguments, or an error the API reports, is one line on stderr, never a trace
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import re
 import shlex
@@ -23,7 +24,7 @@ from ._agent import Agent, ToolLike, open_session, open_store, sessions
 from ._errors import JupyterAgentError
 from ._export import EXPORTERS
 from ._session import Session
-from ._tools import BUILTIN_TOOLS, Tool
+from ._tools import BUILTIN_TOOLS, Tool, tool
 
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
@@ -218,7 +219,10 @@ class AgentMagics(Magics):
             if name in BUILTIN_TOOLS:
                 tools.append(name)
             elif isinstance(found, Tool) or (callable(found) and not isinstance(found, type)):
-                tools.append(found)
+                try:
+                    tools.append(tool(found) if not isinstance(found, Tool) else found)
+                except (TypeError, ValueError) as exc:  # e.g. a parameter with no annotation
+                    raise MagicUsageError(f"--tools {name}: {exc}") from None
             else:
                 raise MagicUsageError(
                     f"unknown tool {name!r}: name a built-in ({', '.join(BUILTIN_TOOLS)}) "
@@ -233,6 +237,12 @@ class AgentMagics(Magics):
         own = {n for n in session.state.tools if n not in BUILTIN_TOOLS}
         user_ns = self.shell.user_ns if self.shell is not None else {}
         tools = [t for t in user_ns.values() if isinstance(t, Tool) and t.name in own]
+        found = {t.name for t in tools}
+        for name in sorted(own - found):  # a plain function %%agent --tools made a tool of
+            fn = user_ns.get(name)
+            if callable(fn) and not isinstance(fn, type | Tool):
+                with contextlib.suppress(TypeError, ValueError):
+                    tools.append(tool(fn))
         if not tools:
             return session
         return open_session(session.id, store=store, tools=tools)
@@ -247,6 +257,11 @@ class AgentMagics(Magics):
             print(f"usage: {VERBS[verb]}")
         elif verb == "tell":
             self._tell(rest)
+        elif verb == "deny":  # the reason is free text, as typed ("it's not safe")
+            options, said, reason = f" {rest}".partition(" --reason")
+            args = self._parsers[verb].parse_args(_split(options, VERBS[verb]))
+            args.reason = [_unquote(reason.strip())] if said else []
+            self._deny(args)
         elif verb in self._verbs:
             self._verbs[verb](self._parsers[verb].parse_args(_split(rest, VERBS[verb])))
         else:
@@ -273,7 +288,8 @@ class AgentMagics(Magics):
         if not session_id or not message:
             missing = "a message" if session_id else "a session id and a message"
             raise MagicUsageError(f"tell needs {missing}; usage: {VERBS['tell']}")
-        session = self._open(session_id, found["store"] or found["store_after"])
+        store = found["store"] or found["store_after"]
+        session = self._open(session_id, _unquote(store) if store else None)
         session.tell(message)
         print(f"{session.id}: message sent")
 
@@ -319,7 +335,7 @@ class AgentMagics(Magics):
 
 
 HELP = inspect.cleandoc(AgentMagics.agent.__doc__ or "")
-_STORE = r"--store(?:=|\s+)(?P<{}>\S+)"
+_STORE = r"""--store(?:=|\s+)(?P<{}>"[^"]*"|'[^']*'|\S+)"""
 _TELL = re.compile(
     rf"\s*(?:{_STORE.format('store')})?\s*(?P<id>\S*)\s*(?:{_STORE.format('store_after')})?"
     r"\s*(?P<message>.*)",

@@ -263,6 +263,27 @@ def test_cell_magic_unknown_tool_prints_one_line_naming_the_built_ins(db: Path, 
     assert line.startswith("%%agent: unknown tool 'no_such_tool'") and "shell" in line
 
 
+@pytest.mark.parametrize(
+    ("defined", "says"),
+    [
+        ('def plain(x):\n    "Has no type on x."\n    return x', "no type annotation"),
+        (
+            "class Thing:\n    def __call__(self, x: int) -> int:\n        return x\n"
+            "plain = Thing()",
+            "",
+        ),
+    ],
+)
+def test_a_notebook_callable_that_cannot_be_a_tool_is_one_line(
+    db: Path, run: Run, defined: str, says: str
+) -> None:
+    run(defined)
+    _, err = run("%%agent --tools plain\ngo")
+    (line,) = err.splitlines()
+    assert line.startswith("%%agent: --tools plain: ") and says in line
+    assert sessions(store=db) == []
+
+
 def test_cell_magic_unknown_model_prints_one_project_error_line(db: Path, run: Run) -> None:
     _, err = run("%%agent --model nosuch:thing\ngo")
     (line,) = err.splitlines()
@@ -340,6 +361,22 @@ def test_tell_takes_the_store_before_or_after_the_id(db: Path, tmp_path: Path, r
     texts = [e.payload["text"] for e in s.events if e.kind is EventKind.MESSAGE]
     assert texts == ["first", "second, after the id"]
     assert not any(e.kind is EventKind.MESSAGE for x in sessions(store=db) for e in x.events)
+
+
+def test_tell_takes_a_quoted_store_path_with_a_space(db: Path, tmp_path: Path, run: Run) -> None:
+    (tmp_path / "my stores").mkdir()
+    other = tmp_path / "my stores" / "agent.db"
+    s = Agent("spaced", model=SLOW, store=other).start("loop")
+    s.pause()
+    assert s.wait(10) == "paused"
+    lines = [
+        f'%agent tell --store "{other}" {s.id} one',
+        f"%agent tell {s.id} --store '{other}' two",
+    ]
+    for line in lines:
+        out, err = run(line)
+        assert out.strip() == f"{s.id}: message sent" and err == ""
+    assert [e.payload["text"] for e in s.events if e.kind is EventKind.MESSAGE] == ["one", "two"]
 
 
 def test_a_store_named_for_reading_must_exist(db: Path, tmp_path: Path, run: Run) -> None:
@@ -429,6 +466,27 @@ def test_deny_skips_a_waiting_call_with_the_reason(db: Path, run: Run) -> None:
     (decided,) = [e for e in waiting.events if e.kind is EventKind.APPROVAL_DECIDED]
     assert decided.payload["decision"] == "deny"
     assert decided.payload["reason"] == "ran it by hand"
+
+
+def test_a_deny_reason_is_free_text_as_typed(db: Path, run: Run) -> None:
+    waiting, call, store = awaiting_approval(db)
+    _, err = run(f"%agent deny {waiting.id} {call} --store {store} --reason it's not safe")
+    assert err == "" and waiting.wait(10) == "done"
+    (decided,) = [e for e in waiting.events if e.kind is EventKind.APPROVAL_DECIDED]
+    assert decided.payload["reason"] == "it's not safe"
+
+
+def test_resume_finds_a_plain_function_the_cell_magic_made_a_tool(
+    db: Path, ip: InteractiveShell, run: Run
+) -> None:
+    run('def probe(name: str) -> str:\n    "Probes."\n    return name')
+    tools = [ip.user_ns["probe"], "python", "write_file", "read_file", "list_files"]
+    s = Agent("a", model="demo:loop?steps=30&pace=0.02", tools=tools, store=db).start("loop")
+    s.pause()
+    assert s.wait(10) == "paused"
+    s.release()
+    _, err = run(f"%agent resume {s.id}")
+    assert err == "" and s.wait(20) == "done"
 
 
 def test_approving_a_call_that_does_not_wait_is_one_error_line(db: Path, run: Run) -> None:
@@ -549,7 +607,7 @@ def test_question_mark_shows_the_same_help(db: Path, run: Run) -> None:
         ("%agent restore abc123 --at 2.5", "argument --at: invalid int value: '2.5'"),
         ("%agent list --colour", "unrecognized arguments: --colour"),
         ("%agent export abc123 --format pdf", "argument --format: invalid choice: 'pdf'"),
-        ('%agent deny abc123 call_1 --reason "unclosed', "No closing quotation"),
+        ('%agent deny "abc123 call_1 --reason it is free text', "No closing quotation"),
     ],
     ids=[
         "unknown-verb",
