@@ -235,7 +235,10 @@ def launch_message(
 ) -> dict[str, Any]:
     """What the worker needs to run a session as this process would: the notebook's current
     folder, environment (keys set in a cell since the worker started) and import path, and
-    the decisions on waiting calls that asked for the run."""
+    the decisions on waiting calls that asked for the run, and the price table (with what
+    ``set_price`` added in a cell)."""
+    from ._models._prices import PRICES
+
     cwd = os.getcwd()
     return {
         "op": "launch",
@@ -250,6 +253,7 @@ def launch_message(
             (call_id, d.approve, d.actor, d.reason, d.asked)
             for call_id, d in (decisions or {}).items()
         ],
+        "prices": dict(PRICES),
     }
 
 
@@ -258,6 +262,7 @@ def launch_message(
 
 def _launch(message: dict[str, Any]) -> str:
     from ._agent import Agent, open_store
+    from ._models._prices import PRICES
     from ._runtime import get_runtime
 
     os.chdir(message["cwd"])
@@ -268,6 +273,7 @@ def _launch(message: dict[str, Any]) -> str:
     for entry in reversed(message["sys_path"]):  # modules the notebook could import
         if entry not in sys.path:
             sys.path.insert(0, entry)
+    PRICES.update(message.get("prices", {}))  # the notebook's, as of this launch
     store = open_store(Path(message["store"]))
     session_id = store.get_session(message["session_id"]).id  # refused if not in that store
     spec = pickle.loads(message["agent"])

@@ -29,11 +29,13 @@ from jupyter_agent import (
     Session,
     SqliteStore,
     open_session,
+    set_price,
     tool,
 )
 from jupyter_agent._events import verify_chain
 from jupyter_agent._live import PartialText, live_text
-from jupyter_agent._models._base import ModelRequest, ModelResponse
+from jupyter_agent._models._base import ModelRequest, ModelResponse, Usage
+from jupyter_agent._models._prices import PRICES
 from jupyter_agent._worker import WorkerError, close_worker, current_worker
 from jupyter_agent.testing import FakeProvider, ScriptedModel, call, reply
 
@@ -342,6 +344,21 @@ def test_a_provider_model_object_goes_to_the_worker_and_answers_there(
         s = agent.run("go", timeout=30)
         assert (s.status, s.result) == ("done", "answered from the worker")
         assert len(fake.requests) == 2 and not s.running_here
+
+
+def test_a_price_set_in_the_notebook_is_the_workers_price_too(db: Path, own_worker: None) -> None:
+    set_price("openai:my-local", input=1.0, output=2.0)
+    try:
+        million = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
+        answer = ModelResponse("priced", usage=million, stop_reason="end_turn")
+        with FakeProvider([answer, answer], api_key="sk-test") as fake:
+            model = OpenAIModel("my-local", base_url=fake.openai_base_url, api_key="sk-test")
+            s = Agent("w", model=model, store=db, worker=True).run("go", timeout=30)
+            here = Agent("k", model=model, store=db).run("go", timeout=30)
+    finally:
+        PRICES.pop("openai:my-local")
+    assert s.status == here.status == "done" and not s.running_here
+    assert s.row.cost_usd == here.row.cost_usd == 1.0 + 2.0  # a million tokens each way
 
 
 def test_a_provider_model_with_its_own_http_client_is_refused_for_a_worker(db: Path) -> None:
