@@ -20,6 +20,7 @@ answer would.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import os
 import time
@@ -60,6 +61,7 @@ from ._tools._context import Effect, FileChange, PlanItem, ToolContext
 SNAPSHOT_EVERY = 100
 DECISION_POLL_S = 0.05  # how often a call waiting for approval looks for a decision
 BLOB_THRESHOLD = 32_000  # characters of tool output kept inline in an event
+RETRY_LOOKBACK = 200  # events back from the newest where a retry still waited for its time
 WORKSPACE_CHECK_S = 1.0  # how often a tool call makes sure the workspace folder exists
 RECORD_RUNNING_AFTER_S = 0.05  # a re-runnable call's intent is durable by then (see above)
 SESSION_ROW_EVERY_S = 0.5  # how long a running session's totals in its row may lag its log
@@ -264,6 +266,7 @@ class Engine:
         self._deferred: list[tuple[Draft, float]] = []
         self._recording = asyncio.Lock()  # one write at a time (see _write_in_background)
         self._flush_error: BaseException | None = None
+        self._model_not_before: float | None = None  # see _retry_due
         self._background: set[asyncio.Task[None]] = set()  # held so that they are not collected
         self._row_timer: asyncio.TimerHandle | None = None  # writes totals the last writes left
         self._call_timer: asyncio.TimerHandle | None = None  # see _watch_call
@@ -300,6 +303,7 @@ class Engine:
         """Continue the session from what the store holds; return the state it stopped in."""
         self._scope_type = type(anyio.CancelScope())
         self.state = await anyio.to_thread.run_sync(load_state, self.store, self.session_id)
+        self._model_not_before = await anyio.to_thread.run_sync(self._retry_due)
         state = self.state
         self._chain = EventChain(
             self.session_id, last_seq=state.last_seq, last_hash=state.last_hash
@@ -714,6 +718,9 @@ class Engine:
                 ConversationView(self.state.messages), self._specs, step, _Observer(self, step)
             )
             with self._interruptible("model"):
+                if self._model_not_before is not None:  # a retry's wait a pause cut short
+                    due, self._model_not_before = self._model_not_before, None
+                    await self.clock.sleep_until(due)
                 response = await self.model.complete(request)
         except _Interrupted:
             return False  # no answer recorded: the boundary pauses or stops the session
@@ -744,6 +751,20 @@ class Engine:
         except _Interrupted:
             pass  # the call stays open (in doubt, or waiting) and is settled on resume
         return False
+
+    def _retry_due(self) -> float | None:
+        """When the model may be asked again, if the log's last word on it is a retry whose
+        wait the provider set (Retry-After) and a pause or a crash cut short. (A backoff of
+        our own choosing is not waited out again: a person resumed the session.)"""
+        kinds = [EventKind.MODEL_RETRY, EventKind.MODEL_RESPONSE]
+        after = max(0, self.state.last_seq - RETRY_LOOKBACK)
+        last = collections.deque(
+            self.store.iter_events(self.session_id, after=after, kinds=kinds), maxlen=1
+        )
+        if not last or last[0].kind is not EventKind.MODEL_RETRY:
+            return None
+        after_s = last[0].payload["error"].get("retry_after_s")
+        return None if after_s is None else last[0].ts + float(after_s)
 
     def _runs_before_recorded(self, name: str) -> bool:
         """A call that may start before its intent is durable: one that changes nothing, so a

@@ -25,7 +25,7 @@ class JupyterAgentError(Exception):
 
     code = "error"
 
-    def to_dict(self) -> dict[str, str | int]:
+    def to_dict(self) -> dict[str, str | int | float]:
         return {"code": self.code, "message": str(self)}
 
 
@@ -58,11 +58,13 @@ class ModelHTTPError(ModelError):
         self.retry_after_s = retry_after_s
         self.retryable = status_code in (408, 409, 429) or status_code >= 500
 
-    def to_dict(self) -> dict[str, str | int]:
+    def to_dict(self) -> dict[str, str | int | float]:
         data = super().to_dict()
         data["status_code"] = self.status_code  # a number, as HTTP has it
         if self.request_id:
             data["request_id"] = self.request_id
+        if self.retry_after_s is not None:  # the provider's own "not before"
+            data["retry_after_s"] = self.retry_after_s
         return data
 
 

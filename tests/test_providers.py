@@ -146,6 +146,30 @@ def test_429_with_retry_after_waits_then_succeeds(tmp_path: Path, wire: str, str
     assert retry["error"]["status_code"] == 429 and retry["delay_s"] == 2
 
 
+def test_a_retry_wait_cut_short_by_a_pause_is_waited_out_after_the_resume(tmp_path: Path) -> None:
+    """The provider said "in 3 s"; a pause cut that wait short: the resumed run asks again no
+    sooner than the provider said (its retry's delay is in the log)."""
+    with FakeProvider([Fault(status=429, retry_after=3), reply("ok")]) as fake:
+        model = model_for("openai", fake, stream=False)
+        agent = Agent("p", model=model, store=tmp_path / "agent.db", workspace=tmp_path / "ws")
+        s = agent.start("make notes")
+        try:
+            deadline = time.monotonic() + 10
+            while not of_kind(s, EventKind.MODEL_RETRY):
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            asked_at = time.monotonic()
+            s.pause()
+            assert s.wait(5) == "paused"
+            s.resume()
+            time.sleep(1.0)
+            assert len(fake.requests) == 1 and s.status == "running"  # still waiting it out
+            assert s.wait(10) == "done" and len(fake.requests) == 2
+            assert time.monotonic() - asked_at >= 2.9
+        finally:
+            get_runtime().call(model.aclose)
+
+
 @pytest.mark.parametrize(("wire", "stream"), WIRES)
 @pytest.mark.parametrize(
     "fault",
