@@ -212,6 +212,10 @@ class AgentMagics(Magics):
         if spec is None:
             return None
         names = [n.strip() for n in spec.split(",") if n.strip()]
+        if not names:
+            raise MagicUsageError(
+                f"--tools names no tool ({spec!r}): give names, e.g. shell,python"
+            )
         user_ns = self.shell.user_ns if self.shell is not None else {}
         tools: list[ToolLike] = []
         for name in names:
@@ -389,6 +393,8 @@ def _budget(spec: str | None) -> _Budget:
         if key not in BUDGET_KEYS:
             supported = ", ".join(f"{k}=N" for k in BUDGET_KEYS)
             raise MagicUsageError(f"budget {key!r} is not supported yet; supported: {supported}")
+        if "max_steps" in budget:
+            raise MagicUsageError(f"--budget gives {key} twice; give it once")
         try:
             budget["max_steps"] = int(value)
         except ValueError:
@@ -403,6 +409,8 @@ def _policy(spec: str | None) -> dict[str, str]:
         tool_name, sep, rule = (s.strip() for s in item.partition("="))
         if not sep or not tool_name:
             raise MagicUsageError(f"--policy takes tool=rule pairs, not {item!r}")
+        if tool_name in policy:
+            raise MagicUsageError(f"--policy gives {tool_name} twice; give it once")
         policy[tool_name] = rule
     return policy
 

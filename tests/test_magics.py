@@ -638,6 +638,22 @@ def test_bad_budget_value_prints_one_usage_line(db: Path, run: Run) -> None:
     assert err.splitlines() == ["%%agent: budget steps must be a whole number, not 'many'"]
 
 
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ("--budget steps=3,steps=4", "--budget gives steps twice; give it once"),
+        ("--policy shell=ask,shell=deny", "--policy gives shell twice; give it once"),
+        ("--tools ,,,", "--tools names no tool (',,,'): give names, e.g. shell,python"),
+    ],
+)
+def test_an_option_given_twice_or_empty_is_one_line(
+    db: Path, run: Run, options: str, says: str
+) -> None:
+    _, err = run(f"%%agent {options}\ngo")
+    assert err.splitlines() == [f"%%agent: {says}"]
+    assert sessions(store=db) == []
+
+
 def test_unknown_session_id_prints_one_error_line(db: Path, run: Run) -> None:
     finished(db)
     out, err = run("%agent show zzzz")
