@@ -22,6 +22,7 @@ from ._errors import JupyterAgentError
 from ._events import verify_chain
 from ._store import STATUSES, SessionRow, SqliteStore, default_store_path
 from ._timeline import format_rows, timeline
+from ._watch import known_cost
 
 if TYPE_CHECKING:
     from ._session import Session
@@ -196,7 +197,8 @@ def _ago(ts: float) -> str:
 
 
 def _header(row: SessionRow) -> list[str]:
-    cost = "unknown" if row.cost_usd is None else f"${row.cost_usd:.4f}"
+    usd = known_cost(row)  # (nothing answered yet: nothing spent)
+    cost = "unknown" if usd is None else f"${usd:.4f}"
     return [
         f"session {row.id}  {row.name!r}  [{row.status}]",
         f"  model {row.model}  owner {row.owner}  started {_ago(row.created_at)}  "

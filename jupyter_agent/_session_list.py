@@ -11,6 +11,7 @@ import time
 
 from ._session import Session
 from ._store import SessionRow
+from ._watch import known_cost
 
 COLUMNS = ("id", "name", "status", "model", "owner", "steps", "tool calls", "cost", "updated")
 _NUMERIC = frozenset({"steps", "tool calls", "cost"})
@@ -44,7 +45,8 @@ class SessionList(list[Session]):
 
 
 def _cells(row: SessionRow) -> tuple[str, ...]:
-    cost = "unknown" if row.cost_usd is None else f"${row.cost_usd:.4f}"
+    usd = known_cost(row)  # (nothing answered yet: nothing spent)
+    cost = "unknown" if usd is None else f"${usd:.4f}"
     updated = time.strftime("%Y-%m-%d %H:%M", time.localtime(row.updated_at))
     return (
         row.id,

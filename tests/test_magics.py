@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,6 +31,7 @@ from jupyter_agent import (
 from jupyter_agent._identity import current_identity
 from jupyter_agent._magics import VERBS
 from jupyter_agent._worker import close_worker, current_worker
+from jupyter_agent.testing import ScriptedModel, reply
 
 Run = Callable[[str], tuple[str, str]]  # runs a cell as typed; returns (stdout, stderr)
 SLOW = "demo:loop?steps=200&pace=0.1"  # ~20 s unless steered: running when the next cell runs
@@ -317,6 +319,21 @@ def test_sessions_render_as_an_html_table_with_names_escaped(db: Path) -> None:
     assert page.startswith("<table") and f"<td>{s.id}</td>" in page
     assert "&lt;b&gt;bold&lt;/b&gt;" in page and "<b>bold" not in page
     assert "<th>tool calls</th>" in page and "<th>cost</th>" in page
+
+
+def test_a_session_that_has_not_spent_anything_costs_nothing_in_the_list(db: Path) -> None:
+    gate = threading.Event()
+
+    def first_turn(request):  # the model has not answered yet
+        assert gate.wait(30)
+        return reply("done")
+
+    s = Agent("new", model=ScriptedModel([first_turn]), store=db).start("go")
+    try:
+        assert ">$0.0000</td>" in sessions(store=db)._repr_html_()  # as the widget says
+    finally:
+        gate.set()
+    assert s.wait(10) == "done"
 
 
 def test_an_empty_store_lists_no_sessions(db: Path, run: Run) -> None:

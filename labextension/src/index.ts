@@ -41,7 +41,9 @@ function ago(ts: number): string {
 }
 
 function cost(row: ISessionRow): string {
-  return row.cost_usd === null ? 'cost ?' : `$${row.cost_usd.toFixed(row.cost_usd < 1 ? 4 : 2)}`;
+  // nothing answered yet: nothing spent (as the session's own header says)
+  const usd = row.cost_usd === null && row.steps === 0 ? 0 : row.cost_usd;
+  return usd === null ? 'cost ?' : `$${usd.toFixed(usd < 1 ? 4 : 2)}`;
 }
 
 function el<K extends keyof HTMLElementTagNameMap>(
