@@ -290,13 +290,25 @@ def main() -> None:
     parser.add_argument("--no-browser", action="store_true", help="skip the Chromium timing")
     parser.add_argument("--sizes", help="N to run instead, e.g. 100,300 (for trying the bench)")
     parser.add_argument(
-        "--out", type=Path, default=RESULTS / "latest.json", help="where to write the JSON"
+        "--out",
+        type=Path,
+        default=RESULTS / "latest.json",
+        help="where to write the JSON (a folder: latest.json in it)",
     )
     args = parser.parse_args()
+    if args.out.is_dir():
+        args.out = args.out / "latest.json"
+    try:  # checked before minutes of measuring, not after
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        parser.error(f"--out {args.out}: {exc.strerror} (give a file in a folder you can write)")
     started = time.perf_counter()
     sizes = [100, 1000] if args.quick else [100, 1000, 10_000]
     if args.sizes:
-        sizes = [int(x) for x in args.sizes.split(",")]
+        try:
+            sizes = [int(x) for x in args.sizes.split(",")]
+        except ValueError:
+            parser.error(f"--sizes takes whole numbers, e.g. 100,300 (not {args.sizes!r})")
     modes = ["default", "normal"] if args.quick else ["default", "normal", "full"]
     resume_n = sizes[-1]
     with tempfile.TemporaryDirectory(prefix="jupyter-agent-bench-") as tmp:
@@ -355,9 +367,8 @@ def main() -> None:
     print(render(rows, title=title(doc), notes=[*LEGEND, *run.notes]))
     print("\ntargets (issue 7):")
     print("\n".join(t.line() for t in goals))
-    print(f"\nwall time {wall:.0f} s; written to {args.out}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"\nwall time {wall:.0f} s; written to {args.out}")
 
 
 def installed(module: str) -> bool:

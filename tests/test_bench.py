@@ -21,9 +21,31 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.parametrize(
+    ("option", "says"),
+    [
+        (["--sizes", "100,many"], "--sizes takes whole numbers, e.g. 100,300 (not '100,many')"),
+        (
+            ["--out", "/dev/null/x.json"],
+            "--out /dev/null/x.json: File exists (give a file in a folder you can write)",
+        ),
+    ],
+)
+def test_a_bad_option_is_one_line_before_anything_is_measured(option: list[str], says: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", *option],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines()[-1] == f"python -m bench: error: {says}"
+
+
 def test_a_small_run_measures_every_part_and_writes_its_table(tmp_path: Path) -> None:
-    out = tmp_path / "latest.json"
-    small = ["--quick", "--sizes", "100", "--no-browser", "--out", str(out)]
+    out = tmp_path / "latest.json"  # given as its folder: the file goes in it
+    small = ["--quick", "--sizes", "100", "--no-browser", "--out", str(tmp_path)]
     done = subprocess.run(
         [sys.executable, "-m", "bench", *small],
         cwd=ROOT,
