@@ -22,7 +22,7 @@ from ._errors import JupyterAgentError
 from ._events import verify_chain
 from ._store import STATUSES, SessionRow, SqliteStore, default_store_path
 from ._timeline import format_rows, timeline
-from ._watch import known_cost
+from ._watch import cost_text
 
 if TYPE_CHECKING:
     from ._session import Session
@@ -197,8 +197,7 @@ def _ago(ts: float) -> str:
 
 
 def _header(row: SessionRow) -> list[str]:
-    usd = known_cost(row)  # (nothing answered yet: nothing spent)
-    cost = "unknown" if usd is None else f"${usd:.4f}"
+    cost = cost_text(row)
     return [
         f"session {row.id}  {row.name!r}  [{row.status}]",
         f"  model {row.model}  owner {row.owner}  started {_ago(row.created_at)}  "

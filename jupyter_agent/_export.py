@@ -10,6 +10,7 @@ from dataclasses import asdict
 from ._events import EventKind
 from ._store import SessionRow, SqliteStore
 from ._timeline import format_duration, timeline
+from ._watch import cost_text
 
 
 def export_json(store: SqliteStore, row: SessionRow) -> str:
@@ -34,7 +35,7 @@ def export_json(store: SqliteStore, row: SessionRow) -> str:
 
 def export_markdown(store: SqliteStore, row: SessionRow) -> str:
     """A readable report: header, timeline table, final result."""
-    cost = "unknown" if row.cost_usd is None else f"${row.cost_usd:.4f}"
+    cost = cost_text(row)
     lines = [
         f"# Session `{row.id}`: {row.name}",
         "",

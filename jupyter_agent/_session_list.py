@@ -11,7 +11,7 @@ import time
 
 from ._session import Session
 from ._store import SessionRow
-from ._watch import known_cost
+from ._watch import cost_text
 
 COLUMNS = ("id", "name", "status", "model", "owner", "steps", "tool calls", "cost", "updated")
 _NUMERIC = frozenset({"steps", "tool calls", "cost"})
@@ -45,8 +45,7 @@ class SessionList(list[Session]):
 
 
 def _cells(row: SessionRow) -> tuple[str, ...]:
-    usd = known_cost(row)  # (nothing answered yet: nothing spent)
-    cost = "unknown" if usd is None else f"${usd:.4f}"
+    cost = cost_text(row)
     updated = time.strftime("%Y-%m-%d %H:%M", time.localtime(row.updated_at))
     return (
         row.id,

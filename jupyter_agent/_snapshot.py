@@ -13,7 +13,7 @@ import time
 from ._state import TERMINAL
 from ._store import SqliteStore
 from ._timeline import _MARK, TimelineRow, format_duration, timeline
-from ._watch import PAGE_SIZE, known_cost
+from ._watch import PAGE_SIZE, cost_text
 
 # (!important: the hosts' own table styles, e.g. JupyterLab's and nbconvert's right-aligned,
 # fixed-layout cells, are more specific than these)
@@ -37,8 +37,7 @@ def snapshot_html(store: SqliteStore, session_id: str, *, limit: int = PAGE_SIZE
     first = max(0, row.last_seq - limit)
     rows = timeline(store.iter_events(session_id, after=first))
     e = html.escape
-    usd = known_cost(row)
-    cost = "unknown" if usd is None else f"${usd:.4f}"
+    cost = cost_text(row)
     end = row.updated_at if row.status in TERMINAL else time.time()
     facts = [
         ("status", row.status),

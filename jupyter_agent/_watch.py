@@ -211,6 +211,12 @@ def known_cost(row: SessionRow) -> float | None:
     return 0.0 if row.cost_usd is None and not row.steps else row.cost_usd
 
 
+def cost_text(row: SessionRow) -> str:
+    """The session's cost as every text view shows it: ``$0.0123``, or ``unknown``."""
+    usd = known_cost(row)
+    return "unknown" if usd is None else f"${usd:.4f}"
+
+
 def _elapsed(status: str, started: float, updated: float) -> float:
     end = updated if status in TERMINAL else time.time()
     return max(0.0, end - started)
