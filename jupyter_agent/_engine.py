@@ -35,6 +35,7 @@ import anyio
 from ._clock import Clock
 from ._errors import JupyterAgentError, SessionConflict, StoreError, ToolArgsInvalid
 from ._events import GENESIS_HASH, Event, EventChain, EventKind
+from ._give_way import GIVE_WAY
 from ._identity import current_notebook
 from ._inbox import Decision, Inbox
 from ._live import live_text
@@ -371,6 +372,7 @@ class Engine:
         The chain moves on only once the write succeeded; a failed write ends the run with a
         ``StoreError`` (the in-memory state is thrown away, the log stays whole).
         """
+        GIVE_WAY()  # in a kernel, its requests come first (see _give_way)
         async with self._recording:
             if self._flush_error is not None:
                 raise self._flush_error
@@ -708,6 +710,7 @@ class Engine:
 
     async def _step(self) -> bool:
         """One model turn and its tool calls; True when the session is finished."""
+        GIVE_WAY()
         step = self.state.steps + 1
         self._defer(
             (EventKind.MODEL_REQUEST, {"step": step, "messages": len(self.state.messages)}, "agent")

@@ -32,6 +32,7 @@ from ._branch import FileVersion, restore_session
 from ._clock import SystemClock
 from ._engine import Engine, record_message, record_stop
 from ._errors import InvalidSessionState, JupyterAgentError
+from ._give_way import GIVE_WAY, install_in_kernel
 from ._identity import current_identity
 from ._inbox import Decision, Inbox
 from ._state import TERMINAL
@@ -84,13 +85,16 @@ class Runtime:
                     target=anyio.run, args=(main,), name="agent-loop", daemon=True
                 )
                 self._loop_thread.start()
+                install_in_kernel()
                 ready.wait()
                 self._portal = holder[0]
             return self._portal
 
     def call(self, fn: Callable[[], Awaitable[T]]) -> T:
         """Run ``fn()`` on the runtime's loop and wait for it (e.g. ``model.aclose``)."""
-        return self._ensure_loop().call(fn)
+        portal = self._ensure_loop()
+        GIVE_WAY.give_back()  # a cell that waits on the loop: the loop may not wait on it
+        return portal.call(fn)
 
     # -- stores ------------------------------------------------------------------------------
 

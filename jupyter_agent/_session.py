@@ -20,6 +20,7 @@ from ._clock import SystemClock
 from ._engine import record_message, record_stop
 from ._errors import InvalidSessionState
 from ._events import Event
+from ._give_way import GIVE_WAY
 from ._identity import current_identity
 from ._inbox import Decision
 from ._live import PartialText, live_text
@@ -316,6 +317,7 @@ class Session:
         """Block until the session stops running (here, or in another live process) or waits
         for a person; return its status."""
         task = get_runtime().task(self.id)
+        GIVE_WAY.give_back()  # a cell waiting on its agents lets them run
         deadline = None if timeout is None else time.monotonic() + timeout
         if task is not None and task.done() and not self.running_here:
             task = None  # a run here that ended: the session may run elsewhere now

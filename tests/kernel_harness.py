@@ -153,9 +153,13 @@ class Kernels:
         env.pop("PYTEST_CURRENT_TEST", None)  # else ipykernel skips fd capture in the kernel
         return env
 
-    def start(self) -> Kernel:
+    def start(self, **env: str) -> Kernel:
+        """A new kernel; ``env``: variables to set in its environment besides the store's."""
         km, kc = start_new_kernel(
-            kernel_name="python3", env=self.env(), cwd=str(self.workdir), startup_timeout=60
+            kernel_name="python3",
+            env={**self.env(), **env},
+            cwd=str(self.workdir),
+            startup_timeout=60,
         )
         kernel = Kernel(km, kc)
         self._started.append(kernel)

@@ -371,3 +371,49 @@ def test_50_demo_agents_started_in_one_cell_finish_while_cells_answer_within_1_s
     assert all(store.get_session(sid).steps == 21 for sid in sids)
     assert len(latencies) >= 5, "the agents finished before cells could be timed"
     assert percentile(latencies, 95) < 1.0, f"1+1 round trips while agents ran: {latencies}"
+
+
+# Agents whose steps never wait long: the agents' loop is busy all the time.
+QUICK_AGENTS = """
+import anyio, sqlite3
+
+@tool(effect="read_only")
+async def tick() -> str:
+    '''Waits 5 ms.'''
+    await anyio.sleep(0.005)
+    return "ok"
+
+quick = [
+    Agent(f"quick-{i}", model=ScriptedModel(lambda r: call("tick")), tools=[tick],
+          max_steps=10**9).start("tick until stopped")
+    for i in range(5)
+]
+time.sleep(0.5)
+
+def events():
+    with sqlite3.connect(quick[0].store.path) as conn:
+        return conn.execute("SELECT count(*) FROM events").fetchone()[0]
+"""
+
+# Counts the agents' events 10 ms into a cell, at 40 ms, and at 300 ms.
+DURING_A_CELL = """
+time.sleep(0.01); a = events(); time.sleep(0.03); b = events(); time.sleep(0.26); c = events()
+print(json.dumps([b - a, c - b]))
+"""
+
+
+def test_agents_in_the_kernel_wait_while_a_cell_runs_and_share_again_after_50_ms(
+    kernels: Kernels,
+) -> None:
+    k = kernels.start()
+    k.run(IMPORTS + QUICK_AGENTS)
+    held, after = k.run(DURING_A_CELL).json()
+    assert held == 0, f"agents wrote {held} events while the cell had the kernel"
+    assert after > 50, f"agents wrote {after} events in the rest of a 300 ms cell"
+    k.run("for s in quick: s.stop()\nfor s in quick: s.wait(30)")
+
+    off = kernels.start(JUPYTER_AGENT_GIVE_WAY="0")  # the switch that turns it off
+    off.run(IMPORTS + QUICK_AGENTS)
+    held, _ = off.run(DURING_A_CELL).json()
+    assert held > 20, f"with give-way off, agents wrote only {held} events during the cell"
+    off.run("for s in quick: s.stop()\nfor s in quick: s.wait(30)")

@@ -1,0 +1,125 @@
+"""The agents' loop giving way to the kernel (``_give_way``), driven from real threads.
+
+A thread plays the agents' loop: it calls ``GiveWay()`` at each of its "steps" (a little work
+each) and notes when each call returned; the test's thread plays the kernel, beginning and
+ending requests. The kernel-side tests (the hooks in a real ipykernel) are in
+``test_kernel_runtime.py``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from jupyter_agent._give_way import BREATHE_EVERY_S, HOLD_S, TAIL_S, GiveWay
+
+
+class Loop:
+    """A thread calling ``give_way()`` between steps of ``work_s`` of busy work."""
+
+    def __init__(self, give_way: GiveWay, work_s: float = 0.0001) -> None:
+        self.give_way, self.work_s = give_way, work_s
+        self.returned: list[float] = []  # when each call returned
+        self.inside_s = 0.0  # time spent inside the calls
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            began = time.monotonic()
+            self.give_way()
+            now = time.monotonic()
+            self.inside_s += now - began
+            self.returned.append(now)
+            while time.monotonic() - now < self.work_s:
+                pass  # a step's work, holding the interpreter lock
+
+    def between(self, start: float, end: float) -> list[float]:
+        return [t for t in self.returned if start < t < end]
+
+
+@contextmanager
+def running(give_way: GiveWay, work_s: float = 0.0001) -> Iterator[Loop]:
+    loop = Loop(give_way, work_s)
+    loop._thread.start()
+    try:
+        yield loop
+    finally:
+        loop._stop.set()
+        loop._thread.join()
+
+
+def test_the_loop_waits_while_the_kernel_handles_a_request_and_goes_on_after_it() -> None:
+    gw = GiveWay()
+    with running(gw) as loop:
+        time.sleep(0.05)
+        began = time.monotonic()
+        gw.request_began()
+        time.sleep(0.03)
+        ended = time.monotonic()
+        gw.request_ended()
+        time.sleep(0.05)
+    # one step in flight may finish once the request began; then nothing until it ended
+    assert len(loop.between(began + 0.002, ended + TAIL_S)) <= 1
+    assert loop.between(ended + TAIL_S, ended + TAIL_S + 0.02), "the loop did not go on after"
+    assert loop.between(began - 0.02, began), "the loop was not running before"
+
+
+def test_a_long_request_holds_the_loop_for_at_most_hold_s() -> None:
+    gw = GiveWay()
+    with running(gw) as loop:
+        time.sleep(0.02)
+        began = time.monotonic()
+        gw.request_began()
+        time.sleep(HOLD_S * 3)
+        gw.request_ended()
+    assert len(loop.between(began + 0.002, began + HOLD_S - 0.002)) <= 1
+    resumed = loop.between(began + HOLD_S, began + HOLD_S * 3)
+    assert len(resumed) > 100, "the agents did not share the lock again during a long request"
+
+
+def test_requests_back_to_back_hold_the_loop_no_longer_than_it_then_runs() -> None:
+    gw = GiveWay()
+    with running(gw) as loop:
+        time.sleep(0.02)
+        start = time.monotonic()
+        while time.monotonic() - start < 0.5:  # a client sending cells with no pause
+            gw.request_began()
+            time.sleep(0.002)
+            gw.request_ended()
+        end = time.monotonic()
+    # the loop's calls return while it runs: count the time in 1 ms slots it ran in
+    ran = {int((t - start) * 1000) for t in loop.between(start, end)}
+    assert len(ran) / ((end - start) * 1000) > 0.3, "the agents starved"
+
+
+def test_a_cell_that_waits_on_its_agents_gives_the_loop_back_at_once() -> None:
+    gw = GiveWay()
+    with running(gw) as loop:
+        time.sleep(0.02)
+        gw.request_began()
+        time.sleep(0.005)
+        given = time.monotonic()
+        gw.give_back()  # what session.wait() and the runtime's blocking calls do
+        time.sleep(0.02)
+        gw.request_ended()
+    assert loop.between(given, given + 0.01), "the loop still waited after it was given back"
+
+
+def test_a_busy_loop_breathes_while_the_notebook_is_in_use_and_not_before() -> None:
+    gw = GiveWay()
+    with running(gw, work_s=BREATHE_EVERY_S / 10) as loop:
+        time.sleep(0.1)
+        before, at = loop.inside_s, time.monotonic()
+        assert before < 0.01, "the loop gave way with nobody using the notebook"
+        gw.request_began()
+        gw.request_ended()
+        time.sleep(TAIL_S * 2)
+        inside0, t0 = loop.inside_s, time.monotonic()
+        time.sleep(0.2)
+        share = (loop.inside_s - inside0) / (time.monotonic() - t0)
+    assert at > 0
+    # it sleeps BREATH_S after each BREATHE_EVERY_S of work: about a third of the time
+    assert share > 0.15, f"the loop gave way {share:.0%} of the time while in use"
