@@ -250,7 +250,8 @@ def resume_and_branch(
 def kernel(run: Runner, quick: bool) -> dict[str, Any]:
     """``1+1`` in a real kernel: agents whose steps take 10 ms (a stress: the agents' loop is
     busy all the time), in the kernel and in its worker (``worker=True``), and, in the full
-    run, 1 s (a model-paced agent)."""
+    run, 1 s (a model-paced agent), and cells sent back to back (a client that never stops,
+    where the agents get about half the interpreter lock)."""
     counts, samples = ("0,50", "60") if quick else ("0,10,50", "200")
     rounds = "1" if quick else str(KERNEL_ROUNDS)
     doc = run.child(
@@ -281,6 +282,20 @@ def kernel(run: Runner, quick: bool) -> dict[str, Any]:
             folder=run.folder(),
         )
         doc["paced"] = paced.get("rows", [])
+        back_to_back = run.child(
+            "kernel",
+            "--agents",
+            "0,50",
+            "--samples",
+            samples,
+            "--gap-ms",
+            "0",
+            "--rounds",
+            rounds,
+            "--json",
+            folder=run.folder(),
+        )
+        doc["back_to_back"] = back_to_back.get("rows", [])
     return doc
 
 

@@ -44,9 +44,11 @@ LEGEND = [
     "appends/s: floor = json.dumps + INSERT into a bare table; project = a hash-chained event "
     "as the engine writes it (the lease checked, the session row at most twice a second); one "
     "commit per event (single) or per 100; the median of 3 runs of each, taken in turns",
-    "kernel: the floor column is the idle kernel (0 agents) of the same run; the full run "
+    "kernel: cells ~30 ms apart (0.5-1.5 times that, seeded), or back to back where it says so; "
+    "the floor column is the idle kernel (0 agents) of the same run; the full run "
     "measures 3 rounds in turns, each in fresh kernels, and shows medians (a ratio: the median "
-    "of the rounds' ratios to their own idle kernel); CPU: what the "
+    "of the rounds' ratios to their own idle kernel); agents in the kernel give way to its "
+    "requests (jupyter_agent/_give_way.py), so their steps/s is shown beside; CPU: what the "
     "kernel's process used while timing, in cores (one interpreter lock: ~1 core of Python at "
     "most, and the idle kernel answering cells back to back already uses most of one)",
     "widget in Chromium: from running the cell that shows the session to its rows being in the "
@@ -195,14 +197,21 @@ def kernel(r: Results, rows: list[Row]) -> None:
         for pace, found in (
             (f"{tool_ms:g} ms steps", r.kernel.get("rows", [])),
             ("1 s steps", r.kernel.get("paced", [])),
+            (f"{tool_ms:g} ms steps, cells back to back", r.kernel.get("back_to_back", [])),
         ):
             for k in found:
                 if not k["agents"] and pace == "1 s steps":
                     continue  # the same idle kernel, measured again
                 what = f"{k['agents']:.0f} agents" + (f", {pace}" if k["agents"] else "")
+                if not k["agents"] and "back to back" in pace:
+                    what += ", cells back to back"
                 if k.get("worker"):
                     what += ", in a worker"
                 if stat == "cores":
+                    if k["agents"] and k.get("agent_steps_per_s") is not None:
+                        rows.append(
+                            Row("kernel: agents' steps/s", what, "normal", k["agent_steps_per_s"])
+                        )
                     if k.get("kernel_cores") is not None:
                         rows.append(Row("kernel CPU, cores", what, "normal", k["kernel_cores"]))
                     if k.get("worker_cores") is not None:

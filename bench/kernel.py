@@ -4,15 +4,20 @@
     python -m bench.kernel --agents 0,100 --samples 500
     python -m bench.kernel --agents 0,50 --rounds 3   in turns, three times: medians
     python -m bench.kernel --agents 0 --worker-agents 50   the agents in the kernel's worker
+    python -m bench.kernel --gap-ms 0          cells back to back, no pause between them
 
 For each number of agents a fresh kernel starts them (a scripted model calling a 10 ms tool,
 forever), lets them run for a second, then times ``1+1`` cells from sending the request to its
-``execute_reply``, one after the other. Prints median and p95 with their ratios to the idle
-kernel, the agents' steps per second during the timing (to show they really ran) and the CPU
-the kernel's process used meanwhile, in cores (its threads share one interpreter lock: with
-~1 core busy, a cell waits its turn for it). With ``--worker-agents`` the agents are made
-with ``worker=True``: they run in the process the kernel starts beside it (whose CPU is shown
-too), on an interpreter lock of their own.
+``execute_reply``, one after the other, each sent 0.5-1.5 times ``--gap-ms`` (30) after the last
+one's reply, as a person (a quick one) runs cells. ``--gap-ms 0`` sends them back to back (a
+client that never stops): agents in the kernel give way to each cell
+(``jupyter_agent/_give_way.py``) for no longer than they then run, so they run at about a third
+of their speed. Prints median and p95 with their ratios to the idle kernel, the agents' steps
+per second during the timing (to show they really ran) and the CPU the kernel's process used
+meanwhile, in cores (its threads share one interpreter lock: with ~1 core busy, a cell waits its
+turn for it). With ``--worker-agents`` the agents are made with ``worker=True``: they run in the
+process the kernel starts beside it (whose CPU is shown too), on an interpreter lock of their
+own.
 ``measure()`` returns the same numbers. Compare ratios, not absolute times: the machines are
 shared and noisy.
 """
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import queue
+import random
 import sqlite3
 import statistics
 import tempfile
@@ -35,6 +41,7 @@ from jupyter_client.manager import start_new_kernel
 from ._common import report
 
 AGENT_COUNTS = (0, 10, 50)
+GAP_MS = 30.0  # between a reply and the next cell, on average (seeded: the same in every run)
 WARM_UP_S = 1.0
 
 START_AGENTS = """
@@ -64,6 +71,7 @@ def measure(
     tool_ms: float = 10.0,
     rounds: int = 1,
     worker_counts: tuple[int, ...] = (),
+    gap_ms: float = GAP_MS,
 ) -> dict[str, list[dict[str, Any]]]:
     """``1+1`` round-trip median and p95 (ms) in a kernel running each number of agents.
 
@@ -77,7 +85,7 @@ def measure(
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(rounds):
             rows = [
-                _measure_one(n, Path(tmp) / f"bench-{k}-{n}-{w:d}.db", samples, tool_ms, w)
+                _measure_one(n, Path(tmp) / f"bench-{k}-{n}-{w:d}.db", samples, tool_ms, w, gap_ms)
                 for n, w in runs
             ]
             idle = next((r for r in rows if r["agents"] == 0), rows[0])
@@ -99,8 +107,9 @@ def measure(
 
 
 def _measure_one(
-    n: int, db: Path, samples: int, tool_ms: float, worker: bool = False
+    n: int, db: Path, samples: int, tool_ms: float, worker: bool = False, gap_ms: float = GAP_MS
 ) -> dict[str, Any]:
+    pace = random.Random(n)  # the same gaps each time for the same number of agents
     env = {**os.environ, "JUPYTER_AGENT_DB": str(db)}
     env.pop("PYTEST_CURRENT_TEST", None)
     km, kc = start_new_kernel(kernel_name="python3", env=env, cwd=str(db.parent))
@@ -114,7 +123,11 @@ def _measure_one(
         other = _worker_pid(db, pid) if worker else None
         steps_before, t0 = _steps(db), time.monotonic()
         cpu_before, other_before = _cpu_s(pid), _cpu_s(other)
-        times = [_execute(kc, "1+1") for _ in range(samples)]
+        times = []
+        for _ in range(samples):
+            if gap_ms:
+                time.sleep(pace.uniform(0.5, 1.5) * gap_ms / 1000)
+            times.append(_execute(kc, "1+1"))
         took = time.monotonic() - t0
         steps_per_s = (_steps(db) - steps_before) / took
         cpu_after, other_after = _cpu_s(pid), _cpu_s(other)
@@ -206,6 +219,9 @@ def main() -> None:
     parser.add_argument(
         "--worker-agents", default="", help="numbers of agents to run in the kernel's worker too"
     )
+    parser.add_argument(
+        "--gap-ms", type=float, default=GAP_MS, help="mean pause between cells (0: none)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON line (for bench)")
     parser.add_argument("--dir", help="ignored: the stores live in a temporary folder")
     args = parser.parse_args()
@@ -213,12 +229,15 @@ def main() -> None:
     in_worker = tuple(int(x) for x in args.worker_agents.split(",") if x.strip())
     if args.rounds < 1:
         parser.error("--rounds must be 1 or more")
+    if args.gap_ms < 0:
+        parser.error("--gap-ms must be 0 or more")
     result = measure(
         counts,
         samples=args.samples,
         tool_ms=args.tool_ms,
         rounds=args.rounds,
         worker_counts=in_worker,
+        gap_ms=args.gap_ms,
     )
     if args.json:
         report(
@@ -227,6 +246,7 @@ def main() -> None:
                 "samples": args.samples,
                 "tool_ms": args.tool_ms,
                 "rounds": args.rounds,
+                "gap_ms": args.gap_ms,
                 **result,
             }
         )
@@ -251,7 +271,9 @@ def main() -> None:
         print(f"medians of {args.rounds} rounds in turns; each ratio is to its round's idle kernel")
     print(
         f"1+1 execute round trip (request to execute_reply), {args.samples} cells after "
-        f"{WARM_UP_S:g} s of warm-up; agents: a scripted model calling a {args.tool_ms:g} ms "
+        f"{WARM_UP_S:g} s of warm-up, "
+        + (f"~{args.gap_ms:g} ms apart" if args.gap_ms else "back to back")
+        + f"; agents: a scripted model calling a {args.tool_ms:g} ms "
         "tool without end; ratios are to the kernel with no agents."
     )
 
