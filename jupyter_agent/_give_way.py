@@ -29,6 +29,7 @@ then run at full speed and the notebook answers more slowly while they do).
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from typing import Any
@@ -139,8 +140,7 @@ def install_in_kernel() -> bool:
 
 
 def _kernel() -> Any:
-    try:
-        from IPython import get_ipython
-    except ImportError:
+    ipython = sys.modules.get("IPython")  # a kernel has imported it; importing it costs ~40 ms
+    if ipython is None:
         return None
-    return getattr(get_ipython(), "kernel", None)
+    return getattr(ipython.get_ipython(), "kernel", None)

@@ -8,10 +8,13 @@ ending requests. The kernel-side tests (the hooks in a real ipykernel) are in
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from jupyter_agent._give_way import BREATHE_EVERY_S, HOLD_S, TAIL_S, GiveWay
 
@@ -123,3 +126,26 @@ def test_a_busy_loop_breathes_while_the_notebook_is_in_use_and_not_before() -> N
     assert at > 0
     # it sleeps BREATH_S after each BREATHE_EVERY_S of work: about a third of the time
     assert share > 0.15, f"the loop gave way {share:.0%} of the time while in use"
+
+
+def test_a_process_that_is_not_a_kernel_never_imports_ipython_to_find_out(tmp_path: Path) -> None:
+    # (importing IPython costs ~40 ms: it was a third of a resume of 1,000 steps)
+    script = f"""
+import sys
+from jupyter_agent import Agent, tool
+from jupyter_agent.testing import ScriptedModel, call, reply
+
+@tool(effect="read_only")
+def ping() -> str:
+    '''Answers.'''
+    return "pong"
+
+model = ScriptedModel(lambda r: call("ping") if r.step == 1 else reply("done"))
+s = Agent("plain", model=model, tools=[ping], store={str(tmp_path / "a.db")!r}).start("go")
+assert s.wait(30) == "done"
+print("IPython" in sys.modules)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip() == "False", out.stdout + out.stderr
