@@ -83,7 +83,7 @@ def fork_session(
     parent = store.get_session(parent_id)
     # the parent's own folder: at a point it inherited (a fork of a fork), the state there
     # names the folder of the session it was forked from, whose files have moved on since
-    home = state.workspace if at == parent.last_seq else load_state(store, parent_id).workspace
+    home = state.workspace if at == parent.last_seq else _own_workspace(store, parent_id)
     fork_id = uuid.uuid4().hex[:12]
     payload: dict[str, Any] = {
         "parent_id": parent_id,
@@ -126,6 +126,19 @@ def fork_session(
         },
     )
     return fork_id
+
+
+def _own_workspace(store: SqliteStore, session_id: str) -> str:
+    """The folder a session works in now: the last one its start or a fork named (reading
+    those events alone, not folding its whole history)."""
+    workspace = ""
+    for event in store.iter_events(session_id, kinds=[EventKind.SESSION_STARTED, EventKind.FORK]):
+        p = event.payload
+        if event.kind is EventKind.SESSION_STARTED:
+            workspace = p["workspace"]
+        else:
+            workspace = p.get("workspace", workspace)
+    return workspace
 
 
 def check_restore_point(store: SqliteStore, session_id: str, at: int) -> SessionRow:
