@@ -302,7 +302,9 @@ class Session:
                 raise ValueError(f"session {self.id} is already at event {at}: nothing to restore")
             self._send("restore", {"at": at}, actor)
             return False
-        runtime.restore(self.store, self.id, at, actor).result(timeout=RESTORE_TIMEOUT_S)
+        done = runtime.restore(self.store, self.id, at, actor)
+        GIVE_WAY.give_back()  # the engine must come to rest first: let it run
+        done.result(timeout=RESTORE_TIMEOUT_S)
         return True
 
     def approve(self, call_id: str) -> None:
