@@ -15,8 +15,9 @@ engine calls before each step and each write):
   ipykernel's pre- and post-handler hooks) and for ``TAIL_S`` after it (the reply on its way
   out), the loop waits: for at most ``HOLD_S`` of any one request (a long cell shares the lock
   again after that), and for no more time than the agents then get (a client that sends cells
-  back to back does not starve them); a cell that waits on an agent (``session.wait()``) gives
-  it back at once;
+  back to back does not starve them); overlapping requests (subshells) share one hold; a
+  cell that waits on the loop (``session.wait()``, starting an agent, a restore) gives it
+  back at once;
 - while the notebook is in use (a request in the last ``IN_USE_S``), the loop sleeps
   ``BREATH_S`` after each ``BREATHE_EVERY_S`` of unbroken work, so a waiting thread gets the
   lock within about that, not ~5 ms.
@@ -47,39 +48,51 @@ class GiveWay:
 
     def __init__(self) -> None:
         self.installed = False
+        self.forget()
+
+    def forget(self) -> None:
+        """No request, nobody using the notebook (a process forked from a kernel starts so)."""
         self._changed = threading.Condition()
-        self._held_until = 0.0  # the loop waits until then (monotonic); 0: no request
-        self._holding = False  # the request being handled holds the loop
-        self._request_began = 0.0
+        self._held_until = 0.0  # the loop waits until then (monotonic)
+        self._requests = 0  # requests being handled that hold the loop (subshells overlap)
+        self._hold_began = 0.0
+        self._holds = threading.local()  # whether this thread's request holds it
         self._agents_until = 0.0  # the agents' turn: a request before then does not hold
-        self._in_use_until = 0.0  # 0 outside a kernel, or when nobody used it for a while
+        self._in_use_until = 0.0  # 0 outside a kernel
         self._last_call = 0.0
         self._next_breath = 0.0
 
-    # -- the kernel's side (its shell thread) ----------------------------------------------
+    # -- the kernel's side (its shell thread, or a subshell's) -------------------------------
 
     def request_began(self) -> None:
         now = time.monotonic()
-        self._in_use_until = now + IN_USE_S
-        if now < self._agents_until:
-            return  # the last requests held the loop as long as the agents have had since
         with self._changed:
-            self._holding, self._request_began = True, now
-            self._held_until = now + HOLD_S
+            self._in_use_until = now + IN_USE_S
+            holds = self._requests > 0 or now >= self._agents_until
+            self._holds.value = holds
+            if not holds:
+                return  # the last requests held the loop as long as the agents have had since
+            if not self._requests:  # the first of overlapping requests starts the hold
+                self._hold_began, self._held_until = now, now + HOLD_S
+            self._requests += 1
 
     def request_ended(self) -> None:
         now = time.monotonic()
         with self._changed:
-            if not self._holding:
+            if not getattr(self._holds, "value", False):
                 return
-            self._holding = False
-            held = min(now - self._request_began, HOLD_S) + TAIL_S
-            self._held_until = now + TAIL_S if now < self._held_until else 0.0
+            self._holds.value = False
+            self._requests -= 1
+            if self._requests:
+                return  # another request still holds it
+            held = min(now - self._hold_began, HOLD_S) + TAIL_S
+            self._held_until = min(self._held_until, now + TAIL_S)
             self._agents_until = now + TAIL_S + held
             self._changed.notify_all()
 
     def give_back(self) -> None:
-        """The kernel waits on the agents (a cell in ``session.wait()``): let them run."""
+        """The kernel waits on the agents (a cell in ``session.wait()``, starting an agent):
+        let them run."""
         if self._held_until:
             with self._changed:
                 self._held_until = 0.0
@@ -94,13 +107,11 @@ class GiveWay:
             return
         now = time.monotonic()
         if now >= self._in_use_until:
-            self._in_use_until = 0.0
             return
-        if self._held_until:
+        if self._held_until > now:
             with self._changed:
-                while self._held_until and (left := self._held_until - time.monotonic()) > 0:
+                while (left := self._held_until - time.monotonic()) > 0:
                     self._changed.wait(left)
-                self._held_until = 0.0
             now = time.monotonic()
         elif now - self._last_call > IDLE_GAP_S:
             self._next_breath = now + BREATHE_EVERY_S  # it rested: a stretch starts now
@@ -112,6 +123,8 @@ class GiveWay:
 
 
 GIVE_WAY = GiveWay()
+if hasattr(os, "register_at_fork"):  # a child of a kernel handles no requests of its own
+    os.register_at_fork(after_in_child=GIVE_WAY.forget)
 
 
 def install_in_kernel() -> bool:

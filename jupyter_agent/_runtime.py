@@ -191,7 +191,9 @@ class Runtime:
         with self._commands_lock:  # what was left while no process ran it (a decision on a
             self._apply_commands(session_id, store)  # waiting call): before the run settles
         try:
-            task: Future[object] = self._ensure_loop().start_task_soon(self._run, engine)
+            portal = self._ensure_loop()
+            GIVE_WAY.give_back()  # the portal waits for the loop to take the task
+            task: Future[object] = portal.start_task_soon(self._run, engine)
         except BaseException:
             self._engines.pop(session_id, None)
             inbox.deactivate()

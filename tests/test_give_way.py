@@ -8,6 +8,8 @@ ending requests. The kernel-side tests (the hooks in a real ipykernel) are in
 
 from __future__ import annotations
 
+import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -16,7 +18,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from jupyter_agent._give_way import BREATHE_EVERY_S, HOLD_S, TAIL_S, GiveWay
+import anyio
+
+from jupyter_agent import Agent, tool
+from jupyter_agent._give_way import BREATHE_EVERY_S, GIVE_WAY, HOLD_S, TAIL_S, GiveWay
+from jupyter_agent.testing import ScriptedModel, call, reply
 
 
 class Loop:
@@ -149,3 +155,71 @@ print("IPython" in sys.modules)
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
     )
     assert out.stdout.strip() == "False", out.stdout + out.stderr
+
+
+def test_overlapping_requests_hold_the_loop_for_at_most_hold_s_from_the_first() -> None:
+    gw = GiveWay()
+    with running(gw) as loop:
+        time.sleep(0.02)
+        began = time.monotonic()
+        gw.request_began()  # a cell
+        time.sleep(0.03)
+        other = threading.Thread(target=lambda: (gw.request_began(), gw.request_ended()))
+        other.start()  # a subshell's request, begun and ended while the cell runs
+        other.join()
+        time.sleep(HOLD_S * 2)
+        gw.request_ended()
+    assert len(loop.between(began + 0.002, began + HOLD_S - 0.002)) <= 1
+    # (the subshell's request began 30 ms in: re-arming the hold then would end it at 80 ms)
+    assert loop.between(began + HOLD_S + 0.005, began + HOLD_S + 0.025), "held past HOLD_S"
+
+
+def test_a_process_forked_from_a_kernel_gives_way_to_nothing() -> None:
+    GIVE_WAY.request_began()  # as if this process were a kernel handling a cell
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: no request of its own, nobody using it
+            os._exit(0 if not GIVE_WAY._in_use_until and not GIVE_WAY._held_until else 1)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        GIVE_WAY.request_ended()
+        GIVE_WAY.forget()
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_starting_an_agent_while_the_kernel_holds_the_loop_does_not_wait_out_the_hold(
+    tmp_path: Path,
+) -> None:
+    @tool(effect="read_only")
+    async def tick() -> str:
+        """Waits 5 ms."""
+        await anyio.sleep(0.005)
+        return "ok"
+
+    store = str(tmp_path / "a.db")
+    busy = [
+        Agent(
+            f"busy-{i}", model=ScriptedModel(lambda r: call("tick")), tools=[tick], store=store
+        ).start("tick")
+        for i in range(5)
+    ]
+    took = []
+    try:
+        time.sleep(0.2)
+        for i in range(5):
+            GIVE_WAY.request_began()  # what the kernel's hook does as a cell begins
+            try:
+                t0 = time.monotonic()
+                quick = ScriptedModel(lambda r: reply("done"))
+                Agent(f"new-{i}", model=quick, store=store).start("answer")
+                took.append(time.monotonic() - t0)
+            finally:
+                GIVE_WAY.request_ended()
+            time.sleep(0.06)
+    finally:
+        GIVE_WAY.forget()
+        for s in busy:
+            s.stop()
+        for s in busy:
+            s.wait(30)
+    assert statistics.median(took) < HOLD_S * 0.6, f"start() took {took} s under a hold"

@@ -395,9 +395,10 @@ def events():
         return conn.execute("SELECT count(*) FROM events").fetchone()[0]
 """
 
-# Counts the agents' events 10 ms into a cell, at 40 ms, and at 300 ms.
+# Counts the agents' events 5 ms into a cell, at 25 ms (well inside the 50 ms hold, even if
+# the cell's code starts late), and at 300 ms.
 DURING_A_CELL = """
-time.sleep(0.01); a = events(); time.sleep(0.03); b = events(); time.sleep(0.26); c = events()
+time.sleep(0.005); a = events(); time.sleep(0.02); b = events(); time.sleep(0.275); c = events()
 print(json.dumps([b - a, c - b]))
 """
 
