@@ -268,34 +268,21 @@ def kernel(run: Runner, quick: bool) -> dict[str, Any]:
         folder=run.folder(),
     )
     if not quick and "rows" in doc:
-        paced = run.child(
-            "kernel",
-            "--agents",
-            "0,50",
-            "--samples",
-            "100",
-            "--tool-ms",
-            "1000",
-            "--rounds",
-            rounds,
-            "--json",
-            folder=run.folder(),
-        )
-        doc["paced"] = paced.get("rows", [])
-        back_to_back = run.child(
-            "kernel",
-            "--agents",
-            "0,50",
-            "--samples",
-            samples,
-            "--gap-ms",
-            "0",
-            "--rounds",
-            rounds,
-            "--json",
-            folder=run.folder(),
-        )
-        doc["back_to_back"] = back_to_back.get("rows", [])
+        for key, variant in (
+            ("paced", ("--samples", "100", "--tool-ms", "1000")),  # a step a second
+            ("back_to_back", ("--samples", samples, "--gap-ms", "0")),
+        ):
+            more = run.child(
+                "kernel",
+                "--agents",
+                "0,50",
+                *variant,
+                "--rounds",
+                rounds,
+                "--json",
+                folder=run.folder(),
+            )
+            doc[key] = more.get("rows", [])
     return doc
 
 
