@@ -675,3 +675,30 @@ def test_a_session_displays_itself_as_the_live_widget_in_a_kernel(tmp_path: Path
         assert deltas == [6, 7, 8, 9, 10]
     finally:
         kernels.close()
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's module")
+def test_the_chart_draws_the_newest_calls_of_a_long_session_only() -> None:
+    # it drew a bar for every call at every event: a quick session's page fell seconds behind
+    script = textwrap.dedent(
+        f"""
+        import {{ ganttSpans }} from {json.dumps(WIDGET_JS.as_uri())};
+        const rows = [];
+        for (let i = 1; i <= 200000; i++)  // more than a spread (...) of arguments can take
+          rows.push({{ seq: i, kind: i % 2 ? "model" : "tool", ts: i, duration_ms: 500,
+                       status: "ok" }});
+        rows.push({{ seq: 200001, kind: "result", ts: 200001, duration_ms: null, status: "ok" }});
+        const {{ spans, t0, t1 }} = ganttSpans(rows, 0);
+        console.log(JSON.stringify([spans.map((s) => s.row.seq), t0, t1]));
+        """
+    )
+    out = subprocess.run(
+        ["node", "--input-type=module", "-e", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    seqs, t0, t1 = json.loads(out.stdout)
+    assert seqs == list(range(199_701, 200_001))  # the newest 300, oldest first
+    assert (t0, t1) == (199_701 - 0.5, 200_000.5)  # a model bar ends at its answer

@@ -8,6 +8,7 @@
 // The timeline folds events into rows the way jupyter_agent/_timeline.py does.
 
 const PAGE = 200;
+const GANTT_SPANS = 300; // the chart shows the newest calls and model turns: one bar each
 const REQUEST_TIMEOUT_MS = 30000;
 const MARK = { ok: "✓", error: "✗", running: "…", waiting: "?", skipped: "-", info: "·" };
 const TERMINAL = new Set(["done", "failed", "stopped"]);
@@ -405,6 +406,29 @@ function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+// The chart's bars: the newest `max` tool calls and model turns (a bar each; a long session
+// would otherwise rebuild thousands at every event), and the time they span.
+export function ganttSpans(rows, now, max = GANTT_SPANS) {
+  const spans = [];
+  for (let i = rows.length - 1; i >= 0 && spans.length < max; i--) {
+    const row = rows[i];
+    if (row.kind === "tool") {
+      const end = row.duration_ms !== null ? row.ts + row.duration_ms / 1000 : row.status === "running" ? Math.max(row.ts, now) : row.ts;
+      spans.push({ row, start: row.ts, end, cls: "ja-bar" });
+    } else if (row.kind === "model" && row.duration_ms !== null) {
+      spans.push({ row, start: row.ts - row.duration_ms / 1000, end: row.ts, cls: "ja-mbar" });
+    }
+  }
+  spans.reverse();
+  let t0 = Infinity;
+  let t1 = -Infinity;
+  for (const s of spans) {
+    t0 = Math.min(t0, s.start);
+    t1 = Math.max(t1, s.end);
+  }
+  return { spans, t0, t1 };
+}
+
 const schedule = (fn) =>
   typeof requestAnimationFrame === "function" ? requestAnimationFrame(fn) : setTimeout(fn, 16);
 
@@ -427,6 +451,7 @@ export class SessionView {
     this.localError = "";
     this.clockOffset = 0; // kernel time - browser time, in seconds
     this.pendingRender = false;
+    this.arriving = []; // events received since the last frame
     this.build();
     this.unsubscribe = source.subscribe((m) => this.onSource(m));
     const first = source.state().initial_page;
@@ -509,12 +534,26 @@ export class SessionView {
     }
   }
 
+  // Events arrive one message each (hundreds a second from a quick agent): they are taken
+  // once a frame, so the timeline's layout is read and its end scrolled to once, not per event.
   onEvent(e) {
     if (this.events.has(e.seq)) return;
-    const stick = this.atEnd();
-    this.ingest([e]);
-    if (stick) this.scrollToEnd();
-    if (e.seq > this.top) this.catchUp(); // a gap: ask for what is missing
+    this.arriving.push(e);
+    if (this.arriving.length > 1) return;
+    schedule(() => {
+      const list = this.arriving;
+      this.arriving = [];
+      const stick = this.atEnd();
+      this.ingest(list);
+      if (stick) this.scrollToEnd();
+      if (list.some((e) => e.seq > this.top)) this.catchUp(); // a gap: ask for what is missing
+    });
+  }
+
+  newest() {
+    let max = 0;
+    for (const seq of this.events.keys()) if (seq > max) max = seq;
+    return max;
   }
 
   ingest(list) {
@@ -546,7 +585,7 @@ export class SessionView {
     this.maxFolded = 0;
     this.hasMore = hasMore;
     this.based = true;
-    this.top = list.length ? Math.min(...list.map((e) => e.seq)) - 1 : 0;
+    this.top = list.length ? list.reduce((min, e) => Math.min(min, e.seq), Infinity) - 1 : 0;
     this.ingest(list);
     this.renderMore();
   }
@@ -561,7 +600,7 @@ export class SessionView {
   refold() {
     const keep = this.selected ? this.selected.seq : null;
     this.fold = foldEvents(this.events.values());
-    this.maxFolded = Math.max(0, ...this.events.keys());
+    this.maxFolded = this.newest();
     for (const el of this.rowEls.values()) el.remove();
     this.rowEls.clear();
     this.selected = null;
@@ -596,7 +635,7 @@ export class SessionView {
       this.ingest(answer.events || []);
     }
     if (stick) this.scrollToEnd();
-    const gap = Math.max(0, ...this.events.keys()) > this.top;
+    const gap = this.newest() > this.top;
     if ((gap && this.top > before) || this.catchUpAgain) this.catchUp();
   }
 
@@ -905,23 +944,12 @@ export class SessionView {
   }
 
   renderGantt() {
-    const now = this.kernelNow();
-    const spans = [];
-    for (const row of this.fold.rows) {
-      if (row.kind === "tool") {
-        const end = row.duration_ms !== null ? row.ts + row.duration_ms / 1000 : row.status === "running" ? Math.max(row.ts, now) : row.ts;
-        spans.push({ row, start: row.ts, end, cls: "ja-bar" });
-      } else if (row.kind === "model" && row.duration_ms !== null) {
-        spans.push({ row, start: row.ts - row.duration_ms / 1000, end: row.ts, cls: "ja-mbar" });
-      }
-    }
+    const { spans, t0, t1 } = ganttSpans(this.fold.rows, this.kernelNow());
     this.ganttEl.hidden = spans.length === 0;
     if (!spans.length) {
       this.ganttEl.replaceChildren();
       return;
     }
-    const t0 = Math.min(...spans.map((s) => s.start));
-    const t1 = Math.max(...spans.map((s) => s.end));
     const width = Math.max(t1 - t0, 0.001);
     const models = h("div", { class: "ja-gantt-lane ja-gantt-models", title: "model turns" });
     const tools = h("div", { class: "ja-gantt-lane ja-gantt-tools", title: "tool calls" });

@@ -212,3 +212,36 @@ def test_the_saved_notebook_keeps_an_html_snapshot_of_the_session(notebook: Open
     assert box is not None and table is not None and box["width"] > table["width"] / 3
     nb.page.screenshot(path=html_page.with_suffix(".png"))
     print(f"screenshot: {html_page.with_suffix('.png')}")
+
+
+# How late the page runs a timer set for now, sampled every 250 ms for ``s`` seconds (ms).
+_LAG = """async (s) => {
+  const lags = [];
+  const end = performance.now() + s * 1000;
+  while (performance.now() < end) {
+    const asked = performance.now();
+    await new Promise((ok) => setTimeout(ok, 0));
+    lags.push(performance.now() - asked);
+    await new Promise((ok) => setTimeout(ok, 250));
+  }
+  return lags;
+}"""
+
+
+def test_the_widget_of_a_quick_agent_keeps_up_and_the_page_stays_responsive(
+    notebook: Open, lab: Lab
+) -> None:
+    # a bar per call redrawn and the layout read at every event: the page fell seconds behind
+    quick = "%%agent --model demo:loop?steps=100000&pace=0.01 --budget steps=100000\nCount, quickly."
+    nb = notebook("quick.ipynb", [LOAD, quick])
+    widget = start_agent(nb)
+    session_id = widget.get_attribute("data-session-id") or ""
+    lags = nb.page.evaluate(_LAG, 20)
+    later = lags[len(lags) // 2 :]
+    assert max(later) < 1000, f"the page ran timers this late (ms): {[round(x) for x in lags]}"
+    with SqliteStore(lab.store) as store:
+        done = store.get_session(session_id).steps
+    assert done > 500, f"the agent made only {done} steps in 20 s"
+    nb.page.wait_for_function(_STEPS_ABOVE, arg=[AGENT_CELL, done - 100], timeout=5_000)
+    widget.locator("button.ja-stop").click()
+    expect(widget).to_have_attribute("data-status", "stopped", timeout=15_000)
