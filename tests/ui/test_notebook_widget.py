@@ -232,7 +232,8 @@ def test_the_widget_of_a_quick_agent_keeps_up_and_the_page_stays_responsive(
     notebook: Open, lab: Lab
 ) -> None:
     # a bar per call redrawn and the layout read at every event: the page fell seconds behind
-    quick = "%%agent --model demo:loop?steps=100000&pace=0.01 --budget steps=100000\nCount, quickly."
+    model = "demo:loop?steps=100000&pace=0.01"
+    quick = f"%%agent --model {model} --budget steps=100000\nCount, quickly."
     nb = notebook("quick.ipynb", [LOAD, quick])
     widget = start_agent(nb)
     session_id = widget.get_attribute("data-session-id") or ""
