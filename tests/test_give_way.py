@@ -121,7 +121,7 @@ def test_a_busy_loop_breathes_while_the_notebook_is_in_use_and_not_before() -> N
     gw = GiveWay()
     with running(gw, work_s=BREATHE_EVERY_S / 10) as loop:
         time.sleep(0.1)
-        before, at = loop.inside_s, time.monotonic()
+        before = loop.inside_s
         assert before < 0.01, "the loop gave way with nobody using the notebook"
         gw.request_began()
         gw.request_ended()
@@ -129,7 +129,6 @@ def test_a_busy_loop_breathes_while_the_notebook_is_in_use_and_not_before() -> N
         inside0, t0 = loop.inside_s, time.monotonic()
         time.sleep(0.2)
         share = (loop.inside_s - inside0) / (time.monotonic() - t0)
-    assert at > 0
     # it sleeps BREATH_S after each BREATHE_EVERY_S of work: about a third of the time
     assert share > 0.15, f"the loop gave way {share:.0%} of the time while in use"
 
