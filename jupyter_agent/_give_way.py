@@ -127,15 +127,15 @@ if hasattr(os, "register_at_fork"):  # a child of a kernel handles no requests o
     os.register_at_fork(after_in_child=GIVE_WAY.forget)
 
 
-def install_in_kernel() -> bool:
+def install_in_kernel() -> None:
     """Hook ``GIVE_WAY`` into the IPython kernel this process runs, if any (once)."""
     if GIVE_WAY.installed or os.environ.get("JUPYTER_AGENT_GIVE_WAY", "1") == "0":
-        return GIVE_WAY.installed
+        return
     kernel = _kernel()
     before = getattr(kernel, "pre_handler_hook", None)
     after = getattr(kernel, "post_handler_hook", None)
     if kernel is None or not callable(before) or not callable(after):
-        return False
+        return
 
     def pre_handler_hook() -> None:
         GIVE_WAY.request_began()
@@ -149,7 +149,6 @@ def install_in_kernel() -> bool:
 
     kernel.pre_handler_hook, kernel.post_handler_hook = pre_handler_hook, post_handler_hook
     GIVE_WAY.installed = True
-    return True
 
 
 def _kernel() -> Any:
