@@ -407,16 +407,16 @@ class Engine:
                 if self._wait_scope is not None:
                     self._wait_scope.after_write()
 
-    def _watch_call(self) -> None:
+    def _watch_call(self, started: float) -> None:
         """Have the deferred events written if the call starting now runs for
         ``RECORD_RUNNING_AFTER_S``. One timer serves call after call: armed when none is, it
         re-arms itself for the call running when it fires (a timer made and cancelled for
-        every call is a good share of a step's cost). Times are the loop's own clock."""
-        loop = asyncio.get_running_loop()
-        self._call_started = started = loop.time()
+        every call is a good share of a step's cost). ``started`` is ``time.monotonic()``, the
+        asyncio loop's own clock."""
+        self._call_started = started
         if self._call_timer is None:
             due = started + RECORD_RUNNING_AFTER_S
-            self._call_timer = loop.call_at(due, self._check_call, started)
+            self._call_timer = asyncio.get_running_loop().call_at(due, self._check_call, started)
 
     def _check_call(self, armed_for: float) -> None:
         """The call timer's callback: write the deferred events if the call it was armed for
@@ -900,7 +900,7 @@ class Engine:
     ) -> None:
         started = time.monotonic()
         if self._deferred:  # its intent is not written yet: write it if the call takes long
-            self._watch_call()
+            self._watch_call(started)
         try:
             output, error, changes = await self._invoke(call_id, name, arguments)
         finally:

@@ -72,7 +72,7 @@ SCHEMA: dict[EventKind, tuple[int, frozenset[str]]] = {
 }
 
 
-def _reused(encoder: json.JSONEncoder) -> Callable[[object], str]:
+def reused_encoder(encoder: json.JSONEncoder) -> Callable[[object], str]:
     """``encoder.encode``, through one C encoder made here: ``encode`` makes a new one on every
     call, most of its time for a small payload. Same text, same errors: this one has no cycle
     check (its bookkeeping would outlive a failed call, and threads would share it), so a cycle
@@ -106,10 +106,12 @@ def _reused(encoder: json.JSONEncoder) -> Callable[[object], str]:
     return encode
 
 
-_CANONICAL = _reused(
+_CANONICAL = reused_encoder(
     json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 )
-_CANONICAL_ASCII = _reused(json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False))
+_CANONICAL_ASCII = reused_encoder(
+    json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
+)
 
 
 def canonical_json(value: object) -> str:

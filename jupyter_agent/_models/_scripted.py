@@ -23,6 +23,7 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 
 from .._errors import ModelError
+from .._events import reused_encoder
 from ._base import ModelRequest, ModelResponse, ToolCallRequest
 
 REQUESTS_KEPT = 1000  # see ScriptedModel.requests
@@ -44,7 +45,10 @@ def call(name: str, /, **arguments: object) -> ModelResponse:
 
     The call id is filled in when the turn is played: ``call_<turn>_<k>``.
     """
-    return call_raw(name, json.dumps(arguments))
+    return call_raw(name, _DUMPS(arguments))
+
+
+_DUMPS = reused_encoder(json.JSONEncoder())  # ``json.dumps``, without a new encoder per call
 
 
 def call_raw(name: str, arguments: str, /) -> ModelResponse:
@@ -121,7 +125,10 @@ class ScriptedModel:
             response = played
         else:
             result = played(request)
-            response = await result if inspect.isawaitable(result) else result
+            if type(result) is ModelResponse:
+                response = result
+            else:
+                response = await result if inspect.isawaitable(result) else result
         return self._finish(response, turn)
 
     def _turn(self, turn: int) -> Turn:
