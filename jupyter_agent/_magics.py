@@ -24,6 +24,7 @@ from ._agent import Agent, ToolLike, open_session, open_store, sessions
 from ._errors import JupyterAgentError
 from ._export import EXPORTERS
 from ._session import Session
+from ._store import default_store_path
 from ._tools import BUILTIN_TOOLS, Tool, tool
 
 if TYPE_CHECKING:
@@ -359,10 +360,12 @@ def _options(verb: str, rest: str) -> str:
 
 
 def _existing(store: str | None) -> str | None:
-    """A store named with --store must exist: a mistyped path would otherwise become a new,
-    empty store (only ``%%agent`` makes one)."""
+    """The store must exist: a mistyped path would otherwise become a new, empty store, and
+    a look at the default one would make it (only ``%%agent`` makes one)."""
     if store is not None and not Path(store).expanduser().exists():
         raise MagicUsageError(f"no store at {store}: check the path (%%agent --store makes one)")
+    if store is None and not (path := default_store_path()).exists():
+        raise MagicUsageError(f"no store at {path} yet: %%agent makes one (or give --store PATH)")
     return store
 
 

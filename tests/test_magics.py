@@ -26,6 +26,7 @@ from jupyter_agent import (
     InvalidSessionState,
     Session,
     open_session,
+    open_store,
     sessions,
 )
 from jupyter_agent._identity import current_identity
@@ -337,8 +338,19 @@ def test_a_session_that_has_not_spent_anything_costs_nothing_in_the_list(db: Pat
 
 
 def test_an_empty_store_lists_no_sessions(db: Path, run: Run) -> None:
+    open_store(db)
     out, _ = run("%agent list")
     assert out.strip() == "(no sessions)"
+
+
+def test_a_look_at_a_missing_default_store_does_not_make_it(db: Path, run: Run) -> None:
+    for line in ("%agent list", "%agent show abc", "%agent export abc"):
+        out, err = run(line)
+        assert err.strip() == (
+            f"%agent: no store at {db} yet: %%agent makes one (or give --store PATH)"
+        ), line
+        assert out == ""
+    assert not db.exists()
 
 
 def test_show_displays_the_session_named_by_a_unique_prefix(
@@ -408,6 +420,7 @@ def test_a_store_named_for_reading_must_exist(db: Path, tmp_path: Path, run: Run
 
 
 def test_list_refuses_an_unknown_status(db: Path, run: Run) -> None:
+    open_store(db)
     _, err = run("%agent list --status finished")
     (line,) = err.splitlines()
     assert line.startswith("jupyter-agent: unknown status 'finished': one of running, ")
