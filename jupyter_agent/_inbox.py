@@ -31,6 +31,7 @@ class Inbox:
         self.stop_requested: str | None = None
         self._messages: list[tuple[str, str]] = []
         self._decisions: dict[str, Decision] = {}
+        self._given: dict[str, Decision] = {}  # call id -> the decision this process sent last
         self._awaited: str | None = None  # the call the running engine waits on a person for
 
     def post_message(self, text: str, actor: str, *, otherwise: Callable[[], None]) -> None:
@@ -43,6 +44,16 @@ class Inbox:
                 self._messages.append((text, actor))
             else:
                 otherwise()
+
+    def first_decision(self, call_id: str, decision: Decision) -> Decision | None:
+        """Note that this process decides on ``call_id``'s request; the decision it already
+        sent on that same request instead, if any (nothing is noted then)."""
+        with self.lock:
+            earlier = self._given.get(call_id)
+            if earlier is not None and earlier.asked == decision.asked:
+                return earlier
+            self._given[call_id] = decision
+            return None
 
     def post_decision(self, call_id: str, decision: Decision) -> bool:
         """Queue a decision; returns whether a running engine will take it."""

@@ -369,6 +369,13 @@ class Session:
             )
         # it answers this request: not another under the same id after a restore
         decision = dataclasses.replace(decision, asked=pending[call_id].seq)
+        earlier = get_runtime().inbox(self.id).first_decision(call_id, decision)
+        if earlier is not None:  # sent, and not recorded yet
+            done = "approved" if earlier.approve else "denied"
+            raise ValueError(
+                f"call {call_id!r} of session {self.id} is {done} already; the session acts on "
+                "it at its next step"
+            )
         verb = "approve" if decision.approve else "deny"
         args = {"call_id": call_id, "reason": decision.reason, "asked": decision.asked}
         if self._send_elsewhere(verb, args, decision.actor):

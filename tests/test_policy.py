@@ -45,6 +45,41 @@ def test_an_ask_rule_waits_for_approval_then_runs_the_call(db: Path, tmp_path: P
     assert decided.payload["decision"] == "approve" and "rerun" not in result.payload
 
 
+def test_a_second_decision_on_a_call_before_the_first_is_recorded_says_so(
+    db: Path, tmp_path: Path
+) -> None:
+    """Approve twice in quick succession (a double click, a repeated magic): the second says
+    the call is decided already, rather than "approved" again for a decision never recorded
+    (the first is what runs, once)."""
+    import sqlite3
+
+    s = Agent("a", model=writer(), store=db, workspace=tmp_path / "ws", policy={"*": "ask"}).start(
+        "write"
+    )
+    wait_for(s, "awaiting_approval")
+    call_id = s.pending_approvals[0].call_id
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # the engine cannot record the decision for now
+    try:
+        s.approve(call_id)
+        time.sleep(0.2)  # the engine has taken it (it looks every 50 ms) and waits to write
+        assert [a.call_id for a in s.pending_approvals] == [call_id]
+        for again in (s.approve, s.deny):
+            with pytest.raises(ValueError) as caught:
+                again(call_id)
+            assert str(caught.value) == (
+                f"call {call_id!r} of session {s.id} is approved already; the session acts on "
+                "it at its next step"
+            )
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    assert s.wait(timeout=10) == "done"
+    decided = [e for e in s.events if e.kind is EventKind.APPROVAL_DECIDED]
+    assert [e.payload["decision"] for e in decided] == ["approve"]
+    assert (tmp_path / "ws/a.txt").read_text() == "hi"
+
+
 def test_wait_after_an_approval_does_not_return_before_the_engine_takes_it() -> None:
     """``Session.wait`` stops at a call waiting for a person, but not once a decision on it
     is posted: the engine polls for it, and until it takes it the session's status still
