@@ -213,49 +213,24 @@ class _Observer:
 
 
 class _Interruptible:
-    """``with engine._interruptible(kind):`` a wait that ``interrupt()`` cuts short; leaving it
-    so raises ``_Interrupted``. It cancels the task the way ``asyncio.timeout`` does (its own
-    cancellation is taken back, any other goes on); a write inside the wait (a retry recorded)
-    is not cut short: the cancellation comes once it is done. (An anyio cancel scope framing
-    every model call cost ~5 µs a step, ten times this; and a class, not a generator: a
-    generator's context manager costs a few µs more.)"""
+    """``with engine._interruptible(kind):`` a wait in a cancel scope that ``interrupt()``
+    cancels; leaving it cancelled raises ``_Interrupted``. (A class, not a generator: it frames
+    every model call, and a generator's context manager costs a few µs more.)"""
 
-    __slots__ = ("_cancelled", "_engine", "_kind", "_pending", "_task")
+    __slots__ = ("_engine", "_kind", "_scope")
 
     def __init__(self, engine: Engine, kind: str) -> None:
         self._engine, self._kind = engine, kind
-        self._task: asyncio.Task[Any] | None = None
-        self._cancelled = self._pending = False
+        self._scope = engine._scope_type()
 
     def __enter__(self) -> None:
-        self._task = asyncio.current_task()
-        self._engine._wait_scope, self._engine._wait_kind = self, self._kind
+        self._scope.__enter__()
+        self._engine._wait_scope, self._engine._wait_kind = self._scope, self._kind
 
-    def cancel(self) -> None:
-        """Cut the wait short (called on the loop's thread: the task waits, inside or not)."""
-        if self._cancelled or self._task is None or self._engine._wait_scope is not self:
-            return
-        if self._engine._writing:
-            self._pending = True  # see after_write
-            return
-        self._cancelled = True
-        self._task.cancel()
-
-    def after_write(self) -> None:
-        """A write inside the wait is done: a cancellation that came meanwhile goes ahead
-        once the task waits again (if it is still inside by then)."""
-        if self._pending:
-            self._pending = False
-            asyncio.get_running_loop().call_soon(self.cancel)
-
-    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: Any) -> None:
-        engine, task = self._engine, self._task
-        if engine._wait_scope is self:
-            engine._wait_scope = engine._wait_kind = None
-        if not self._cancelled or task is None:
-            return
-        left = task.uncancel()  # ours, taken back; one from outside (the runtime closing) stays
-        if left == 0 and exc_type is asyncio.CancelledError:
+    def __exit__(self, *exc_info: Any) -> None:
+        self._engine._wait_scope = self._engine._wait_kind = None
+        self._scope.__exit__(*exc_info)  # it swallows only the cancellation it caught
+        if self._scope.cancelled_caught:
             raise _Interrupted
 
 
@@ -285,9 +260,10 @@ class Engine:
         self._specs = [t.spec() for t in tools.values()]
         self.lease: str | None = None  # the runtime holding the session; fences every write
         self._schedule: Schedule | None = None
-        self._wait_scope: _Interruptible | None = None
+        self._wait_scope: anyio.CancelScope | None = None
+        # the event loop's own cancel scope class: ``anyio.CancelScope()`` looks it up each time
+        self._scope_type: Callable[[], anyio.CancelScope] = anyio.CancelScope
         self._wait_kind: str | None = None
-        self._writing = False  # this run's task is inside a write
         self._deferred: list[tuple[Draft, float]] = []
         self._recording = asyncio.Lock()  # one write at a time (see _write_in_background)
         self._flush_error: BaseException | None = None
@@ -326,6 +302,7 @@ class Engine:
 
     async def run(self) -> SessionState:
         """Continue the session from what the store holds; return the state it stopped in."""
+        self._scope_type = type(anyio.CancelScope())
         self.state = await anyio.to_thread.run_sync(load_state, self.store, self.session_id)
         self._model_not_before = await anyio.to_thread.run_sync(self._retry_due)
         state = self.state
@@ -399,13 +376,7 @@ class Engine:
         async with self._recording:
             if self._flush_error is not None:
                 raise self._flush_error
-            self._writing = True  # a pause does not cut it short (see _Interruptible)
-            try:
-                return await self._write(drafts, blobs)
-            finally:
-                self._writing = False
-                if self._wait_scope is not None:
-                    self._wait_scope.after_write()
+            return await self._write(drafts, blobs)
 
     def _watch_call(self, started: float) -> None:
         """Have the deferred events written if the call starting now runs for
