@@ -2,15 +2,21 @@
 // opened without a kernel (another user, nbviewer, GitHub) shows the session as it was at the
 // save, not as it was when the cell ran. Fresh snapshots are fetched as sessions change and
 // written into the outputs synchronously when a save starts, before the notebook is serialized.
+//
+// The same snapshot stands in for a widget whose model is gone: after a kernel restart (or with
+// the notebook opened on another kernel), JupyterLab's widget renderer can only say "Error
+// displaying widget: model not found"; the output shows the session's snapshot there instead.
 
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
-import { IOutputModel } from '@jupyterlab/rendermime';
+import { IOutputModel, MimeModel } from '@jupyterlab/rendermime';
+import { Widget } from '@lumino/widgets';
 
 import { requestJSON, stream } from './api';
 
 const WIDGET_MIME = 'application/vnd.jupyter.widget-view+json';
 const SESSION_ID = /class="ja-snapshot" data-session-id="([\w-]+)"/;
 const FETCH_DELAY_MS = 1000;
+const MODEL_NOT_FOUND = 'Error displaying widget: model not found'; // ipywidgets' renderer says
 
 function* agentOutputs(panel: NotebookPanel): Generator<[IOutputModel, string]> {
   const cells = panel.content.model?.cells;
@@ -26,13 +32,19 @@ function* agentOutputs(panel: NotebookPanel): Generator<[IOutputModel, string]> 
       .outputs;
     for (let k = 0; k < outputs.length; k++) {
       const output = outputs.get(k);
-      const html = output.data['text/html'];
-      const match = typeof html === 'string' && WIDGET_MIME in output.data && SESSION_ID.exec(html);
-      if (match) {
-        yield [output, match[1]];
+      const id = sessionShown(output);
+      if (id) {
+        yield [output, id];
       }
     }
   }
+}
+
+/** The session an output shows as an agent widget (with its snapshot beside), if it does. */
+function sessionShown(output: IOutputModel): string | null {
+  const html = output.data['text/html'];
+  const match = typeof html === 'string' && WIDGET_MIME in output.data && SESSION_ID.exec(html);
+  return match ? match[1] : null;
 }
 
 export function keepSnapshotsFresh(tracker: INotebookTracker): void {
@@ -82,6 +94,7 @@ export function keepSnapshotsFresh(tracker: INotebookTracker): void {
       for (const [, id] of agentOutputs(panel)) {
         markStale(id);
       }
+      standInForLostWidgets(panel, fresh);
     });
     panel.context.saveState.connect((__, state) => {
       if (state !== 'started') {
@@ -95,4 +108,69 @@ export function keepSnapshotsFresh(tracker: INotebookTracker): void {
       }
     });
   });
+}
+
+/** A code cell's output area: a widget per output, in the order of its model's outputs. */
+interface IShownOutputs {
+  widgets: readonly Widget[];
+  model: { length: number; get(i: number): IOutputModel };
+}
+
+/** Watch the notebook for agent outputs whose widget model is gone, and show the session's
+ * snapshot in each (the newest fetched, else the one saved with the output). A look is at most
+ * once a frame and reads no live widget's content: cells, outputs, and each output's nodes. */
+function standInForLostWidgets(panel: NotebookPanel, fresh: Map<string, string>): void {
+  let queued = false;
+  const look = () => {
+    queued = false;
+    for (const cell of panel.content.widgets) {
+      if (cell.model.type !== 'code') {
+        continue;
+      }
+      const area = (cell as unknown as { outputArea?: IShownOutputs }).outputArea;
+      if (!area || area.widgets.length !== area.model.length) {
+        continue; // (outputs being trimmed or changed: the next look finds them)
+      }
+      area.widgets.forEach((shown, i) => {
+        const output = area.model.get(i);
+        const id = sessionShown(output);
+        if (!id) {
+          return;
+        }
+        // the renderer's own node, beside the prompt: its text alone (not a live widget's)
+        for (const node of shown.node.children) {
+          if (node.childElementCount === 0 && node.textContent === MODEL_NOT_FOUND) {
+            const html = fresh.get(id) ?? String(output.data['text/html']);
+            void showSnapshot(panel, node as HTMLElement, html, output.trusted);
+          }
+        }
+      });
+    }
+  };
+  const observer = new MutationObserver(() => {
+    if (!queued) {
+      queued = true;
+      requestAnimationFrame(look);
+    }
+  });
+  observer.observe(panel.content.node, { childList: true, subtree: true });
+  panel.disposed.connect(() => observer.disconnect());
+  look();
+}
+
+async function showSnapshot(
+  panel: NotebookPanel,
+  node: HTMLElement,
+  html: string,
+  trusted: boolean
+): Promise<void> {
+  node.textContent = '';
+  node.classList.add('ja-lost-widget');
+  node.title = 'The widget of this session lived in a kernel that has since restarted: ' +
+    'this is the session as last saved (the Agents sidebar shows it live).';
+  const renderer = panel.content.rendermime.createRenderer('text/html');
+  await renderer.renderModel(new MimeModel({ data: { 'text/html': html }, trusted }));
+  if (node.isConnected) {
+    Widget.attach(renderer, node);
+  }
 }

@@ -183,6 +183,32 @@ def test_a_reloaded_page_catches_up_with_the_running_session(notebook: Open) -> 
     wait_for_rows_above(nb, rows(nb))  # and it is live again, not a picture
 
 
+def test_after_a_restart_and_a_reload_the_output_shows_the_snapshot(
+    notebook: Open, lab: Lab, tmp_path: Path
+) -> None:
+    """The widget's model lived in the kernel before its restart: reopened, the output shows
+    the saved snapshot of the session, not JupyterLab's "model not found"."""
+    nb = notebook("reopened.ipynb", [LOAD, QUICK])
+    widget = start_agent(nb)
+    expect(widget).to_have_attribute("data-status", "done", timeout=30_000)
+    session_id = widget.get_attribute("data-session-id") or ""
+    nb.save()
+    (kernel,) = [
+        s["kernel"]["id"] for s in lab.api("GET", "api/sessions") if s["path"] == "reopened.ipynb"
+    ]
+    lab.api("POST", f"api/kernels/{kernel}/restart")
+    nb.reload()
+    output = nb.outputs(AGENT_CELL)
+    snapshot = output.locator(f'.ja-snapshot[data-session-id="{session_id}"]')
+    expect(snapshot).to_be_visible(timeout=20_000)
+    expect(snapshot).to_contain_text("Count to three.")
+    expect(output).not_to_contain_text("model not found")
+    shot = tmp_path / "reopened.png"
+    nb.page.screenshot(path=shot)
+    print(f"screenshot: {shot}")
+    # a page reload while the kernel lives keeps the live widget (test_a_reloaded_page_...)
+
+
 def test_the_saved_notebook_keeps_an_html_snapshot_of_the_session(notebook: Open) -> None:
     nb = notebook("snapshot.ipynb", [LOAD, QUICK])
     widget = start_agent(nb)
