@@ -664,6 +664,7 @@ class Engine:
                 decision.actor,
             )
         )
+        self.inbox.recorded(call_id)
         if decision.approve:
             await self._run_call(call_id, name, arguments, rerun=in_doubt)
             return

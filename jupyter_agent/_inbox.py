@@ -31,7 +31,7 @@ class Inbox:
         self.stop_requested: str | None = None
         self._messages: list[tuple[str, str]] = []
         self._decisions: dict[str, Decision] = {}
-        self._given: dict[str, Decision] = {}  # call id -> the decision this process sent last
+        self._taken: dict[str, Decision] = {}  # taken by the running engine, not yet recorded
         self._awaited: str | None = None  # the call the running engine waits on a person for
 
     def post_message(self, text: str, actor: str, *, otherwise: Callable[[], None]) -> None:
@@ -45,14 +45,15 @@ class Inbox:
             else:
                 otherwise()
 
-    def first_decision(self, call_id: str, decision: Decision) -> Decision | None:
-        """Note that this process decides on ``call_id``'s request; the decision it already
-        sent on that same request instead, if any (nothing is noted then)."""
+    def in_flight(self, call_id: str, asked: int | None) -> Decision | None:
+        """A decision on request ``asked`` of ``call_id`` that the engine running here will act
+        on: queued for it, or taken and not yet recorded (see ``recorded``)."""
         with self.lock:
-            earlier = self._given.get(call_id)
-            if earlier is not None and earlier.asked == decision.asked:
-                return earlier
-            self._given[call_id] = decision
+            if not self.active:
+                return None  # nobody here will take it: a new one goes (and resumes the run)
+            for decision in (self._decisions.get(call_id), self._taken.get(call_id)):
+                if decision is not None and decision.asked == asked:
+                    return decision
             return None
 
     def post_decision(self, call_id: str, decision: Decision) -> bool:
@@ -75,7 +76,14 @@ class Inbox:
         with self.lock:
             decision = self._decisions.pop(call_id, None)
             self._awaited = call_id if awaiting and decision is None else None
+            if decision is not None:
+                self._taken[call_id] = decision
             return decision
+
+    def recorded(self, call_id: str) -> None:
+        """The engine recorded its decision on ``call_id`` (or dropped it)."""
+        with self.lock:
+            self._taken.pop(call_id, None)
 
     def stop_awaiting(self) -> None:
         with self.lock:
@@ -104,6 +112,7 @@ class Inbox:
                 return False
             self.active = True
             self.pause_requested = self.stop_requested = None
+            self._taken.clear()
             return True
 
     def deactivate_if_idle(
@@ -120,8 +129,10 @@ class Inbox:
             again = any(c in self._decisions for c in waiting_calls)
             if not messages and not again:
                 self.active = False
+                self._taken.clear()
             return not again and not messages, messages
 
     def deactivate(self) -> None:
         with self.lock:
             self.active = False
+            self._taken.clear()

@@ -369,8 +369,8 @@ class Session:
             )
         # it answers this request: not another under the same id after a restore
         decision = dataclasses.replace(decision, asked=pending[call_id].seq)
-        earlier = get_runtime().inbox(self.id).first_decision(call_id, decision)
-        if earlier is not None:  # sent, and not recorded yet
+        earlier = get_runtime().inbox(self.id).in_flight(call_id, decision.asked)
+        if earlier is not None:  # the run here acts on that one; it is not recorded yet
             done = "approved" if earlier.approve else "denied"
             raise ValueError(
                 f"call {call_id!r} of session {self.id} is {done} already; the session acts on "

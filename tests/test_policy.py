@@ -80,6 +80,59 @@ def test_a_second_decision_on_a_call_before_the_first_is_recorded_says_so(
     assert (tmp_path / "ws/a.txt").read_text() == "hi"
 
 
+def test_a_call_asked_about_again_after_a_restore_takes_a_new_decision(
+    db: Path, tmp_path: Path
+) -> None:
+    """Approved and recorded, then restored to the request itself: the call waits again under
+    the same request, and a person decides afresh (here: denies)."""
+    model = ScriptedModel([call("write_file", path="a.txt", content="hi"), reply("done")] * 2)
+    s = Agent("a", model=model, store=db, workspace=tmp_path / "ws", policy={"*": "ask"}).start(
+        "write"
+    )
+    wait_for(s, "awaiting_approval")
+    call_id = s.pending_approvals[0].call_id
+    s.approve(call_id)
+    assert s.wait(timeout=10) == "done"
+    asked = next(e for e in s.events if e.kind is EventKind.APPROVAL_REQUESTED)
+    s.restore(at=asked.seq)
+    assert [(a.call_id, a.seq) for a in s.pending_approvals] == [(call_id, asked.seq)]
+    s.deny(call_id, reason="changed my mind")
+    assert s.wait(timeout=10) == "done"
+    decided = [e.payload["decision"] for e in s.events if e.kind is EventKind.APPROVAL_DECIDED]
+    assert decided == ["approve", "deny"]
+
+
+def test_a_decision_the_engine_could_not_record_can_be_given_again(tmp_path: Path) -> None:
+    """The engine took the approval but the store stayed locked past its timeout: the run
+    stops with the call still waiting, and the same approval goes through again."""
+    import sqlite3
+
+    from jupyter_agent import SqliteStore
+
+    db = tmp_path / "agent.db"
+    store = SqliteStore(db, busy_timeout_s=0.3)
+    s = Agent(
+        "a", model=writer(), store=store, workspace=tmp_path / "ws", policy={"*": "ask"}
+    ).start("write")
+    wait_for(s, "awaiting_approval")
+    call_id = s.pending_approvals[0].call_id
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # longer than the store waits: recording the decision fails
+    try:
+        s.approve(call_id)
+        deadline = time.monotonic() + 10
+        while s.running_here:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    assert [a.call_id for a in s.pending_approvals] == [call_id]
+    s.approve(call_id)
+    assert s.wait(timeout=10) == "done"
+    assert (tmp_path / "ws/a.txt").read_text() == "hi"
+
+
 def test_wait_after_an_approval_does_not_return_before_the_engine_takes_it() -> None:
     """``Session.wait`` stops at a call waiting for a person, but not once a decision on it
     is posted: the engine polls for it, and until it takes it the session's status still
