@@ -129,7 +129,7 @@ function standInForLostWidgets(panel: NotebookPanel, fresh: Map<string, string>)
       }
       const area = (cell as unknown as { outputArea?: IShownOutputs }).outputArea;
       if (!area || area.widgets.length !== area.model.length) {
-        continue; // (outputs being trimmed or changed: the next look finds them)
+        continue; // (an input prompt, or outputs trimmed: left as JupyterLab shows them)
       }
       area.widgets.forEach((shown, i) => {
         const output = area.model.get(i);
@@ -141,7 +141,7 @@ function standInForLostWidgets(panel: NotebookPanel, fresh: Map<string, string>)
         for (const node of shown.node.children) {
           if (node.childElementCount === 0 && node.textContent === MODEL_NOT_FOUND) {
             const html = fresh.get(id) ?? String(output.data['text/html']);
-            void showSnapshot(panel, node as HTMLElement, html, output.trusted);
+            void showSnapshot(panel, shown, node as HTMLElement, html, output.trusted);
           }
         }
       });
@@ -160,17 +160,23 @@ function standInForLostWidgets(panel: NotebookPanel, fresh: Map<string, string>)
 
 async function showSnapshot(
   panel: NotebookPanel,
+  shown: Widget,
   node: HTMLElement,
   html: string,
   trusted: boolean
 ): Promise<void> {
-  node.textContent = '';
+  node.textContent = ''; // (no longer what a look matches)
   node.classList.add('ja-lost-widget');
-  node.title = 'The widget of this session lived in a kernel that has since restarted: ' +
+  node.title =
+    'The widget of this session lived in a kernel that has since restarted: ' +
     'this is the session as last saved (the Agents sidebar shows it live).';
   const renderer = panel.content.rendermime.createRenderer('text/html');
   await renderer.renderModel(new MimeModel({ data: { 'text/html': html }, trusted }));
-  if (node.isConnected) {
-    Widget.attach(renderer, node);
+  // the widget's renderer may have written over the node meanwhile (a later look handles it)
+  if (shown.isDisposed || !node.isConnected || node.firstChild !== null) {
+    renderer.dispose();
+    return;
   }
+  Widget.attach(renderer, node);
+  shown.disposed.connect(() => renderer.dispose());
 }
