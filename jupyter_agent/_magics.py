@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import inspect
+import os
 import re
 import shlex
 import sys
@@ -25,6 +26,7 @@ from ._errors import JupyterAgentError
 from ._export import EXPORTERS
 from ._session import Session
 from ._store import default_store_path
+from ._store._paths import ENV_VAR
 from ._tools import BUILTIN_TOOLS, Tool, tool
 
 if TYPE_CHECKING:
@@ -365,7 +367,10 @@ def _existing(store: str | None) -> str | None:
     if store is not None and not Path(store).expanduser().exists():
         raise MagicUsageError(f"no store at {store}: check the path (%%agent --store makes one)")
     if store is None and not (path := default_store_path()).exists():
-        raise MagicUsageError(f"no store at {path} yet: %%agent makes one (or give --store PATH)")
+        named = f" (${ENV_VAR})" if os.environ.get(ENV_VAR) else ""
+        raise MagicUsageError(
+            f"no store at {path}{named} yet: %%agent makes one (or give --store PATH)"
+        )
     return store
 
 

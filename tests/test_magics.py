@@ -347,7 +347,8 @@ def test_a_look_at_a_missing_default_store_does_not_make_it(db: Path, run: Run) 
     for line in ("%agent list", "%agent show abc", "%agent export abc"):
         out, err = run(line)
         assert err.strip() == (
-            f"%agent: no store at {db} yet: %%agent makes one (or give --store PATH)"
+            f"%agent: no store at {db} ($JUPYTER_AGENT_DB) yet: %%agent makes one (or give "
+            "--store PATH)"
         ), line
         assert out == ""
     assert not db.exists()
