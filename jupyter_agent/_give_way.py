@@ -131,7 +131,7 @@ def install_in_kernel() -> None:
     """Hook ``GIVE_WAY`` into the IPython kernel this process runs, if any (once)."""
     if GIVE_WAY.installed or os.environ.get("JUPYTER_AGENT_GIVE_WAY", "1") == "0":
         return
-    kernel = _kernel()
+    kernel = current_kernel()
     before = getattr(kernel, "pre_handler_hook", None)
     after = getattr(kernel, "post_handler_hook", None)
     if kernel is None or not callable(before) or not callable(after):
@@ -151,7 +151,8 @@ def install_in_kernel() -> None:
     GIVE_WAY.installed = True
 
 
-def _kernel() -> Any:
+def current_kernel() -> Any:
+    """The IPython kernel this process runs, if any (``None`` outside one)."""
     ipython = sys.modules.get("IPython")  # a kernel has imported it; importing it costs ~40 ms
     if ipython is None:
         return None

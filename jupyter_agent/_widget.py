@@ -29,6 +29,7 @@ import comm
 import traitlets
 
 from ._errors import JupyterAgentError
+from ._give_way import current_kernel
 from ._live import PartialText, live_text
 from ._snapshot import snapshot_html
 from ._watch import PAGE_SIZE, SessionFeed, Watcher, compact_event, watcher
@@ -295,7 +296,7 @@ def _forget(widget: SessionWidget) -> None:
 def session_mimebundle(session: Session) -> tuple[dict[str, Any], dict[str, Any]]:
     """What a session displays as: the live widget in a kernel, and always a static snapshot
     (``text/html``) that nbviewer, GitHub and a kernel-less notebook show."""
-    if _in_kernel():
+    if current_kernel() is not None:
         bundle = widget_for(session)._repr_mimebundle_()
         if bundle is not None:
             return bundle
@@ -303,11 +304,3 @@ def session_mimebundle(session: Session) -> tuple[dict[str, Any], dict[str, Any]
         "text/plain": repr(session),
         "text/html": snapshot_html(session.store, session.id),
     }, {}
-
-
-def _in_kernel() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    return getattr(get_ipython(), "kernel", None) is not None
