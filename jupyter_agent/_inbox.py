@@ -112,7 +112,7 @@ class Inbox:
                 return False
             self.active = True
             self.pause_requested = self.stop_requested = None
-            self._taken.clear()
+            self._taken.clear()  # (an ended run's: in_flight reads them only while one runs)
             return True
 
     def deactivate_if_idle(
@@ -129,10 +129,8 @@ class Inbox:
             again = any(c in self._decisions for c in waiting_calls)
             if not messages and not again:
                 self.active = False
-                self._taken.clear()
             return not again and not messages, messages
 
     def deactivate(self) -> None:
         with self.lock:
             self.active = False
-            self._taken.clear()
