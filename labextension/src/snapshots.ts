@@ -8,7 +8,7 @@
 // displaying widget: model not found"; the output shows the session's snapshot there instead.
 
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
-import { IOutputModel, MimeModel } from '@jupyterlab/rendermime';
+import { IOutputModel, IRenderMime, MimeModel } from '@jupyterlab/rendermime';
 import { Widget } from '@lumino/widgets';
 
 import { requestJSON, stream } from './api';
@@ -47,8 +47,15 @@ function sessionShown(output: IOutputModel): string | null {
   return match ? match[1] : null;
 }
 
+/** A snapshot drawn in place of a lost widget: redrawn when a newer one arrives. */
+interface IStandIn {
+  renderer: IRenderMime.IRenderer;
+  trusted: boolean;
+}
+
 export function keepSnapshotsFresh(tracker: INotebookTracker): void {
   const fresh = new Map<string, string>(); // session id -> newest snapshot html
+  const standIns = new Map<string, Set<IStandIn>>(); // session id -> where it stands in
   const stale = new Set<string>();
   let timer: number | null = null;
 
@@ -71,7 +78,12 @@ export function keepSnapshotsFresh(tracker: INotebookTracker): void {
         continue;
       }
       requestJSON<{ html: string }>(['sessions', id, 'snapshot'])
-        .then(data => fresh.set(id, data.html))
+        .then(data => {
+          fresh.set(id, data.html);
+          for (const { renderer, trusted } of standIns.get(id) ?? []) {
+            void renderer.renderModel(new MimeModel({ data: { 'text/html': data.html }, trusted }));
+          }
+        })
         .catch(() => stale.add(id));
     }
   };
@@ -94,7 +106,7 @@ export function keepSnapshotsFresh(tracker: INotebookTracker): void {
       for (const [, id] of agentOutputs(panel)) {
         markStale(id);
       }
-      standInForLostWidgets(panel, fresh);
+      standInForLostWidgets(panel, fresh, standIns);
     });
     panel.context.saveState.connect((__, state) => {
       if (state !== 'started') {
@@ -119,7 +131,11 @@ interface IShownOutputs {
 /** Watch the notebook for agent outputs whose widget model is gone, and show the session's
  * snapshot in each (the newest fetched, else the one saved with the output). A look is at most
  * once a frame and reads no live widget's content: cells, outputs, and each output's nodes. */
-function standInForLostWidgets(panel: NotebookPanel, fresh: Map<string, string>): void {
+function standInForLostWidgets(
+  panel: NotebookPanel,
+  fresh: Map<string, string>,
+  standIns: Map<string, Set<IStandIn>>
+): void {
   let queued = false;
   const look = () => {
     queued = false;
@@ -141,7 +157,21 @@ function standInForLostWidgets(panel: NotebookPanel, fresh: Map<string, string>)
         for (const node of shown.node.children) {
           if (node.childElementCount === 0 && node.textContent === MODEL_NOT_FOUND) {
             const html = fresh.get(id) ?? String(output.data['text/html']);
-            void showSnapshot(panel, shown, node as HTMLElement, html, output.trusted);
+            void showSnapshot(panel, shown, node as HTMLElement, html, output.trusted).then(
+              standIn => {
+                if (!standIn) {
+                  return;
+                }
+                const here = standIns.get(id) ?? new Set<IStandIn>();
+                standIns.set(id, here.add(standIn));
+                standIn.renderer.disposed.connect(() => {
+                  here.delete(standIn);
+                  if (!here.size) {
+                    standIns.delete(id);
+                  }
+                });
+              }
+            );
           }
         }
       });
@@ -164,7 +194,7 @@ async function showSnapshot(
   node: HTMLElement,
   html: string,
   trusted: boolean
-): Promise<void> {
+): Promise<IStandIn | null> {
   node.textContent = ''; // (no longer what a look matches)
   node.classList.add('ja-lost-widget');
   node.title =
@@ -175,8 +205,9 @@ async function showSnapshot(
   // the widget's renderer may have written over the node meanwhile (a later look handles it)
   if (shown.isDisposed || !node.isConnected || node.firstChild !== null) {
     renderer.dispose();
-    return;
+    return null;
   }
   Widget.attach(renderer, node);
   shown.disposed.connect(() => renderer.dispose());
+  return { renderer, trusted };
 }

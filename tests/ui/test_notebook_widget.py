@@ -22,7 +22,7 @@ import pytest
 from playwright.sync_api import Locator, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from jupyter_agent import SqliteStore
+from jupyter_agent import SqliteStore, open_session
 
 from .conftest import Lab, LabNotebook
 
@@ -207,6 +207,31 @@ def test_after_a_restart_and_a_reload_the_output_shows_the_snapshot(
     nb.page.screenshot(path=shot)
     print(f"screenshot: {shot}")
     # a page reload while the kernel lives keeps the live widget (test_a_reloaded_page_...)
+
+
+def test_a_snapshot_standing_in_for_a_lost_widget_follows_the_session(
+    notebook: Open, lab: Lab, tmp_path: Path
+) -> None:
+    """The session goes on elsewhere after the kernel restarted: the snapshot in its output
+    shows each newer state, not the one it was first drawn with."""
+    nb = notebook("followed.ipynb", [LOAD, "%%agent --model demo:loop?steps=6&pace=0.5\nCount."])
+    widget = start_agent(nb)
+    expect(widget).to_have_attribute("data-status", "running", timeout=30_000)
+    session_id = widget.get_attribute("data-session-id") or ""
+    nb.save()
+    (kernel,) = [
+        s["kernel"]["id"] for s in lab.api("GET", "api/sessions") if s["path"] == "followed.ipynb"
+    ]
+    lab.api("POST", f"api/kernels/{kernel}/restart")  # the agent is interrupted with it
+    nb.reload()
+    snapshot = nb.outputs(AGENT_CELL).locator(f'.ja-snapshot[data-session-id="{session_id}"]')
+    expect(snapshot).to_contain_text("status interrupted", timeout=20_000)
+
+    session = open_session(session_id, store=lab.store)
+    session.resume()
+    assert session.wait(60) == "done"
+    expect(snapshot).to_contain_text("status done", timeout=15_000)
+    nb.page.screenshot(path=tmp_path / "followed.png")
 
 
 def test_the_saved_notebook_keeps_an_html_snapshot_of_the_session(notebook: Open) -> None:
