@@ -46,6 +46,11 @@ function cost(row: ISessionRow): string {
   return usd === null ? 'cost ?' : `$${usd.toFixed(usd < 1 ? 4 : 2)}`;
 }
 
+/** Whether ``a`` is at least as recent a state of its session as ``b``. */
+function newer(a: ISessionRow, b: ISessionRow): boolean {
+  return a.last_seq !== b.last_seq ? a.last_seq > b.last_seq : a.updated_at >= b.updated_at;
+}
+
 function el<K extends keyof HTMLElementTagNameMap>(
   tag: K,
   cls: string,
@@ -62,12 +67,15 @@ class Sessions {
   rows = new Map<string, ISessionRow>();
   loaded = false;
   private listeners = new Set<(row: ISessionRow | null, old: ISessionRow | null) => void>();
+  private loads = 0; // loads begun: only the latest one's list is taken
+  private moved: Map<string, ISessionRow> | null = null; // rows streamed while it is read
 
   constructor() {
     stream.subscribe(m => {
       if (m.type === 'session') {
         const old = this.rows.get(m.row.id) ?? null;
         this.rows.set(m.row.id, m.row);
+        this.moved?.set(m.row.id, m.row);
         this.emit(m.row, old);
       } else if (m.type === 'open') {
         void this.load(); // (re)connected: anything may have changed meanwhile
@@ -76,8 +84,28 @@ class Sessions {
   }
 
   async load(): Promise<void> {
-    const rows = await listSessions();
-    this.rows = new Map(rows.map(r => [r.id, r]));
+    const load = ++this.loads;
+    const moved = (this.moved = new Map());
+    let rows: ISessionRow[];
+    try {
+      rows = await listSessions();
+    } finally {
+      if (load === this.loads) {
+        this.moved = null;
+      }
+    }
+    if (load !== this.loads) {
+      return; // a later load began meanwhile: its list is the newer one
+    }
+    // a row the stream delivered while the list was read may be newer than the list's
+    const fresh = new Map(rows.map(r => [r.id, r]));
+    for (const row of moved.values()) {
+      const listed = fresh.get(row.id);
+      if (!listed || newer(row, listed)) {
+        fresh.set(row.id, row);
+      }
+    }
+    this.rows = fresh;
     this.loaded = true;
     this.emit(null, null);
   }

@@ -4,12 +4,13 @@ notifications tell a person when a session needs them and when it finishes."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import APIResponse, Locator, Page, Route, expect
 
 from jupyter_agent import Agent, SqliteStore
 from jupyter_agent.testing import ScriptedModel, call, reply
@@ -206,3 +207,39 @@ def test_a_long_list_shows_the_newest_and_every_one_that_waits(
         page.screenshot(path=tmp_path / "sidebar-long.png")
     finally:
         asking.stop()
+
+
+def test_a_session_that_moves_while_the_list_loads_keeps_its_newer_state(
+    page: Page, lab: Lab, tmp_path: Path
+) -> None:
+    Agent("bystander", model=ScriptedModel([reply("hi")]), store=lab.store).run("hi")
+    model = ScriptedModel([call("shell", command="echo hi"), reply("ok")])
+    racer = Agent("racer", model=model, store=lab.store, policy={"shell": "ask"}).start("ask")
+    assert racer.wait(30) == "awaiting_approval"
+    held: list[tuple[Route, APIResponse]] = []
+
+    def hold(route: Route) -> None:
+        if held:
+            route.continue_()  # (a later load)
+        else:
+            held.append((route, route.fetch()))  # the list as it is now, answered later
+
+    page.route(re.compile(r"/jupyter-agent/api/sessions\?limit="), hold)
+    page.goto(lab.url("lab?reset"))
+    open_sidebar(page)
+    deadline = time.monotonic() + 20
+    while not held:  # the sidebar asked for the list
+        assert time.monotonic() < deadline, "the sidebar did not ask for the sessions"
+        page.wait_for_timeout(50)
+    racer.approve(racer.pending_approvals[0].call_id)
+    assert racer.wait(30) == "done"
+    items = page.locator("#jupyter-agent-sidebar .ja-sidebar-item")
+    item = items.filter(has_text="racer")
+    expect(item).to_have_attribute("data-status", "done", timeout=10_000)  # from the stream
+
+    for route, listed in held:  # the list read before the approval arrives after it
+        route.fulfill(response=listed)
+    expect(items.filter(has_text="bystander")).to_have_count(1, timeout=10_000)  # list applied
+    expect(item).to_have_attribute("data-status", "done")
+    expect(page.locator(".Toastify__toast").filter(has_text="racer needs you")).to_have_count(0)
+    page.screenshot(path=tmp_path / "sidebar-race.png")
