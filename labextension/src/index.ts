@@ -67,47 +67,53 @@ class Sessions {
   rows = new Map<string, ISessionRow>();
   loaded = false;
   private listeners = new Set<(row: ISessionRow | null, old: ISessionRow | null) => void>();
-  private loads = 0; // loads begun: only the latest one's list is taken
-  private moved: Map<string, ISessionRow> | null = null; // rows streamed while it is read
+  private loads = 0; // loads begun
+  private shown = 0; // the load whose list the rows come from (the latest to arrive in order)
+  private reading = 0; // loads whose list is on its way
+  private streamed = new Map<string, ISessionRow>(); // rows the stream delivered meanwhile
 
   constructor() {
     stream.subscribe(m => {
       if (m.type === 'session') {
         const old = this.rows.get(m.row.id) ?? null;
         this.rows.set(m.row.id, m.row);
-        this.moved?.set(m.row.id, m.row);
+        if (this.reading) {
+          this.streamed.set(m.row.id, m.row);
+        }
         this.emit(m.row, old);
       } else if (m.type === 'open') {
-        void this.load(); // (re)connected: anything may have changed meanwhile
+        // (re)connected: anything may have changed meanwhile (a load that fails leaves the
+        // rows as they were; the next change of each comes by the stream)
+        void this.load().catch(err => console.warn('jupyter-agent: cannot list sessions', err));
       }
     });
   }
 
   async load(): Promise<void> {
     const load = ++this.loads;
-    const moved = (this.moved = new Map());
-    let rows: ISessionRow[];
+    this.reading++;
     try {
-      rows = await listSessions();
+      const rows = await listSessions();
+      if (load < this.shown) {
+        return; // a list asked for later came first
+      }
+      // a row the stream delivered while the list was read may be newer than the list's
+      const fresh = new Map(rows.map(r => [r.id, r]));
+      for (const row of this.streamed.values()) {
+        const listed = fresh.get(row.id);
+        if (!listed || newer(row, listed)) {
+          fresh.set(row.id, row);
+        }
+      }
+      this.shown = load;
+      this.rows = fresh;
+      this.loaded = true;
+      this.emit(null, null);
     } finally {
-      if (load === this.loads) {
-        this.moved = null;
+      if (--this.reading === 0) {
+        this.streamed.clear();
       }
     }
-    if (load !== this.loads) {
-      return; // a later load began meanwhile: its list is the newer one
-    }
-    // a row the stream delivered while the list was read may be newer than the list's
-    const fresh = new Map(rows.map(r => [r.id, r]));
-    for (const row of moved.values()) {
-      const listed = fresh.get(row.id);
-      if (!listed || newer(row, listed)) {
-        fresh.set(row.id, row);
-      }
-    }
-    this.rows = fresh;
-    this.loaded = true;
-    this.emit(null, null);
   }
 
   onChange(fn: (row: ISessionRow | null, old: ISessionRow | null) => void): void {

@@ -47,15 +47,63 @@ function sessionShown(output: IOutputModel): string | null {
   return match ? match[1] : null;
 }
 
-/** A snapshot drawn in place of a lost widget: redrawn when a newer one arrives. */
+/** A snapshot drawn in place of a lost widget. */
 interface IStandIn {
   renderer: IRenderMime.IRenderer;
   trusted: boolean;
 }
 
+/** The newest snapshot fetched of each session, and the stand-ins that draw it. */
+class Snapshots {
+  private html = new Map<string, string>();
+  private standIns = new Map<string, Set<IStandIn>>();
+
+  get(id: string): string | undefined {
+    return this.html.get(id);
+  }
+
+  set(id: string, html: string): void {
+    this.html.set(id, html);
+    for (const standIn of this.standIns.get(id) ?? []) {
+      this.draw(standIn, html);
+    }
+  }
+
+  /** A stand-in drawn with ``drawn``: drawn again with each newer snapshot. */
+  add(id: string, standIn: IStandIn, drawn: string): void {
+    for (const other of this.standIns.get(id) ?? []) {
+      this.draw(other, null); // (drops those whose output was drawn anew)
+    }
+    let set = this.standIns.get(id);
+    if (!set) {
+      set = new Set();
+      this.standIns.set(id, set);
+    }
+    set.add(standIn);
+    standIn.renderer.disposed.connect(() => {
+      set.delete(standIn);
+      if (!set.size && this.standIns.get(id) === set) {
+        this.standIns.delete(id);
+      }
+    });
+    const newest = this.html.get(id);
+    if (newest !== undefined && newest !== drawn) {
+      this.draw(standIn, newest); // it came while the stand-in was first drawn
+    }
+  }
+
+  private draw({ renderer, trusted }: IStandIn, html: string | null): void {
+    if (!renderer.node.isConnected) {
+      dispose(renderer); // its output was drawn anew (a save sets its data): another stands in
+    } else if (html !== null) {
+      void renderer.renderModel(new MimeModel({ data: { 'text/html': html }, trusted }));
+    }
+  }
+}
+
 export function keepSnapshotsFresh(tracker: INotebookTracker): void {
-  const fresh = new Map<string, string>(); // session id -> newest snapshot html
-  const standIns = new Map<string, Set<IStandIn>>(); // session id -> where it stands in
+  const fresh = new Snapshots();
+  const asked = new Map<string, number>(); // session id -> its latest fetch (a later one wins)
   const stale = new Set<string>();
   let timer: number | null = null;
 
@@ -77,11 +125,12 @@ export function keepSnapshotsFresh(tracker: INotebookTracker): void {
       if (!wanted.has(id)) {
         continue;
       }
+      const fetch = (asked.get(id) ?? 0) + 1;
+      asked.set(id, fetch);
       requestJSON<{ html: string }>(['sessions', id, 'snapshot'])
         .then(data => {
-          fresh.set(id, data.html);
-          for (const { renderer, trusted } of standIns.get(id) ?? []) {
-            void renderer.renderModel(new MimeModel({ data: { 'text/html': data.html }, trusted }));
+          if (asked.get(id) === fetch) {
+            fresh.set(id, data.html);
           }
         })
         .catch(() => stale.add(id));
@@ -106,7 +155,7 @@ export function keepSnapshotsFresh(tracker: INotebookTracker): void {
       for (const [, id] of agentOutputs(panel)) {
         markStale(id);
       }
-      standInForLostWidgets(panel, fresh, standIns);
+      standInForLostWidgets(panel, fresh);
     });
     panel.context.saveState.connect((__, state) => {
       if (state !== 'started') {
@@ -131,11 +180,7 @@ interface IShownOutputs {
 /** Watch the notebook for agent outputs whose widget model is gone, and show the session's
  * snapshot in each (the newest fetched, else the one saved with the output). A look is at most
  * once a frame and reads no live widget's content: cells, outputs, and each output's nodes. */
-function standInForLostWidgets(
-  panel: NotebookPanel,
-  fresh: Map<string, string>,
-  standIns: Map<string, Set<IStandIn>>
-): void {
+function standInForLostWidgets(panel: NotebookPanel, fresh: Snapshots): void {
   let queued = false;
   const look = () => {
     queued = false;
@@ -158,19 +203,7 @@ function standInForLostWidgets(
           if (node.childElementCount === 0 && node.textContent === MODEL_NOT_FOUND) {
             const html = fresh.get(id) ?? String(output.data['text/html']);
             void showSnapshot(panel, shown, node as HTMLElement, html, output.trusted).then(
-              standIn => {
-                if (!standIn) {
-                  return;
-                }
-                const here = standIns.get(id) ?? new Set<IStandIn>();
-                standIns.set(id, here.add(standIn));
-                standIn.renderer.disposed.connect(() => {
-                  here.delete(standIn);
-                  if (!here.size) {
-                    standIns.delete(id);
-                  }
-                });
-              }
+              standIn => standIn && fresh.add(id, standIn, html)
             );
           }
         }
@@ -208,6 +241,17 @@ async function showSnapshot(
     return null;
   }
   Widget.attach(renderer, node);
-  shown.disposed.connect(() => renderer.dispose());
+  shown.disposed.connect(() => dispose(renderer));
   return { renderer, trusted };
+}
+
+/** Dispose a stand-in, attached or not. Its node may be out of the page already: the output's
+ * own renderer empties the node it was attached in when it draws again (after a save), and
+ * Lumino refuses to detach a widget whose node is not in the page. */
+function dispose(renderer: Widget): void {
+  if (renderer.isAttached && !renderer.node.isConnected) {
+    renderer.processMessage(Widget.Msg.BeforeDetach);
+    renderer.processMessage(Widget.Msg.AfterDetach); // (no longer counted as attached)
+  }
+  renderer.dispose();
 }

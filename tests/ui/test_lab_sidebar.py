@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import APIResponse, Locator, Page, Route, expect
+from playwright.sync_api import Locator, Page, Route, expect
 
 from jupyter_agent import Agent, SqliteStore
 from jupyter_agent.testing import ScriptedModel, call, reply
@@ -209,6 +209,30 @@ def test_a_long_list_shows_the_newest_and_every_one_that_waits(
         asking.stop()
 
 
+def hold_lists(page: Page, lab: Lab, count: int) -> list[Route]:
+    """Open JupyterLab with the sidebar, holding its first ``count`` requests for the session
+    list (unanswered); return them once it has made them. Later ones go through."""
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:
+        if len(held) < count:
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route(LISTS, hold)
+    page.goto(lab.url("lab?reset"))
+    open_sidebar(page)
+    deadline = time.monotonic() + 20
+    while len(held) < count:
+        assert time.monotonic() < deadline, f"the page asked for the list {len(held)} times"
+        page.wait_for_timeout(50)
+    return held
+
+
+LISTS = re.compile(r"/jupyter-agent/api/sessions\?limit=")
+
+
 def test_a_session_that_moves_while_the_list_loads_keeps_its_newer_state(
     page: Page, lab: Lab, tmp_path: Path
 ) -> None:
@@ -216,30 +240,36 @@ def test_a_session_that_moves_while_the_list_loads_keeps_its_newer_state(
     model = ScriptedModel([call("shell", command="echo hi"), reply("ok")])
     racer = Agent("racer", model=model, store=lab.store, policy={"shell": "ask"}).start("ask")
     assert racer.wait(30) == "awaiting_approval"
-    held: list[tuple[Route, APIResponse]] = []
-
-    def hold(route: Route) -> None:
-        if held:
-            route.continue_()  # (a later load)
-        else:
-            held.append((route, route.fetch()))  # the list as it is now, answered later
-
-    page.route(re.compile(r"/jupyter-agent/api/sessions\?limit="), hold)
-    page.goto(lab.url("lab?reset"))
-    open_sidebar(page)
-    deadline = time.monotonic() + 20
-    while not held:  # the sidebar asked for the list
-        assert time.monotonic() < deadline, "the sidebar did not ask for the sessions"
-        page.wait_for_timeout(50)
+    # the page lists the sessions twice as it starts (its own load, and the stream's once it
+    # connects): both lists are read now and answered after the session moved on
+    held = [(route, route.fetch()) for route in hold_lists(page, lab, 2)]
     racer.approve(racer.pending_approvals[0].call_id)
     assert racer.wait(30) == "done"
     items = page.locator("#jupyter-agent-sidebar .ja-sidebar-item")
     item = items.filter(has_text="racer")
     expect(item).to_have_attribute("data-status", "done", timeout=10_000)  # from the stream
 
-    for route, listed in held:  # the list read before the approval arrives after it
-        route.fulfill(response=listed)
-    expect(items.filter(has_text="bystander")).to_have_count(1, timeout=10_000)  # list applied
+    (first, listed), (second, relisted) = held
+    first.fulfill(response=listed)
+    body = relisted.json()  # the second, with one more session: when it shows, both are in
+    marker = {**next(r for r in body["sessions"] if r["name"] == "bystander"), "id": "marker1"}
+    body["sessions"].append({**marker, "name": "marker"})
+    body["total"] += 1
+    second.fulfill(response=relisted, json=body)
+    expect(items.filter(has_text="marker")).to_have_count(1, timeout=10_000)
+    expect(items.filter(has_text="bystander")).to_have_count(1)
     expect(item).to_have_attribute("data-status", "done")
     expect(page.locator(".Toastify__toast").filter(has_text="racer needs you")).to_have_count(0)
     page.screenshot(path=tmp_path / "sidebar-race.png")
+
+
+def test_a_list_that_fails_after_one_asked_for_earlier_leaves_that_one_shown(
+    page: Page, lab: Lab
+) -> None:
+    Agent("listed", model=ScriptedModel([reply("hi")]), store=lab.store).run("hi")
+    (first, second) = hold_lists(page, lab, 2)
+    listed = first.fetch()
+    second.fulfill(status=500, json={"message": "the store is busy"})
+    first.fulfill(response=listed)
+    items = page.locator("#jupyter-agent-sidebar .ja-sidebar-item")
+    expect(items.filter(has_text="listed")).to_have_count(1, timeout=10_000)

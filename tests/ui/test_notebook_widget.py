@@ -226,6 +226,8 @@ def test_a_snapshot_standing_in_for_a_lost_widget_follows_the_session(
     nb.reload()
     snapshot = nb.outputs(AGENT_CELL).locator(f'.ja-snapshot[data-session-id="{session_id}"]')
     expect(snapshot).to_contain_text("status interrupted", timeout=20_000)
+    nb.save()  # the output's data is set anew: it is drawn again, and stood in for again
+    expect(snapshot).to_contain_text("status interrupted", timeout=20_000)
 
     session = open_session(session_id, store=lab.store)
     session.resume()
