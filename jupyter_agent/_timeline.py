@@ -143,6 +143,11 @@ def _row(e: Event, p: dict[str, Any], calls: dict[str, TimelineRow]) -> Timeline
             actor=e.actor,
         )
     if k is EventKind.RESTORE:
+        for key, open_row in list(calls.items()):  # what was still going on is undone
+            if open_row.seq > p["to_seq"] and open_row.status in ("running", "waiting"):
+                open_row.status = "skipped"
+                open_row.detail = f"{open_row.detail}  ⇒ undone by the restore".strip()
+                del calls[key]
         files = ", ".join(f["path"] for f in p["files"])
         detail = f"back to event {p['to_seq']}" + (f"; files put back: {files}" if files else "")
         return TimelineRow(

@@ -569,6 +569,50 @@ def test_closing_the_widget_stops_watching(db: Path, widgets: Any) -> None:
 # -- the page's fold agrees with the timeline -----------------------------------------------------
 
 
+def page_rows(events: list[Any]) -> list[list[Any]]:
+    """The rows the page's fold (widget.js, run in node) makes of these events: seq, kind,
+    label, status, end_seq."""
+    script = textwrap.dedent(
+        f"""
+        import {{ foldEvents }} from {json.dumps(WIDGET_JS.as_uri())};
+        let text = "";
+        for await (const chunk of process.stdin) text += chunk;
+        const events = JSON.parse(text);
+        const rows = foldEvents(events).rows.map(
+          (r) => [r.seq, r.kind, r.label, r.status, r.end_seq]);
+        console.log(JSON.stringify(rows));
+        """
+    )
+    out = subprocess.run(
+        ["node", "--input-type=module", "-e", script],
+        input=json.dumps([compact_event(e) for e in events]),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    rows: list[list[Any]] = json.loads(out.stdout)
+    return rows
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's module")
+def test_a_call_a_restore_cut_off_is_shown_undone_not_running(db: Path) -> None:
+    model = ScriptedModel([call("sleep", seconds=3600, reason="nap"), reply("woke")])
+    s = Agent("napper", model=model, tools=["sleep"], store=db).start("nap")
+    deadline = time.monotonic() + 30
+    while s.status != "sleeping":
+        assert time.monotonic() < deadline, f"the session is {s.status}"
+        time.sleep(0.02)
+    s.restore(at=2)  # (pauses it first: the sleep is cut short, its call left open)
+    events = list(s.events)
+    rows = timeline(events)
+    (nap,) = [r for r in rows if r.kind == "tool"]
+    assert nap.status == "skipped" and nap.detail.endswith("⇒ undone by the restore")
+    assert not [r for r in rows if r.status in ("running", "waiting")]
+    assert [r[:4] for r in page_rows(events)] == [[r.seq, r.kind, r.label, r.status] for r in rows]
+    s.stop()
+
+
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's module")
 def test_the_page_folds_events_into_the_same_rows_as_the_timeline(db: Path) -> None:
     model = ScriptedModel(
@@ -590,27 +634,7 @@ def test_the_page_folds_events_into_the_same_rows_as_the_timeline(db: Path) -> N
         decide(s.pending_approvals[0].call_id)
     assert s.wait(30) == "done"
     events = list(s.store.iter_events(s.id))
-    compact = [compact_event(e) for e in events[4:]]  # a window: a result without its call
-    script = textwrap.dedent(
-        f"""
-        import {{ foldEvents }} from {json.dumps(WIDGET_JS.as_uri())};
-        let text = "";
-        for await (const chunk of process.stdin) text += chunk;
-        const events = JSON.parse(text);
-        const rows = foldEvents(events).rows.map(
-          (r) => [r.seq, r.kind, r.label, r.status, r.end_seq]);
-        console.log(JSON.stringify(rows));
-        """
-    )
-    out = subprocess.run(
-        ["node", "--input-type=module", "-e", script],
-        input=json.dumps(compact),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    page = json.loads(out.stdout)
+    page = page_rows(events[4:])  # a window: a result without its call
     rows = [[r.seq, r.kind, r.label, r.status] for r in timeline(events[4:])]
     assert [r[:4] for r in page] == rows
     assert {r[1] for r in rows} >= {"model", "tool", "plan", "result", "approval"}

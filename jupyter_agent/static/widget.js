@@ -180,6 +180,14 @@ export function foldEvent(fold, e) {
       added = row("fork", `forked by ${e.actor}`, `from ${p.parent_id} after event ${p.fork_seq}: ${p.name}`);
       break;
     case "restore": {
+      for (const [key, open] of fold.calls) {  // what was still going on is undone
+        if (open.seq > p.to_seq && (open.status === "running" || open.status === "waiting")) {
+          open.status = "skipped";
+          open.detail = `${open.detail}  ⇒ undone by the restore`.trim();
+          changed.push(open);
+          fold.calls.delete(key);
+        }
+      }
       const files = (p.files || []).map((f) => f.path).join(", ");
       const detail = `back to event ${p.to_seq}` + (files ? `; files put back: ${files}` : "");
       added = row("restore", `restored by ${e.actor}`, short(detail, 120));
