@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(message: str) -> int:
-    print(f"jupyter-agent: error: {message}", file=sys.stderr)
+    print(_printable(f"jupyter-agent: error: {message}"), file=sys.stderr)
     return EXIT_USAGE
 
 
@@ -185,11 +185,23 @@ def _prog() -> str:
 
 
 def _fit(line: str) -> str:
-    """Cut a line to the terminal's width when printing to one (files get it whole)."""
+    """A line of text from a session made safe to print (see ``_printable``), cut to the
+    terminal's width when printing to one (files get it whole)."""
+    line = _printable(line)
     if not sys.stdout.isatty():
         return line
     width = shutil.get_terminal_size().columns
     return line if len(line) <= width else line[: width - 1] + "…"
+
+
+# control characters but tab and newline, written as escapes: text from a session (a tool's
+# output, a model's answer, a message) may not move the cursor, clear the screen or retitle
+# the window of whoever reads it
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if c not in (9, 10)}
+
+
+def _printable(text: str) -> str:
+    return text.translate(_CONTROLS)
 
 
 def _ago(ts: float) -> str:
@@ -233,10 +245,12 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         print(head)
         for r in rows:
             print(
-                f"{r.id:<12}  {(r.name or '')[:14]:<14} {r.status:<17} "
-                f"{(r.owner or '')[:10]:<10} {r.steps:>5} {r.tool_calls:>5} "
-                f"{r.input_tokens + r.output_tokens:>8}  {_ago(r.created_at):<16}  "
-                f"{_ago(r.updated_at)}"
+                _printable(
+                    f"{r.id:<12}  {(r.name or '')[:14]:<14} {r.status:<17} "
+                    f"{(r.owner or '')[:10]:<10} {r.steps:>5} {r.tool_calls:>5} "
+                    f"{r.input_tokens + r.output_tokens:>8}  {_ago(r.created_at):<16}  "
+                    f"{_ago(r.updated_at)}"
+                )
             )
         if not rows:
             print("(no sessions yet: try `jupyter-agent demo`)")
@@ -246,7 +260,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     with _store(args) as store:
         row = store.find_session(args.id)
-        print("\n".join(_header(row)))
+        print(_printable("\n".join(_header(row))))
         print()
         _print_timeline(store, row.id)
     return 0
@@ -260,8 +274,10 @@ def cmd_events(args: argparse.Namespace) -> int:
                 print(json.dumps(e.to_dict(), ensure_ascii=False))
             else:
                 print(
-                    f"{e.seq:>6} {_ago(e.ts)} {e.kind.value:<18} {e.actor:<10} "
-                    f"{e.payload_json[:100]}"
+                    _printable(
+                        f"{e.seq:>6} {_ago(e.ts)} {e.kind.value:<18} {e.actor:<10} "
+                        f"{e.payload_json[:100]}"
+                    )
                 )
     return 0
 
@@ -392,8 +408,10 @@ def _follow(session: object) -> int:
     if row.status == "awaiting_approval":
         for a in session.pending_approvals:
             print(
-                f"waiting for a person: call {a.call_id} {a.name} ({a.reason}): "
-                f"jupyter-agent resume {session.id} --approve {a.call_id}  (or --deny)"
+                _printable(
+                    f"waiting for a person: call {a.call_id} {a.name} ({a.reason}): "
+                    f"jupyter-agent resume {session.id} --approve {a.call_id}  (or --deny)"
+                )
             )
     return 0 if row.status in ("done", "awaiting_approval", "paused") else 1
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_agent import SqliteStore
+from jupyter_agent import Agent, SqliteStore
 from jupyter_agent._cli import main
+from jupyter_agent.testing import ScriptedModel, call, reply
 
 
 def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -351,3 +352,19 @@ def test_sessions_refuses_an_unknown_status(demo_db) -> None:
     db, _ = demo_db
     out = cli("sessions", "--status", "finished", "--db", str(db))
     assert out.returncode == 2 and "invalid choice: 'finished'" in out.stderr
+
+
+def test_text_from_a_session_cannot_drive_the_terminal(tmp_path: Path) -> None:
+    """Control characters a tool printed, a model said or a goal held are shown as escapes:
+    they may not clear the screen or retitle the window of whoever reads them."""
+    db = tmp_path / "agent.db"
+    trap = "\x1b[2J\x1b]0;TITLE\x07\x9b31m"
+    model = ScriptedModel([call("shell", command="printf '\\033[2J red'"), reply(f"ok {trap}")])
+    s = Agent(f"n{trap}", model=model, tools=["shell"], store=db).run(f"go {trap}")
+    for args in (("show", s.id), ("events", s.id), ("sessions",)):
+        out = cli("--db", str(db), *args)
+        assert out.returncode == 0, out.stderr
+        assert not {"\x1b", "\x07", "\x9b"} & set(out.stdout), args
+        assert "\\x1b" in out.stdout or "\\u001b" in out.stdout, args  # (events: JSON)
+    out = cli("--db", str(db), "show", f"n{trap}")  # (an unknown id, said back)
+    assert not {"\x1b", "\x07", "\x9b"} & set(out.stderr)
