@@ -57,9 +57,12 @@ class Inbox:
             return None
 
     def post_decision(self, call_id: str, decision: Decision) -> bool:
-        """Queue a decision; returns whether a running engine will take it."""
+        """Queue a decision; returns whether a running engine will take it. A later decision
+        on the same request than one still queued is dropped: the first given is the one."""
         with self.lock:
-            self._decisions[call_id] = decision
+            earlier = self._decisions.get(call_id)
+            if earlier is None or earlier.asked != decision.asked:
+                self._decisions[call_id] = decision
             return self.active
 
     def has_messages(self) -> bool:

@@ -102,6 +102,28 @@ def test_a_call_asked_about_again_after_a_restore_takes_a_new_decision(
     assert decided == ["approve", "deny"]
 
 
+def test_of_two_decisions_queued_for_a_session_nobody_runs_the_first_is_the_one(
+    db: Path, tmp_path: Path
+) -> None:
+    """Commands left in the store (as another client leaves them) for a call waiting in a
+    session no process runs: the run that resumes it acts on the first, not the last."""
+    ws = tmp_path / "ws"
+    s = Agent("a", model=writer(), store=db, workspace=ws, policy={"*": "ask"}).start("write")
+    wait_for(s, "awaiting_approval")
+    (waiting,) = s.pending_approvals
+    s.pause()
+    wait_for(s, "paused")
+    s.release()
+    args = {"call_id": waiting.call_id, "reason": "", "asked": waiting.seq}
+    s.store.send_command(s.id, "approve", args, actor="alice")
+    s.store.send_command(s.id, "deny", {**args, "reason": "no"}, actor="bob")
+    s.resume()
+    assert s.wait(timeout=10) == "done"
+    (decided,) = [e for e in s.events if e.kind is EventKind.APPROVAL_DECIDED]
+    assert (decided.payload["decision"], decided.actor) == ("approve", "alice")
+    assert (ws / "a.txt").read_text() == "hi"
+
+
 def test_a_decision_the_engine_could_not_record_can_be_given_again(tmp_path: Path) -> None:
     """The engine took the approval but the store stayed locked past its timeout: the run
     stops with the call still waiting, and the same approval goes through again."""

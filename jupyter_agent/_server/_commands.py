@@ -110,6 +110,7 @@ def _apply(
     holder = live_holder(store, session_id)
     if verb in ("approve", "deny"):
         args = {**args, "asked": _check_waiting(store, session_id, args["call_id"])}
+        _check_undecided(store, session_id, args["call_id"], args["asked"])
     if verb == "restore":  # before it is queued: the holder could only drop it
         check_restore_point(store, session_id, int(args["at"]))
     if holder is not None:  # its kernel does it, busy or not (a restore pauses it first)
@@ -153,6 +154,23 @@ def _check_waiting(store: SqliteStore, session_id: str, call_id: str) -> int:
             f"no call {call_id!r} waits for approval in session {session_id} (waiting: {listed})",
         )
     return waiting[call_id].seq
+
+
+def _check_undecided(store: SqliteStore, session_id: str, call_id: str, asked: int) -> None:
+    """Refuse a second decision on a request while the first waits to be taken: the first
+    one given is the one the session acts on."""
+    for cmd in store.queued_commands(session_id):
+        if (
+            cmd.verb in ("approve", "deny")
+            and cmd.args.get("call_id") == call_id
+            and cmd.args.get("asked") == asked
+        ):
+            done = "approved" if cmd.verb == "approve" else "denied"
+            raise CommandRefused(
+                409,
+                f"call {call_id!r} of session {session_id} is {done} already (by {cmd.actor}); "
+                "the session acts on that when it runs",
+            )
 
 
 def live_holder(store: SqliteStore, session_id: str) -> str | None:

@@ -327,6 +327,15 @@ class SqliteStore:
         result: int = self._wait(self._submit(job))
         return result
 
+    def queued_commands(self, session_id: str) -> list[Command]:
+        """The session's commands nobody has taken yet, oldest first (they stay queued)."""
+        rows = self._reader().execute(
+            "SELECT id, session_id, verb, args, actor, created_at FROM commands "
+            "WHERE session_id = ? AND taken_at IS NULL ORDER BY id",
+            (session_id,),
+        )
+        return [Command(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5]) for r in rows]
+
     def take_commands(self, session_id: str, *, taken_by: str) -> list[Command]:
         """Claim the session's untaken commands, oldest first (each is taken exactly once)."""
 

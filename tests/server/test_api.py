@@ -225,6 +225,13 @@ async def test_a_decision_for_a_session_no_process_runs_is_kept_for_the_one_that
     call_id = open_session(row.id, store=store_path).pending_approvals[0].call_id
     r = await post(jp_fetch, row.id, {"verb": verb, "call_id": call_id, "reason": "ok"})
     assert r.code == 202 and json.loads(r.body)["runtime_id"] is None
+    other = "deny" if verb == "approve" else "approve"  # a second decision, while it waits
+    for second in (verb, other):
+        with pytest.raises(HTTPClientError) as err:
+            await post(jp_fetch, row.id, {"verb": second, "call_id": call_id})
+        assert err.value.code == 409
+        done = "approved" if verb == "approve" else "denied"
+        assert f"is {done} already" in error_of(err)["message"]
     model = ScriptedModel([call("write_file", path="a.txt", content="hi"), reply("written")])
     again = open_session(row.id, store=store_path, model=model).resume()
     assert again.wait(30) == "done"  # the run took the decision before it settled the call
