@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ._clock import Clock, SystemClock
 from ._engine import Engine, create_session
-from ._errors import ConfigError, InvalidSessionState, JupyterAgentError
+from ._errors import ConfigError, InvalidSessionState, JupyterAgentError, StoreError
 from ._identity import current_identity
 from ._models import Model, resolve_model
 from ._policy import Limits, check_policy
@@ -32,14 +32,20 @@ _stores: dict[Path, SqliteStore] = {}
 _stores_lock = threading.Lock()
 
 
-def open_store(store: SqliteStore | str | Path | None = None) -> SqliteStore:
-    """The store at ``store`` (a path), or ``$JUPYTER_AGENT_DB``, or the default location.
+def open_store(
+    store: SqliteStore | str | Path | None = None, *, existing: bool = False
+) -> SqliteStore:
+    """The store at ``store`` (a path), or ``$JUPYTER_AGENT_DB``, or the default location;
+    made if missing, unless ``existing`` (a look at sessions: a mistyped path would become a
+    new, empty store).
 
     Stores are shared per file within a process, so there is one writer thread per file.
     """
     if isinstance(store, SqliteStore):
         return store
     path = (Path(store) if store is not None else default_store_path()).expanduser().resolve()
+    if existing and store is not None and not path.exists():
+        raise StoreError(f"no store at {path}: check the path (an Agent(store=...) makes one)")
     with _stores_lock:
         if path not in _stores:
             _stores[path] = SqliteStore(path)
@@ -234,7 +240,7 @@ def open_session(
     Built-in tools are found by name; pass your own tools (and a model object, if the session
     used one) so that ``resume()`` can run it.
     """
-    st = open_store(store)
+    st = open_store(store, existing=True)
     session_id = st.find_session(session_id).id
 
     def agent_factory() -> Agent:
@@ -247,7 +253,7 @@ def sessions(
     *, store: SqliteStore | str | Path | None = None, status: str | None = None
 ) -> SessionList:
     """Every session in the store, most recently updated first; shown as a table."""
-    st = open_store(store)
+    st = open_store(store, existing=True)
     return SessionList(open_session(row.id, store=st) for row in st.list_sessions(status=status))
 
 

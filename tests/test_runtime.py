@@ -23,8 +23,10 @@ from jupyter_agent import (
     Schedule,
     SessionLeased,
     SqliteStore,
+    StoreError,
     ToolContext,
     open_session,
+    sessions,
     tool,
 )
 from jupyter_agent._events import EventChain, verify_chain
@@ -1002,3 +1004,16 @@ def test_a_session_recorded_with_a_policy_for_a_tool_it_lacks_still_resumes(
     resumed = resume_interrupted(store=tmp_path / "a.db")
     assert sorted(s.id for s in resumed) == ["old", "other"]
     assert [s.wait(30) for s in resumed] == ["done", "done"]
+
+
+def test_a_look_at_sessions_in_a_store_that_is_not_there_does_not_make_it(
+    tmp_path: Path,
+) -> None:
+    typo = tmp_path / "tyop" / "agent.db"
+    with pytest.raises(StoreError, match=f"no store at {typo}: check the path"):
+        sessions(store=typo)
+    with pytest.raises(StoreError, match=f"no store at {typo}: check the path"):
+        open_session("abc", store=str(typo))
+    assert not typo.parent.exists()
+    Agent("a", model=ScriptedModel([reply("hi")]), store=typo).run("hi")  # an agent makes it
+    assert [s.name for s in sessions(store=typo)] == ["a"]
