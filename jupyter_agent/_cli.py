@@ -360,11 +360,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from ._clock import ScaledClock
 
     spec = f"demo:{args.scenario}" + (f"?steps={args.steps}" if args.steps else "")
-    store = _store(args, create=True)
-    store.close()
     speed = args.speed if args.speed is not None else 600.0 if args.scenario == "watch" else 1.0
     if speed <= 0:
         raise CliError("--speed must be more than 0 (1 is real time)")
+    if args.steps is not None and args.steps < 1:
+        raise CliError("--steps must be 1 or more")
+    store = _store(args, create=True)
+    store.close()
     clock = ScaledClock(speed=speed) if speed != 1 else None
     limit = {"max_steps": args.steps + 10} if args.steps else {}  # (the default is 500)
     agent = Agent("demo", model=spec, store=store.path, clock=clock, **limit)

@@ -91,7 +91,7 @@ def _verb_parsers() -> dict[str, _Parser]:
     parsers["restore"].add_argument("--at", type=int, required=True)
     export = parsers["export"]
     export.add_argument("--format", choices=["md", "markdown", "json", "jsonl"], default="md")
-    export.add_argument("--out", metavar="FILE")
+    export.add_argument("--out", "-o", "--output", metavar="FILE", dest="out")  # (-o as the CLI)
     return parsers
 
 

@@ -292,9 +292,16 @@ def test_the_watch_demo_runs_its_minutes_on_a_fast_clock(tmp_path: Path) -> None
     assert "sleep until" in out.stdout
 
 
-def test_a_speed_of_zero_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    out = cli("--db", str(tmp_path / "a.db"), "demo", "--speed", "0")
-    assert out.returncode == 2 and "--speed must be more than 0" in out.stderr
+@pytest.mark.parametrize(
+    ("option", "said"),
+    [(("--speed", "0"), "--speed must be more than 0"), (("--steps", "0"), "--steps must be 1")],
+)
+def test_a_demo_option_out_of_range_is_one_line_and_exit_2(
+    tmp_path: Path, option: tuple[str, str], said: str
+) -> None:
+    out = cli("--db", str(tmp_path / "a.db"), "demo", *option)
+    assert out.returncode == 2 and said in out.stderr and len(out.stderr.splitlines()) == 1
+    assert not (tmp_path / "a.db").exists()  # nothing made
 
 
 def test_fork_and_restore_from_the_command_line(tmp_path: Path) -> None:

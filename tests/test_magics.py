@@ -578,10 +578,11 @@ def test_restore_rewinds_the_session_to_an_event(db: Path, run: Run) -> None:
     assert "restore" in kinds(s) and s.status == "paused"
 
 
-def test_export_writes_markdown_to_a_file(db: Path, tmp_path: Path, run: Run) -> None:
+@pytest.mark.parametrize("option", ["--out", "-o", "--output"])  # (the CLI's spellings too)
+def test_export_writes_markdown_to_a_file(db: Path, tmp_path: Path, run: Run, option: str) -> None:
     s = finished(db)
     target = tmp_path / "report.md"
-    out, _ = run(f"%agent export {s.id} --out {target}")
+    out, _ = run(f"%agent export {s.id} {option} {target}")
     assert out.strip() == f"wrote {target}"
     assert target.read_text().startswith(f"# Session `{s.id}`: done-one")
 
