@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from ._errors import JupyterAgentError
 from ._events import verify_chain
 from ._store import STATUSES, SessionRow, SqliteStore, default_store_path
+from ._store._leases import SessionLeased
 from ._timeline import format_rows, timeline
 from ._watch import cost_text
 
@@ -326,7 +327,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
     for call in args.deny:
         session.deny(call, reason="denied from the command line")
     if not session.running_here:
-        session.resume()
+        try:
+            session.resume()
+        except SessionLeased as exc:  # it runs there: show it as it goes on
+            print(f"{session.id} runs in another process ({exc.owner.describe()}): following it")
     return _follow(session)
 
 

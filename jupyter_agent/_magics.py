@@ -158,7 +158,8 @@ class AgentMagics(Magics):
             %agent tell ID MESSAGE...       a message to the agent, read at its next step
             %agent pause ID                 pause at the next step boundary
             %agent resume ID                run a paused or interrupted session here
-            %agent stop ID                  stop for good
+            %agent stop ID                  stop: it runs no more (a restore to an earlier
+                                            event can still take it back there)
             %agent approve ID CALL          let a call waiting for a person run
             %agent deny ID CALL [--reason R...]
                                             skip a waiting call, telling the agent why

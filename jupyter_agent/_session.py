@@ -183,7 +183,8 @@ class Session:
         get_runtime().interrupt(self.id)
 
     def stop(self) -> None:
-        """Stop for good: at the next step boundary, or at once if nothing runs it."""
+        """Stop: at the next step boundary, or at once if nothing runs it. It runs no more,
+        unless a restore takes it back to before the stop."""
         self._require_open("stop")
         actor = current_identity()
         if self._send_elsewhere("stop", {}, actor):

@@ -285,6 +285,29 @@ def test_sessions_of_a_killed_process_are_listed_as_interrupted(tmp_path: Path) 
     assert " interrupted " in row
 
 
+def test_resuming_a_session_another_process_runs_follows_it_there(tmp_path: Path) -> None:
+    db = tmp_path / "agent.db"
+    worker = (
+        "import sys\nfrom jupyter_agent import Agent\n"
+        "s = Agent('w', model='demo:loop?steps=8&pace=0.2', store=sys.argv[1]).start('loop')\n"
+        "print(s.id, flush=True)\ns.wait(60)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", worker, str(db)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        session_id = proc.stdout.readline().strip()
+        out = cli("--db", str(db), "resume", session_id, timeout=60)
+        assert out.returncode == 0, out.stderr
+        first = out.stdout.splitlines()[0]
+        assert first.startswith(f"{session_id} runs in another process (pid {proc.pid} ")
+        assert first.endswith("): following it")
+        assert "status: done" in out.stdout and "Finished all 8 steps" in out.stdout
+    finally:
+        proc.communicate(timeout=60)
+
+
 def test_the_watch_demo_runs_its_minutes_on_a_fast_clock(tmp_path: Path) -> None:
     out = cli("--db", str(tmp_path / "a.db"), "demo", "--scenario", "watch", "--steps", "3")
     assert out.returncode == 0, out.stderr

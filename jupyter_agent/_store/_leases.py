@@ -50,7 +50,8 @@ class SessionLeased(SessionError):
     def __init__(self, session_id: str, owner: RuntimeInfo) -> None:
         super().__init__(
             f"session {session_id} is running in another process: {owner.describe()}; "
-            "pause or stop it there first"
+            "it goes on there (to run it here, release it there with Session.release(), or "
+            "end that process)"
         )
         self.session_id, self.owner = session_id, owner
 
