@@ -342,6 +342,9 @@ def cmd_fork(args: argparse.Namespace) -> int:
     parent = open_session(row.id, store=Path(args.db) if args.db else None)
     fork = parent.fork(at=args.at, name=args.name, workspace=args.workspace)
     print(f"{fork.id}  {fork.name} (paused; `jupyter-agent resume {fork.id}` runs it)")
+    if fork.state.workspace == parent.state.workspace:
+        print(f"  it shares the folder {fork.state.workspace} with {parent.id} (--workspace gives")
+        print("  it a copy of its own): what one does to the files, a restore too, the other sees")
     return 0
 
 

@@ -322,6 +322,9 @@ class AgentMagics(Magics):
         where = "its latest event" if args.at is None else f"event {args.at}"
         print(f"forked {session.id} after {where}: new session {new.id}")
         print(f"  it is paused: %agent tell {new.id} ... then %agent resume {new.id}")
+        if new.state.workspace == session.state.workspace:
+            print(f"  it shares the folder {new.state.workspace} with {session.id} (--workspace")
+            print("  gives it a copy of its own): what one does to the files the other sees")
         _display(new)
 
     def _restore(self, args: argparse.Namespace) -> None:

@@ -336,6 +336,9 @@ def test_fork_and_restore_from_the_command_line(tmp_path: Path) -> None:
     forked = cli("--db", str(db), "fork", sid, "--at", "6", "--name", "other")
     assert forked.returncode == 0, forked.stderr
     fork_id = forked.stdout.split()[0]
+    assert f"it shares the folder {db.parent / 'workspaces' / sid} with {sid}" in forked.stdout
+    own = cli("--db", str(db), "fork", sid, "--workspace", str(tmp_path / "own"))
+    assert own.returncode == 0 and "shares" not in own.stdout, own.stderr
     restored = cli("--db", str(db), "restore", sid[:6], "--at", "6")
     assert restored.returncode == 0, restored.stderr
     assert "restored to event 6; now paused" in restored.stdout

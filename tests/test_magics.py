@@ -549,6 +549,7 @@ def test_fork_at_prints_the_new_session_and_displays_it(
     ]
     assert (child.row.parent_id, child.row.fork_seq, child.name) == (s.id, 5, "branch")
     assert shown == [child.id]
+    assert f"it shares the folder {s.state.workspace} with {s.id}" in out
 
 
 def test_fork_without_at_branches_after_the_latest_event(
@@ -566,9 +567,10 @@ def test_fork_into_a_new_workspace_works_there(
 ) -> None:
     s = finished(db)
     workspace = tmp_path / "branch"
-    run(f"%agent fork {s.id} --at 2 --workspace {workspace}")
+    out, _ = run(f"%agent fork {s.id} --at 2 --workspace {workspace}")
     (child_id,) = shown
     assert open_session(child_id).state.workspace == str(workspace)
+    assert "shares" not in out
 
 
 def test_restore_rewinds_the_session_to_an_event(db: Path, run: Run) -> None:
