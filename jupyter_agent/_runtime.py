@@ -32,7 +32,7 @@ from ._branch import FileVersion, restore_session
 from ._clock import SystemClock
 from ._engine import Engine, record_message, record_stop
 from ._errors import InvalidSessionState, JupyterAgentError
-from ._give_way import GIVE_WAY, install_in_kernel
+from ._give_way import GIVE_WAY, current_kernel, install_in_kernel
 from ._identity import current_identity
 from ._inbox import Decision, Inbox
 from ._state import TERMINAL
@@ -128,10 +128,13 @@ class Runtime:
                 except Exception as exc:  # housekeeping must outlive any one bad round
                     self.errors.append(f"{type(exc).__name__}: {exc}")
 
-    def shutdown(self, reason: str = "its kernel shut down") -> None:
+    def shutdown(self, reason: str | None = None) -> None:
         """Clean exit: running sessions become ``interrupted`` and this runtime ends."""
         if self._forked or self._closing.is_set():
             return  # a forked child (the stores' writer threads are not here), or done
+        if reason is None:
+            in_kernel = current_kernel() is not None
+            reason = "its kernel shut down" if in_kernel else "its process ended"
         self._closing.set()
         asked: dict[str, tuple[str, str]] = {}  # a stop or pause the engine did not reach
         with self._lock:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -306,6 +307,29 @@ def test_resuming_a_session_another_process_runs_follows_it_there(tmp_path: Path
         assert "status: done" in out.stdout and "Finished all 8 steps" in out.stdout
     finally:
         proc.communicate(timeout=60)
+
+
+def test_a_run_stopped_with_ctrl_c_is_interrupted_because_its_process_ended(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "agent.db"
+    exe = shutil.which("jupyter-agent", path=str(Path(sys.executable).parent))
+    assert exe
+    proc = subprocess.Popen(
+        [exe, "--db", str(db), "demo", "--scenario", "loop", "--steps", "100000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    lines = iter(proc.stdout.readline, "")
+    session_id = next(line for line in lines if line.startswith("session:")).split()[1]
+    next(line for line in lines if "list_files" in line or "python" in line)  # it runs
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err
+    out = cli("--db", str(db), "show", session_id)
+    assert "[interrupted]" in out.stdout and "its process ended" in out.stdout
 
 
 def test_the_watch_demo_runs_its_minutes_on_a_fast_clock(tmp_path: Path) -> None:
