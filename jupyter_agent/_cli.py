@@ -268,11 +268,13 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
+    from ._export import json_text
+
     with _store(args) as store:
         row = store.find_session(args.id)
         for e in store.iter_events(row.id, after=args.after):
             if args.json:
-                print(json.dumps(e.to_dict(), ensure_ascii=False))
+                print(json_text(e.to_dict()))
             else:
                 print(
                     _printable(
@@ -292,8 +294,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
         print(f"wrote {args.output}")
-    else:
-        sys.stdout.write(text)
+    else:  # (to a terminal, with its control characters escaped; to a pipe as it is)
+        sys.stdout.write(_printable(text) if sys.stdout.isatty() else text)
     return 0
 
 
@@ -341,7 +343,7 @@ def cmd_fork(args: argparse.Namespace) -> int:
         row = store.find_session(args.id)
     parent = open_session(row.id, store=Path(args.db) if args.db else None)
     fork = parent.fork(at=args.at, name=args.name, workspace=args.workspace)
-    print(f"{fork.id}  {fork.name} (paused; `jupyter-agent resume {fork.id}` runs it)")
+    print(_printable(f"{fork.id}  {fork.name} (paused; `jupyter-agent resume {fork.id}` runs it)"))
     if fork.state.workspace == parent.state.workspace:
         print(f"  it shares the folder {fork.state.workspace} with {parent.id} (--workspace gives")
         print("  it a copy of its own): what one does to the files, a restore too, the other sees")

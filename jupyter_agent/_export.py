@@ -30,7 +30,17 @@ def export_json(store: SqliteStore, row: SessionRow) -> str:
         "events": events,
         "outputs": outputs,
     }
-    return json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
+    return json_text(doc, indent=1) + "\n"
+
+
+# DEL and the C1 controls, which JSON lets through as they are (it escapes C0): a terminal
+# showing the JSON may act on them, so they are written as \u escapes too
+_C1 = {c: f"\\u{c:04x}" for c in (0x7F, *range(0x80, 0xA0))}
+
+
+def json_text(value: object, *, indent: int | None = None) -> str:
+    """``value`` as JSON text, UTF-8 as it is but every control character escaped."""
+    return json.dumps(value, indent=indent, ensure_ascii=False).translate(_C1)
 
 
 def export_markdown(store: SqliteStore, row: SessionRow) -> str:
@@ -68,8 +78,8 @@ def export_markdown(store: SqliteStore, row: SessionRow) -> str:
 def export_jsonl(store: SqliteStore, row: SessionRow) -> str:
     """The session row on the first line, then one event a line."""
     head = {"format": "jupyter-agent-session", "version": 1, "session": asdict(row)}
-    lines = [json.dumps(head, ensure_ascii=False)]
-    lines += [json.dumps(e.to_dict(), ensure_ascii=False) for e in store.iter_events(row.id)]
+    lines = [json_text(head)]
+    lines += [json_text(e.to_dict()) for e in store.iter_events(row.id)]
     return "\n".join(lines) + "\n"
 
 

@@ -418,10 +418,15 @@ def test_text_from_a_session_cannot_drive_the_terminal(tmp_path: Path) -> None:
     trap = "\x1b[2J\x1b]0;TITLE\x07\x9b31m"
     model = ScriptedModel([call("shell", command="printf '\\033[2J red'"), reply(f"ok {trap}")])
     s = Agent(f"n{trap}", model=model, tools=["shell"], store=db).run(f"go {trap}")
-    for args in (("show", s.id), ("events", s.id), ("sessions",)):
+    json_outputs = (("events", s.id, "--json"), ("export", s.id, "--format", "json"))
+    for args in (("show", s.id), ("events", s.id), ("sessions",), ("fork", s.id), *json_outputs):
         out = cli("--db", str(db), *args)
         assert out.returncode == 0, out.stderr
         assert not {"\x1b", "\x07", "\x9b"} & set(out.stdout), args
         assert "\\x1b" in out.stdout or "\\u001b" in out.stdout, args  # (events: JSON)
+    lines = cli("--db", str(db), "events", s.id, "--json").stdout.splitlines()
+    assert json.loads(lines[0])["payload"]["goal"] == f"go {trap}"  # still JSON, read back
+    doc = json.loads(cli("--db", str(db), "export", s.id, "--format", "json").stdout)
+    assert doc["session"]["goal"] == f"go {trap}"  # the escapes read back as the text
     out = cli("--db", str(db), "show", f"n{trap}")  # (an unknown id, said back)
     assert not {"\x1b", "\x07", "\x9b"} & set(out.stderr)
