@@ -377,6 +377,13 @@ class Session:
                 f"call {call_id!r} of session {self.id} is {done} already; the session acts on "
                 "it at its next step"
             )
+        queued = self.store.queued_decision(self.id, call_id, decision.asked)
+        if queued is not None:  # left by another client (the sidebar, another kernel)
+            done = "approved" if queued.verb == "approve" else "denied"
+            raise ValueError(
+                f"call {call_id!r} of session {self.id} is {done} already (by {queued.actor}); "
+                "the session acts on that when it runs"
+            )
         verb = "approve" if decision.approve else "deny"
         args = {"call_id": call_id, "reason": decision.reason, "asked": decision.asked}
         if self._send_elsewhere(verb, args, decision.actor):

@@ -117,6 +117,8 @@ def test_of_two_decisions_queued_for_a_session_nobody_runs_the_first_is_the_one(
     args = {"call_id": waiting.call_id, "reason": "", "asked": waiting.seq}
     s.store.send_command(s.id, "approve", args, actor="alice")
     s.store.send_command(s.id, "deny", {**args, "reason": "no"}, actor="bob")
+    with pytest.raises(ValueError, match=r"is approved already \(by alice\)"):
+        s.deny(waiting.call_id)  # here too (the notebook, `jupyter-agent resume --deny`)
     s.resume()
     assert s.wait(timeout=10) == "done"
     (decided,) = [e for e in s.events if e.kind is EventKind.APPROVAL_DECIDED]

@@ -159,18 +159,14 @@ def _check_waiting(store: SqliteStore, session_id: str, call_id: str) -> int:
 def _check_undecided(store: SqliteStore, session_id: str, call_id: str, asked: int) -> None:
     """Refuse a second decision on a request while the first waits to be taken: the first
     one given is the one the session acts on."""
-    for cmd in store.queued_commands(session_id):
-        if (
-            cmd.verb in ("approve", "deny")
-            and cmd.args.get("call_id") == call_id
-            and cmd.args.get("asked") == asked
-        ):
-            done = "approved" if cmd.verb == "approve" else "denied"
-            raise CommandRefused(
-                409,
-                f"call {call_id!r} of session {session_id} is {done} already (by {cmd.actor}); "
-                "the session acts on that when it runs",
-            )
+    cmd = store.queued_decision(session_id, call_id, asked)
+    if cmd is not None:
+        done = "approved" if cmd.verb == "approve" else "denied"
+        raise CommandRefused(
+            409,
+            f"call {call_id!r} of session {session_id} is {done} already (by {cmd.actor}); "
+            "the session acts on that when it runs",
+        )
 
 
 def live_holder(store: SqliteStore, session_id: str) -> str | None:

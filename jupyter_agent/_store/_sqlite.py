@@ -336,6 +336,18 @@ class SqliteStore:
         )
         return [Command(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5]) for r in rows]
 
+    def queued_decision(self, session_id: str, call_id: str, asked: int | None) -> Command | None:
+        """The decision (approve or deny) on request ``asked`` of ``call_id`` that waits in the
+        queue to be taken, if one does: the first given is the one the session acts on."""
+        for cmd in self.queued_commands(session_id):
+            args = cmd.args
+            if cmd.verb in ("approve", "deny") and (args.get("call_id"), args.get("asked")) == (
+                call_id,
+                asked,
+            ):
+                return cmd
+        return None
+
     def take_commands(self, session_id: str, *, taken_by: str) -> list[Command]:
         """Claim the session's untaken commands, oldest first (each is taken exactly once)."""
 
