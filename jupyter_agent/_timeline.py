@@ -34,11 +34,66 @@ def timeline(events: Iterable[Event]) -> list[TimelineRow]:
     """Fold events into rows; a tool call's row is completed by its result."""
     rows: list[TimelineRow] = []
     calls: dict[str, TimelineRow] = {}
+    undone: list[_Undone] = []
     for e in events:
+        if e.kind is EventKind.RESTORE:
+            _rewind(calls, undone, e.seq, e.payload["to_seq"])
         row = _row(e, e.payload, calls)
         if row is not None:
             rows.append(row)
     return rows
+
+
+@dataclass(slots=True)
+class _Undone:
+    """A row a restore (at ``restore_seq``) closed while it was open: it was ``status`` (with
+    ``detail``) from event ``since`` on, which a later restore to a point in between (a
+    restore of the restore) puts back."""
+
+    key: str
+    row: TimelineRow
+    status: RowStatus
+    detail: str
+    since: int
+    restore_seq: int
+
+
+def _rewind(
+    calls: dict[str, TimelineRow], undone: list[_Undone], restore_seq: int, to_seq: int
+) -> None:
+    """A restore to ``to_seq``: rows an earlier restore closed that were open at ``to_seq``
+    are open again, as they were then; rows still open that began after it are undone (a
+    call whose approval was asked after it runs again: it is asked anew). The page's fold
+    does the same (widget.js)."""
+    back: dict[int, _Undone] = {}  # per row, its state as of to_seq: the latest begun by then
+    for u in undone:
+        if u.since <= to_seq < u.restore_seq and (
+            id(u.row) not in back or u.since > back[id(u.row)].since
+        ):
+            back[id(u.row)] = u
+    for u in back.values():
+        u.row.status, u.row.detail = u.status, u.detail
+        calls[u.key] = u.row
+    undone[:] = [u for u in undone if not (u.since <= to_seq < u.restore_seq)]
+
+    def close(key: str, row: TimelineRow, since: int, status: RowStatus) -> None:
+        undone.append(_Undone(key, row, row.status, row.detail, since, restore_seq))
+        row.status = status
+        if status == "skipped":
+            row.detail = f"{row.detail}  ⇒ undone by the restore".strip()
+
+    before = dict(calls)
+    for key, row in before.items():
+        asked = before.get(f"?{key}")
+        if row.seq > to_seq and row.status in ("running", "waiting"):
+            if row.status == "waiting" and asked is not None:  # running until it was asked
+                undone.append(_Undone(key, row, "running", row.detail, row.seq, restore_seq))
+                close(key, row, asked.seq, "skipped")
+            else:
+                close(key, row, row.seq, "skipped")
+            del calls[key]
+        elif row.status == "waiting" and asked is not None and asked.seq > to_seq:
+            close(key, row, asked.seq, "running")  # asked after the point: it runs again
 
 
 def _row(e: Event, p: dict[str, Any], calls: dict[str, TimelineRow]) -> TimelineRow | None:
@@ -142,12 +197,7 @@ def _row(e: Event, p: dict[str, Any], calls: dict[str, TimelineRow]) -> Timeline
             f"from {p['parent_id']} after event {p['fork_seq']}: {p['name']}",
             actor=e.actor,
         )
-    if k is EventKind.RESTORE:
-        for key, open_row in list(calls.items()):  # what was still going on is undone
-            if open_row.seq > p["to_seq"] and open_row.status in ("running", "waiting"):
-                open_row.status = "skipped"
-                open_row.detail = f"{open_row.detail}  ⇒ undone by the restore".strip()
-                del calls[key]
+    if k is EventKind.RESTORE:  # (its rows were rewound before: see _rewind)
         files = ", ".join(f["path"] for f in p["files"])
         detail = f"back to event {p['to_seq']}" + (f"; files put back: {files}" if files else "")
         return TimelineRow(

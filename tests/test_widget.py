@@ -610,6 +610,38 @@ def test_a_call_a_restore_cut_off_is_shown_undone_not_running(db: Path) -> None:
     assert nap.status == "skipped" and nap.detail.endswith("⇒ undone by the restore")
     assert not [r for r in rows if r.status in ("running", "waiting")]
     assert [r[:4] for r in page_rows(events)] == [[r.seq, r.kind, r.label, r.status] for r in rows]
+
+    restore = events[-1]
+    assert restore.kind is EventKind.RESTORE
+    s.restore(at=restore.seq - 1)  # undo the restore: the call is open again, as it was
+    events = list(s.events)
+    rows = timeline(events)
+    (nap,) = [r for r in rows if r.kind == "tool"]
+    assert nap.status == "running" and "undone" not in nap.detail
+    assert [r[:4] for r in page_rows(events)] == [[r.seq, r.kind, r.label, r.status] for r in rows]
+    s.resume()  # it sleeps in that call again; its result completes the same row
+    deadline = time.monotonic() + 30
+    while s.status != "sleeping":
+        assert time.monotonic() < deadline, f"the session is {s.status}"
+        time.sleep(0.02)
+    s.stop()
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's module")
+def test_a_restore_to_before_an_approval_was_asked_shows_the_call_running_again(
+    db: Path,
+) -> None:
+    model = ScriptedModel([call("shell", command="echo hi"), reply("done")])
+    s = Agent("asker", model=model, store=db, policy={"shell": "ask"}).start("ask")
+    assert s.wait(30) == "awaiting_approval"
+    intent = next(e.seq for e in s.events if e.kind is EventKind.TOOL_CALL)
+    s.restore(at=intent)  # the call is made, its approval not asked yet
+    events = list(s.events)
+    rows = timeline(events)
+    (shell,) = [r for r in rows if r.kind == "tool"]
+    (asked,) = [r for r in rows if r.kind == "approval"]
+    assert (shell.status, asked.status) == ("running", "skipped")
+    assert [r[:4] for r in page_rows(events)] == [[r.seq, r.kind, r.label, r.status] for r in rows]
     s.stop()
 
 

@@ -70,7 +70,47 @@ function fmtDate(ts) {
 // ---- events -> rows (the semantics of _timeline.py; a result completes its call's row) -----
 
 export function newFold() {
-  return { rows: [], calls: new Map() };
+  return { rows: [], calls: new Map(), undone: [] };
+}
+
+// A restore to ``to``: rows an earlier restore closed that were open at ``to`` are open again,
+// as they were then; rows still open that began after it are undone (a call whose approval
+// was asked after it runs again). As _timeline._rewind does.
+function rewind(fold, restoreSeq, to, changed) {
+  const back = new Map(); // row -> its state as of ``to``: the latest begun by then
+  for (const u of fold.undone) {
+    if (u.since <= to && to < u.restoreSeq && (!back.has(u.row) || u.since > back.get(u.row).since)) {
+      back.set(u.row, u);
+    }
+  }
+  for (const u of back.values()) {
+    u.row.status = u.status;
+    u.row.detail = u.detail;
+    fold.calls.set(u.key, u.row);
+    changed.push(u.row);
+  }
+  fold.undone = fold.undone.filter((u) => !(u.since <= to && to < u.restoreSeq));
+  const close = (key, row, since, status) => {
+    fold.undone.push({ key, row, status: row.status, detail: row.detail, since, restoreSeq });
+    row.status = status;
+    if (status === "skipped") row.detail = `${row.detail}  ⇒ undone by the restore`.trim();
+    changed.push(row);
+  };
+  const before = new Map(fold.calls);
+  for (const [key, row] of before) {
+    const asked = before.get(`?${key}`);
+    if (row.seq > to && (row.status === "running" || row.status === "waiting")) {
+      if (row.status === "waiting" && asked) {  // running until it was asked
+        fold.undone.push({ key, row, status: "running", detail: row.detail, since: row.seq, restoreSeq });
+        close(key, row, asked.seq, "skipped");
+      } else {
+        close(key, row, row.seq, "skipped");
+      }
+      fold.calls.delete(key);
+    } else if (row.status === "waiting" && asked && asked.seq > to) {
+      close(key, row, asked.seq, "running"); // asked after the point: it runs again
+    }
+  }
 }
 
 // Fold one event (in seq order); returns {added: row | null, changed: [rows]}.
@@ -149,8 +189,7 @@ export function foldEvent(fold, e) {
     case "approval_decided": {
       const approved = p.decision === "approve";
       const asked = fold.calls.get(`?${p.call_id}`);
-      if (asked) {  // answered: no longer a question
-        fold.calls.delete(`?${p.call_id}`);
+      if (asked) {  // answered: no longer a question (kept: a restore may ask it again)
         asked.status = approved ? "ok" : "skipped";
         changed.push(asked);
       }
@@ -180,14 +219,7 @@ export function foldEvent(fold, e) {
       added = row("fork", `forked by ${e.actor}`, `from ${p.parent_id} after event ${p.fork_seq}: ${p.name}`);
       break;
     case "restore": {
-      for (const [key, open] of fold.calls) {  // what was still going on is undone
-        if (open.seq > p.to_seq && (open.status === "running" || open.status === "waiting")) {
-          open.status = "skipped";
-          open.detail = `${open.detail}  ⇒ undone by the restore`.trim();
-          changed.push(open);
-          fold.calls.delete(key);
-        }
-      }
+      rewind(fold, e.seq, p.to_seq, changed);
       const files = (p.files || []).map((f) => f.path).join(", ");
       const detail = `back to event ${p.to_seq}` + (files ? `; files put back: ${files}` : "");
       added = row("restore", `restored by ${e.actor}`, short(detail, 120));
