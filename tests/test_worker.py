@@ -231,10 +231,14 @@ def test_a_handle_waits_for_a_session_the_worker_runs_and_controls_it(
 
 
 def started_in_the_worker(db: Path) -> tuple[Agent, Session]:
-    """An agent of 300 quick steps made with ``worker=True``, started, a few steps in."""
+    """An agent of 300 quick steps made with ``worker=True``, started, a few steps in. Each
+    turn takes 2 ms at least, so that a control sent at once lands before the end even on a
+    busy machine (300 steps of a bare loop can be over in 0.1 s)."""
     agent = Agent(
         "w",
-        model=ScriptedModel(lambda r: call("locked") if r.step <= 300 else reply("all done")),
+        model=ScriptedModel(
+            lambda r: (time.sleep(0.002), call("locked") if r.step <= 300 else reply("all done"))[1]
+        ),
         tools=[locked],
         store=db,
         worker=True,
