@@ -264,21 +264,24 @@ def test_output_piped_into_head_ends_quietly(demo_db) -> None:
     assert out.stdout.count("\n") == 1 and out.stderr == ""
 
 
-def test_sessions_of_a_killed_process_are_listed_as_interrupted(tmp_path: Path) -> None:
-    import os
-    import signal
-
-    db = tmp_path / "agent.db"
-    worker = (
+def run_elsewhere(db: Path, spec: str, then: str) -> tuple[subprocess.Popen[str], str]:
+    """A process that starts a session of model ``spec`` in ``db`` and then runs ``then``
+    (``s`` is the session); return it and the session's id once started."""
+    script = (
         "import sys, time\nfrom jupyter_agent import Agent\n"
-        "s = Agent('w', model='demo:loop?steps=100000', store=sys.argv[1],"
-        " max_steps=10**6).start('loop')\nprint(s.id, flush=True)\ntime.sleep(60)\n"
+        f"s = Agent('w', model={spec!r}, store=sys.argv[1], max_steps=10**6).start('loop')\n"
+        f"print(s.id, flush=True)\n{then}\n"
     )
     proc = subprocess.Popen(
-        [sys.executable, "-c", worker, str(db)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", script, str(db)], stdout=subprocess.PIPE, text=True
     )
     assert proc.stdout is not None
-    session_id = proc.stdout.readline().strip()
+    return proc, proc.stdout.readline().strip()
+
+
+def test_sessions_of_a_killed_process_are_listed_as_interrupted(tmp_path: Path) -> None:
+    db = tmp_path / "agent.db"
+    proc, session_id = run_elsewhere(db, "demo:loop?steps=100000", "time.sleep(60)")
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate()
     out = cli("--db", str(db), "sessions")
@@ -288,17 +291,8 @@ def test_sessions_of_a_killed_process_are_listed_as_interrupted(tmp_path: Path) 
 
 def test_resuming_a_session_another_process_runs_follows_it_there(tmp_path: Path) -> None:
     db = tmp_path / "agent.db"
-    worker = (
-        "import sys\nfrom jupyter_agent import Agent\n"
-        "s = Agent('w', model='demo:loop?steps=8&pace=0.2', store=sys.argv[1]).start('loop')\n"
-        "print(s.id, flush=True)\ns.wait(60)\n"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", worker, str(db)], stdout=subprocess.PIPE, text=True
-    )
+    proc, session_id = run_elsewhere(db, "demo:loop?steps=8&pace=0.2", "s.wait(60)")
     try:
-        assert proc.stdout is not None
-        session_id = proc.stdout.readline().strip()
         out = cli("--db", str(db), "resume", session_id, timeout=60)
         assert out.returncode == 0, out.stderr
         first = out.stdout.splitlines()[0]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_agent import Agent, EventKind, open_session, tool
+from jupyter_agent import Agent, ApprovalRequest, EventKind, Session, open_session, tool
 from jupyter_agent.testing import ScriptedModel, call, calls, reply
 
 
@@ -26,6 +26,17 @@ def wait_for(session, status: str, timeout: float = 10) -> None:
     while session.status != status:
         assert time.monotonic() < deadline, f"still {session.status}"
         time.sleep(0.02)
+
+
+def left_waiting(s: Session) -> tuple[ApprovalRequest, dict[str, object]]:
+    """Pause a session waiting for a person and release it (no process runs it): return the
+    request it waits on and the arguments of a decision on it, as the REST API queues them."""
+    wait_for(s, "awaiting_approval")
+    (waiting,) = s.pending_approvals
+    s.pause()
+    wait_for(s, "paused")
+    s.release()
+    return waiting, {"call_id": waiting.call_id, "reason": "", "asked": waiting.seq}
 
 
 def test_an_ask_rule_waits_for_approval_then_runs_the_call(db: Path, tmp_path: Path) -> None:
@@ -109,12 +120,7 @@ def test_of_two_decisions_queued_for_a_session_nobody_runs_the_first_is_the_one(
     session no process runs: the run that resumes it acts on the first, not the last."""
     ws = tmp_path / "ws"
     s = Agent("a", model=writer(), store=db, workspace=ws, policy={"*": "ask"}).start("write")
-    wait_for(s, "awaiting_approval")
-    (waiting,) = s.pending_approvals
-    s.pause()
-    wait_for(s, "paused")
-    s.release()
-    args = {"call_id": waiting.call_id, "reason": "", "asked": waiting.seq}
+    waiting, args = left_waiting(s)
     s.store.send_command(s.id, "approve", args, actor="alice")
     s.store.send_command(s.id, "deny", {**args, "reason": "no"}, actor="bob")
     with pytest.raises(ValueError, match=r"is approved already \(by alice\)"):
@@ -309,12 +315,7 @@ def test_a_decision_left_for_a_request_that_a_restore_undid_decides_nothing_afte
 
     s = Agent("p", model=ScriptedModel(turn), store=db, tools=[pay], policy={"pay": "ask"})
     s = s.start("pay")
-    wait_for(s, "awaiting_approval")
-    (waiting,) = s.pending_approvals
-    s.pause()
-    wait_for(s, "paused")
-    s.release()
-    args = {"call_id": waiting.call_id, "reason": "", "asked": waiting.seq}
+    waiting, args = left_waiting(s)
     s.store.send_command(s.id, "approve", args, actor="bob")  # as the REST API leaves it
     answer = next(e.seq for e in s.events if e.kind is EventKind.MODEL_RESPONSE)
     s.restore(at=answer - 2)  # before the model's request and answer

@@ -44,6 +44,12 @@ _STEPS = f"""(i) => {_CELL}.querySelector('.ja-session .ja-header [data-field="s
 _STEPS_ABOVE = f"""([i, n]) => parseInt(({_STEPS})(i)?.textContent ?? '', 10) > n"""
 
 
+def restart_kernel(lab: Lab, path: str) -> None:
+    """Restart the kernel of the notebook at ``path`` (its widgets' models go with it)."""
+    (kernel,) = [s["kernel"]["id"] for s in lab.api("GET", "api/sessions") if s["path"] == path]
+    lab.api("POST", f"api/kernels/{kernel}/restart")
+
+
 def start_agent(nb: LabNotebook) -> Locator:
     """Load the extension, start the agent cell, and return its widget once it shows."""
     nb.run(0)
@@ -141,12 +147,7 @@ def test_after_its_kernel_goes_the_widget_says_so_and_its_controls_answer(
     widget = start_agent(nb)
     wait_for_rows_above(nb, 2)
     if how == "restart":
-        (kernel,) = [
-            s["kernel"]["id"]
-            for s in lab.api("GET", "api/sessions")
-            if s["path"] == "restart.ipynb"
-        ]
-        lab.api("POST", f"api/kernels/{kernel}/restart")
+        restart_kernel(lab, "restart.ipynb")
     else:
         session_id = widget.get_attribute("data-session-id")
         with SqliteStore(lab.store) as store:
@@ -193,10 +194,7 @@ def test_after_a_restart_and_a_reload_the_output_shows_the_snapshot(
     expect(widget).to_have_attribute("data-status", "done", timeout=30_000)
     session_id = widget.get_attribute("data-session-id") or ""
     nb.save()
-    (kernel,) = [
-        s["kernel"]["id"] for s in lab.api("GET", "api/sessions") if s["path"] == "reopened.ipynb"
-    ]
-    lab.api("POST", f"api/kernels/{kernel}/restart")
+    restart_kernel(lab, "reopened.ipynb")
     nb.reload()
     output = nb.outputs(AGENT_CELL)
     snapshot = output.locator(f'.ja-snapshot[data-session-id="{session_id}"]')
@@ -219,10 +217,7 @@ def test_a_snapshot_standing_in_for_a_lost_widget_follows_the_session(
     expect(widget).to_have_attribute("data-status", "running", timeout=30_000)
     session_id = widget.get_attribute("data-session-id") or ""
     nb.save()
-    (kernel,) = [
-        s["kernel"]["id"] for s in lab.api("GET", "api/sessions") if s["path"] == "followed.ipynb"
-    ]
-    lab.api("POST", f"api/kernels/{kernel}/restart")  # the agent is interrupted with it
+    restart_kernel(lab, "followed.ipynb")  # the agent is interrupted with it
     nb.reload()
     snapshot = nb.outputs(AGENT_CELL).locator(f'.ja-snapshot[data-session-id="{session_id}"]')
     expect(snapshot).to_contain_text("status interrupted", timeout=20_000)
