@@ -8,7 +8,7 @@ BIN     = $(VENV)/bin
 demo: $(VENV)/.installed
 	$(BIN)/jupyter-agent demo
 
-test: $(VENV)/.installed lint
+test: $(VENV)/.installed $(VENV)/.labextension lint
 	$(BIN)/pytest
 
 lint: $(VENV)/.installed
@@ -33,6 +33,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+# the lab extension's bundle (which holds the widget's page code too) is made by the install
+# and kept by later ones: built again here when its sources change, so the browser tests see
+# what the tree holds
+$(VENV)/.labextension: $(VENV)/.installed $(wildcard labextension/src/*.ts labextension/style/*) \
+		jupyter_agent/static/widget.js labextension/package.json
+	cd labextension && PATH="$(abspath $(BIN)):$$PATH" npm run build:prod
 	touch $@
 
 clean:
