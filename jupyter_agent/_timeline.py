@@ -132,9 +132,12 @@ def _row(e: Event, p: dict[str, Any], calls: dict[str, TimelineRow]) -> Timeline
         return row
     if k is EventKind.TOOL_RESULT:
         call = calls.get(p["call_id"])
-        fresh = call is None  # its intent is before the window being shown
-        if call is None:
-            call = calls[p["call_id"]] = TimelineRow(e.seq, e.ts, "tool", p["name"])
+        # a row of its own if its intent is before the window being shown, or if its row is
+        # closed (a call run again after a restore to between its intent and its result)
+        fresh = call is None or call.status not in ("running", "waiting")
+        if call is None or fresh:
+            again = "run again" if p.get("rerun") else ""
+            call = calls[p["call_id"]] = TimelineRow(e.seq, e.ts, "tool", p["name"], again)
         call.status = "skipped" if p.get("skipped") else "error" if p["is_error"] else "ok"
         call.duration_ms = p.get("duration_ms")
         call.detail = f"{call.detail}  ⇒ {_short(p['output'], 60)}".strip()

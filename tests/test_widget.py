@@ -628,6 +628,35 @@ def test_a_call_a_restore_cut_off_is_shown_undone_not_running(db: Path) -> None:
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's module")
+def test_a_call_run_again_after_a_restore_has_a_row_of_its_own(db: Path) -> None:
+    """A restore to between a call's intent and its result leaves the call open: the resumed
+    run does it again, and that result is a new row after the restore, not a second answer
+    written into the first row."""
+    ran: list[int] = []
+
+    @tool(effect="read_only")  # (one that changes something would wait for a person)
+    def count() -> str:
+        """Counts its calls."""
+        ran.append(1)
+        return str(len(ran))
+
+    model = ScriptedModel(lambda r: call("count") if r.step <= 2 else reply("done"))
+    s = Agent("again", model=model, tools=[count], store=db).run("count")
+    assert s.status == "done"
+    first = next(e.seq for e in s.events if e.kind is EventKind.TOOL_CALL)
+    s.restore(at=first)
+    assert s.resume().wait(30) == "done"
+    events = list(s.events)
+    restore = next(e.seq for e in events if e.kind is EventKind.RESTORE)
+    rows = [r for r in timeline(events) if r.kind == "tool"]
+    assert [r.detail.count("⇒") for r in rows] == [1, 1, 1, 1]
+    again = rows[2]
+    assert again.seq > restore and again.detail == "run again  ⇒ 3" and again.status == "ok"
+    page = [r[:4] for r in page_rows(events)]
+    assert page == [[r.seq, r.kind, r.label, r.status] for r in timeline(events)]
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's module")
 def test_a_restore_to_before_an_approval_was_asked_shows_the_call_running_again(
     db: Path,
 ) -> None:
@@ -731,6 +760,28 @@ def test_a_session_displays_itself_as_the_live_widget_in_a_kernel(tmp_path: Path
         assert deltas == [6, 7, 8, 9, 10]
     finally:
         kernels.close()
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's module")
+def test_a_call_left_open_in_a_session_at_rest_does_not_grow_in_the_chart() -> None:
+    """A fork made after a model's answer holds its call open until it runs; paused, the
+    chart drew that call growing with the clock."""
+    script = textwrap.dedent(
+        f"""
+        import {{ ganttSpans }} from {json.dumps(WIDGET_JS.as_uri())};
+        const rows = [{{ seq: 4, kind: "tool", ts: 10, duration_ms: null, status: "running" }}];
+        const end = (live) => ganttSpans(rows, 100, {{ live }}).spans[0].end;
+        console.log(JSON.stringify([end(true), end(false)]));
+        """
+    )
+    out = subprocess.run(
+        ["node", "--input-type=module", "-e", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(out.stdout) == [100, 10]  # running: until now; at rest: no length
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's module")

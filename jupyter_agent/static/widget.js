@@ -151,9 +151,11 @@ export function foldEvent(fold, e) {
       break;
     case "tool_result": {
       let call = fold.calls.get(p.call_id);
-      const fresh = !call; // its intent is older than what is loaded
+      // a row of its own if its intent is older than what is loaded, or if its row is closed
+      // (a call run again after a restore to between its intent and its result)
+      const fresh = !call || (call.status !== "running" && call.status !== "waiting");
       if (fresh) {
-        call = row("tool", p.name, "", "info", { call_id: p.call_id });
+        call = row("tool", p.name, p.rerun ? "run again" : "", "info", { call_id: p.call_id });
         fold.calls.set(p.call_id, call);
       }
       call.status = p.skipped ? "skipped" : p.is_error ? "error" : "ok";
@@ -284,7 +286,7 @@ export function modelSource(model) {
       const newer = watch.newer(out.header || {});
       if (newer) out.header = newer;
       if (out.header && out.header.status === "interrupted" && !out.notice) {
-        out.notice = `the process that ran this session ended (a kernel restart?): resume it from a cell, open_session(${JSON.stringify(out.session_id)}).resume(), or the Agents panel`;
+        out.notice = `the process that ran this session ended (a kernel restart?): resume it from a cell, open_session(${JSON.stringify(out.session_id)}).resume(), or in a terminal, jupyter-agent resume ${out.session_id}`;
       }
       return out;
     },
@@ -334,7 +336,7 @@ export function modelSource(model) {
 }
 
 const KERNEL_GONE =
-  "the kernel that showed this widget is gone (restarted?): resume the session from a cell, open_session(id).resume(), or the Agents panel";
+  "the kernel that showed this widget is gone (restarted?): resume the session from a cell, open_session(id).resume(), or in a terminal, jupyter-agent resume ID";
 const WATCH_EVERY_MS = 5000;
 const REFUSED_WAIT_MS = 5000;
 const STALE_AFTER_MS = 4000;
@@ -447,13 +449,16 @@ function h(tag, attrs = {}, ...children) {
 }
 
 // The chart's bars: the newest `max` tool calls and model turns (a bar each; a long session
-// would otherwise rebuild thousands at every event), and the time they span.
-export function ganttSpans(rows, now, max = GANTT_SPANS) {
+// would otherwise rebuild thousands at every event), and the time they span. A call still open
+// grows until `now` while the session is `live`; at rest (paused, a fork not yet run) it has no
+// length: nothing runs it.
+export function ganttSpans(rows, now, { live = true, max = GANTT_SPANS } = {}) {
   const spans = [];
   for (let i = rows.length - 1; i >= 0 && spans.length < max; i--) {
     const row = rows[i];
     if (row.kind === "tool") {
-      const end = row.duration_ms !== null ? row.ts + row.duration_ms / 1000 : row.status === "running" ? Math.max(row.ts, now) : row.ts;
+      const open = row.status === "running" && live;
+      const end = row.duration_ms !== null ? row.ts + row.duration_ms / 1000 : open ? Math.max(row.ts, now) : row.ts;
       spans.push({ row, start: row.ts, end, cls: "ja-bar" });
     } else if (row.kind === "model" && row.duration_ms !== null) {
       spans.push({ row, start: row.ts - row.duration_ms / 1000, end: row.ts, cls: "ja-mbar" });
@@ -984,7 +989,8 @@ export class SessionView {
   }
 
   renderGantt() {
-    const { spans, t0, t1 } = ganttSpans(this.fold.rows, this.kernelNow());
+    const live = COUNTING.has((this.source.state().header || {}).status);
+    const { spans, t0, t1 } = ganttSpans(this.fold.rows, this.kernelNow(), { live });
     this.ganttEl.hidden = spans.length === 0;
     if (!spans.length) {
       this.ganttEl.replaceChildren();

@@ -158,7 +158,10 @@ def test_after_its_kernel_goes_the_widget_says_so_and_its_controls_answer(
     dialog = nb.page.locator(".jp-Dialog")  # "the kernel appears to have died": a person's OK
     if dialog.count():
         dialog.locator("button.jp-mod-accept").click()
-    expect(widget.locator(".ja-notice")).to_contain_text("the process that ran this session ended")
+    notice = widget.locator(".ja-notice")
+    expect(notice).to_contain_text("the process that ran this session ended")
+    sid = widget.get_attribute("data-session-id")
+    expect(notice).to_contain_text(f"or in a terminal, jupyter-agent resume {sid}")  # (it can)
     widget.locator("button.ja-pause").click()
     expect(widget.locator(".ja-error")).to_contain_text(
         "no live process runs session", timeout=15_000
