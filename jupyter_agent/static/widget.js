@@ -12,6 +12,19 @@ const GANTT_SPANS = 300; // the chart shows the newest calls and model turns: on
 const REQUEST_TIMEOUT_MS = 30000;
 const MARK = { ok: "✓", error: "✗", running: "…", waiting: "?", skipped: "-", info: "·" };
 const TERMINAL = new Set(["done", "failed", "stopped"]);
+// The controls that cannot apply in a status, shown disabled: nothing runs a finished session
+// (a restore or a fork still can), a running one is not resumed, a resting one not paused.
+const FINISHED_OFF = ["pause", "resume", "stop", "tell"];
+const CONTROLS_OFF = {
+  done: FINISHED_OFF,
+  failed: FINISHED_OFF,
+  stopped: FINISHED_OFF,
+  running: ["resume"],
+  sleeping: ["resume"],
+  awaiting_approval: ["resume"],
+  paused: ["pause"],
+  interrupted: ["pause"],
+};
 const COUNTING = new Set(["running", "sleeping", "awaiting_approval"]);
 
 // ---- formatting ---------------------------------------------------------------------------
@@ -534,15 +547,21 @@ export class SessionView {
     );
     this.tellInput = h("input", { class: "ja-tell-input", type: "text", placeholder: "Tell the agent…" });
     this.tellInput.addEventListener("keydown", (ev) => {
-      if (ev.key === "Enter") this.tell();
+      if (ev.key === "Enter" && !this.buttons.tell.disabled) this.tell();
     });
     const button = (cls, text, title, fn) => h("button", { class: `ja-button ${cls}`, type: "button", title, text, onclick: fn });
+    this.buttons = {
+      pause: button("ja-pause", "Pause", "Pause at the next step boundary", () => this.control("pause")),
+      resume: button("ja-resume", "Resume", "Run the session again", () => this.control("resume")),
+      stop: button("ja-stop", "Stop", "Stop the session (a restore can still take it back)", () => this.control("stop")),
+      tell: button("ja-tell", "Tell", "Send the agent a message", () => this.tell()),
+    };
     this.controls = h(
       "div", { class: "ja-controls" },
-      button("ja-pause", "Pause", "Pause at the next step boundary", () => this.control("pause")),
-      button("ja-resume", "Resume", "Run the session again", () => this.control("resume")),
-      button("ja-stop", "Stop", "Stop the session for good", () => this.control("stop")),
-      h("span", { class: "ja-tell-group" }, this.tellInput, button("ja-tell", "Tell", "Send the agent a message", () => this.tell())),
+      this.buttons.pause,
+      this.buttons.resume,
+      this.buttons.stop,
+      h("span", { class: "ja-tell-group" }, this.tellInput, this.buttons.tell),
       h("span", { class: "ja-branch-group" },
         button("ja-fork", "Fork here", "New session branching after the selected row", () => this.branch("fork")),
         button("ja-restore", "Restore here", "Rewind this session to the selected row", () => this.branch("restore"))),
@@ -756,6 +775,8 @@ export class SessionView {
     this.nameEl.textContent = hd.name || "agent";
     this.statusEl.textContent = hd.status || "";
     this.statusEl.className = `ja-status ja-status-${hd.status || "unknown"}`;
+    const off = CONTROLS_OFF[hd.status] || [];
+    for (const [name, el] of Object.entries(this.buttons)) el.disabled = off.includes(name);
     this.setField("model", hd.model || "");
     this.setField("owner", hd.owner ? `by ${hd.owner}` : "");
     this.setField("steps", String(hd.steps ?? 0));

@@ -134,6 +134,9 @@ def test_the_widget_shows_a_running_session_and_steers_it(
 
     widget.locator("button.ja-stop").click()
     expect(widget).to_have_attribute("data-status", "stopped", timeout=10_000)
+    for control in ("pause", "resume", "stop", "tell"):  # nothing runs it: they cannot apply
+        expect(widget.locator(f"button.ja-{control}")).to_be_disabled()
+    expect(widget.locator("button.ja-restore")).to_be_enabled()  # (a restore still can)
 
 
 @pytest.mark.parametrize("how", ["restart", "kill -9"])
@@ -162,7 +165,8 @@ def test_after_its_kernel_goes_the_widget_says_so_and_its_controls_answer(
     expect(notice).to_contain_text("the process that ran this session ended")
     sid = widget.get_attribute("data-session-id")
     expect(notice).to_contain_text(f"or in a terminal, jupyter-agent resume {sid}")  # (it can)
-    widget.locator("button.ja-pause").click()
+    expect(widget.locator("button.ja-pause")).to_be_disabled()  # nothing runs it to pause
+    widget.locator("button.ja-resume").click()  # nor to resume it: the server says what does
     expect(widget.locator(".ja-error")).to_contain_text(
         "no live process runs session", timeout=15_000
     )
