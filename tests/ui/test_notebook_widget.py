@@ -238,6 +238,30 @@ def test_a_snapshot_standing_in_for_a_lost_widget_follows_the_session(
     nb.page.screenshot(path=tmp_path / "followed.png")
 
 
+# What of the widget does not fit its box: [class, scroll width, client width] for the widget
+# itself (unless it scrolls) and for each button (its label cut short).
+_CLIPPED = """(w) => {
+  const out = [];
+  const over = (el) => el.scrollWidth > el.clientWidth + 1;
+  if (getComputedStyle(w).overflowX !== "auto" && over(w))
+    out.push(["widget", w.scrollWidth, w.clientWidth]);
+  for (const b of w.querySelectorAll("button"))
+    if (b.offsetParent && over(b)) out.push([b.className, b.scrollWidth, b.clientWidth]);
+  return out;
+}"""
+
+
+def test_the_widget_fits_a_narrow_window(notebook: Open, tmp_path: Path) -> None:
+    nb = notebook("narrow.ipynb", [LOAD, QUICK])
+    widget = start_agent(nb)
+    expect(widget).to_have_attribute("data-status", "done", timeout=30_000)
+    nb.page.set_viewport_size({"width": 560, "height": 800})  # the file browser stays open
+    nb.page.wait_for_timeout(500)  # (a layout after the resize)
+    shot = tmp_path / "narrow.png"
+    nb.page.screenshot(path=shot)
+    assert widget.evaluate(_CLIPPED) == [], f"clipped (see {shot})"
+
+
 def test_the_saved_notebook_keeps_an_html_snapshot_of_the_session(notebook: Open) -> None:
     nb = notebook("snapshot.ipynb", [LOAD, QUICK])
     widget = start_agent(nb)
