@@ -571,7 +571,7 @@ def test_closing_the_widget_stops_watching(db: Path, widgets: Any) -> None:
 
 def page_rows(events: list[Any]) -> list[list[Any]]:
     """The rows the page's fold (widget.js, run in node) makes of these events: seq, kind,
-    label, status, end_seq."""
+    label, status, end_seq, and the restore that left it (on a branch no longer followed)."""
     script = textwrap.dedent(
         f"""
         import {{ foldEvents }} from {json.dumps(WIDGET_JS.as_uri())};
@@ -579,7 +579,7 @@ def page_rows(events: list[Any]) -> list[list[Any]]:
         for await (const chunk of process.stdin) text += chunk;
         const events = JSON.parse(text);
         const rows = foldEvents(events).rows.map(
-          (r) => [r.seq, r.kind, r.label, r.status, r.end_seq]);
+          (r) => [r.seq, r.kind, r.label, r.status, r.end_seq, r.abandoned_by ?? null]);
         console.log(JSON.stringify(rows));
         """
     )
@@ -609,16 +609,28 @@ def test_a_call_a_restore_cut_off_is_shown_undone_not_running(db: Path) -> None:
     (nap,) = [r for r in rows if r.kind == "tool"]
     assert nap.status == "skipped" and nap.detail.endswith("⇒ undone by the restore")
     assert not [r for r in rows if r.status in ("running", "waiting")]
-    assert [r[:4] for r in page_rows(events)] == [[r.seq, r.kind, r.label, r.status] for r in rows]
+    page = page_rows(events)
+    assert [r[:4] for r in page] == [[r.seq, r.kind, r.label, r.status] for r in rows]
 
     restore = events[-1]
     assert restore.kind is EventKind.RESTORE
+    left = {r[0]: r[5] for r in page}  # the page greys the branch the restore left
+    branch = {r.seq for r in rows if 2 < r.seq < restore.seq}
+    assert {seq for seq, by in left.items() if by} == branch
+    assert set(left.values()) == {None, restore.seq}
     s.restore(at=restore.seq - 1)  # undo the restore: the call is open again, as it was
     events = list(s.events)
     rows = timeline(events)
     (nap,) = [r for r in rows if r.kind == "tool"]
     assert nap.status == "running" and "undone" not in nap.detail
-    assert [r[:4] for r in page_rows(events)] == [[r.seq, r.kind, r.label, r.status] for r in rows]
+    page = page_rows(events)
+    assert [r[:4] for r in page] == [[r.seq, r.kind, r.label, r.status] for r in rows]
+    left = {r[0]: r[5] for r in page}  # the branch is taken back; the first restore is left
+    again = events[-1].seq
+    assert {seq for seq, by in left.items() if by} == {
+        r.seq for r in rows if restore.seq <= r.seq < again
+    }
+    assert nap.seq in left and left[nap.seq] is None
     s.resume()  # it sleeps in that call again; its result completes the same row
     deadline = time.monotonic() + 30
     while s.status != "sleeping":
@@ -707,7 +719,7 @@ def test_the_page_folds_events_into_the_same_rows_as_the_timeline(db: Path) -> N
         ["approval asked", "skipped"],
         [f"denied by {me}", "info"],
     ]
-    for *_, end_seq in page:  # "Fork here" and "Restore here" on any row are taken
+    for *_, end_seq, _left in page:  # "Fork here" and "Restore here" on any row are taken
         check_point(s.store, s.id, end_seq, verb="fork")
 
 

@@ -235,6 +235,15 @@ export function foldEvent(fold, e) {
       break;
     case "restore": {
       rewind(fold, e.seq, p.to_seq, changed);
+      // the branch it leaves shows as left (greyed), and one a restore of a restore takes
+      // back shows as it was
+      for (const r of fold.rows) {
+        const back = r.abandoned_by !== undefined && r.abandoned_by > p.to_seq && r.seq <= p.to_seq;
+        if (back) delete r.abandoned_by;
+        else if (r.seq > p.to_seq && r.abandoned_by === undefined) r.abandoned_by = e.seq;
+        else continue;
+        changed.push(r);
+      }
       const files = (p.files || []).map((f) => f.path).join(", ");
       const detail = `back to event ${p.to_seq}` + (files ? `; files put back: ${files}` : "");
       added = row("restore", `restored by ${e.actor}`, short(detail, 120));
@@ -901,6 +910,8 @@ export class SessionView {
     el.setAttribute("data-kind", row.kind);
     el.setAttribute("data-status", row.status);
     el.classList.toggle("ja-selected", this.selected === row);
+    el.classList.toggle("ja-abandoned", row.abandoned_by !== undefined);
+    el.title = row.abandoned_by !== undefined ? `left by the restore at event ${row.abandoned_by}` : "";
     const line = el.firstChild;
     line.replaceChildren(
       h("span", { class: "ja-row-seq", text: String(row.seq) }),
