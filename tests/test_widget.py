@@ -583,16 +583,22 @@ def page_rows(events: list[Any]) -> list[list[Any]]:
         console.log(JSON.stringify(rows));
         """
     )
+    rows: list[list[Any]] = run_node(script, json.dumps([compact_event(e) for e in events]))
+    return rows
+
+
+def run_node(script: str, stdin: str = "") -> Any:
+    """Run a module script in node (the page's code, imported from widget.js); return what it
+    printed, as JSON."""
     out = subprocess.run(
         ["node", "--input-type=module", "-e", script],
-        input=json.dumps([compact_event(e) for e in events]),
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
     )
-    rows: list[list[Any]] = json.loads(out.stdout)
-    return rows
+    return json.loads(out.stdout)
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's module")
@@ -786,14 +792,7 @@ def test_a_call_left_open_in_a_session_at_rest_does_not_grow_in_the_chart() -> N
         console.log(JSON.stringify([end(true), end(false)]));
         """
     )
-    out = subprocess.run(
-        ["node", "--input-type=module", "-e", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert json.loads(out.stdout) == [100, 10]  # running: until now; at rest: no length
+    assert run_node(script) == [100, 10]  # running: until now; at rest: no length
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's module")
@@ -811,13 +810,6 @@ def test_the_chart_draws_the_newest_calls_of_a_long_session_only() -> None:
         console.log(JSON.stringify([spans.map((s) => s.row.seq), t0, t1]));
         """
     )
-    out = subprocess.run(
-        ["node", "--input-type=module", "-e", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    seqs, t0, t1 = json.loads(out.stdout)
+    seqs, t0, t1 = run_node(script)
     assert seqs == list(range(199_701, 200_001))  # the newest 300, oldest first
     assert (t0, t1) == (199_701 - 0.5, 200_000.5)  # a model bar ends at its answer
