@@ -332,7 +332,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
         try:
             session.resume()
         except SessionLeased as exc:  # it runs there: show it as it goes on
-            print(f"{session.id} runs in another process ({exc.owner.describe()}): following it")
+            print(
+                _printable(f"{session.id} runs in another process ({exc.owner.describe()}): ")
+                + "following it"
+            )
     return _follow(session)
 
 
@@ -345,7 +348,8 @@ def cmd_fork(args: argparse.Namespace) -> int:
     fork = parent.fork(at=args.at, name=args.name, workspace=args.workspace)
     print(_printable(f"{fork.id}  {fork.name} (paused; `jupyter-agent resume {fork.id}` runs it)"))
     if fork.state.workspace == parent.state.workspace:
-        print(f"  it shares the folder {fork.state.workspace} with {parent.id} (--workspace gives")
+        print(_printable(f"  it shares the folder {fork.state.workspace} with {parent.id}"), end="")
+        print(" (--workspace gives")
         print("  it a copy of its own): what one does to the files, a restore too, the other sees")
     return 0
 
