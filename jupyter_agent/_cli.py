@@ -332,10 +332,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
         try:
             session.resume()
         except SessionLeased as exc:  # it runs there: show it as it goes on
-            print(
-                _printable(f"{session.id} runs in another process ({exc.owner.describe()}): ")
-                + "following it"
-            )
+            owner = exc.owner.describe()
+            print(_printable(f"{session.id} runs in another process ({owner}): following it"))
     return _follow(session)
 
 
@@ -348,8 +346,8 @@ def cmd_fork(args: argparse.Namespace) -> int:
     fork = parent.fork(at=args.at, name=args.name, workspace=args.workspace)
     print(_printable(f"{fork.id}  {fork.name} (paused; `jupyter-agent resume {fork.id}` runs it)"))
     if fork.state.workspace == parent.state.workspace:
-        print(_printable(f"  it shares the folder {fork.state.workspace} with {parent.id}"), end="")
-        print(" (--workspace gives")
+        shared = f"  it shares the folder {fork.state.workspace} with {parent.id} (--workspace gives"
+        print(_printable(shared))
         print("  it a copy of its own): what one does to the files, a restore too, the other sees")
     return 0
 
