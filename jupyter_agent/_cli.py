@@ -346,8 +346,8 @@ def cmd_fork(args: argparse.Namespace) -> int:
     fork = parent.fork(at=args.at, name=args.name, workspace=args.workspace)
     print(_printable(f"{fork.id}  {fork.name} (paused; `jupyter-agent resume {fork.id}` runs it)"))
     if fork.state.workspace == parent.state.workspace:
-        shared = f"  it shares the folder {fork.state.workspace} with {parent.id} (--workspace gives"
-        print(_printable(shared))
+        folder = fork.state.workspace
+        print(_printable(f"  it shares the folder {folder} with {parent.id} (--workspace gives"))
         print("  it a copy of its own): what one does to the files, a restore too, the other sees")
     return 0
 
