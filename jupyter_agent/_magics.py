@@ -97,7 +97,7 @@ def _verb_parsers() -> dict[str, _Parser]:
 
 def _cell_parser() -> _Parser:
     p = _Parser(CELL_USAGE)
-    p.add_argument("--name", default="agent")
+    p.add_argument("--name")
     p.add_argument("--model")
     p.add_argument("--tools")
     p.add_argument("--budget")
@@ -138,7 +138,8 @@ class AgentMagics(Magics):
                     [--workspace DIR] [--worker]
             The tests in this folder fail. Find out why and fix the code.
 
-          --name N         the agent's name (default: agent)
+          --name N         the agent's name (default: the goal's first words, e.g.
+                           fix-the-tests; "agent" if it has none)
           --model M        provider:model, e.g. openai:gpt-4.1-mini, anthropic:claude-sonnet-4-5,
                            demo:fix (default: $JUPYTER_AGENT_MODEL, else demo)
           --tools a,b      built-in tools by name, or @tool functions defined in this notebook
@@ -200,7 +201,7 @@ class AgentMagics(Magics):
                 f"the cell's body is the goal, and it is empty; usage: {CELL_USAGE}"
             )
         agent = Agent(
-            args.name,
+            args.name or name_from(goal),
             model=args.model,
             tools=self._tools(args.tools),
             workspace=args.workspace,
@@ -363,6 +364,14 @@ def _options(verb: str, rest: str) -> str:
     if verb == "tell":
         return " ".join(rest.split()[:1])
     return rest.split(" --reason", 1)[0]
+
+
+def name_from(goal: str) -> str:
+    """A session's default name: the goal's first words (three at most, up to 24 characters),
+    lowercased and joined by dashes, so that a list of sessions tells them apart."""
+    words = re.findall(r"\w+", goal.lower())[:3]
+    name = "-".join(words)[:24].strip("-_")
+    return name or "agent"
 
 
 def _existing(store: str | None) -> str | None:

@@ -168,6 +168,25 @@ def test_cell_magic_starts_a_session_and_returns_at_once(
     assert shown == [s.id] and f"[shown {s.id}]" in out
 
 
+@pytest.mark.parametrize(
+    ("goal", "name"),
+    [
+        ("Fix the tests in this folder.", "fix-the-tests"),
+        ("Überprüfe die Logs", "überprüfe-die-logs"),
+        ("!!!", "agent"),
+    ],
+)
+def test_a_session_started_without_a_name_is_named_after_its_goal(
+    db: Path, run: Run, goal: str, name: str
+) -> None:
+    """So that a list of sessions (the sidebar, a toast, `%agent list`) tells them apart."""
+    _, err = run(f"%%agent --model demo:loop?steps=1\n{goal}")
+    assert err == ""
+    s = only_session(db)
+    s.wait(10)
+    assert s.name == name
+
+
 def test_cell_magic_passes_tools_budget_and_workspace_to_the_agent(
     db: Path, tmp_path: Path, run: Run, shown: list[str]
 ) -> None:
