@@ -137,3 +137,13 @@ class Inbox:
     def deactivate(self) -> None:
         with self.lock:
             self.active = False
+
+
+def decided_already(
+    session_id: str, call_id: str, approve: bool, by: str = "", *, when: str = "that when it runs"
+) -> str:
+    """What a second decision on a request is told: the first given is the one."""
+    done = "approved" if approve else "denied"
+    who = f" (by {by})" if by else ""
+    head = f"call {call_id!r} of session {session_id} is {done} already{who}"
+    return f"{head}; the session acts on {when}"

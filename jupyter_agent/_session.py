@@ -22,7 +22,7 @@ from ._errors import InvalidSessionState
 from ._events import Event
 from ._give_way import GIVE_WAY
 from ._identity import current_identity
-from ._inbox import Decision
+from ._inbox import Decision, decided_already
 from ._live import PartialText, live_text
 from ._runtime import get_runtime
 from ._state import TERMINAL, ApprovalRequest, SessionState, load_state
@@ -372,17 +372,12 @@ class Session:
         decision = dataclasses.replace(decision, asked=pending[call_id].seq)
         earlier = get_runtime().inbox(self.id).in_flight(call_id, decision.asked)
         if earlier is not None:  # the run here acts on that one; it is not recorded yet
-            done = "approved" if earlier.approve else "denied"
-            raise ValueError(
-                f"call {call_id!r} of session {self.id} is {done} already; the session acts on "
-                "it at its next step"
-            )
+            when = "it at its next step"
+            raise ValueError(decided_already(self.id, call_id, earlier.approve, when=when))
         queued = self.store.queued_decision(self.id, call_id, decision.asked)
         if queued is not None:  # left by another client (the sidebar, another kernel)
-            done = "approved" if queued.verb == "approve" else "denied"
             raise ValueError(
-                f"call {call_id!r} of session {self.id} is {done} already (by {queued.actor}); "
-                "the session acts on that when it runs"
+                decided_already(self.id, call_id, queued.verb == "approve", queued.actor)
             )
         verb = "approve" if decision.approve else "deny"
         args = {"call_id": call_id, "reason": decision.reason, "asked": decision.asked}

@@ -16,6 +16,7 @@ from .._branch import check_restore_point, fork_session, restore_session
 from .._clock import SystemClock
 from .._engine import record_message, record_stop
 from .._errors import InvalidSessionState
+from .._inbox import decided_already
 from .._state import TERMINAL, load_state
 from .._store import SqliteStore
 from .._store._leases import is_alive
@@ -161,12 +162,8 @@ def _check_undecided(store: SqliteStore, session_id: str, call_id: str, asked: i
     one given is the one the session acts on."""
     cmd = store.queued_decision(session_id, call_id, asked)
     if cmd is not None:
-        done = "approved" if cmd.verb == "approve" else "denied"
-        raise CommandRefused(
-            409,
-            f"call {call_id!r} of session {session_id} is {done} already (by {cmd.actor}); "
-            "the session acts on that when it runs",
-        )
+        approve = cmd.verb == "approve"
+        raise CommandRefused(409, decided_already(session_id, call_id, approve, cmd.actor))
 
 
 def live_holder(store: SqliteStore, session_id: str) -> str | None:

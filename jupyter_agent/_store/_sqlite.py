@@ -329,12 +329,7 @@ class SqliteStore:
 
     def queued_commands(self, session_id: str) -> list[Command]:
         """The session's commands nobody has taken yet, oldest first (they stay queued)."""
-        rows = self._reader().execute(
-            "SELECT id, session_id, verb, args, actor, created_at FROM commands "
-            "WHERE session_id = ? AND taken_at IS NULL ORDER BY id",
-            (session_id,),
-        )
-        return [Command(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5]) for r in rows]
+        return [_command(r) for r in self._reader().execute(_QUEUED, (session_id,))]
 
     def queued_decision(self, session_id: str, call_id: str, asked: int | None) -> Command | None:
         """The decision (approve or deny) on request ``asked`` of ``call_id`` that waits in the
@@ -352,16 +347,12 @@ class SqliteStore:
         """Claim the session's untaken commands, oldest first (each is taken exactly once)."""
 
         def job(conn: sqlite3.Connection) -> list[Command]:
-            rows = conn.execute(
-                "SELECT id, session_id, verb, args, actor, created_at FROM commands "
-                "WHERE session_id = ? AND taken_at IS NULL ORDER BY id",
-                (session_id,),
-            ).fetchall()
+            rows = conn.execute(_QUEUED, (session_id,)).fetchall()
             conn.executemany(
                 "UPDATE commands SET taken_at = ?, taken_by = ? WHERE id = ?",
                 [(time.time(), taken_by, r[0]) for r in rows],
             )
-            return [Command(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5]) for r in rows]
+            return [_command(r) for r in rows]
 
         result: list[Command] = self._wait(self._submit(job))
         return result
@@ -695,6 +686,16 @@ class SqliteStore:
     def integrity_check(self) -> str:
         """``PRAGMA integrity_check``: ``"ok"`` for a sound file."""
         return str(self._reader().execute("PRAGMA integrity_check").fetchone()[0])
+
+
+_QUEUED = (  # a session's commands nobody has taken yet, oldest first
+    "SELECT id, session_id, verb, args, actor, created_at FROM commands "
+    "WHERE session_id = ? AND taken_at IS NULL ORDER BY id"
+)
+
+
+def _command(row: Sequence[Any]) -> Command:
+    return Command(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5])
 
 
 class _WriteJob:
