@@ -18,6 +18,9 @@ engine calls before each step and each write):
   back to back does not starve them); overlapping requests (subshells) share one hold; a
   cell that waits on the loop (``session.wait()``, starting an agent, a restore) gives it
   back at once;
+- the wait begins when the request reaches the kernel: ipykernel's shell channel thread
+  receives it and passes it on to the thread that handles it, and each of those hops would
+  otherwise wait for the lock too (``ARRIVING_S`` at most, if no handler begins);
 - while the notebook is in use (a request in the last ``IN_USE_S``), the loop sleeps
   ``BREATH_S`` after each ``BREATHE_EVERY_S`` of unbroken work, so a waiting thread gets the
   lock within about that, not ~5 ms.
@@ -37,6 +40,7 @@ from typing import Any
 
 HOLD_S = 0.05  # the longest the loop waits for one request
 TAIL_S = 0.003  # and after it: the reply and the idle status leave through other threads
+ARRIVING_S = 0.005  # a request received, on its way to its handler
 IN_USE_S = 30.0  # a request this recently: someone is using the notebook
 BREATHE_EVERY_S = 0.0002  # unbroken loop work between two breaths while it is in use
 BREATH_S = 0.00005  # long enough for a waiting thread to wake and take the lock
@@ -56,6 +60,7 @@ class GiveWay:
         self._held_until = 0.0  # the loop waits until then (monotonic)
         self._requests = 0  # requests being handled that hold the loop (subshells overlap)
         self._hold_began = 0.0
+        self._arrived = 0.0  # when the last request reached the kernel
         self._holds = threading.local()  # whether this thread's request holds it
         self._agents_until = 0.0  # the agents' turn: a request before then does not hold
         self._in_use_until = 0.0  # 0 outside a kernel
@@ -73,8 +78,19 @@ class GiveWay:
             if not holds:
                 return  # the last requests held the loop as long as the agents have had since
             if not self._requests:  # the first of overlapping requests starts the hold
-                self._hold_began, self._held_until = now, now + HOLD_S
+                began = self._arrived if now - self._arrived < ARRIVING_S else now  # (arrival)
+                self._hold_began, self._held_until = began, began + HOLD_S
             self._requests += 1
+
+    def request_arriving(self) -> None:
+        """A request reached the kernel (called on the thread that receives them): the loop
+        waits for its handler to begin, ``ARRIVING_S`` at most."""
+        now = self._arrived = time.monotonic()
+        if now < self._agents_until or self._held_until >= now + ARRIVING_S:
+            return  # the agents' turn, or held already
+        with self._changed:
+            self._in_use_until = now + IN_USE_S
+            self._held_until = now + ARRIVING_S
 
     def request_ended(self) -> None:
         now = time.monotonic()
@@ -97,6 +113,10 @@ class GiveWay:
             with self._changed:
                 self._held_until = 0.0
                 self._changed.notify_all()
+
+    def holds(self) -> bool:
+        """Whether the loop waits now (at its next step boundary) for the kernel."""
+        return self._held_until > time.monotonic()
 
     # -- the loop's side -----------------------------------------------------------------
 
@@ -148,7 +168,25 @@ def install_in_kernel() -> None:
             GIVE_WAY.request_ended()
 
     kernel.pre_handler_hook, kernel.post_handler_hook = pre_handler_hook, post_handler_hook
+    _hook_arrivals(kernel)
     GIVE_WAY.installed = True
+
+
+def _hook_arrivals(kernel: Any) -> None:
+    """Tell ``GIVE_WAY`` of each request as the kernel's shell channel thread receives it
+    (ipykernel 7 and later; before, requests are received on the thread that handles them)."""
+    thread = getattr(kernel, "shell_channel_thread", None)
+    stream = getattr(kernel, "shell_stream", None)
+    receive = getattr(kernel, "shell_channel_thread_main", None)
+    io_loop = getattr(thread, "io_loop", None)
+    if stream is None or not callable(receive) or io_loop is None:
+        return
+
+    def arriving(msg: Any) -> Any:
+        GIVE_WAY.request_arriving()
+        return receive(msg)
+
+    io_loop.add_callback(stream.on_recv, arriving, copy=False)  # (on the stream's own thread)
 
 
 def current_kernel() -> Any:

@@ -21,7 +21,14 @@ from pathlib import Path
 import anyio
 
 from jupyter_agent import Agent, tool
-from jupyter_agent._give_way import BREATHE_EVERY_S, GIVE_WAY, HOLD_S, TAIL_S, GiveWay
+from jupyter_agent._give_way import (
+    ARRIVING_S,
+    BREATHE_EVERY_S,
+    GIVE_WAY,
+    HOLD_S,
+    TAIL_S,
+    GiveWay,
+)
 from jupyter_agent.testing import ScriptedModel, call, reply
 
 
@@ -76,15 +83,40 @@ def test_the_loop_waits_while_the_kernel_handles_a_request_and_goes_on_after_it(
     assert loop.between(began - 0.02, began), "the loop was not running before"
 
 
+def test_the_loop_waits_from_when_a_request_reaches_the_kernel() -> None:
+    gw = GiveWay()
+    with running(gw) as loop:
+        time.sleep(0.02)
+        arrived = time.monotonic()
+        gw.request_arriving()  # the shell channel's thread received it
+        assert gw.holds()
+        time.sleep(ARRIVING_S / 2)
+        gw.request_began()  # its handler begins on another thread
+        time.sleep(0.02)
+        ended = time.monotonic()
+        gw.request_ended()
+        time.sleep(0.06)  # (past the agents' turn after it)
+        lost = time.monotonic()
+        gw.request_arriving()  # and one that no handler takes up
+        time.sleep(ARRIVING_S * 4)
+    assert len(loop.between(arrived + 0.002, ended + TAIL_S)) <= 1
+    assert len(loop.between(lost + 0.002, lost + ARRIVING_S)) <= 1
+    assert loop.between(lost + ARRIVING_S, lost + ARRIVING_S * 4), "held after ARRIVING_S"
+
+
 def test_a_long_request_holds_the_loop_for_at_most_hold_s() -> None:
     gw = GiveWay()
     with running(gw) as loop:
         time.sleep(0.02)
         began = time.monotonic()
+        gw.request_arriving()
+        time.sleep(0.002)
         gw.request_began()
         time.sleep(HOLD_S * 3)
         gw.request_ended()
+    # (counted from the request's arrival)
     assert len(loop.between(began + 0.002, began + HOLD_S - 0.002)) <= 1
+    assert loop.between(began + HOLD_S + 0.001, began + HOLD_S + 0.01), "held past HOLD_S"
     resumed = loop.between(began + HOLD_S, began + HOLD_S * 3)
     assert len(resumed) > 100, "the agents did not share the lock again during a long request"
 
@@ -95,6 +127,7 @@ def test_requests_back_to_back_hold_the_loop_no_longer_than_it_then_runs() -> No
         time.sleep(0.02)
         start = time.monotonic()
         while time.monotonic() - start < 0.5:  # a client sending cells with no pause
+            gw.request_arriving()
             gw.request_began()
             time.sleep(0.002)
             gw.request_ended()

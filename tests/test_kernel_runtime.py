@@ -403,6 +403,32 @@ print(json.dumps([b - a, c - b]))
 """
 
 
+# Notes, as each request's handler begins, whether the agents' loop waits for it already.
+RECORD_HOLDS = """
+from jupyter_agent._give_way import GIVE_WAY
+kernel = get_ipython().kernel
+held_as_handled = []
+handler_begins = kernel.pre_handler_hook  # the runtime's hook, which begins the hold
+def noting_hook():
+    held_as_handled.append(GIVE_WAY.holds())
+    handler_begins()
+kernel.pre_handler_hook = noting_hook
+"""
+
+
+def test_agents_in_the_kernel_wait_from_when_a_cell_reaches_the_kernel(kernels: Kernels) -> None:
+    # (ipykernel's shell channel thread receives a request and passes it on to the thread that
+    # handles it: each hop would wait for the interpreter lock the agents' loop holds)
+    k = kernels.start()
+    k.run(IMPORTS + QUICK_AGENTS + RECORD_HOLDS)
+    for _ in range(10):
+        time.sleep(0.06)  # past the agents' turn after the last request
+        k.run("1 + 1")
+    held = k.run("print(json.dumps(held_as_handled))").json()
+    assert len(held) >= 10 and all(held), f"waiting as each handler began: {held}"
+    k.run("for s in quick: s.stop()\nfor s in quick: s.wait(30)")
+
+
 def test_agents_in_the_kernel_wait_while_a_cell_runs_and_share_again_after_50_ms(
     kernels: Kernels,
 ) -> None:
