@@ -9,7 +9,7 @@ from dataclasses import asdict
 
 from ._events import EventKind
 from ._store import SessionRow, SqliteStore
-from ._timeline import format_duration, timeline
+from ._timeline import format_duration, left_text, timeline
 from ._watch import cost_text
 
 
@@ -61,7 +61,7 @@ def export_markdown(store: SqliteStore, row: SessionRow) -> str:
     ]
     result = None
     for r in timeline(store.iter_events(row.id)):
-        detail = r.detail.replace("|", "\\|")
+        detail = f"{r.detail} {left_text(r)}".strip().replace("|", "\\|")
         lines.append(
             f"| {r.seq} | {r.kind} | {r.label} | {r.status} | "
             f"{format_duration(r.duration_ms)} | {detail} |"

@@ -12,7 +12,7 @@ import time
 
 from ._state import TERMINAL
 from ._store import SqliteStore
-from ._timeline import _MARK, TimelineRow, format_duration, timeline
+from ._timeline import _MARK, TimelineRow, format_duration, left_text, timeline
 from ._watch import PAGE_SIZE, cost_text
 
 # (!important: the hosts' own table styles, e.g. JupyterLab's and nbconvert's right-aligned,
@@ -28,6 +28,7 @@ text-align:left!important;border:none!important;max-width:none}
 .ja-snapshot td.ja-s-detail{white-space:normal!important;width:100%;
 color:var(--jp-ui-font-color2,#555)}
 .ja-snapshot .ja-s-muted{color:var(--jp-ui-font-color3,#888)}
+.ja-snapshot tr.ja-s-left{opacity:.5}
 </style>"""
 
 
@@ -67,8 +68,10 @@ def snapshot_html(store: SqliteStore, session_id: str, *, limit: int = PAGE_SIZE
 def _snapshot_row(r: TimelineRow) -> str:
     e = html.escape
     clock = time.strftime("%H:%M:%S", time.localtime(r.ts))
+    left = left_text(r)
+    marked = f' class="ja-s-left" title="{e(left[1:-1])}"' if left else ""
     return (
-        f'<tr data-seq="{r.seq}" data-kind="{e(r.kind)}">'
+        f'<tr data-seq="{r.seq}" data-kind="{e(r.kind)}"{marked}>'
         f'<td class="ja-s-muted">{r.seq}</td><td class="ja-s-muted">{clock}</td>'
         f"<td>{_MARK.get(r.status, '·')}</td><td>{e(r.kind)}</td><td>{e(r.label)}</td>"
         f'<td class="ja-s-detail">{e(r.detail)}</td>'

@@ -28,6 +28,7 @@ class TimelineRow:
     status: RowStatus = "info"
     duration_ms: float | None = None
     actor: str = "agent"
+    abandoned_by: int | None = None  # the restore that left this row's branch behind
 
 
 def timeline(events: Iterable[Event]) -> list[TimelineRow]:
@@ -38,10 +39,22 @@ def timeline(events: Iterable[Event]) -> list[TimelineRow]:
     for e in events:
         if e.kind is EventKind.RESTORE:
             _rewind(calls, undone, e.seq, e.payload["to_seq"])
+            _leave_branch(rows, e.seq, e.payload["to_seq"])
         row = _row(e, e.payload, calls)
         if row is not None:
             rows.append(row)
     return rows
+
+
+def _leave_branch(rows: list[TimelineRow], restore_seq: int, to_seq: int) -> None:
+    """The rows after ``to_seq`` are a branch the restore at ``restore_seq`` leaves behind;
+    rows up to it that an earlier restore left (after ``to_seq``) are the session's again.
+    The page's fold does the same (widget.js)."""
+    for r in rows:
+        if r.abandoned_by is not None and r.abandoned_by > to_seq and r.seq <= to_seq:
+            r.abandoned_by = None
+        elif r.seq > to_seq and r.abandoned_by is None:
+            r.abandoned_by = restore_seq
 
 
 @dataclass(slots=True)
@@ -219,8 +232,16 @@ def format_rows(rows: Iterable[TimelineRow]) -> list[str]:
         mark = _MARK[r.status]
         what = f"{r.kind:<8} {r.label}"
         dur = format_duration(r.duration_ms)
-        lines.append(f"{r.seq:>6}  {clock}  {mark} {what:<28} {dur:>9}  {r.detail}".rstrip())
+        detail = f"{r.detail}  {left_text(r)}" if r.abandoned_by is not None else r.detail
+        lines.append(f"{r.seq:>6}  {clock}  {mark} {what:<28} {dur:>9}  {detail}".rstrip())
     return lines
+
+
+def left_text(r: TimelineRow) -> str:
+    """How a row on a branch a restore left is marked (``""`` for the session's own)."""
+    if r.abandoned_by is None:
+        return ""
+    return f"(left by the restore at event {r.abandoned_by})"
 
 
 def format_duration(ms: float | None) -> str:

@@ -374,6 +374,37 @@ def test_fork_and_restore_from_the_command_line(tmp_path: Path) -> None:
     assert "inside a step" in inside.stderr and "give 2 (before the answer) or 4" in inside.stderr
 
 
+def test_the_branch_a_restore_left_is_marked_where_the_timeline_is_shown(tmp_path: Path) -> None:
+    from jupyter_agent._snapshot import snapshot_html
+
+    db = tmp_path / "agent.db"
+    out = cli("--db", str(db), "demo", "--scenario", "loop", "--steps", "3")
+    sid = out.stdout.split("session:")[1].split()[0]
+    assert cli("--db", str(db), "restore", sid, "--at", "6").returncode == 0
+    with SqliteStore(db) as store:
+        restore_seq = store.get_session(sid).last_seq
+    mark = f"(left by the restore at event {restore_seq})"
+
+    def marked(lines: list[str]) -> list[int]:
+        return [int(line.split()[0].strip("|")) for line in lines if mark in line]
+
+    shown = cli("--db", str(db), "show", sid).stdout.splitlines()
+    rows = [line for line in shown if line[:6].strip().isdigit()]
+    branch = [int(line.split()[0]) for line in rows if 6 < int(line.split()[0]) < restore_seq]
+    assert branch and marked(rows) == branch
+    md = cli("--db", str(db), "export", sid, "--format", "markdown").stdout.splitlines()
+    assert marked([line.replace("| ", "", 1) for line in md if line.startswith("| ")]) == branch
+    with SqliteStore(db) as store:
+        html = snapshot_html(store, sid)
+    assert html.count('class="ja-s-left"') == len(branch)
+
+    # a restore of the restore takes the branch back; the first restore is left instead
+    assert cli("--db", str(db), "restore", sid, "--at", str(restore_seq - 1)).returncode == 0
+    shown = cli("--db", str(db), "show", sid).stdout.splitlines()
+    assert mark not in "\n".join(shown)
+    assert f"(left by the restore at event {restore_seq + 1})" in "\n".join(shown)
+
+
 def test_resume_returns_when_the_session_it_runs_waits_for_a_person(tmp_path: Path) -> None:
     from jupyter_agent import Agent
 

@@ -616,7 +616,9 @@ def test_a_call_a_restore_cut_off_is_shown_undone_not_running(db: Path) -> None:
     assert nap.status == "skipped" and nap.detail.endswith("⇒ undone by the restore")
     assert not [r for r in rows if r.status in ("running", "waiting")]
     page = page_rows(events)
-    assert [r[:4] for r in page] == [[r.seq, r.kind, r.label, r.status] for r in rows]
+    assert [r[:4] + r[5:] for r in page] == [
+        [r.seq, r.kind, r.label, r.status, r.abandoned_by] for r in rows
+    ]
 
     restore = events[-1]
     assert restore.kind is EventKind.RESTORE
@@ -630,7 +632,9 @@ def test_a_call_a_restore_cut_off_is_shown_undone_not_running(db: Path) -> None:
     (nap,) = [r for r in rows if r.kind == "tool"]
     assert nap.status == "running" and "undone" not in nap.detail
     page = page_rows(events)
-    assert [r[:4] for r in page] == [[r.seq, r.kind, r.label, r.status] for r in rows]
+    assert [r[:4] + r[5:] for r in page] == [
+        [r.seq, r.kind, r.label, r.status, r.abandoned_by] for r in rows
+    ]
     left = {r[0]: r[5] for r in page}  # the branch is taken back; the first restore is left
     again = events[-1].seq
     assert {seq for seq, by in left.items() if by} == {
