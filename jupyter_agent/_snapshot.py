@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import time
 
-from ._state import TERMINAL
+from ._state import COUNTING
 from ._store import SqliteStore
 from ._timeline import _MARK, TimelineRow, format_duration, left_text, timeline
 from ._watch import PAGE_SIZE, cost_text
@@ -39,7 +39,7 @@ def snapshot_html(store: SqliteStore, session_id: str, *, limit: int = PAGE_SIZE
     rows = timeline(store.iter_events(session_id, after=first))
     e = html.escape
     cost = cost_text(row)
-    end = row.updated_at if row.status in TERMINAL else time.time()
+    end = time.time() if row.status in COUNTING else row.updated_at  # as the widget does
     facts = [
         ("status", row.status),
         ("model", row.model or ""),

@@ -25,6 +25,9 @@ from ._models._base import Message, ToolCallRequest
 from ._tools._context import PlanItem
 
 TERMINAL = frozenset({"done", "failed", "stopped"})
+# the statuses whose elapsed clock runs: the session works or waits for a person, not rests
+# (widget.js has the same set)
+COUNTING = frozenset({"running", "sleeping", "awaiting_approval"})
 MESSAGE_KINDS = (
     EventKind.SESSION_STARTED,
     EventKind.MESSAGE,

@@ -28,6 +28,7 @@ from jupyter_agent import Agent, EventKind, Session, SqliteStore, open_session, 
 from jupyter_agent._branch import check_point
 from jupyter_agent._identity import current_identity
 from jupyter_agent._live import live_text
+from jupyter_agent._snapshot import snapshot_html
 from jupyter_agent._state import SessionState, session_totals
 from jupyter_agent._timeline import timeline
 from jupyter_agent._watch import compact_event, watcher
@@ -408,6 +409,23 @@ def test_static_html_snapshot_shows_the_timeline(db: Path) -> None:
     assert "&lt;b&gt;for real&lt;/b&gt;" in page and "<b>for real</b>" not in page
     assert page.count("<tr data-seq=") == len(s.timeline())
     assert data["text/plain"] == repr(s)
+
+
+def test_a_snapshot_of_a_paused_session_stops_its_clock_as_the_widget_does(db: Path) -> None:
+    wait_gate, gate, entered = gated_tool()
+    model = ScriptedModel([call("wait_gate"), reply("done")])
+    s = Agent("paused", model=model, store=db, tools=[wait_gate]).start("go")
+    assert entered.wait(10)
+    s.pause()
+    gate.set()
+    assert s.wait(10) == "paused"
+
+    def elapsed() -> str:
+        return snapshot_html(s.store, s.id).split("elapsed <b>")[1].split("<")[0]
+
+    first = elapsed()
+    time.sleep(1.1)
+    assert elapsed() == first
 
 
 def test_the_widget_display_carries_the_view_the_snapshot_and_text(db: Path, widgets: Any) -> None:
