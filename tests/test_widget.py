@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import comm
@@ -31,7 +32,7 @@ from jupyter_agent._live import live_text
 from jupyter_agent._snapshot import snapshot_html
 from jupyter_agent._state import SessionState, session_totals
 from jupyter_agent._timeline import timeline
-from jupyter_agent._watch import compact_event, watcher
+from jupyter_agent._watch import compact_event, cost_text, watcher
 from jupyter_agent._widget import SessionWidget, session_mimebundle
 from jupyter_agent.testing import ScriptedModel, call, reply
 
@@ -803,6 +804,20 @@ def test_a_session_displays_itself_as_the_live_widget_in_a_kernel(tmp_path: Path
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's module")
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's module")
+def test_the_page_spells_a_cost_as_the_text_views_do() -> None:
+    values = [None, 0.0, 0.00004, 0.0123, 0.5, 0.99, 1.0, 12.345678, 250.0]
+    script = textwrap.dedent(
+        f"""
+        import {{ fmtCost }} from {json.dumps(WIDGET_JS.as_uri())};
+        console.log(JSON.stringify({json.dumps(values)}.map(fmtCost)));
+        """
+    )
+    rows = [SimpleNamespace(cost_usd=v, steps=1) for v in values]
+    assert run_node(script) == [cost_text(row) for row in rows]
+    assert cost_text(rows[-1]) == "$250.00" and cost_text(rows[2]) == "$0.0000"
+
+
 def test_a_call_left_open_in_a_session_at_rest_does_not_grow_in_the_chart() -> None:
     """A fork made after a model's answer holds its call open until it runs; paused, the
     chart drew that call growing with the clock."""

@@ -65,7 +65,7 @@ export function fmtElapsed(seconds) {
 
 export function fmtCost(usd) {
   if (usd === null || usd === undefined) return "unknown";
-  return `$${usd < 0.01 ? usd.toFixed(4) : usd.toFixed(2)}`;
+  return `$${usd < 1 ? usd.toFixed(4) : usd.toFixed(2)}`; // as every view: cost_text, the sidebar
 }
 
 function fmtClock(ts) {

@@ -43,7 +43,7 @@ function ago(ts: number): string {
 function cost(row: ISessionRow): string {
   // nothing answered yet: nothing spent (as the session's own header says)
   const usd = row.cost_usd === null && row.steps === 0 ? 0 : row.cost_usd;
-  return usd === null ? 'cost ?' : `$${usd.toFixed(usd < 1 ? 4 : 2)}`;
+  return usd === null ? 'cost unknown' : `$${usd.toFixed(usd < 1 ? 4 : 2)}`;
 }
 
 /** Whether ``a`` is at least as recent a state of its session as ``b``. */
