@@ -36,11 +36,12 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # the lab extension's bundle (which holds the widget's page code too) is made by the install
-# and kept by later ones: built again here when its sources change, so the browser tests see
-# what the tree holds
+# and kept by later ones: built again here when its sources change, and the lab is pointed at
+# the build (the install copied it), so the browser tests see what the tree holds
 $(VENV)/.labextension: $(VENV)/.installed $(wildcard labextension/src/*.ts labextension/style/*) \
 		jupyter_agent/static/widget.js labextension/package.json
 	cd labextension && PATH="$(abspath $(BIN)):$$PATH" npm run build:prod
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/jupyter labextension develop --overwrite . >/dev/null
 	touch $@
 
 clean:
