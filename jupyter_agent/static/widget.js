@@ -519,6 +519,11 @@ export class SessionView {
     this.clockOffset = 0; // kernel time - browser time, in seconds
     this.pendingRender = false;
     this.arriving = []; // events received since the last frame
+    // the timeline keeps its newest row in view until the reader scrolls up (and again once
+    // they scroll back down); kept, not read from the layout when events come: a hidden tab's
+    // timeline has no layout, and it is shown again scrolled to its top
+    this.following = true;
+    this.shownHeight = 0; // the timeline's height when last laid out (0: hidden)
     this.build();
     this.unsubscribe = source.subscribe((m) => this.onSource(m));
     const first = source.state().initial_page;
@@ -533,6 +538,7 @@ export class SessionView {
 
   destroy() {
     clearInterval(this.timer);
+    this.resized.disconnect();
     this.unsubscribe();
     this.root.remove();
   }
@@ -582,8 +588,15 @@ export class SessionView {
     this.moreEl = button("ja-more", "Load earlier events", "Fetch the previous page", () => this.loadOlder());
     this.timelineEl = h("div", { class: "ja-timeline" }, this.moreEl);
     this.timelineEl.addEventListener("scroll", () => {
+      if (!this.shownHeight || !this.timelineEl.clientHeight) return; // hidden, or being shown
+      this.following = this.atEnd();
       if (this.timelineEl.scrollTop < 40) this.loadOlder();
     });
+    this.resized = new ResizeObserver(() => {
+      this.shownHeight = this.timelineEl.clientHeight;
+      if (this.shownHeight && this.following) this.scrollToEnd(); // (shown again)
+    });
+    this.resized.observe(this.timelineEl);
     this.planEl = h("ol", { class: "ja-plan" });
     this.liveEl = h("div", { class: "ja-live" });
     this.root.append(
@@ -616,9 +629,8 @@ export class SessionView {
     schedule(() => {
       const list = this.arriving;
       this.arriving = [];
-      const stick = this.atEnd();
       this.ingest(list);
-      if (stick) this.scrollToEnd();
+      if (this.following) this.scrollToEnd();
       if (list.some((e) => e.seq > this.top)) this.catchUp(); // a gap: ask for what is missing
     });
   }
@@ -697,7 +709,6 @@ export class SessionView {
     const answer = await this.source.request({ type: "hello", last_seq: this.top });
     this.catchingUp = false;
     if (!answer || answer.ok === false) return;
-    const stick = this.atEnd();
     if (answer.mode === "reset") {
       this.reset(answer.events || [], Boolean(answer.has_more));
     } else {
@@ -707,7 +718,7 @@ export class SessionView {
       }
       this.ingest(answer.events || []);
     }
-    if (stick) this.scrollToEnd();
+    if (this.following) this.scrollToEnd();
     const gap = this.newest() > this.top;
     if ((gap && this.top > before) || this.catchUpAgain) this.catchUp();
   }

@@ -251,6 +251,31 @@ _CLIPPED = """(w) => {
 }"""
 
 
+_AT_END = "(tl) => tl.scrollTop + tl.clientHeight >= tl.scrollHeight - 24"
+
+
+def test_the_timeline_follows_the_session_after_its_tab_was_hidden(
+    notebook: Open, tmp_path: Path
+) -> None:
+    fast = PACED.replace("pace=0.25", "pace=0.1")
+    nb = notebook("follow.ipynb", [LOAD, fast])
+    widget = start_agent(nb)
+    timeline = widget.locator(".ja-timeline")
+    wait_for_rows_above(nb, 30)  # more than its box holds
+    assert timeline.evaluate(_AT_END), "the timeline did not follow the session"
+    page = nb.page
+    notebook_tab = page.evaluate("window.jupyterapp.shell.currentWidget.id")
+    page.evaluate("window.jupyterapp.commands.execute('launcher:create')")
+    page.wait_for_timeout(1000)  # the session goes on meanwhile
+    page.evaluate(f"window.jupyterapp.shell.activateById({notebook_tab!r})")
+    wait_for_rows_above(nb, rows(nb) + 3)
+    page.wait_for_timeout(300)  # (its next frame)
+    shot = tmp_path / "follow.png"
+    page.screenshot(path=shot)
+    assert timeline.evaluate(_AT_END), f"the timeline stopped following the session (see {shot})"
+    widget.locator("button.ja-stop").click()
+
+
 def test_the_widget_fits_a_narrow_window(notebook: Open, tmp_path: Path) -> None:
     nb = notebook("narrow.ipynb", [LOAD, QUICK])
     widget = start_agent(nb)
