@@ -529,6 +529,13 @@ class Engine:
                 return True
             turn_ends = time.perf_counter() + YIELD_EVERY_S
             while not await self._at_boundary():
+                if self.state.answered and self._schedule is None:
+                    # the newest turn is a final answer the log does not end with (a restore
+                    # to it, or a process that ended before the end was written): it ends the
+                    # session, as it would have, rather than a new turn paid for again
+                    result = {"result": self._last_text()}
+                    await self._record((EventKind.SESSION_FINISHED, result, "agent"))
+                    return True
                 if await self._step():
                     return True
                 if time.perf_counter() >= turn_ends:

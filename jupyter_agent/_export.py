@@ -66,7 +66,7 @@ def export_markdown(store: SqliteStore, row: SessionRow) -> str:
             f"| {r.seq} | {r.kind} | {r.label} | {r.status} | "
             f"{format_duration(r.duration_ms)} | {detail} |"
         )
-        if r.kind == "result":
+        if r.kind == "result" and r.abandoned_by is None:  # (not one a restore left)
             result = r
     if result is not None:
         state_result = store.iter_events(row.id, after=result.seq - 1, until=result.seq)

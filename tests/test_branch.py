@@ -143,6 +143,22 @@ def test_a_restored_session_runs_on_to_the_end_again(db: Path) -> None:
     assert s.state.steps == 13
 
 
+def test_a_session_restored_to_its_final_answer_ends_with_it_when_resumed(db: Path) -> None:
+    model = ScriptedModel([call("list_files"), reply("the answer"), reply("a second answer")])
+    s = Agent("r", model=model, store=db).run("answer")
+    answered = seq_of(s, EventKind.MODEL_RESPONSE, 2)
+    assert s.result == "the answer" and len(model.requests) == 2
+    s.restore(at=answered)
+    s.resume().wait(timeout=30)
+    assert s.status == "done" and s.result == "the answer"
+    assert len(model.requests) == 2, "the model was asked again for an answer it had given"
+
+    s.restore(at=answered)  # a person's word after the answer: the model answers it
+    s.tell("one more thing")
+    s.resume().wait(timeout=30)
+    assert s.status == "done" and s.result == "a second answer" and len(model.requests) == 3
+
+
 def test_restore_puts_files_back(db: Path, tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     s = Agent("w", model=writer_script(), store=db, workspace=ws).run("write")

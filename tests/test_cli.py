@@ -394,6 +394,7 @@ def test_the_branch_a_restore_left_is_marked_where_the_timeline_is_shown(tmp_pat
     assert branch and marked(rows) == branch
     md = cli("--db", str(db), "export", sid, "--format", "markdown").stdout.splitlines()
     assert marked([line.replace("| ", "", 1) for line in md if line.startswith("| ")]) == branch
+    assert "## Result" not in md  # the answer was on the branch left
     with SqliteStore(db) as store:
         html = snapshot_html(store, sid)
     assert html.count('class="ja-s-left"') == len(branch)
