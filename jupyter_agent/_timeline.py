@@ -29,6 +29,7 @@ class TimelineRow:
     duration_ms: float | None = None
     actor: str = "agent"
     abandoned_by: int | None = None  # the restore that left this row's branch behind
+    result_seq: int | None = None  # a tool call's: the event that completed it
 
 
 def timeline(events: Iterable[Event]) -> list[TimelineRow]:
@@ -67,6 +68,8 @@ class _Undone:
     row: TimelineRow
     status: RowStatus
     detail: str
+    duration_ms: float | None
+    result_seq: int | None
     since: int
     restore_seq: int
 
@@ -76,7 +79,8 @@ def _rewind(
 ) -> None:
     """A restore to ``to_seq``: rows an earlier restore closed that were open at ``to_seq``
     are open again, as they were then; rows still open that began after it are undone (a
-    call whose approval was asked after it runs again: it is asked anew). The page's fold
+    call whose approval was asked after it runs again: it is asked anew), and calls begun
+    before it whose result came after it are open again (they run again). The page's fold
     does the same (widget.js)."""
     back: dict[int, _Undone] = {}  # per row, its state as of to_seq: the latest begun by then
     for u in undone:
@@ -86,11 +90,18 @@ def _rewind(
             back[id(u.row)] = u
     for u in back.values():
         u.row.status, u.row.detail = u.status, u.detail
+        u.row.duration_ms, u.row.result_seq = u.duration_ms, u.result_seq
         calls[u.key] = u.row
     undone[:] = [u for u in undone if not (u.since <= to_seq < u.restore_seq)]
 
+    def keep(key: str, row: TimelineRow, since: int, status: RowStatus | None = None) -> None:
+        was = status or row.status
+        undone.append(
+            _Undone(key, row, was, row.detail, row.duration_ms, row.result_seq, since, restore_seq)
+        )
+
     def close(key: str, row: TimelineRow, since: int, status: RowStatus) -> None:
-        undone.append(_Undone(key, row, row.status, row.detail, since, restore_seq))
+        keep(key, row, since)
         row.status = status
         if status == "skipped":
             row.detail = f"{row.detail}  ⇒ undone by the restore".strip()
@@ -100,13 +111,18 @@ def _rewind(
         asked = before.get(f"?{key}")
         if row.seq > to_seq and row.status in ("running", "waiting"):
             if row.status == "waiting" and asked is not None:  # running until it was asked
-                undone.append(_Undone(key, row, "running", row.detail, row.seq, restore_seq))
+                keep(key, row, row.seq, "running")
                 close(key, row, asked.seq, "skipped")
             else:
                 close(key, row, row.seq, "skipped")
             del calls[key]
         elif row.status == "waiting" and asked is not None and asked.seq > to_seq:
             close(key, row, asked.seq, "running")  # asked after the point: it runs again
+        elif row.seq <= to_seq and row.result_seq is not None and row.result_seq > to_seq:
+            # its result is on the branch left: open again, as at the point (it runs again)
+            close(key, row, row.result_seq, "running")
+            row.detail = row.detail[: max(0, row.detail.rfind("  ⇒ "))]
+            row.duration_ms = row.result_seq = None
 
 
 def _row(e: Event, p: dict[str, Any], calls: dict[str, TimelineRow]) -> TimelineRow | None:
@@ -151,9 +167,12 @@ def _row(e: Event, p: dict[str, Any], calls: dict[str, TimelineRow]) -> Timeline
         if call is None or fresh:
             again = "run again" if p.get("rerun") else ""
             call = calls[p["call_id"]] = TimelineRow(e.seq, e.ts, "tool", p["name"], again)
+        elif p.get("rerun"):  # (a row a restore opened again)
+            call.detail = f"{call.detail} (run again)".strip()
         call.status = "skipped" if p.get("skipped") else "error" if p["is_error"] else "ok"
         call.duration_ms = p.get("duration_ms")
         call.detail = f"{call.detail}  ⇒ {_short(p['output'], 60)}".strip()
+        call.result_seq = e.seq
         return call if fresh else None
     if k is EventKind.MESSAGE:
         return TimelineRow(

@@ -34,7 +34,7 @@ from jupyter_agent._state import SessionState, session_totals
 from jupyter_agent._timeline import timeline
 from jupyter_agent._watch import compact_event, cost_text, watcher
 from jupyter_agent._widget import SessionWidget, session_mimebundle
-from jupyter_agent.testing import ScriptedModel, call, reply
+from jupyter_agent.testing import ScriptedModel, call, calls, reply
 
 WIDGET_JS = Path(__file__).parents[1] / "jupyter_agent" / "static" / "widget.js"
 VIEW_MIME = "application/vnd.jupyter.widget-view+json"
@@ -669,10 +669,10 @@ def test_a_call_a_restore_cut_off_is_shown_undone_not_running(db: Path) -> None:
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's module")
-def test_a_call_run_again_after_a_restore_has_a_row_of_its_own(db: Path) -> None:
+def test_a_call_run_again_after_a_restore_completes_its_own_row_once(db: Path) -> None:
     """A restore to between a call's intent and its result leaves the call open: the resumed
-    run does it again, and that result is a new row after the restore, not a second answer
-    written into the first row."""
+    run does it again, and that result completes the call's row, which the restore opened
+    again, rather than a second answer written after the first."""
     ran: list[int] = []
 
     @tool(effect="read_only")  # (one that changes something would wait for a person)
@@ -690,11 +690,11 @@ def test_a_call_run_again_after_a_restore_has_a_row_of_its_own(db: Path) -> None
     events = list(s.events)
     restore = next(e.seq for e in events if e.kind is EventKind.RESTORE)
     rows = [r for r in timeline(events) if r.kind == "tool"]
-    assert [r.detail.count("⇒") for r in rows] == [1, 1, 1, 1]
-    again = rows[2]
-    assert again.seq > restore and again.detail == "run again  ⇒ 3" and again.status == "ok"
-    page = [r[:4] for r in page_rows(events)]
-    assert page == [[r.seq, r.kind, r.label, r.status] for r in timeline(events)]
+    assert [r.detail.count("⇒") for r in rows] == [1, 1, 1]
+    again = rows[0]
+    assert again.seq == first and again.detail == "(run again)  ⇒ 3" and again.status == "ok"
+    assert rows[1].abandoned_by == restore and rows[2].seq > restore  # the second call's two
+    both_folds(events)
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's module")
@@ -713,6 +713,58 @@ def test_a_restore_to_before_an_approval_was_asked_shows_the_call_running_again(
     assert (shell.status, asked.status) == ("running", "skipped")
     assert [r[:4] for r in page_rows(events)] == [[r.seq, r.kind, r.label, r.status] for r in rows]
     s.stop()
+
+
+def both_folds(events: list[Any]) -> list[list[Any]]:
+    """The rows of the timeline, as [seq, kind, label, status, detail, duration, left by], after
+    checking that the page's fold (widget.js) makes the same."""
+    script = textwrap.dedent(
+        f"""
+        import {{ foldEvents }} from {json.dumps(WIDGET_JS.as_uri())};
+        let text = "";
+        for await (const chunk of process.stdin) text += chunk;
+        console.log(JSON.stringify(foldEvents(JSON.parse(text)).rows.map((r) => [
+          r.seq, r.kind, r.label, r.status, r.detail, r.duration_ms, r.abandoned_by ?? null])));
+        """
+    )
+    page = run_node(script, json.dumps([compact_event(e) for e in events]))
+    rows = [
+        [r.seq, r.kind, r.label, r.status, r.detail, r.duration_ms, r.abandoned_by]
+        for r in timeline(events)
+    ]
+    assert page == rows
+    return rows
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's module")
+def test_calls_whose_results_a_restore_left_are_open_again_and_run_again_in_their_rows(
+    db: Path,
+) -> None:
+    model = ScriptedModel(
+        [calls(call("list_files"), call("python", code="print(6 * 7)")), reply("done")]
+    )
+    s = Agent("again", model=model, store=db).run("two calls")
+    done = both_folds(list(s.events))
+    tools = [r for r in done if r[1] == "tool"]
+    assert [r[3] for r in tools] == ["ok", "ok"] and "⇒ 42" in tools[1][4]
+    answer = next(e for e in s.events if e.kind is EventKind.MODEL_RESPONSE)
+    s.restore(at=answer.seq + 2)  # "Restore here" on the model's row: after the calls' intents
+    restored = both_folds(list(s.events))
+    reopened = [r for r in restored if r[1] == "tool"]
+    assert [r[0] for r in reopened] == [r[0] for r in tools]  # the same rows, open again
+    assert [(r[3], r[5]) for r in reopened] == [("running", None), ("running", None)]
+    assert [r[4] for r in reopened] == ["", 'code="print(6 * 7)"']
+    restore_seq = s.row.last_seq
+
+    s.restore(at=restore_seq - 1)  # undone: the rows as they were
+    back = both_folds(list(s.events))
+    assert [r[3:6] for r in back if r[1] == "tool"] == [r[3:6] for r in tools]
+    s.restore(at=answer.seq + 2)
+    s.resume().wait(30)  # they run again and complete their own rows
+    rerun = both_folds(list(s.events))
+    assert [r[0] for r in rerun if r[1] == "tool"] == [r[0] for r in tools]
+    assert [r[3] for r in rerun if r[1] == "tool"] == ["ok", "ok"]
+    assert s.status == "done"
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's module")

@@ -99,12 +99,19 @@ function rewind(fold, restoreSeq, to, changed) {
   for (const u of back.values()) {
     u.row.status = u.status;
     u.row.detail = u.detail;
+    u.row.duration_ms = u.duration_ms;
+    u.row.result_seq = u.result_seq;
+    u.row.end_seq = u.end_seq;
     fold.calls.set(u.key, u.row);
     changed.push(u.row);
   }
   fold.undone = fold.undone.filter((u) => !(u.since <= to && to < u.restoreSeq));
+  const keep = (key, row, since, status = row.status) => fold.undone.push({
+    key, row, status, detail: row.detail, duration_ms: row.duration_ms, result_seq: row.result_seq,
+    end_seq: row.end_seq, since, restoreSeq,
+  });
   const close = (key, row, since, status) => {
-    fold.undone.push({ key, row, status: row.status, detail: row.detail, since, restoreSeq });
+    keep(key, row, since);
     row.status = status;
     if (status === "skipped") row.detail = `${row.detail}  ⇒ undone by the restore`.trim();
     changed.push(row);
@@ -114,7 +121,7 @@ function rewind(fold, restoreSeq, to, changed) {
     const asked = before.get(`?${key}`);
     if (row.seq > to && (row.status === "running" || row.status === "waiting")) {
       if (row.status === "waiting" && asked) {  // running until it was asked
-        fold.undone.push({ key, row, status: "running", detail: row.detail, since: row.seq, restoreSeq });
+        keep(key, row, row.seq, "running");
         close(key, row, asked.seq, "skipped");
       } else {
         close(key, row, row.seq, "skipped");
@@ -122,6 +129,13 @@ function rewind(fold, restoreSeq, to, changed) {
       fold.calls.delete(key);
     } else if (row.status === "waiting" && asked && asked.seq > to) {
       close(key, row, asked.seq, "running"); // asked after the point: it runs again
+    } else if (row.seq <= to && row.result_seq > to) {
+      // its result is on the branch left: open again, as at the point (it runs again)
+      close(key, row, row.result_seq, "running");
+      row.detail = row.detail.slice(0, Math.max(0, row.detail.lastIndexOf("  ⇒ ")));
+      row.duration_ms = null;
+      row.result_seq = undefined;
+      row.end_seq = row.seq;
     }
   }
 }
@@ -171,6 +185,7 @@ export function foldEvent(fold, e) {
         call = row("tool", p.name, p.rerun ? "run again" : "", "info", { call_id: p.call_id });
         fold.calls.set(p.call_id, call);
       }
+      else if (p.rerun) call.detail = `${call.detail} (run again)`.trim(); // (reopened by a restore)
       call.status = p.skipped ? "skipped" : p.is_error ? "error" : "ok";
       call.duration_ms = p.duration_ms ?? null;
       call.detail = `${call.detail}  ⇒ ${short(p.output, 60)}`.trim();
