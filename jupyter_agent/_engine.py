@@ -660,21 +660,21 @@ class Engine:
         self, call_id: str, name: str, arguments: str, decision: Decision
     ) -> None:
         in_doubt = self.state.approvals[call_id].reason == "in_doubt"
-        await self._record(
-            (
-                EventKind.APPROVAL_DECIDED,
-                {
-                    "call_id": call_id,
-                    "decision": "approve" if decision.approve else "deny",
-                    "reason": decision.reason,
-                },
-                decision.actor,
-            )
+        decided: Draft = (
+            EventKind.APPROVAL_DECIDED,
+            {
+                "call_id": call_id,
+                "decision": "approve" if decision.approve else "deny",
+                "reason": decision.reason,
+            },
+            decision.actor,
         )
-        self.inbox.recorded(call_id)
         if decision.approve:
+            await self._record(decided)
+            self.inbox.recorded(call_id)
             await self._run_call(call_id, name, arguments, rerun=in_doubt)
             return
+        self._defer(decided)  # written with the call's skipped result: one commit, both or none
         why = f" ({decision.reason})" if decision.reason else ""
         if in_doubt:
             await self._skip_call(
@@ -685,6 +685,7 @@ class Engine:
             )
         else:
             await self._skip_call(call_id, name, f"{decision.actor} denied it{why}")
+        self.inbox.recorded(call_id)
 
     async def _at_boundary(self) -> bool:
         """Take people's messages and requests; True if the session must stop here."""

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 WAIT_SLICE_S = 0.05  # how often wait() looks for a call waiting for a person
 SENT_SETTLE_S = 5.0  # how long wait() waits for another process to act on a control
+RECORDED_WAIT_S = 5.0  # how long a decision waits for the run it resumed to record it
 RESTORE_TIMEOUT_S = 120.0  # a running session's pause, then the rewind of its files
 
 
@@ -383,8 +384,20 @@ class Session:
         args = {"call_id": call_id, "reason": decision.reason, "asked": decision.asked}
         if self._send_elsewhere(verb, args, decision.actor):
             return
-        if not get_runtime().inbox(self.id).post_decision(call_id, decision):
-            self.resume()
+        inbox = get_runtime().inbox(self.id)
+        if inbox.post_decision(call_id, decision):
+            return  # the run here takes it
+        # nobody runs it: the decision is kept in the store (for whoever resumes it, if this
+        # handle cannot), and the run started here takes it from there first of all; it is
+        # in the log before this returns, so a process that ends at once loses nothing
+        self.store.send_command(self.id, verb, args, actor=decision.actor)
+        self.resume()
+        deadline = time.monotonic() + RECORDED_WAIT_S
+        GIVE_WAY.give_back()  # (a cell deciding lets the agents' loop record it)
+        while inbox.in_flight(call_id, decision.asked) is not None:
+            if time.monotonic() >= deadline:
+                break  # (a store that stays locked: the run goes on trying)
+            time.sleep(0.002)
 
     def _send_elsewhere(self, verb: str, args: Mapping[str, object], actor: str) -> bool:
         """If another live process runs the session, leave it a command; True if sent."""

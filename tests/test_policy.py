@@ -3,6 +3,8 @@ handle or process, and a pause while a call waits keeps it waiting across a resu
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -130,6 +132,31 @@ def test_of_two_decisions_queued_for_a_session_nobody_runs_the_first_is_the_one(
     (decided,) = [e for e in s.events if e.kind is EventKind.APPROVAL_DECIDED]
     assert (decided.payload["decision"], decided.actor) == ("approve", "alice")
     assert (ws / "a.txt").read_text() == "hi"
+
+
+def test_a_decision_given_in_a_process_that_ends_at_once_is_kept(db: Path, tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    s = Agent("a", model=writer(), store=db, workspace=ws, policy={"*": "ask"}).start("write")
+    waiting, _ = left_waiting(s)
+    script = f"""
+import os
+from jupyter_agent import open_session
+import time
+from jupyter_agent.testing import ScriptedModel
+never = ScriptedModel(lambda r: time.sleep(60))  # (the process ends while the model thinks)
+s = open_session({s.id!r}, store={str(db)!r}, model=never)
+s.deny({waiting.call_id!r}, reason="not today")
+os._exit(0)  # (no clean exit: the run it started here dies with it)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    s.resume()
+    assert s.wait(timeout=10) == "done"
+    decided = [e for e in s.events if e.kind is EventKind.APPROVAL_DECIDED]
+    assert [(e.payload["decision"], e.payload["reason"]) for e in decided] == [
+        ("deny", "not today")
+    ]
+    assert not (ws / "a.txt").exists()
 
 
 def test_a_decision_the_engine_could_not_record_can_be_given_again(tmp_path: Path) -> None:
