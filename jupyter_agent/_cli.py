@@ -286,14 +286,15 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ._export import EXPORTERS
+    from ._export import EXPORTERS, write_export
 
     with _store(args) as store:
         row = store.find_session(args.id)
         text = EXPORTERS[args.format](store, row)
+        if args.output:
+            write_export(text, args.output, store)
     if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
-        print(f"wrote {args.output}")
+        print(f"wrote {_printable(args.output)}")
     else:  # (to a terminal, with its control characters escaped; to a pipe as it is)
         sys.stdout.write(_printable(text) if sys.stdout.isatty() else text)
     return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 
 from ._events import EventKind
 from ._store import SessionRow, SqliteStore
@@ -89,3 +90,16 @@ EXPORTERS: dict[str, Callable[[SqliteStore, SessionRow], str]] = {
     "json": export_json,
     "jsonl": export_jsonl,
 }
+
+
+def write_export(text: str, path: str | Path, store: SqliteStore) -> Path:
+    """Write an export to ``path``; refuse (``ValueError``) a path that is the store's own
+    file or one of its companions, which the export would destroy."""
+    target = Path(path).expanduser()
+    ours = [store.path, *(Path(f"{store.path}{end}") for end in ("-wal", "-shm", "-journal"))]
+    if any(target.resolve() == p.resolve() for p in ours):
+        raise ValueError(
+            f"{path} is the store the session is read from: write the export to another file"
+        )
+    target.write_text(text, encoding="utf-8")
+    return target

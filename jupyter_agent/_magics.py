@@ -23,7 +23,7 @@ from IPython.display import display
 
 from ._agent import Agent, ToolLike, open_session, open_store, sessions
 from ._errors import JupyterAgentError
-from ._export import EXPORTERS
+from ._export import EXPORTERS, write_export
 from ._session import Session
 from ._store import default_store_path
 from ._store._paths import ENV_VAR
@@ -340,7 +340,7 @@ class AgentMagics(Magics):
         row = store.find_session(args.id)
         text = EXPORTERS[args.format](store, row)
         if args.out:
-            Path(args.out).expanduser().write_text(text, encoding="utf-8")
+            write_export(text, args.out, store)
             print(f"wrote {args.out}")
         else:
             sys.stdout.write(text)

@@ -251,6 +251,15 @@ def test_export_to_a_missing_folder_is_one_line_and_exit_2(demo_db, tmp_path: Pa
     assert "No such file or directory" in out.stderr
 
 
+def test_an_export_over_the_store_itself_is_refused(demo_db) -> None:
+    db, session_id = demo_db
+    for target in (str(db), f"{db}-wal"):
+        out = cli("--db", str(db), "export", session_id, "--format", "json", "-o", target)
+        assert out.returncode == 2 and out.stderr.count("\n") == 1
+        assert "is the store the session is read from" in out.stderr
+    assert cli("--db", str(db), "show", session_id).returncode == 0  # the store is whole
+
+
 def test_output_piped_into_head_ends_quietly(demo_db) -> None:
     db, session_id = demo_db
     exe = shutil.which("jupyter-agent", path=str(Path(sys.executable).parent))

@@ -631,6 +631,14 @@ def test_export_to_a_missing_folder_is_one_error_line(db: Path, tmp_path: Path, 
     assert line.startswith("jupyter-agent: ") and "No such file or directory" in line
 
 
+def test_an_export_over_the_store_itself_is_refused(db: Path, run: Run) -> None:
+    s = finished(db)
+    _, err = run(f"%agent export {s.id} --out {db}")
+    (line,) = err.splitlines()
+    assert "is the store the session is read from" in line
+    assert open_store(db).get_session(s.id).status == "done"
+
+
 # -- help and bad input --------------------------------------------------------------------
 
 
