@@ -46,6 +46,8 @@ def open_store(
     path = (Path(store) if store is not None else default_store_path()).expanduser().resolve()
     if existing and store is not None and not path.exists():
         raise StoreError(f"no store at {path}: check the path (an Agent(store=...) makes one)")
+    if existing and path.is_file() and path.stat().st_size == 0:
+        raise StoreError(f"{path} is an empty file, not a store (reading one never makes it one)")
     with _stores_lock:
         if path not in _stores:
             _stores[path] = SqliteStore(path)

@@ -1017,3 +1017,10 @@ def test_a_look_at_sessions_in_a_store_that_is_not_there_does_not_make_it(
     assert not typo.parent.exists()
     Agent("a", model=ScriptedModel([reply("hi")]), store=typo).run("hi")  # an agent makes it
     assert [s.name for s in sessions(store=typo)] == ["a"]
+    empty = tmp_path / "empty.db"
+    empty.touch()  # (a file made by mistake, or not yet written)
+    with pytest.raises(StoreError, match="is an empty file, not a store"):
+        sessions(store=empty)
+    with pytest.raises(StoreError, match="is an empty file, not a store"):
+        open_session("abc", store=empty)
+    assert empty.stat().st_size == 0
