@@ -213,9 +213,14 @@ def known_cost(row: SessionRow) -> float | None:
 
 def cost_text(row: SessionRow) -> str:
     """The session's cost as every view shows it: ``$0.0123`` (under a dollar), ``$12.34``,
-    or ``unknown`` (the widget and the lab's sidebar spell it so too)."""
+    ``<$0.0001`` (spent, but less), or ``unknown`` (the widget and the lab's sidebar spell it
+    so too)."""
     usd = known_cost(row)
-    return "unknown" if usd is None else f"${usd:.4f}" if usd < 1 else f"${usd:.2f}"
+    if usd is None:
+        return "unknown"
+    if 0 < usd < 0.00005:
+        return "<$0.0001"
+    return f"${usd:.4f}" if round(usd, 4) < 1 else f"${usd:.2f}"
 
 
 def _elapsed(status: str, started: float, updated: float) -> float:

@@ -858,7 +858,7 @@ def test_a_session_displays_itself_as_the_live_widget_in_a_kernel(tmp_path: Path
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's module")
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's module")
 def test_the_page_spells_a_cost_as_the_text_views_do() -> None:
-    values = [None, 0.0, 0.00004, 0.0123, 0.5, 0.99, 1.0, 12.345678, 250.0]
+    values = [None, 0.0, 0.00004, 0.00006, 0.0123, 0.5, 0.99, 0.99996, 1.0, 12.345678, 250.0]
     script = textwrap.dedent(
         f"""
         import {{ fmtCost }} from {json.dumps(WIDGET_JS.as_uri())};
@@ -867,7 +867,13 @@ def test_the_page_spells_a_cost_as_the_text_views_do() -> None:
     )
     rows = [SimpleNamespace(cost_usd=v, steps=1) for v in values]
     assert run_node(script) == [cost_text(row) for row in rows]
-    assert cost_text(rows[-1]) == "$250.00" and cost_text(rows[2]) == "$0.0000"
+    spelled = [cost_text(row) for row in rows]
+    assert spelled[2:4] == ["<$0.0001", "$0.0001"] and spelled[7:] == [
+        "$1.00",
+        "$1.00",
+        "$12.35",
+        "$250.00",
+    ]
 
 
 def test_a_call_left_open_in_a_session_at_rest_does_not_grow_in_the_chart() -> None:

@@ -43,7 +43,13 @@ function ago(ts: number): string {
 function cost(row: ISessionRow): string {
   // nothing answered yet: nothing spent (as the session's own header says)
   const usd = row.cost_usd === null && row.steps === 0 ? 0 : row.cost_usd;
-  return usd === null ? 'cost unknown' : `$${usd.toFixed(usd < 1 ? 4 : 2)}`;
+  if (usd === null) {
+    return 'cost unknown';
+  }
+  if (usd > 0 && usd < 0.00005) {
+    return '<$0.0001'; // spent, but less (as the widget and the CLI say)
+  }
+  return `$${usd.toFixed(Number(usd.toFixed(4)) < 1 ? 4 : 2)}`;
 }
 
 /** Whether ``a`` is at least as recent a state of its session as ``b``. */
