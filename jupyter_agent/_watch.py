@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 from ._events import Event
-from ._state import TERMINAL, SessionState, load_state, load_state_lean
+from ._state import COUNTING, TERMINAL, SessionState, load_state, load_state_lean
 from ._store import SessionRow, SqliteStore
 
 PAGE_SIZE = 200
@@ -224,7 +224,9 @@ def cost_text(row: SessionRow) -> str:
 
 
 def _elapsed(status: str, started: float, updated: float) -> float:
-    end = updated if status in TERMINAL else time.time()
+    """Seconds from the start to now while the session works or waits for a person, to its
+    last change while it rests (as every view counts it)."""
+    end = time.time() if status in COUNTING else updated
     return max(0.0, end - started)
 
 

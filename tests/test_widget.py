@@ -32,7 +32,7 @@ from jupyter_agent._live import live_text
 from jupyter_agent._snapshot import snapshot_html
 from jupyter_agent._state import SessionState, session_totals
 from jupyter_agent._timeline import timeline
-from jupyter_agent._watch import compact_event, cost_text, watcher
+from jupyter_agent._watch import SessionFeed, compact_event, cost_text, watcher
 from jupyter_agent._widget import SessionWidget, session_mimebundle
 from jupyter_agent.testing import ScriptedModel, call, calls, reply
 
@@ -424,9 +424,10 @@ def test_a_snapshot_of_a_paused_session_stops_its_clock_as_the_widget_does(db: P
     def elapsed() -> str:
         return snapshot_html(s.store, s.id).split("elapsed <b>")[1].split("<")[0]
 
-    first = elapsed()
+    first, header = elapsed(), SessionFeed(s.store, s.id).summary()["header"]
     time.sleep(1.1)
     assert elapsed() == first
+    assert SessionFeed(s.store, s.id).summary()["header"]["elapsed_s"] == header["elapsed_s"]
 
 
 def test_the_widget_display_carries_the_view_the_snapshot_and_text(db: Path, widgets: Any) -> None:

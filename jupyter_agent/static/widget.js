@@ -821,8 +821,9 @@ export class SessionView {
     this.setField("cost", fmtCost(hd.cost_usd));
     const tokensEl = this.root.querySelector('[data-field="tokens"]');
     tokensEl.title = `in ${hd.input_tokens ?? 0} (cached ${hd.cached_tokens ?? 0}), out ${hd.output_tokens ?? 0}`;
-    if (hd !== this.lastHeader && hd.started_at !== undefined && hd.elapsed_s !== undefined) {
-      this.lastHeader = hd; // the kernel's clock, as of when this header came
+    if (hd !== this.lastHeader && hd.started_at !== undefined && hd.elapsed_s !== undefined &&
+        COUNTING.has(hd.status)) {
+      this.lastHeader = hd; // the kernel's clock, as of when this header came (its elapsed counts)
       this.clockOffset = hd.started_at + hd.elapsed_s - Date.now() / 1000;
     }
     this.renderElapsed();
