@@ -91,14 +91,17 @@ class _Base(APIHandler):
         self.set_status(status_code)  # (clears a reason given for the error: the message has it)
         self.fail(status_code, message or self._reason)
 
-    def int_arg(self, name: str, default: int | None = None) -> int | None:
+    def int_arg(self, name: str, default: int | None = None, *, least: int = 0) -> int | None:
         raw = self.get_argument(name, None)
         if not raw:  # absent, or given empty (?limit=): the default
             return default
         try:
-            return int(raw)
+            value = int(raw)
         except ValueError:
             raise web.HTTPError(400, reason=f"{name} must be an integer, not {raw!r}") from None
+        if value < least:
+            raise web.HTTPError(400, reason=f"{name} must be {least} or more, not {raw!r}")
+        return value
 
 
 class SessionsHandler(_Base):
@@ -112,8 +115,8 @@ class SessionsHandler(_Base):
         owner = self.get_argument("owner", None) or None
         if status is not None and status not in STATUSES:
             raise web.HTTPError(400, reason=f"status must be one of {', '.join(STATUSES)}")
-        limit = max(1, min(self.int_arg("limit", 100) or 100, 1000))
-        offset = max(0, self.int_arg("offset", 0) or 0)
+        limit = min(self.int_arg("limit", 100, least=1) or 100, 1000)
+        offset = self.int_arg("offset", 0) or 0
 
         def read() -> tuple[list[SessionRow], int]:
             self.sweep_now_and_then()
@@ -154,7 +157,7 @@ class EventsHandler(_Base):
     @authorized
     async def get(self, session_id: str) -> None:
         after, before = self.int_arg("after"), self.int_arg("before")
-        limit = max(1, min(self.int_arg("limit", PAGE_SIZE) or PAGE_SIZE, MAX_PAGE))
+        limit = min(self.int_arg("limit", PAGE_SIZE, least=1) or PAGE_SIZE, MAX_PAGE)
         seqs = self.get_argument("seq", None)
 
         def read() -> dict[str, Any]:

@@ -120,6 +120,14 @@ async def test_sessions_lists_every_session_with_filters_and_paging(
     with pytest.raises(HTTPClientError) as err:
         await jp_fetch(*API, "sessions", params={"limit": "ten"})
     assert error_of(err) == {"message": "limit must be an integer, not 'ten'", "status": 400}
+    for name, value, least in (("limit", "-1", 1), ("limit", "0", 1), ("offset", "-1", 0)):
+        with pytest.raises(HTTPClientError) as err:  # not a page of something else
+            await jp_fetch(*API, "sessions", params={name: value})
+        said = f"{name} must be {least} or more, not '{value}'"
+        assert error_of(err) == {"message": said, "status": 400}
+    with pytest.raises(HTTPClientError) as err:
+        await jp_fetch(*API, "sessions", paused, "events", params={"after": "-5"})
+    assert error_of(err)["message"] == "after must be 0 or more, not '-5'"
     blank = await get_json(jp_fetch, "sessions", status="", owner="", limit="", offset="")
     assert blank["total"] == 5 and blank["offset"] == 0  # empty filters filter nothing
 
