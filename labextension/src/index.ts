@@ -77,6 +77,10 @@ class Sessions {
   private shown = 0; // the load whose list the rows come from (the latest to arrive in order)
   private reading = 0; // loads whose list is on its way
   private streamed = new Map<string, ISessionRow>(); // rows the stream delivered meanwhile
+  // where each session sits in the list: its update time when its status last changed, so a
+  // session moves up when it starts, finishes or needs someone, not at each of its steps
+  // (fifty running agents reordered the list under the pointer several times a second)
+  private placed = new Map<string, { status: string; at: number }>();
 
   constructor() {
     stream.subscribe(m => {
@@ -127,7 +131,15 @@ class Sessions {
   }
 
   sorted(): ISessionRow[] {
-    return [...this.rows.values()].sort((a, b) => b.updated_at - a.updated_at);
+    const at = (row: ISessionRow): number => {
+      const place = this.placed.get(row.id);
+      if (place && place.status === row.status) {
+        return place.at;
+      }
+      this.placed.set(row.id, { status: row.status, at: row.updated_at });
+      return row.updated_at;
+    };
+    return [...this.rows.values()].sort((a, b) => at(b) - at(a));
   }
 
   private emit(row: ISessionRow | null, old: ISessionRow | null): void {

@@ -184,6 +184,34 @@ def test_sessions_open_at_the_first_click_while_agents_work(
             s.stop()
 
 
+def test_running_sessions_keep_their_place_and_move_up_when_their_status_changes(
+    page: Page, lab: Lab, tmp_path: Path
+) -> None:
+    busy = [
+        Agent(f"run{i}", model="demo:loop?steps=100000&pace=0.02", store=lab.store).start("go")
+        for i in range(5)
+    ]
+    try:
+        page.goto(lab.url("lab?reset"))
+        open_sidebar(page)
+        items = page.locator("#jupyter-agent-sidebar .ja-sidebar-item")
+        expect(items.filter(has_text="run4")).to_have_attribute("data-status", "running")
+        order = "(els) => els.map((e) => e.dataset.sessionId)"
+        ours, seen = {s.id for s in busy}, []
+        for _ in range(8):  # each writes its row twice a second meanwhile
+            seen.append([i for i in items.evaluate_all(order) if i in ours])
+            page.wait_for_timeout(300)
+        assert all(o == seen[0] for o in seen), f"the list moved under the pointer: {seen}"
+        last = seen[0][-1]
+        next(s for s in busy if s.id == last).pause()  # a change of status moves it up
+        expect(items.first).to_have_attribute("data-session-id", last, timeout=10_000)
+        expect(items.first).to_have_attribute("data-status", "paused")
+        page.screenshot(path=tmp_path / "sidebar-order.png")
+    finally:
+        for s in busy:
+            s.stop()
+
+
 def test_a_long_list_shows_the_newest_and_every_one_that_waits(
     page: Page, lab: Lab, tmp_path: Path
 ) -> None:
