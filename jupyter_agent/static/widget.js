@@ -763,12 +763,15 @@ export class SessionView {
   async control(action, args = {}, button = null) {
     const btn = button || this.root.querySelector(`.ja-${action}`);
     if (btn) btn.classList.add("ja-busy");
+    const before = (this.source.state().header || {}).status;
     const answer = await this.source.request({ type: "control", action, ...args });
     if (btn) btn.classList.remove("ja-busy");
     this.localError = answer.ok ? "" : String(answer.error || "failed");
-    this.localNotice = answer.ok ? String(answer.notice || "") : "";
-    // a fork's notice names the new session: it stays; "… sent" goes when the status moves
+    // a fork's notice names the new session: it stays; "… sent" goes when the status moves,
+    // and is not shown at all if it moved while the answer was on its way (it was acted on)
     this.noticeSticks = action === "fork";
+    const moved = (this.source.state().header || {}).status !== before;
+    this.localNotice = answer.ok && (this.noticeSticks || !moved) ? String(answer.notice || "") : "";
     if (answer.ok) this.hiddenError = this.source.state().error; // an older failure is over
     this.renderMessages();
     return Boolean(answer.ok);
