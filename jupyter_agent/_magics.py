@@ -188,7 +188,10 @@ class AgentMagics(Magics):
                 self._start(line, cell)
         except MagicUsageError as exc:
             print(f"{'%agent' if cell is None else '%%agent'}: {exc}", file=sys.stderr)
-        except (JupyterAgentError, ValueError, OSError) as exc:
+        except OSError as exc:  # a file it was asked to read or write
+            said = f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
+            print(f"jupyter-agent: {said}", file=sys.stderr)
+        except (JupyterAgentError, ValueError) as exc:
             print(f"jupyter-agent: {exc}", file=sys.stderr)
 
     # -- %%agent ---------------------------------------------------------------------------
@@ -268,6 +271,9 @@ class AgentMagics(Magics):
             self._tell(rest)
         elif verb == "deny":  # the reason is free text, as typed ("it's not safe")
             options, said, reason = f" {rest}".partition(" --reason")
+            reason, store = _trailing_store(reason)
+            if store is not None:  # (given after the reason, as other verbs take it)
+                options = f"{options} --store {store}"
             args = self._parsers[verb].parse_args(_split(options, VERBS[verb]))
             args.reason = [_unquote(reason.strip())] if said else []
             self._deny(args)
@@ -289,15 +295,16 @@ class AgentMagics(Magics):
         (no shell quoting, so "don't" stays as it is); one pair of enclosing quotes is dropped."""
         found = _TELL.fullmatch(rest)
         assert found is not None  # every part of the pattern is optional
-        session_id, message = found["id"], _unquote(found["message"].strip())
-        if found["store"] and found["store_after"]:
+        message, store_last = _trailing_store(found["message"])
+        session_id, message = found["id"], _unquote(message.strip())
+        if sum(1 for s in (found["store"], found["store_after"], store_last) if s) > 1:
             raise MagicUsageError(f"give --store once; usage: {VERBS['tell']}")
         if session_id.startswith("-"):
             raise MagicUsageError(f"unrecognized arguments: {session_id}; usage: {VERBS['tell']}")
         if not session_id or not message:
             missing = "a message" if session_id else "a session id and a message"
             raise MagicUsageError(f"tell needs {missing}; usage: {VERBS['tell']}")
-        store = found["store"] or found["store_after"]
+        store = found["store"] or found["store_after"] or store_last
         session = self._open(session_id, _unquote(store) if store else None)
         session.tell(message)
         print(f"{session.id}: message sent")
@@ -353,6 +360,15 @@ _TELL = re.compile(
     r"\s*(?P<message>.*)",
     re.S,
 )
+
+
+_STORE_LAST = re.compile(rf"(?P<text>.*?)\s+{_STORE.format('store')}\s*", re.S)
+
+
+def _trailing_store(text: str) -> tuple[str, str | None]:
+    """Free text (a message, a reason) and a ``--store PATH`` given at its end, if one is."""
+    found = _STORE_LAST.fullmatch(text)
+    return (text, None) if found is None else (found["text"], found["store"])
 
 
 def _asks_help(args: str) -> bool:

@@ -407,8 +407,12 @@ def test_tell_takes_the_store_before_or_after_the_id(db: Path, tmp_path: Path, r
     run(f"%agent tell --store {other} {s.id[:6]} first")
     out, err = run(f"%agent tell {s.id[:6]} --store {other} second, after the id")
     assert out.strip() == f"{s.id}: message sent" and err == ""
+    out, err = run(f"%agent tell {s.id[:6]} third, --store at the end --store {other}")
+    assert out.strip() == f"{s.id}: message sent" and err == ""
     texts = [e.payload["text"] for e in s.events if e.kind is EventKind.MESSAGE]
-    assert texts == ["first", "second, after the id"]
+    assert texts == ["first", "second, after the id", "third, --store at the end"]
+    _, err = run(f"%agent tell --store {other} {s.id[:6]} fourth --store {other}")
+    assert "give --store once" in err
     assert not any(e.kind is EventKind.MESSAGE for x in sessions(store=db) for e in x.events)
 
 
@@ -520,7 +524,7 @@ def test_deny_skips_a_waiting_call_with_the_reason(db: Path, run: Run) -> None:
 
 def test_a_deny_reason_is_free_text_as_typed(db: Path, run: Run) -> None:
     waiting, call, store = awaiting_approval(db)
-    _, err = run(f"%agent deny {waiting.id} {call} --store {store} --reason it's not safe")
+    _, err = run(f"%agent deny {waiting.id} {call} --reason it's not safe --store {store}")
     assert err == "" and waiting.wait(10) == "done"
     (decided,) = [e for e in waiting.events if e.kind is EventKind.APPROVAL_DECIDED]
     assert decided.payload["reason"] == "it's not safe"
