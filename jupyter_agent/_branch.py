@@ -57,9 +57,14 @@ def check_point(store: SqliteStore, session_id: str, at: int, *, verb: str) -> N
         if at < seq + calls:
             raise ValueError(
                 f"cannot {verb} session {session_id} at {at}: it is inside a step (the model's "
-                f"answer, event {seq}, asked for tool calls recorded in events {seq + 1}-"
-                f"{seq + calls}); give {seq - 1} (before the answer) or {seq + calls}"
+                f"answer, event {seq}, asked for tool calls recorded in "
+                f"{_events(seq + 1, seq + calls)}); give {seq - 1} (before the answer) or "
+                f"{seq + calls}"
             )
+
+
+def _events(first: int, last: int) -> str:
+    return f"event {first}" if first == last else f"events {first}-{last}"
 
 
 def fork_session(

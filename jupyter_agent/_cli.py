@@ -22,7 +22,7 @@ from ._errors import JupyterAgentError
 from ._events import verify_chain
 from ._store import STATUSES, SessionRow, SqliteStore, default_store_path
 from ._store._leases import SessionLeased
-from ._timeline import format_rows, timeline
+from ._timeline import counted, format_rows, timeline
 from ._watch import cost_text
 
 if TYPE_CHECKING:
@@ -215,7 +215,7 @@ def _header(row: SessionRow) -> list[str]:
         f"session {row.id}  {row.name!r}  [{row.status}]",
         f"  model {row.model}  owner {row.owner}  started {_ago(row.created_at)}  "
         f"updated {_ago(row.updated_at)}",
-        f"  {row.steps} steps, {row.tool_calls} tool calls, "
+        f"  {counted(row.steps, 'step')}, {counted(row.tool_calls, 'tool call')}, "
         f"{row.input_tokens + row.output_tokens} tokens ({row.cached_tokens} cached input), "
         f"cost {cost}",
         f"  goal: {row.goal}",
@@ -418,7 +418,8 @@ def _follow(session: object) -> int:
     session.wait()
     _print_new_rows(session, printed, final=True)
     row = session.row
-    print(f"\nstatus: {row.status}  ({row.steps} steps, {row.tool_calls} tool calls)")
+    totals = f"{counted(row.steps, 'step')}, {counted(row.tool_calls, 'tool call')}"
+    print(f"\nstatus: {row.status}  ({totals})")
     if row.status == "awaiting_approval":
         for a in session.pending_approvals:
             print(

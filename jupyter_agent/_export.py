@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ._events import EventKind
 from ._store import SessionRow, SqliteStore
-from ._timeline import format_duration, left_text, timeline
+from ._timeline import counted, format_duration, left_text, timeline
 from ._watch import cost_text
 
 
@@ -54,7 +54,7 @@ def export_markdown(store: SqliteStore, row: SessionRow) -> str:
         f"- **model**: {row.model}",
         f"- **owner**: {row.owner}",
         f"- **goal**: {row.goal}",
-        f"- **totals**: {row.steps} steps, {row.tool_calls} tool calls, "
+        f"- **totals**: {counted(row.steps, 'step')}, {counted(row.tool_calls, 'tool call')}, "
         f"{row.input_tokens + row.output_tokens} tokens, cost {cost}",
         "",
         "| seq | kind | what | status | duration | detail |",

@@ -28,7 +28,7 @@ from ._runtime import get_runtime
 from ._state import TERMINAL, ApprovalRequest, SessionState, load_state
 from ._store import SessionRow, SqliteStore
 from ._store._leases import LIVE_STATUSES, SessionLeased
-from ._timeline import TimelineRow, format_rows, timeline
+from ._timeline import TimelineRow, counted, format_rows, timeline
 from ._tools._context import PlanItem
 from ._worker import current_worker
 
@@ -80,8 +80,8 @@ class Session:
     def __repr__(self) -> str:
         row = self.row
         return (
-            f"<Session {row.id} {row.name!r} {row.status}: {row.steps} steps, "
-            f"{row.tool_calls} tool calls>"
+            f"<Session {row.id} {row.name!r} {row.status}: {counted(row.steps, 'step')}, "
+            f"{counted(row.tool_calls, 'tool call')}>"
         )
 
     # -- what it is --------------------------------------------------------------------------

@@ -263,6 +263,11 @@ def left_text(r: TimelineRow) -> str:
     return f"(left by the restore at event {r.abandoned_by})"
 
 
+def counted(n: int, noun: str) -> str:
+    """``1 step``, ``2 steps``, ``1 tool call``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def format_duration(ms: float | None) -> str:
     if ms is None:
         return ""

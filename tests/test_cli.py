@@ -381,6 +381,7 @@ def test_fork_and_restore_from_the_command_line(tmp_path: Path) -> None:
     inside = cli("--db", str(db), "fork", sid, "--at", "3")
     assert inside.returncode == 2 and inside.stderr.count("\n") == 1
     assert "inside a step" in inside.stderr and "give 2 (before the answer) or 4" in inside.stderr
+    assert "tool calls recorded in event 4)" in inside.stderr
 
 
 def test_the_branch_a_restore_left_is_marked_where_the_timeline_is_shown(tmp_path: Path) -> None:
@@ -398,6 +399,7 @@ def test_the_branch_a_restore_left_is_marked_where_the_timeline_is_shown(tmp_pat
         return [int(line.split()[0].strip("|")) for line in lines if mark in line]
 
     shown = cli("--db", str(db), "show", sid).stdout.splitlines()
+    assert "  1 step, 1 tool call, " in "\n".join(shown)  # (back to after the first)
     rows = [line for line in shown if line[:6].strip().isdigit()]
     branch = [int(line.split()[0]) for line in rows if 6 < int(line.split()[0]) < restore_seq]
     assert branch and marked(rows) == branch
