@@ -419,7 +419,10 @@ class Session:
     def _require_open(self, verb: str) -> None:
         status = self.status
         if status in TERMINAL:
-            raise InvalidSessionState(f"cannot {verb} session {self.id}: it is {status}")
+            more = ""
+            if verb in ("resume", "tell"):  # what does go on from a finished session
+                more = " (a fork of it goes on from its end; a restore takes it back to an event)"
+            raise InvalidSessionState(f"cannot {verb} session {self.id}: it is {status}{more}")
 
     def _require_running_here(self, verb: str) -> None:
         self._require_open(verb)

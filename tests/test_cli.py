@@ -213,6 +213,7 @@ def test_resume_of_a_finished_session_says_so(demo_db) -> None:
     db, session_id = demo_db
     out = cli("--db", str(db), "resume", session_id)
     assert out.returncode == 2 and "it is done" in out.stderr
+    assert "a fork of it goes on from its end" in out.stderr  # what does go on
 
 
 def test_store_from_the_environment(

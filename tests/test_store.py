@@ -240,7 +240,11 @@ def test_two_store_objects_on_one_file_both_see_all_events(tmp_path: Path) -> No
 def test_an_ambiguous_prefix_says_so(store: SqliteStore) -> None:
     new_session(store, "abc1")
     new_session(store, "abc2")
-    with pytest.raises(SessionNotFound, match="start of several session ids"):
+    with pytest.raises(SessionNotFound, match=r"start of several session ids \(abc1, abc2\)"):
+        store.find_session("abc")
+    for n in range(3, 6):
+        new_session(store, f"abc{n}")
+    with pytest.raises(SessionNotFound, match=r"\(abc1, abc2, abc3, \.\.\.\); give more"):
         store.find_session("abc")
 
 

@@ -483,7 +483,7 @@ class SqliteStore:
         rows = (
             self._reader()
             .execute(
-                "SELECT id FROM sessions WHERE id LIKE ? ESCAPE '\\' LIMIT 2",
+                "SELECT id FROM sessions WHERE id LIKE ? ESCAPE '\\' ORDER BY id LIMIT 4",
                 (_like_prefix(id_or_prefix),),
             )
             .fetchall()
@@ -491,9 +491,10 @@ class SqliteStore:
         if len(rows) == 1 and id_or_prefix:
             return self.get_session(rows[0][0])
         if len(rows) > 1:
+            ids = ", ".join(r[0] for r in rows[:3]) + (", ..." if len(rows) > 3 else "")
             raise SessionNotFound(
                 id_or_prefix,
-                f"{id_or_prefix!r} is the start of several session ids; give more of it",
+                f"{id_or_prefix!r} is the start of several session ids ({ids}); give more of it",
             )
         raise SessionNotFound(
             id_or_prefix,
