@@ -4,6 +4,7 @@ or Markdown (for people)."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -97,9 +98,17 @@ def write_export(text: str, path: str | Path, store: SqliteStore) -> Path:
     file or one of its companions, which the export would destroy."""
     target = Path(path).expanduser()
     ours = [store.path, *(Path(f"{store.path}{end}") for end in ("-wal", "-shm", "-journal"))]
-    if any(target.resolve() == p.resolve() for p in ours):
+    if any(target.resolve() == p.resolve() or _same_file(target, p) for p in ours):
         raise ValueError(
             f"{path} is the store the session is read from: write the export to another file"
         )
     target.write_text(text, encoding="utf-8")
     return target
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether both name one file (a hard link, another spelling on a folded file system)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them is not there
+        return False

@@ -366,7 +366,11 @@ _STORE_LAST = re.compile(rf"(?P<text>.*?)\s+{_STORE.format('store')}\s*", re.S)
 
 
 def _trailing_store(text: str) -> tuple[str, str | None]:
-    """Free text (a message, a reason) and a ``--store PATH`` given at its end, if one is."""
+    """Free text (a message, a reason) and a ``--store PATH`` given at its end, if one is (not
+    inside text given in quotes: ``"use --store x"`` is a message)."""
+    kept = text.strip()
+    if len(kept) > 1 and kept[0] == kept[-1] and kept[0] in "\"'":
+        return text, None
     found = _STORE_LAST.fullmatch(text)
     return (text, None) if found is None else (found["text"], found["store"])
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ._branch import check_point, fork_session
 from ._clock import SystemClock
 from ._engine import record_message, record_stop
-from ._errors import InvalidSessionState
+from ._errors import ConfigError, InvalidSessionState
 from ._events import Event
 from ._give_way import GIVE_WAY
 from ._identity import current_identity
@@ -391,7 +391,14 @@ class Session:
         # handle cannot), and the run started here takes it from there first of all; it is
         # in the log before this returns, so a process that ends at once loses nothing
         self.store.send_command(self.id, verb, args, actor=decision.actor)
-        self.resume()
+        try:
+            self.resume()
+        except (InvalidSessionState, ConfigError) as exc:
+            if self.running_here:  # housekeeping took the command and ran it meanwhile
+                pass
+            else:
+                kept = "the decision is kept in the store for the process that resumes it"
+                raise type(exc)(f"{exc} ({kept})") from exc
         deadline = time.monotonic() + RECORDED_WAIT_S
         GIVE_WAY.give_back()  # (a cell deciding lets the agents' loop record it)
         while inbox.in_flight(call_id, decision.asked) is not None:

@@ -254,7 +254,9 @@ def test_export_to_a_missing_folder_is_one_line_and_exit_2(demo_db, tmp_path: Pa
 
 def test_an_export_over_the_store_itself_is_refused(demo_db) -> None:
     db, session_id = demo_db
-    for target in (str(db), f"{db}-wal"):
+    alias = db.parent / "alias.db"
+    os.link(db, alias)  # the same file under another name
+    for target in (str(db), f"{db}-wal", str(alias)):
         out = cli("--db", str(db), "export", session_id, "--format", "json", "-o", target)
         assert out.returncode == 2 and out.stderr.count("\n") == 1
         assert "is the store the session is read from" in out.stderr

@@ -413,6 +413,9 @@ def test_tell_takes_the_store_before_or_after_the_id(db: Path, tmp_path: Path, r
     assert texts == ["first", "second, after the id", "third, --store at the end"]
     _, err = run(f"%agent tell --store {other} {s.id[:6]} fourth --store {other}")
     assert "give --store once" in err
+    run(f'%agent tell --store {other} {s.id[:6]} "quoted, it ends with --store x"')
+    texts = [e.payload["text"] for e in s.events if e.kind is EventKind.MESSAGE]
+    assert texts[-1] == "quoted, it ends with --store x"
     assert not any(e.kind is EventKind.MESSAGE for x in sessions(store=db) for e in x.events)
 
 

@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_agent import Agent, ApprovalRequest, EventKind, Session, open_session, tool
+from jupyter_agent import (
+    Agent,
+    ApprovalRequest,
+    ConfigError,
+    EventKind,
+    Session,
+    open_session,
+    tool,
+)
 from jupyter_agent.testing import ScriptedModel, call, calls, reply
 
 
@@ -157,6 +165,21 @@ os._exit(0)  # (no clean exit: the run it started here dies with it)
         ("deny", "not today")
     ]
     assert not (ws / "a.txt").exists()
+
+
+def test_a_decision_through_a_handle_that_cannot_run_the_session_is_kept(
+    db: Path, tmp_path: Path
+) -> None:
+    ws = tmp_path / "ws"
+    s = Agent("a", model=writer(), store=db, workspace=ws, policy={"*": "ask"}).start("write")
+    waiting, _ = left_waiting(s)
+    bare = open_session(s.id, store=db)  # (its model was an object: this handle cannot run it)
+    with pytest.raises(ConfigError, match="the decision is kept in the store"):
+        bare.deny(waiting.call_id, reason="later")
+    s.resume()  # a handle that can: it acts on the decision given
+    assert s.wait(timeout=10) == "done"
+    decided = [e for e in s.events if e.kind is EventKind.APPROVAL_DECIDED]
+    assert [e.payload["reason"] for e in decided] == ["later"]
 
 
 def test_a_decision_the_engine_could_not_record_can_be_given_again(tmp_path: Path) -> None:
