@@ -37,25 +37,37 @@ def timeline(events: Iterable[Event]) -> list[TimelineRow]:
     rows: list[TimelineRow] = []
     calls: dict[str, TimelineRow] = {}
     undone: list[_Undone] = []
+    marks: dict[int, list[tuple[int, int | None]]] = {}  # per row: (restore, its mark since)
     for e in events:
         if e.kind is EventKind.RESTORE:
             _rewind(calls, undone, e.seq, e.payload["to_seq"])
-            _leave_branch(rows, e.seq, e.payload["to_seq"])
+            _leave_branch(rows, marks, e.seq, e.payload["to_seq"])
         row = _row(e, e.payload, calls)
         if row is not None:
             rows.append(row)
     return rows
 
 
-def _leave_branch(rows: list[TimelineRow], restore_seq: int, to_seq: int) -> None:
-    """The rows after ``to_seq`` are a branch the restore at ``restore_seq`` leaves behind;
-    rows up to it that an earlier restore left (after ``to_seq``) are the session's again.
-    The page's fold does the same (widget.js)."""
+def _leave_branch(
+    rows: list[TimelineRow],
+    marks: dict[int, list[tuple[int, int | None]]],
+    restore_seq: int,
+    to_seq: int,
+) -> None:
+    """The rows after ``to_seq`` are a branch the restore at ``restore_seq`` leaves behind
+    (if no earlier restore left them); the rows up to it are marked as they were at
+    ``to_seq`` (a restore of a restore takes a branch back, and one to a point in between
+    leaves it again). The page's fold does the same (widget.js)."""
     for r in rows:
-        if r.abandoned_by is not None and r.abandoned_by > to_seq and r.seq <= to_seq:
-            r.abandoned_by = None
-        elif r.seq > to_seq and r.abandoned_by is None:
-            r.abandoned_by = restore_seq
+        if r.seq <= to_seq:
+            was = next((m for at, m in reversed(marks.get(id(r), ())) if at <= to_seq), None)
+        elif r.abandoned_by is None:
+            was = restore_seq
+        else:
+            continue
+        if was != r.abandoned_by:
+            r.abandoned_by = was
+            marks.setdefault(id(r), []).append((restore_seq, was))
 
 
 @dataclass(slots=True)
@@ -119,8 +131,16 @@ def _rewind(
         elif row.status == "waiting" and asked is not None and asked.seq > to_seq:
             close(key, row, asked.seq, "running")  # asked after the point: it runs again
         elif row.seq <= to_seq and row.result_seq is not None and row.result_seq > to_seq:
-            # its result is on the branch left: open again, as at the point (it runs again)
-            close(key, row, row.result_seq, "running")
+            if key.startswith("?"):  # a question answered after the point: asked again
+                close(key, row, row.result_seq, "waiting")
+                row.result_seq = None
+                continue
+            # its result is on the branch left: open again, as at the point (it runs again,
+            # or waits for the person its question is open to again)
+            answered_at = asked.result_seq if asked is not None else None
+            waits = asked is not None and asked.seq <= to_seq
+            waits = waits and (answered_at is None or answered_at > to_seq)
+            close(key, row, row.result_seq, "waiting" if waits else "running")
             row.detail = row.detail[: max(0, row.detail.rfind("  ⇒ "))]
             row.duration_ms = row.result_seq = None
 
@@ -200,6 +220,7 @@ def _row(e: Event, p: dict[str, Any], calls: dict[str, TimelineRow]) -> Timeline
         question = calls.get(f"?{p['call_id']}")
         if question is not None:  # answered: no longer a question
             question.status = "ok" if approved else "skipped"
+            question.result_seq = e.seq
         label = f"{'approved' if approved else 'denied'} by {e.actor}"
         return TimelineRow(e.seq, e.ts, "approval", label, p["call_id"], actor=e.actor)
     if k is EventKind.TIMER_SET:

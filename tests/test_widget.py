@@ -769,6 +769,45 @@ def test_calls_whose_results_a_restore_left_are_open_again_and_run_again_in_thei
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's module")
+def test_a_restore_to_a_point_between_two_restores_leaves_the_first_ones_branch_again(
+    db: Path,
+) -> None:
+    s = Agent("thrice", model="demo:loop?steps=6", store=db).run("loop")
+    results = [e.seq for e in s.events if e.kind is EventKind.TOOL_RESULT]
+    s.restore(at=results[1])  # R1: leaves steps 3 on
+    first = s.row.last_seq
+    s.resume().wait(30)  # a second branch, after R1
+    after_first = [e.seq for e in s.events if e.kind is EventKind.TOOL_RESULT and e.seq > first]
+    s.restore(at=results[2])  # R2: back onto R1's branch, which it takes back up to there
+    second = s.row.last_seq
+    rows = both_folds(list(s.events))
+    taken_back = [r for r in rows if results[1] < r[0] <= results[2]]
+    assert taken_back and all(r[6] is None for r in taken_back)
+    s.restore(at=after_first[0])  # R3: to the second branch: R1's is left again
+    rows = both_folds(list(s.events))
+    assert all(r[6] == first for r in rows if results[1] < r[0] < first), rows
+    assert all(r[6] is None for r in rows if first <= r[0] <= after_first[0])
+    assert all(r[6] == second for r in rows if after_first[0] < r[0] < second)
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's module")
+def test_a_restore_to_before_a_question_was_answered_asks_it_again(db: Path) -> None:
+    model = ScriptedModel([call("shell", command="echo hi"), reply("done")])
+    s = Agent("asked", model=model, store=db, policy={"shell": "ask"}).start("ask")
+    assert s.wait(30) == "awaiting_approval"
+    s.approve(s.pending_approvals[0].call_id)
+    assert s.wait(30) == "done"
+    asked = next(e.seq for e in s.events if e.kind is EventKind.APPROVAL_REQUESTED)
+    s.restore(at=asked)  # asked, not answered yet
+    rows = both_folds(list(s.events))
+    (shell,) = [r for r in rows if r[1] == "tool"]
+    (question,) = [r for r in rows if r[1] == "approval" and r[2] == "approval asked"]
+    assert (shell[3], question[3]) == ("waiting", "waiting")
+    assert s.pending_approvals  # (as the session has it: the question is open again)
+    s.stop()
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's module")
 def test_the_page_folds_events_into_the_same_rows_as_the_timeline(db: Path) -> None:
     model = ScriptedModel(
         [

@@ -131,8 +131,15 @@ function rewind(fold, restoreSeq, to, changed) {
     } else if (row.status === "waiting" && asked && asked.seq > to) {
       close(key, row, asked.seq, "running"); // asked after the point: it runs again
     } else if (row.seq <= to && row.result_seq > to) {
-      // its result is on the branch left: open again, as at the point (it runs again)
-      close(key, row, row.result_seq, "running");
+      if (key.startsWith("?")) {  // a question answered after the point: asked again
+        close(key, row, row.result_seq, "waiting");
+        row.result_seq = undefined;
+        continue;
+      }
+      // its result is on the branch left: open again, as at the point (it runs again, or
+      // waits for the person its question is open to again)
+      const waits = asked && asked.seq <= to && !(asked.result_seq <= to);
+      close(key, row, row.result_seq, waits ? "waiting" : "running");
       row.detail = row.detail.slice(0, Math.max(0, row.detail.lastIndexOf("  ⇒ ")));
       row.duration_ms = null;
       row.result_seq = undefined;
@@ -222,6 +229,7 @@ export function foldEvent(fold, e) {
       const asked = fold.calls.get(`?${p.call_id}`);
       if (asked) {  // answered: no longer a question (kept: a restore may ask it again)
         asked.status = approved ? "ok" : "skipped";
+        asked.result_seq = e.seq;
         changed.push(asked);
       }
       const label = `${approved ? "approved" : "denied"} by ${e.actor}`;
@@ -252,12 +260,21 @@ export function foldEvent(fold, e) {
     case "restore": {
       rewind(fold, e.seq, p.to_seq, changed);
       // the branch it leaves shows as left (greyed), and one a restore of a restore takes
-      // back shows as it was
+      // back shows as it was at the point (one to a point in between leaves it again)
       for (const r of fold.rows) {
-        const back = r.abandoned_by !== undefined && r.abandoned_by > p.to_seq && r.seq <= p.to_seq;
-        if (back) delete r.abandoned_by;
-        else if (r.seq > p.to_seq && r.abandoned_by === undefined) r.abandoned_by = e.seq;
-        else continue;
+        let was;
+        if (r.seq <= p.to_seq) {
+          const then = (r.marks || []).filter(([at]) => at <= p.to_seq).pop();
+          was = then ? then[1] : undefined;
+        } else if (r.abandoned_by === undefined) {
+          was = e.seq;
+        } else {
+          continue;
+        }
+        if (was === r.abandoned_by) continue;
+        if (was === undefined) delete r.abandoned_by;
+        else r.abandoned_by = was;
+        (r.marks = r.marks || []).push([e.seq, was]); // (restore, its mark since)
         changed.push(r);
       }
       const files = (p.files || []).map((f) => f.path).join(", ");
