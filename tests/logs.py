@@ -70,3 +70,19 @@ def gated_tool() -> tuple[Any, threading.Event, threading.Event]:
         return "through"
 
     return wait_gate, gate, entered
+
+
+def paused_after_a_call(db: Path, name: str = "a") -> tuple[Any, Any]:
+    """A session paused after its first call (one the test held open), its answer still to
+    come, and its model (which says "done" when the session is resumed)."""
+    from jupyter_agent import Agent
+    from jupyter_agent.testing import ScriptedModel, call, reply
+
+    wait_gate, gate, entered = gated_tool()
+    model = ScriptedModel([call("wait_gate"), reply("done")])
+    s = Agent(name, model=model, store=db, tools=[wait_gate]).start("go")
+    assert entered.wait(10)
+    s.pause()
+    gate.set()
+    assert s.wait(10) == "paused"
+    return s, model

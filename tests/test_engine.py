@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
-from logs import cut_log, gated_tool
+from logs import cut_log, gated_tool, paused_after_a_call
 
 from jupyter_agent import (
     Agent,
@@ -717,13 +717,7 @@ def test_a_message_told_as_the_session_finishes_is_still_recorded(db: Path) -> N
 
 
 def test_tell_while_paused_is_recorded_at_once_and_read_on_resume(db: Path) -> None:
-    wait_gate, gate, entered = gated_tool()
-    model = ScriptedModel([call("wait_gate"), reply("done")])
-    s = Agent("a", model=model, store=db, tools=[wait_gate]).start("go")
-    assert entered.wait(10)
-    s.pause()
-    gate.set()
-    assert s.wait(10) == "paused"
+    s, model = paused_after_a_call(db)
     s.tell("change of plan")
     assert s.events[-1].kind is EventKind.MESSAGE
     s.resume()

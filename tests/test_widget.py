@@ -23,7 +23,7 @@ from typing import Any
 import comm
 import pytest
 from comm.base_comm import BaseComm
-from logs import cut_log, gated_tool, new_session
+from logs import cut_log, gated_tool, new_session, paused_after_a_call
 
 from jupyter_agent import Agent, EventKind, Session, SqliteStore, open_session, open_store, tool
 from jupyter_agent._branch import check_point
@@ -413,13 +413,7 @@ def test_static_html_snapshot_shows_the_timeline(db: Path) -> None:
 
 
 def test_a_snapshot_of_a_paused_session_stops_its_clock_as_the_widget_does(db: Path) -> None:
-    wait_gate, gate, entered = gated_tool()
-    model = ScriptedModel([call("wait_gate"), reply("done")])
-    s = Agent("paused", model=model, store=db, tools=[wait_gate]).start("go")
-    assert entered.wait(10)
-    s.pause()
-    gate.set()
-    assert s.wait(10) == "paused"
+    s, _ = paused_after_a_call(db, "paused")
 
     def elapsed() -> str:
         return snapshot_html(s.store, s.id).split("elapsed <b>")[1].split("<")[0]

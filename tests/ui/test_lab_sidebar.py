@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -160,42 +161,42 @@ def hold_click(page: Page, item: Locator) -> None:
     page.mouse.up()
 
 
-def test_sessions_open_at_the_first_click_while_agents_work(
-    page: Page, lab: Lab, tmp_path: Path
-) -> None:
-    quiet = [Agent(n, model="demo:loop?steps=2", store=lab.store).run("two") for n in ("a", "b")]
+@contextmanager
+def running_agents(page: Page, lab: Lab, name: str, n: int) -> Iterator[tuple[list, Locator]]:
+    """``n`` agents named ``name0``... stepping until stopped, and the sidebar's items once it
+    lists them running; the agents are stopped after."""
     busy = [
-        Agent(f"busy{i}", model="demo:loop?steps=100000&pace=0.02", store=lab.store).start("go")
-        for i in range(3)
+        Agent(f"{name}{i}", model="demo:loop?steps=100000&pace=0.02", store=lab.store).start("go")
+        for i in range(n)
     ]
     try:
         page.goto(lab.url("lab?reset"))
         open_sidebar(page)
         items = page.locator("#jupyter-agent-sidebar .ja-sidebar-item")
-        expect(items.filter(has_text="busy2")).to_have_attribute("data-status", "running")
+        expect(items.filter(has_text=f"{name}{n - 1}")).to_have_attribute("data-status", "running")
+        yield busy, items
+    finally:
+        for s in busy:
+            s.stop()
+
+
+def test_sessions_open_at_the_first_click_while_agents_work(
+    page: Page, lab: Lab, tmp_path: Path
+) -> None:
+    quiet = [Agent(n, model="demo:loop?steps=2", store=lab.store).run("two") for n in ("a", "b")]
+    with running_agents(page, lab, "busy", 3) as (_, _):
         tab = page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current")
         for k in range(8):
             pick = quiet[k % 2]
             hold_click(page, page.locator(f'.ja-sidebar-item[data-session-id="{pick.id}"]'))
             expect(tab).to_contain_text(f"Agent: {pick.name}", timeout=3_000)
         page.screenshot(path=tmp_path / "sidebar-busy.png")
-    finally:
-        for s in busy:
-            s.stop()
 
 
 def test_running_sessions_keep_their_place_and_move_up_when_their_status_changes(
     page: Page, lab: Lab, tmp_path: Path
 ) -> None:
-    busy = [
-        Agent(f"run{i}", model="demo:loop?steps=100000&pace=0.02", store=lab.store).start("go")
-        for i in range(5)
-    ]
-    try:
-        page.goto(lab.url("lab?reset"))
-        open_sidebar(page)
-        items = page.locator("#jupyter-agent-sidebar .ja-sidebar-item")
-        expect(items.filter(has_text="run4")).to_have_attribute("data-status", "running")
+    with running_agents(page, lab, "run", 5) as (busy, items):
         order = "(els) => els.map((e) => e.dataset.sessionId)"
         ours, seen = {s.id for s in busy}, []
         for _ in range(8):  # each writes its row twice a second meanwhile
@@ -207,9 +208,6 @@ def test_running_sessions_keep_their_place_and_move_up_when_their_status_changes
         expect(items.first).to_have_attribute("data-session-id", last, timeout=10_000)
         expect(items.first).to_have_attribute("data-status", "paused")
         page.screenshot(path=tmp_path / "sidebar-order.png")
-    finally:
-        for s in busy:
-            s.stop()
 
 
 def test_a_long_list_shows_the_newest_and_every_one_that_waits(
