@@ -394,9 +394,7 @@ class Session:
         try:
             self.resume()
         except (InvalidSessionState, ConfigError) as exc:
-            if self.running_here:  # housekeeping took the command and ran it meanwhile
-                pass
-            else:
+            if not self.running_here:  # (running: housekeeping took the command meanwhile)
                 kept = "the decision is kept in the store for the process that resumes it"
                 raise type(exc)(f"{exc} ({kept})") from exc
         deadline = time.monotonic() + RECORDED_WAIT_S
