@@ -10,10 +10,10 @@ from __future__ import annotations
 import html
 import time
 
-from ._state import COUNTING
+from ._state import COUNTING, TERMINAL, load_state_lean
 from ._store import SqliteStore
 from ._timeline import _MARK, TimelineRow, format_duration, left_text, timeline
-from ._watch import PAGE_SIZE, cost_text
+from ._watch import PAGE_SIZE, cost_text, with_totals
 
 # (!important: the hosts' own table styles, e.g. JupyterLab's and nbconvert's right-aligned,
 # fixed-layout cells, are more specific than these)
@@ -35,7 +35,11 @@ color:var(--jp-ui-font-color2,#555)}
 def snapshot_html(store: SqliteStore, session_id: str, *, limit: int = PAGE_SIZE) -> str:
     """The session's header and its newest timeline rows as plain HTML (no script)."""
     row = store.get_session(session_id)
-    first = max(0, row.last_seq - limit)
+    last = row.last_seq
+    if row.status not in TERMINAL:  # its row may lag the events the table shows
+        state = load_state_lean(store, session_id)
+        row, last = with_totals(row, state), max(last, state.last_seq)
+    first = max(0, last - limit)
     rows = timeline(store.iter_events(session_id, after=first))
     e = html.escape
     cost = cost_text(row)
@@ -60,7 +64,7 @@ def snapshot_html(store: SqliteStore, session_id: str, *, limit: int = PAGE_SIZE
         f'<div><b>{e(row.name or "agent")}</b> <span class="ja-s-muted">session '
         f"{e(session_id)}</span></div>\n<div>{head}</div>\n{earlier}\n"
         f"<table>\n{body}\n</table>\n"
-        f'<p class="ja-s-muted">snapshot of event {row.last_seq}, taken {e(taken)}; run the '
+        f'<p class="ja-s-muted">snapshot of event {last}, taken {e(taken)}; run the '
         f"notebook to see the live view</p>\n</div>"
     )
 

@@ -140,20 +140,8 @@ class SessionFeed:
 
     def summary(self) -> dict[str, Any]:
         """The values a view shows beside its timeline: header totals, plan, approvals."""
-        row = self.store.get_session(self.session_id)
         st = self._state
-        if st.last_seq >= row.last_seq:  # the fold has every event: its totals are exact (a
-            # running session's row may lag them by up to SESSION_ROW_EVERY_S)
-            cost = st.cost_usd if st.cost_known else None
-            row = dataclasses.replace(
-                row,
-                steps=st.steps,
-                tool_calls=st.tool_calls,
-                input_tokens=st.input_tokens,
-                output_tokens=st.output_tokens,
-                cached_tokens=st.cached_tokens,
-                cost_usd=cost,
-            )
+        row = with_totals(self.store.get_session(self.session_id), st)
         header = {
             "name": row.name or st.name,
             "status": row.status,
@@ -204,6 +192,22 @@ class SessionFeed:
         except ValueError:  # not the next event of this fold: fold again from the store
             self._state = load_state_lean(store, sid)
         self._state.messages.clear()  # views never need the conversation
+
+
+def with_totals(row: SessionRow, st: SessionState) -> SessionRow:
+    """The session's row with the totals of ``st`` if that fold has every event the row
+    counts: a running session's row may lag them by up to SESSION_ROW_EVERY_S."""
+    if st.last_seq < row.last_seq:
+        return row
+    return dataclasses.replace(
+        row,
+        steps=st.steps,
+        tool_calls=st.tool_calls,
+        input_tokens=st.input_tokens,
+        output_tokens=st.output_tokens,
+        cached_tokens=st.cached_tokens,
+        cost_usd=st.cost_usd if st.cost_known else None,
+    )
 
 
 def known_cost(row: SessionRow) -> float | None:

@@ -412,6 +412,20 @@ def test_static_html_snapshot_shows_the_timeline(db: Path) -> None:
     assert data["text/plain"] == repr(s)
 
 
+def test_a_snapshot_of_a_running_session_counts_what_its_rows_show(db: Path) -> None:
+    store = open_store(db)
+    s = HandSession(store)
+    s.step(1)
+    for n in (2, 3, 4):  # written as an engine writes between two updates of its row
+        s.step(n, write=False)
+    events, s.queued = s.queued, []
+    store.write(events)
+    assert store.get_session(s.sid).steps == 1  # the row lags
+    page = snapshot_html(store, s.sid)
+    assert "steps <b>4</b>" in page and "tool calls <b>4</b>" in page
+    assert f"snapshot of event {events[-1].seq}," in page
+
+
 def test_a_snapshot_of_a_paused_session_stops_its_clock_as_the_widget_does(db: Path) -> None:
     s, _ = paused_after_a_call(db, "paused")
 
