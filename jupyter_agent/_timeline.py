@@ -116,7 +116,7 @@ def _rewind(
         keep(key, row, since)
         row.status = status
         if status == "skipped":
-            row.detail = f"{row.detail}  ⇒ undone by the restore".strip()
+            row.detail = f"{row.detail}  ⇒ cut off by the restore".strip()
 
     before = dict(calls)
     for key, row in before.items():
@@ -221,6 +221,9 @@ def _row(e: Event, p: dict[str, Any], calls: dict[str, TimelineRow]) -> Timeline
         if question is not None:  # answered: no longer a question
             question.status = "ok" if approved else "skipped"
             question.result_seq = e.seq
+        call = calls.get(p["call_id"])
+        if approved and call is not None and call.status == "waiting":
+            call.status = "running"  # (until its result)
         label = f"{'approved' if approved else 'denied'} by {e.actor}"
         return TimelineRow(e.seq, e.ts, "approval", label, p["call_id"], actor=e.actor)
     if k is EventKind.TIMER_SET:

@@ -641,7 +641,7 @@ def test_a_call_a_restore_cut_off_is_shown_undone_not_running(db: Path) -> None:
     events = list(s.events)
     rows = timeline(events)
     (nap,) = [r for r in rows if r.kind == "tool"]
-    assert nap.status == "skipped" and nap.detail.endswith("⇒ undone by the restore")
+    assert nap.status == "skipped" and nap.detail.endswith("⇒ cut off by the restore")
     assert not [r for r in rows if r.status in ("running", "waiting")]
     page = page_rows(events)
     assert [r[:4] + r[5:] for r in page] == [
@@ -796,6 +796,20 @@ def test_a_restore_to_a_point_between_two_restores_leaves_the_first_ones_branch_
     assert all(r[6] == first for r in rows if results[1] < r[0] < first), rows
     assert all(r[6] is None for r in rows if first <= r[0] <= after_first[0])
     assert all(r[6] == second for r in rows if after_first[0] < r[0] < second)
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's module")
+def test_an_approved_call_shows_running_until_its_result(db: Path) -> None:
+    wait_gate, gate, entered = gated_tool()
+    model = ScriptedModel([call("wait_gate"), reply("done")])
+    s = Agent("gated", model=model, store=db, tools=[wait_gate], policy={"*": "ask"}).start("go")
+    assert s.wait(30) == "awaiting_approval"
+    s.approve(s.pending_approvals[0].call_id)
+    assert entered.wait(10)  # it runs
+    (gated,) = [r for r in both_folds(list(s.events)) if r[1] == "tool"]
+    assert gated[3] == "running"
+    gate.set()
+    assert s.wait(30) == "done"
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's module")

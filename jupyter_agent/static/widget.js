@@ -114,7 +114,7 @@ function rewind(fold, restoreSeq, to, changed) {
   const close = (key, row, since, status) => {
     keep(key, row, since);
     row.status = status;
-    if (status === "skipped") row.detail = `${row.detail}  ⇒ undone by the restore`.trim();
+    if (status === "skipped") row.detail = `${row.detail}  ⇒ cut off by the restore`.trim();
     changed.push(row);
   };
   const before = new Map(fold.calls);
@@ -231,6 +231,11 @@ export function foldEvent(fold, e) {
         asked.status = approved ? "ok" : "skipped";
         asked.result_seq = e.seq;
         changed.push(asked);
+      }
+      const call = fold.calls.get(p.call_id);
+      if (approved && call && call.status === "waiting") {
+        call.status = "running"; // (until its result)
+        changed.push(call);
       }
       const label = `${approved ? "approved" : "denied"} by ${e.actor}`;
       added = row("approval", label, String(p.call_id), "info", { call_id: p.call_id });
