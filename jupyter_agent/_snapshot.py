@@ -10,10 +10,10 @@ from __future__ import annotations
 import html
 import time
 
-from ._state import COUNTING, TERMINAL, load_state_lean
+from ._state import TERMINAL, load_state_lean
 from ._store import SqliteStore
 from ._timeline import _MARK, TimelineRow, format_duration, left_text, timeline
-from ._watch import PAGE_SIZE, cost_text, with_totals
+from ._watch import PAGE_SIZE, cost_text, elapsed_s, with_totals
 
 # (!important: the hosts' own table styles, e.g. JupyterLab's and nbconvert's right-aligned,
 # fixed-layout cells, are more specific than these)
@@ -43,7 +43,6 @@ def snapshot_html(store: SqliteStore, session_id: str, *, limit: int = PAGE_SIZE
     rows = timeline(store.iter_events(session_id, after=first))
     e = html.escape
     cost = cost_text(row)
-    end = time.time() if row.status in COUNTING else row.updated_at  # as the widget does
     facts = [
         ("status", row.status),
         ("model", row.model or ""),
@@ -52,7 +51,7 @@ def snapshot_html(store: SqliteStore, session_id: str, *, limit: int = PAGE_SIZE
         ("tool calls", str(row.tool_calls)),
         ("tokens", str(row.input_tokens + row.output_tokens)),
         ("cost", cost),
-        ("elapsed", elapsed_text(end - row.created_at)),
+        ("elapsed", elapsed_text(elapsed_s(row.status, row.created_at, row.updated_at))),
     ]
     head = " · ".join(f"{e(k)} <b>{e(v)}</b>" for k, v in facts)
     earlier = f'<p class="ja-s-muted">{first} earlier events not shown</p>' if first > 0 else ""

@@ -150,7 +150,7 @@ class SessionFeed:
             "goal": row.goal or st.goal,
             "started_at": row.created_at,
             "updated_at": row.updated_at,
-            "elapsed_s": _elapsed(row.status, row.created_at, row.updated_at),
+            "elapsed_s": elapsed_s(row.status, row.created_at, row.updated_at),
             "terminal": row.status in TERMINAL,
             "steps": row.steps,
             "tool_calls": row.tool_calls,
@@ -227,7 +227,7 @@ def cost_text(row: SessionRow) -> str:
     return f"${usd:.4f}" if round(usd, 4) < 1 else f"${usd:.2f}"
 
 
-def _elapsed(status: str, started: float, updated: float) -> float:
+def elapsed_s(status: str, started: float, updated: float) -> float:
     """Seconds from the start to now while the session works or waits for a person, to its
     last change while it rests (as every view counts it)."""
     end = time.time() if status in COUNTING else updated

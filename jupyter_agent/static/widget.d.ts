@@ -10,6 +10,9 @@ export interface ViewSource {
   close(): void;
 }
 
+/** A cost as every view spells it: $0.0123 under a dollar, $12.34, <$0.0001, or "unknown". */
+export function fmtCost(usd: number | null | undefined): string;
+
 export class SessionView {
   constructor(el: HTMLElement, source: ViewSource, options?: { pageSize?: number });
   destroy(): void;

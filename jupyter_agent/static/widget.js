@@ -65,7 +65,7 @@ export function fmtElapsed(seconds) {
 
 export function fmtCost(usd) {
   if (usd === null || usd === undefined) return "unknown";
-  if (usd > 0 && usd < 0.00005) return "<$0.0001"; // spent, but less (as cost_text, the sidebar)
+  if (usd > 0 && usd < 0.00005) return "<$0.0001"; // spent, but less (as cost_text says)
   return `$${Number(usd.toFixed(4)) < 1 ? usd.toFixed(4) : usd.toFixed(2)}`;
 }
 

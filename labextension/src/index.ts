@@ -9,7 +9,7 @@ import { IStatusBar } from '@jupyterlab/statusbar';
 import { listIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
-import { SessionView } from '../../jupyter_agent/static/widget.js';
+import { SessionView, fmtCost } from '../../jupyter_agent/static/widget.js';
 import { ISessionRow, listSessions, stream } from './api';
 import { keepSnapshotsFresh } from './snapshots';
 import { restSource } from './source';
@@ -43,13 +43,7 @@ function ago(ts: number): string {
 function cost(row: ISessionRow): string {
   // nothing answered yet: nothing spent (as the session's own header says)
   const usd = row.cost_usd === null && row.steps === 0 ? 0 : row.cost_usd;
-  if (usd === null) {
-    return 'cost unknown';
-  }
-  if (usd > 0 && usd < 0.00005) {
-    return '<$0.0001'; // spent, but less (as the widget and the CLI say)
-  }
-  return `$${usd.toFixed(Number(usd.toFixed(4)) < 1 ? 4 : 2)}`;
+  return usd === null ? 'cost unknown' : fmtCost(usd);
 }
 
 /** Whether ``a`` is at least as recent a state of its session as ``b``. */
