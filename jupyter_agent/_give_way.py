@@ -25,15 +25,27 @@ engine calls before each step and each write):
   ``BREATH_S`` after each ``BREATHE_EVERY_S`` of unbroken work, so a waiting thread gets the
   lock within about that, not ~5 ms.
 
-Outside a kernel (a worker, the CLI, a script) nothing is installed and the engine's call is
-one attribute test. ``JUPYTER_AGENT_GIVE_WAY=0`` turns it off in a kernel too (agents there
+Agents in the kernel's worker process (``worker=True``) run on an interpreter lock of their own,
+but on the same cores: the worker's loop busy with fifty agents takes most of one, and the
+kernel's threads and the client that sent the cell then wait for the other (p95 of a ``1+1``
+at ~1.5 times idle on two cores). So the kernel shares its holds with its worker: each change
+of when the loop may go on is written to a small shared memory map (``share``, an unlinked
+file the worker inherits), and the worker's loop waits at its step boundaries until then
+(``follow``), reading it every ``FOLLOW_POLL_S`` (the kernel may end a hold early) and for no
+longer than a hold at a time whatever it reads. ``time.monotonic`` is one clock for every
+process of a machine, so the two compare its readings.
+
+Outside a kernel and its worker (the CLI, a script) nothing is installed and the engine's call
+is two attribute tests. ``JUPYTER_AGENT_GIVE_WAY=0`` turns it off in a kernel too (agents there
 then run at full speed and the notebook answers more slowly while they do).
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import sys
+import tempfile
 import threading
 import time
 from typing import Any
@@ -45,6 +57,8 @@ IN_USE_S = 30.0  # a request this recently: someone is using the notebook
 BREATHE_EVERY_S = 0.0002  # unbroken loop work between two breaths while it is in use
 BREATH_S = 0.00005  # long enough for a waiting thread to wake and take the lock
 IDLE_GAP_S = 0.0005  # calls further apart than this: the loop rested in between
+FOLLOW_POLL_S = 0.0005  # how often a worker held by its kernel looks whether it still is
+SHARED_HOLDS_ENV = "JUPYTER_AGENT_KERNEL_HOLDS"  # a worker's descriptor of its kernel's holds
 
 
 class GiveWay:
@@ -58,6 +72,9 @@ class GiveWay:
         """No request, nobody using the notebook (a process forked from a kernel starts so)."""
         self._changed = threading.Condition()
         self._held_until = 0.0  # the loop waits until then (monotonic)
+        self._shared: memoryview[float] | None = None  # in a kernel with a worker: its copy of that
+        self._shared_fd = -1
+        self._follows: memoryview[float] | None = None  # in a worker: its kernel's copy, to follow
         self._requests = 0  # requests being handled that hold the loop (subshells overlap)
         self._hold_began = 0.0
         self._arrived = 0.0  # when the last request reached the kernel
@@ -79,7 +96,8 @@ class GiveWay:
                 return  # the last requests held the loop as long as the agents have had since
             if not self._requests:  # the first of overlapping requests starts the hold
                 began = self._arrived if now - self._arrived < ARRIVING_S else now  # (arrival)
-                self._hold_began, self._held_until = began, began + HOLD_S
+                self._hold_began = began
+                self._hold_until(began + HOLD_S)
             self._requests += 1
 
     def request_arriving(self) -> None:
@@ -90,7 +108,7 @@ class GiveWay:
             return  # the agents' turn, or held already
         with self._changed:
             self._in_use_until = now + IN_USE_S
-            self._held_until = now + ARRIVING_S
+            self._hold_until(now + ARRIVING_S)
 
     def request_ended(self) -> None:
         now = time.monotonic()
@@ -102,7 +120,7 @@ class GiveWay:
             if self._requests:
                 return  # another request still holds it
             held = min(now - self._hold_began, HOLD_S) + TAIL_S
-            self._held_until = min(self._held_until, now + TAIL_S)
+            self._hold_until(min(self._held_until, now + TAIL_S))
             self._agents_until = now + TAIL_S + held
             self._changed.notify_all()
 
@@ -111,8 +129,35 @@ class GiveWay:
         let them run."""
         if self._held_until:
             with self._changed:
-                self._held_until = 0.0
+                self._hold_until(0.0)
                 self._changed.notify_all()
+
+    def _hold_until(self, until: float) -> None:
+        self._held_until = until
+        if self._shared is not None:
+            self._shared[0] = until  # (an aligned 8-byte store: read whole by the worker)
+
+    def share(self) -> int:
+        """A descriptor of the memory map the kernel's holds are copied to, for its worker to
+        inherit and ``follow``; -1 where there is nothing to share (not in a kernel, or no
+        ``pass_fds`` to give it with)."""
+        if not self.installed or os.name != "posix":
+            return -1
+        with self._changed:
+            if self._shared is None:
+                with tempfile.TemporaryFile() as f:  # unlinked: nothing to clean up
+                    f.truncate(mmap.PAGESIZE)
+                    self._shared_fd = os.dup(f.fileno())
+                shared = memoryview(mmap.mmap(self._shared_fd, mmap.PAGESIZE)).cast("d")
+                shared[0] = self._held_until
+                self._shared = shared
+            return self._shared_fd
+
+    def follow(self, fd: int) -> None:
+        """In a worker: wait at step boundaries while the kernel that started it holds its
+        own loop (``share``)."""
+        self._follows = memoryview(mmap.mmap(fd, mmap.PAGESIZE)).cast("d")
+        os.close(fd)
 
     def holds(self) -> bool:
         """Whether the loop waits now (at its next step boundary) for the kernel."""
@@ -124,6 +169,8 @@ class GiveWay:
         """Called on the loop at a step boundary: wait while the kernel has a request, and
         breathe after a stretch of work while the notebook is in use."""
         if not self._in_use_until:
+            if self._follows is not None:
+                self._wait_for_kernel(self._follows)
             return
         now = time.monotonic()
         if now >= self._in_use_until:
@@ -140,6 +187,18 @@ class GiveWay:
             now = time.monotonic()
             self._next_breath = now + BREATHE_EVERY_S
         self._last_call = now
+
+    @staticmethod
+    def _wait_for_kernel(held: memoryview[float]) -> None:
+        """A worker's wait while its kernel holds its own loop: until the kernel's hold ends,
+        ``HOLD_S + TAIL_S`` at most (a kernel gone mid-hold, or a hold read half-written)."""
+        now = time.monotonic()
+        if held[0] <= now:
+            return
+        deadline = now + HOLD_S + TAIL_S
+        while now < (until := min(held[0], deadline)):
+            time.sleep(min(until - now, FOLLOW_POLL_S))
+            now = time.monotonic()
 
 
 GIVE_WAY = GiveWay()

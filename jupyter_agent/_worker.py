@@ -2,9 +2,11 @@
 
 Agents in the kernel share its interpreter lock with the notebook: fifty agents stepping every
 10 ms keep one core busy and a ``1+1`` cell waits its turn (bench/kernel.py). In a worker they
-run on their own lock and the notebook stays as quick as with none. The agent's model and
-tools go there by value (cloudpickle), so ones defined in a cell work; they see the notebook's
-variables as they were when the agent was made, and the ``python`` tool has a namespace there.
+run on their own lock; they share the machine's cores, so they wait while the kernel handles a
+request as agents in it do (the kernel's holds are shared with the worker: ``_give_way``). The
+agent's model and tools go there by value (cloudpickle), so ones defined in a cell work; they
+see the notebook's variables as they were when the agent was made, and the ``python`` tool has
+a namespace there.
 
 The kernel keeps one worker, started with the first such agent. It sends frames on the worker's
 stdin (an 8-byte length, then a pickled dict with an id) and reads a JSON line with that id per
@@ -37,6 +39,7 @@ from typing import IO, Any
 import cloudpickle
 
 from ._errors import ConfigError, JupyterAgentError
+from ._give_way import GIVE_WAY, SHARED_HOLDS_ENV, install_in_kernel
 from ._inbox import Decision
 from ._live import PartialText, live_text
 
@@ -74,12 +77,17 @@ class Worker:
 
     def __init__(self) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        install_in_kernel()  # (once) its agents give way to the kernel's requests, as ours do
+        holds = GIVE_WAY.share()
+        if holds >= 0:
+            env[SHARED_HOLDS_ENV] = str(holds)
         self._proc = subprocess.Popen(
             [sys.executable, "-c", "from jupyter_agent._worker import main; main()"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
             close_fds=True,
+            pass_fds=(holds,) if holds >= 0 else (),
             start_new_session=True,  # the kernel's interrupt (SIGINT to its group) is not ours
         )
         self._lock = threading.Lock()  # one request waits for its answer at a time
@@ -344,6 +352,9 @@ class _Replies:
 def main() -> None:
     """Serve the kernel's frames until its end of the pipe closes."""
     signal.signal(signal.SIGINT, lambda *_: None)  # controls come through the store
+    holds = os.environ.pop(SHARED_HOLDS_ENV, None)  # (not for the processes tools start)
+    if holds is not None:
+        GIVE_WAY.follow(int(holds))
     frames = os.fdopen(os.dup(0), "rb")  # the frames on a descriptor of our own (not inherited)
     replies = _Replies(os.fdopen(os.dup(1), "w", buffering=1))
     live_text.mirror = replies.live

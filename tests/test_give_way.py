@@ -8,6 +8,7 @@ ending requests. The kernel-side tests (the hooks in a real ipykernel) are in
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
@@ -255,3 +256,81 @@ def test_starting_an_agent_while_the_kernel_holds_the_loop_does_not_wait_out_the
         for s in busy:
             s.wait(30)
     assert statistics.median(took) < HOLD_S * 0.6, f"start() took {took} s under a hold"
+
+
+# A worker's loop: follows the holds on the descriptor it inherited, calls ``GIVE_WAY()``
+# between steps of 0.1 ms and prints when each call returned (``time.monotonic``).
+FOLLOWER = """
+import json, os, sys, time
+from jupyter_agent._give_way import GIVE_WAY
+GIVE_WAY.follow(int(sys.argv[1]))
+returned, end = [], time.monotonic() + float(sys.argv[2])
+print("ready", flush=True)
+while (now := time.monotonic()) < end:
+    GIVE_WAY()
+    returned.append(time.monotonic())
+    while time.monotonic() - returned[-1] < 0.0001:
+        pass
+print(json.dumps(returned))
+"""
+
+
+def test_a_worker_waits_while_its_kernel_holds_and_goes_on_when_the_hold_ends() -> None:
+    kernel = GiveWay()
+    kernel.installed = True  # as in a kernel (install_in_kernel)
+    fd = kernel.share()
+    assert fd >= 0 and kernel.share() == fd  # one map, however many workers it starts
+    worker = subprocess.Popen(
+        [sys.executable, "-c", FOLLOWER, str(fd), "0.6"],
+        stdout=subprocess.PIPE,
+        text=True,
+        pass_fds=(fd,),
+    )
+    assert worker.stdout is not None
+    assert worker.stdout.readline().strip() == "ready"
+    time.sleep(0.05)
+    ended_early = time.monotonic()
+    kernel.request_began()  # a quick cell: 20 ms
+    time.sleep(0.02)
+    kernel.request_ended()
+    released = time.monotonic()
+    time.sleep(0.2)
+    long_cell = time.monotonic()
+    kernel.request_began()  # a cell of 200 ms: the worker waits HOLD_S of it
+    time.sleep(0.2)
+    kernel.request_ended()
+    returned = json.loads(worker.communicate(timeout=30)[0])
+
+    def between(start: float, end: float) -> list[float]:
+        return [t for t in returned if start < t < end]
+
+    assert len(between(ended_early + 0.002, released)) <= 1, "it went on while the cell ran"
+    assert between(released + TAIL_S, released + TAIL_S + 0.02), "it waited past the hold"
+    assert len(between(long_cell + 0.002, long_cell + HOLD_S - 0.002)) <= 1
+    assert between(long_cell + HOLD_S + TAIL_S, long_cell + HOLD_S + 0.03), "held past HOLD_S"
+    assert len(returned) > 1000  # and otherwise it ran on
+
+
+def test_a_worker_waits_no_longer_than_a_hold_whatever_its_kernel_wrote() -> None:
+    kernel = GiveWay()
+    kernel.installed = True
+    fd = kernel.share()
+    kernel._hold_until(time.monotonic() + 3600)  # a kernel gone mid-hold, or a torn write
+    follower = GiveWay()
+    follower.follow(os.dup(fd))
+    waited: list[float] = []
+
+    def step() -> None:
+        began = time.monotonic()
+        follower()
+        waited.append(time.monotonic() - began)
+
+    loop = threading.Thread(target=step, daemon=True)
+    loop.start()
+    loop.join(2)
+    assert waited, "the worker still waits"
+    assert HOLD_S <= waited[0] < HOLD_S + TAIL_S + 0.02
+
+
+def test_a_process_not_in_a_kernel_has_no_holds_to_share() -> None:
+    assert GiveWay().share() == -1

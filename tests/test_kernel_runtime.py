@@ -444,3 +444,25 @@ def test_agents_in_the_kernel_wait_while_a_cell_runs_and_share_again_after_50_ms
     held, _ = off.run(DURING_A_CELL).json()
     assert held > 20, f"with give-way off, agents wrote only {held} events during the cell"
     off.run("for s in quick: s.stop()\nfor s in quick: s.wait(30)")
+
+
+def test_agents_in_the_kernels_worker_wait_while_a_cell_runs_too(kernels: Kernels) -> None:
+    # (the worker has an interpreter lock of its own, but not cores of its own)
+    in_worker = QUICK_AGENTS.replace("max_steps=10**9)", "max_steps=10**9, worker=True)")
+    assert in_worker != QUICK_AGENTS
+    k = kernels.start()
+    k.run(IMPORTS + in_worker)
+    in_it = "from jupyter_agent._worker import current_worker as w\n"
+    in_it += "print(json.dumps([s.row.runtime_id == w().runtime_id for s in quick]))"
+    assert k.run(in_it).json() == [True] * 5
+    time.sleep(0.06)  # past the agents' turn after the last request
+    held, after = k.run(DURING_A_CELL).json()
+    assert held == 0, f"the worker's agents wrote {held} events while the cell had the kernel"
+    assert after > 50, f"the worker's agents wrote {after} events in the rest of a 300 ms cell"
+    k.run("for s in quick: s.stop()\nfor s in quick: s.wait(30)")
+
+    off = kernels.start(JUPYTER_AGENT_GIVE_WAY="0")
+    off.run(IMPORTS + in_worker)
+    held, _ = off.run(DURING_A_CELL).json()
+    assert held > 20, f"with give-way off, the worker's agents wrote only {held} events"
+    off.run("for s in quick: s.stop()\nfor s in quick: s.wait(30)")
