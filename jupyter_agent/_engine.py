@@ -286,6 +286,7 @@ class Engine:
         try:
             while True:
                 state = await self.run()
+                await self._close_requests()
                 while True:
                     done, late = self.inbox.deactivate_if_idle(self._awaited_first())
                     if late:
@@ -299,6 +300,19 @@ class Engine:
             raise
         finally:
             self._stop_background()  # (the late messages' write may have armed the row timer)
+
+    async def _close_requests(self) -> None:
+        """The run has come to rest: the pause or stop commands it was given are done (acted
+        on, or moot), so the store may close them (see ``Runtime._apply_commands``); until it
+        has, the inbox keeps knowing them, so that none is applied twice."""
+        done, lease = self.inbox.requests(), self.lease
+        if not done or lease is None:
+            return
+        try:
+            await anyio.to_thread.run_sync(lambda: self.store.close_commands(done, taken_by=lease))
+        except JupyterAgentError:
+            return  # the next round of the runtime's housekeeping takes them
+        self.inbox.closed(done)
 
     async def run(self) -> SessionState:
         """Continue the session from what the store holds; return the state it stopped in."""

@@ -33,6 +33,7 @@ class Inbox:
         self._decisions: dict[str, Decision] = {}
         self._taken: dict[str, Decision] = {}  # taken by the running engine, not yet recorded
         self._awaited: str | None = None  # the call the running engine waits on a person for
+        self._requests: set[int] = set()  # pause and stop commands applied, left open till done
 
     def post_message(self, text: str, actor: str, *, otherwise: Callable[[], None]) -> None:
         """Queue a message for the running engine, or, if none runs, call ``otherwise()``.
@@ -137,6 +138,30 @@ class Inbox:
     def deactivate(self) -> None:
         with self.lock:
             self.active = False
+
+    def applied_before(self, command_id: int, *, still_open: bool) -> bool:
+        """Whether a pause or stop command was applied here in an earlier round (the store
+        gives it again while it is open); it is forgotten once it is not."""
+        with self.lock:
+            if command_id not in self._requests:
+                if still_open:
+                    self._requests.add(command_id)
+                return False
+            if not still_open:
+                self._requests.discard(command_id)
+            return True
+
+    def requests(self) -> list[int]:
+        """The pause and stop commands applied here and left open (when the run has ended,
+        they are done, acted on or moot: for the store to close, then ``closed``)."""
+        with self.lock:
+            return sorted(self._requests)
+
+    def closed(self, command_ids: Iterable[int]) -> None:
+        """Forget commands the store has closed (only then: until it has, a round or a new
+        run that reads them again must know them)."""
+        with self.lock:
+            self._requests.difference_update(command_ids)
 
 
 def decided_already(

@@ -333,6 +333,27 @@ class Runtime:
         info = store.get_runtime(holder)
         return holder if info is not None and is_alive(info, time.time()) else None
 
+    def ask(self, store: SqliteStore, session_id: str, verb: str, actor: str) -> None:
+        """Pause or stop (``verb``) a session running here, at its engine's next step boundary.
+
+        It is also queued in the store, without waiting for the write (another process may
+        hold the lock), as applied and left open, as one from elsewhere is (``_apply_commands``):
+        once written, it is what the session becomes if this process is killed before the
+        engine gets to it."""
+        inbox = self.inbox(session_id)
+        if verb == "pause":
+            inbox.pause_requested = actor
+        else:
+            inbox.stop_requested = actor
+        self.interrupt(session_id)
+
+        def written(done: Future[int]) -> None:  # (on the store's writer thread, at once)
+            if done.exception() is None:
+                inbox.applied_before(done.result(), still_open=True)
+
+        with contextlib.suppress(JupyterAgentError):  # (the engine has it all the same)
+            store.send_command_soon(session_id, verb, {}, actor=actor).add_done_callback(written)
+
     def take_commands(self, store: SqliteStore) -> None:
         """Take the commands waiting in ``store`` for the sessions held here (housekeeping does
         it every round; a worker at once, when its kernel pokes it)."""
@@ -342,7 +363,13 @@ class Runtime:
                     self._apply_commands(session_id, store)
 
     def _apply_commands(self, session_id: str, store: SqliteStore) -> None:
-        for cmd in store.take_commands(session_id, taken_by=self.id):
+        inbox = self.inbox(session_id)
+        # a pause or stop of a running session stays open in the store until the run ends:
+        # if this process ends before its engine gets to it, it is still what happens
+        leave_open = ("pause", "stop") if inbox.active else ()
+        for cmd in store.take_commands(session_id, taken_by=self.id, leave_open=leave_open):
+            if inbox.applied_before(cmd.id, still_open=cmd.left_open):
+                continue
             try:
                 self._apply_command(session_id, cmd.verb, cmd.args, cmd.actor)
             except Exception as exc:  # one bad command must not drop the others

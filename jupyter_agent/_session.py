@@ -180,8 +180,7 @@ class Session:
         if self._send_elsewhere("pause", {}, current_identity()):
             return
         self._require_running_here("pause")
-        get_runtime().inbox(self.id).pause_requested = current_identity()
-        get_runtime().interrupt(self.id)
+        get_runtime().ask(self.store, self.id, "pause", current_identity())
 
     def stop(self) -> None:
         """Stop: at the next step boundary, or at once if nothing runs it. It runs no more,
@@ -196,8 +195,7 @@ class Session:
             )
             get_runtime().forget(self.id)  # a session paused here: let its lease go
             return
-        get_runtime().inbox(self.id).stop_requested = actor
-        get_runtime().interrupt(self.id)
+        get_runtime().ask(self.store, self.id, "stop", actor)
 
     def resume(self) -> Session:
         """Run the session again in this process from what the store holds."""

@@ -30,6 +30,8 @@ from jupyter_agent import (
     tool,
 )
 from jupyter_agent._events import EventChain, verify_chain
+from jupyter_agent._identity import current_identity
+from jupyter_agent._runtime import get_runtime
 from jupyter_agent._store._leases import LeaseLost, RuntimeInfo
 from jupyter_agent.testing import FakeClock, ScriptedModel, call, calls, reply
 
@@ -157,6 +159,47 @@ def test_sweep_marks_a_dead_runtimes_sessions_interrupted_with_a_chained_event(
         assert "pid 4242" in last.payload["reason"]
         assert verify_chain(store.iter_events("s1")) is None
         assert store.get_runtime("rt-a").ended_at == 3.0  # type: ignore[union-attr]
+
+
+def test_a_stop_still_open_is_what_a_dead_holders_session_becomes(tmp_path: Path) -> None:
+    open_ones = ("pause", "stop")
+    with SqliteStore(tmp_path / "a.db") as store:
+        leased_session(store)
+        store.send_command("s1", "pause", {}, actor="ann")
+        store.send_command("s1", "tell", {"text": "hi"}, actor="ann")
+        taken = store.take_commands("s1", taken_by="rt-a", leave_open=open_ones)
+        assert [(c.verb, c.left_open) for c in taken] == [("pause", True), ("tell", False)]
+        store.send_command("s1", "stop", {}, actor="bob")  # never taken: the holder died first
+        again = store.take_commands("s1", taken_by="rt-a", leave_open=("pause",))
+        assert [(c.verb, c.left_open) for c in again] == [("pause", True), ("stop", False)]
+        store.send_command("s1", "stop", {}, actor="bob")
+        assert store.sweep(now=3.0, alive=lambda rt, now: False) == ["s1"]
+        last = list(store.iter_events("s1"))[-1]
+        assert (store.get_session("s1").status, last.actor) == ("stopped", "bob")
+        assert last.payload["reason"] == "stopped by bob (its process ended first)"
+        assert store.queued_commands("s1") == []
+        assert verify_chain(store.iter_events("s1")) is None
+
+
+def test_a_stop_waiting_in_the_store_wins_over_a_pause_at_a_clean_end(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path / "a.db") as store:
+        leased_session(store)
+        store.send_command("s1", "stop", {}, actor="bob")  # not taken yet when the process ends
+        store.end_runtime("rt-a", now=3.0, reason="exit", asked={"s1": ("paused", "ann")})
+        last = list(store.iter_events("s1"))[-1]
+        assert (store.get_session("s1").status, last.actor) == ("stopped", "bob")
+        assert store.queued_commands("s1") == []
+
+
+def test_a_control_closed_once_done_is_not_what_the_session_becomes(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path / "a.db") as store:
+        leased_session(store)
+        store.send_command("s1", "pause", {}, actor="ann")
+        (pause,) = store.take_commands("s1", taken_by="rt-a", leave_open=("pause", "stop"))
+        store.close_commands([pause.id], taken_by="rt-a")  # the run that acted on it ended
+        assert store.take_commands("s1", taken_by="rt-a", leave_open=("pause", "stop")) == []
+        assert store.sweep(now=3.0, alive=lambda rt, now: False) == ["s1"]
+        assert store.get_session("s1").status == "interrupted"
 
 
 def test_sweep_chains_the_interruption_from_events_newer_than_the_row(tmp_path: Path) -> None:
@@ -896,6 +939,88 @@ def test_a_stop_or_pause_the_process_exits_before_reaching_is_what_the_session_i
         "status": status,
         "reason": f"{status} by {last.actor} (its process ended first)",
     }
+
+
+SLOW_HOLDER = holder_script("held", 60, "print(s.id, flush=True)")  # its call never ends
+
+
+@pytest.mark.parametrize(("control", "status"), [("stop", "stopped"), ("pause", "paused")])
+def test_a_stop_or_pause_sent_to_a_process_killed_before_its_engine_acts_is_kept(
+    tmp_path: Path, control: str, status: str
+) -> None:
+    """Sent from here during a call that runs on, taken by the holder's housekeeping, then the
+    holder is killed: the session is left as asked, not ``interrupted`` (which
+    ``resume_interrupted`` would run on)."""
+    db = tmp_path / "agent.db"
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_HOLDER, str(db)], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        s = open_session(proc.stdout.readline().decode().strip(), store=db)
+        wait_until(lambda: s.events[-1].kind is EventKind.TOOL_CALL)
+        getattr(s, control)()  # a command in the store, for the holder
+        time.sleep(1.5)  # three rounds of the holder's housekeeping: it has taken it
+        assert s.status == "running"  # (the call runs on: the engine has not got to it)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate()
+    wait_until(lambda: s.status != "running")
+    last = s.events[-1]
+    assert (s.status, last.actor) == (status, current_identity())
+    assert last.payload["reason"] == f"{status} by {last.actor} (its process ended first)"
+    assert s.store.queued_commands(s.id) == []  # done
+
+
+ASKS_IN_ITS_OWN_PROCESS = holder_script(
+    "held", 60, "time.sleep(0.3)\ngetattr(s, sys.argv[2])()\nprint(s.id, flush=True)"
+)
+
+
+@pytest.mark.parametrize(("control", "status"), [("stop", "stopped"), ("pause", "paused")])
+def test_a_stop_or_pause_given_in_the_process_that_is_then_killed_is_kept(
+    tmp_path: Path, control: str, status: str
+) -> None:
+    """As from a cell of the kernel that runs the session, which then dies (out of memory)."""
+    db = tmp_path / "agent.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", ASKS_IN_ITS_OWN_PROCESS, str(db), control], stdout=subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None
+        s = open_session(proc.stdout.readline().decode().strip(), store=db)
+        # (written in the background: the control returned at once, the engine has it)
+        wait_until(lambda: [c.verb for c in s.store.queued_commands(s.id)] == [control])
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate()
+    wait_until(lambda: s.status != "running")
+    last = s.events[-1]
+    assert (s.status, last.actor) == (status, current_identity())
+    assert last.payload["reason"] == f"{status} by {last.actor} (its process ended first)"
+
+
+def test_a_pause_acted_on_is_done_and_does_not_pause_the_next_run(tmp_path: Path) -> None:
+    gate = threading.Event()
+
+    @tool(effect="read_only")
+    def wait() -> str:
+        """Waits for the test."""
+        gate.wait(30)
+        return "ok"
+
+    model = ScriptedModel(lambda r: call("wait") if r.step <= 3 else reply("done"))
+    s = Agent("a", model=model, tools=[wait], store=tmp_path / "a.db").start("go")
+    wait_until(lambda: s.events[-1].kind is EventKind.TOOL_CALL)  # (the call runs)
+    s.store.send_command(s.id, "pause", actor="someone elsewhere")  # as another process does
+    wait_until(lambda: get_runtime().inbox(s.id).pause_requested == "someone elsewhere")
+    assert [c.verb for c in s.store.queued_commands(s.id)] == ["pause"]  # left open meanwhile
+    gate.set()
+    wait_until(lambda: s.status == "paused" and not s.running_here, timeout=10)
+    s.resume()  # at once: before housekeeping's next round (and maybe before the run's end
+    # has closed the command it acted on)
+    assert s.wait(30) == "done"  # not paused again by the pause the first run acted on
+    assert s.store.queued_commands(s.id) == []
+    paused = [e for e in s.events if e.payload.get("status") == "paused"]
+    assert len(paused) == 1
 
 
 def test_housekeeping_survives_a_malformed_command(tmp_path: Path, holder) -> None:

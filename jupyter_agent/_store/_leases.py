@@ -207,9 +207,14 @@ def interrupt(
     reason: str,
     status: str = "interrupted",
     actor: str = "runtime",
+    ended: str = "its process ended first",
 ) -> bool:
     """Mark a leased running session ``interrupted`` (or ``status``, e.g. ``stopped`` when a
-    stop was asked for before its process ended) with a chained event; clear its lease."""
+    stop was asked for before its process ended) with a chained event; clear its lease.
+
+    A stop or pause asked for through the store that no engine acted on (left open, or not
+    taken yet: ``asked_in_commands``) is what it becomes instead of ``interrupted`` (a stop
+    also instead of a pause), its reason saying the run ``ended`` first."""
     row = conn.execute(
         "SELECT status, last_seq, last_hash, updated_at, num FROM sessions WHERE id = ?",
         (session_id,),
@@ -224,8 +229,13 @@ def interrupt(
     ).fetchone()
     if newer is not None:
         last_seq, last_hash, updated_at = newer[0], newer[1], max(newer[2], updated_at or 0.0)
-    now = max(now, updated_at or 0.0)  # a session on a fake or fast clock: time never goes back
+    # a session on a fake or fast clock: its time never goes back (commands keep the wall's)
+    taken_at, now = now, max(now, updated_at or 0.0)
     if was in LIVE_STATUSES:
+        asked = asked_in_commands(conn, session_id, taken_at)  # (taken: the run ends here)
+        if asked is not None and (status, asked[0]) in _OVERRIDDEN:
+            status, actor = asked
+            reason = f"{status} by {actor} ({ended})"
         chain = EventChain(session_id, last_seq=last_seq, last_hash=last_hash or GENESIS_HASH)
         e = chain.next(
             EventKind.STATUS_CHANGED, {"status": status, "reason": reason}, ts=now, actor=actor
@@ -244,6 +254,33 @@ def interrupt(
         return True
     conn.execute("UPDATE sessions SET runtime_id = NULL WHERE id = ?", (session_id,))
     return False
+
+
+_OVERRIDDEN = {  # (what the session was to become, what a command asked): the command wins
+    ("interrupted", "paused"),
+    ("interrupted", "stopped"),
+    ("paused", "stopped"),
+}
+
+
+def asked_in_commands(
+    conn: sqlite3.Connection, session_id: str, now: float
+) -> tuple[str, str] | None:
+    """``(status, who)``: the stop (or else pause) waiting in the session's commands, taken
+    here as done; None if there is none."""
+    rows = conn.execute(
+        "SELECT id, verb, actor FROM commands WHERE session_id = ? AND taken_at IS NULL "
+        "AND verb IN ('pause', 'stop') ORDER BY id",
+        (session_id,),
+    ).fetchall()
+    if not rows:
+        return None
+    conn.executemany(
+        "UPDATE commands SET taken_at = ?, taken_by = 'ended' WHERE id = ?",
+        [(now, r[0]) for r in rows],
+    )
+    verb, who = next(((v, a) for _, v, a in rows if v == "stop"), (rows[0][1], rows[0][2]))
+    return ("stopped" if verb == "stop" else "paused"), who
 
 
 def end(

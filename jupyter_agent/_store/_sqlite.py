@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -112,6 +112,7 @@ class Command:
     args: dict[str, Any]
     actor: str
     created_at: float
+    left_open: bool = False  # left untaken by ``take_commands`` until the engine acts on it
 
 
 class SqliteStore:
@@ -315,17 +316,25 @@ class SqliteStore:
         self, session_id: str, verb: str, args: Mapping[str, Any] | None = None, *, actor: str
     ) -> int:
         """Queue a control message for the runtime that owns ``session_id``."""
+        result: int = self._wait(self.send_command_soon(session_id, verb, args, actor=actor))
+        return result
+
+    def send_command_soon(
+        self, session_id: str, verb: str, args: Mapping[str, Any] | None = None, *, actor: str
+    ) -> Future[int]:
+        """``send_command`` without waiting for the write (another process may hold the lock):
+        the future gives the command's id once it is in the store."""
+        created_at = time.time()
 
         def job(conn: sqlite3.Connection) -> int:
             cur = conn.execute(
                 "INSERT INTO commands (session_id, verb, args, actor, created_at) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (session_id, verb, json.dumps(dict(args or {})), actor, time.time()),
+                (session_id, verb, json.dumps(dict(args or {})), actor, created_at),
             )
             return int(cur.lastrowid or 0)
 
-        result: int = self._wait(self._submit(job))
-        return result
+        return self._submit(job)
 
     def queued_commands(self, session_id: str) -> list[Command]:
         """The session's commands nobody has taken yet, oldest first (they stay queued)."""
@@ -343,19 +352,42 @@ class SqliteStore:
                 return cmd
         return None
 
-    def take_commands(self, session_id: str, *, taken_by: str) -> list[Command]:
-        """Claim the session's untaken commands, oldest first (each is taken exactly once)."""
+    def take_commands(
+        self, session_id: str, *, taken_by: str, leave_open: Collection[str] = ()
+    ) -> list[Command]:
+        """Claim the session's untaken commands, oldest first (each is taken exactly once).
+
+        Those whose verb is in ``leave_open`` are returned but stay untaken (``left_open``), for
+        as long as the engine has not acted on them: a pause or stop asked of a running
+        session is then kept if the process ends first (``leases.interrupt`` applies it).
+        ``close_commands`` takes them once acted on; a holder's next call returns them again.
+        """
 
         def job(conn: sqlite3.Connection) -> list[Command]:
             rows = conn.execute(_QUEUED, (session_id,)).fetchall()
+            taken = [_command(r, left_open=r[2] in leave_open) for r in rows]
             conn.executemany(
                 "UPDATE commands SET taken_at = ?, taken_by = ? WHERE id = ?",
-                [(time.time(), taken_by, r[0]) for r in rows],
+                [(time.time(), taken_by, c.id) for c in taken if not c.left_open],
             )
-            return [_command(r) for r in rows]
+            return taken
 
         result: list[Command] = self._wait(self._submit(job))
         return result
+
+    def close_commands(self, ids: Collection[int], *, taken_by: str) -> None:
+        """Take commands left open (``take_commands``) once what they asked for was done."""
+        if ids:
+            now = time.time()
+            self._wait(
+                self._submit(
+                    lambda conn: conn.executemany(
+                        "UPDATE commands SET taken_at = ?, taken_by = ? "
+                        "WHERE id = ? AND taken_at IS NULL",
+                        [(now, taken_by, i) for i in ids],
+                    )
+                )
+            )
 
     # -- runtimes and leases (see _leases) ---------------------------------------------------
 
@@ -370,11 +402,13 @@ class SqliteStore:
     def interrupt_session(
         self, session_id: str, runtime_id: str, *, now: float, reason: str
     ) -> None:
-        """If ``runtime_id`` still holds the session: mark it ``interrupted``, free it."""
+        """If ``runtime_id`` still holds the session: mark it ``interrupted`` (or as a stop or
+        pause waiting in its commands asked: ``reason`` then says why the run ended first),
+        free it."""
 
         def job(conn: sqlite3.Connection) -> bool:
             leases.check_fence(conn, session_id, runtime_id)
-            return leases.interrupt(conn, session_id, now=now, reason=reason)
+            return leases.interrupt(conn, session_id, now=now, reason=reason, ended=reason)
 
         if self._wait(self._submit(job)):
             self._settle_totals([session_id])
@@ -695,8 +729,8 @@ _QUEUED = (  # a session's commands nobody has taken yet, oldest first
 )
 
 
-def _command(row: Sequence[Any]) -> Command:
-    return Command(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5])
+def _command(row: Sequence[Any], *, left_open: bool = False) -> Command:
+    return Command(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], left_open)
 
 
 class _WriteJob:
