@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from ._errors import JupyterAgentError
 from ._events import verify_chain
-from ._store import STATUSES, SessionRow, SqliteStore, default_store_path
+from ._store import STATUSES, Command, SessionRow, SqliteStore, default_store_path
 from ._store._leases import SessionLeased
 from ._timeline import counted, format_rows, timeline
 from ._watch import cost_text
@@ -77,25 +77,36 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="jupyter-agent",
         description=(
-            "Durable LLM agent sessions: list, inspect, export, verify, resume, fork and "
-            "restore them."
+            "Durable LLM agent sessions: list, inspect, export and verify them; pause, stop, "
+            "tell, approve, deny, resume, fork and restore them."
         ),
     )
     p.add_argument(
         "--db",
+        "--store",
+        dest="db",
         metavar="PATH",
         help=f"the store file (default: $JUPYTER_AGENT_DB or {default_store_path()})",
     )
     # --db also after the command (`jupyter-agent show ID --db F`); unset there, it leaves the
-    # value given before it alone
+    # value given before it alone (--store, as the magics spell it, is the same option)
     db = argparse.ArgumentParser(add_help=False)
-    db.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    db.add_argument(
+        "--db",
+        "--store",
+        dest="db",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, parents=[db])
 
-    c = command("sessions", help="list every session in the store")
+    c = sub.add_parser(
+        "sessions", aliases=["list"], help="list every session in the store", parents=[db]
+    )
     c.add_argument("--status", choices=STATUSES, help="only sessions with this status")
     c.add_argument("--json", action="store_true", help="one JSON object per line")
     c.set_defaults(run=cmd_sessions)
@@ -133,6 +144,30 @@ def _parser() -> argparse.ArgumentParser:
         "--deny", action="append", default=[], metavar="CALL", help="skip a waiting call"
     )
     c.set_defaults(run=cmd_resume)
+
+    c = command("pause", help="pause a running session at its next step boundary")
+    c.add_argument("id")
+    c.set_defaults(run=cmd_control, verb="pause")
+
+    c = command("stop", help="stop a session for good (if it runs: at its next step boundary)")
+    c.add_argument("id")
+    c.set_defaults(run=cmd_control, verb="stop")
+
+    c = command("tell", help="send a session a message, read at its next step")
+    c.add_argument("id")
+    c.add_argument("text", help="the message (quote it)")
+    c.set_defaults(run=cmd_tell)
+
+    c = command("approve", help="let a call that waits for a person run")
+    c.add_argument("id")
+    c.add_argument("call", help="the waiting call's id (`show` lists them)")
+    c.set_defaults(run=cmd_decide, approve=True, reason="")
+
+    c = command("deny", help="skip a call that waits for a person")
+    c.add_argument("id")
+    c.add_argument("call", help="the waiting call's id (`show` lists them)")
+    c.add_argument("--reason", default="", help="why, for the model and the log")
+    c.set_defaults(run=cmd_decide, approve=False)
 
     c = command("fork", help="a new, paused session branching after an event")
     c.add_argument("id")
@@ -222,6 +257,17 @@ def _header(row: SessionRow) -> list[str]:
     ]
 
 
+def _asked(command: Command) -> str:
+    """A control still to be acted on, in a few words: ``stop (ann, 14:02:11)``."""
+    what = command.verb
+    if command.verb in ("approve", "deny"):
+        what += f" {command.args.get('call_id')}"
+    elif command.verb == "restore":
+        what += f" to event {command.args.get('at')}"
+    when = time.strftime("%H:%M:%S", time.localtime(command.created_at))
+    return f"{what} ({command.actor}, {when})"
+
+
 def _print_timeline(store: SqliteStore, session_id: str, after: int = 0) -> int:
     events = list(store.iter_events(session_id, after=after))
     for line in format_rows(timeline(events)):
@@ -262,6 +308,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     with _store(args) as store:
         row = store.find_session(args.id)
         print(_printable("\n".join(_header(row))))
+        asked = [_asked(c) for c in store.queued_commands(row.id)]
+        if asked:  # a stop during a long tool call, say: given, and still to come
+            print(_printable(f"  asked, not yet acted on: {', '.join(asked)}"))
         print()
         _print_timeline(store, row.id)
     return 0
@@ -336,6 +385,88 @@ def cmd_resume(args: argparse.Namespace) -> int:
             owner = exc.owner.describe()
             print(_printable(f"{session.id} runs in another process ({owner}): following it"))
     return _follow(session)
+
+
+CONTROL_WAIT_S = 3.0  # how long pause and stop wait to see the session do it
+
+
+def _handle(args: argparse.Namespace) -> Session:
+    from ._agent import open_session
+
+    with _store(args) as store:
+        row = store.find_session(args.id)
+    return open_session(row.id, store=Path(args.db) if args.db else None)
+
+
+def _holder(session: Session) -> str | None:
+    """Who runs the session in another live process (described), or None."""
+    from ._runtime import get_runtime
+
+    holder = get_runtime().owner_elsewhere(session.store, session.id)
+    info = session.store.get_runtime(holder) if holder else None
+    return info.describe() if info is not None else None
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    session, verb = _handle(args), args.verb
+    done, does = ("paused", "pauses") if verb == "pause" else ("stopped", "stops")
+    holder = _holder(session)
+    if holder is None:
+        if verb == "pause":
+            raise CliError(
+                f"session {session.id} is not running (it is {session.status}): "
+                "there is nothing to pause"
+            )
+        session.stop()  # nobody runs it: recorded here
+        print(f"{session.id}: stopped")
+        return 0
+    if session.status == done:
+        print(f"{session.id}: already {done}")
+        return 0
+    getattr(session, verb)()  # a command for the process that runs it
+    deadline = time.monotonic() + CONTROL_WAIT_S
+    while session.status in ("running", "sleeping", "awaiting_approval"):
+        if time.monotonic() >= deadline:
+            print(
+                _printable(
+                    f"{session.id}: {verb} sent to the process that runs it ({holder}); it "
+                    f"{does} at its next step boundary (after the tool call in progress)"
+                )
+            )
+            return 0
+        time.sleep(0.05)
+    print(f"{session.id}: {session.status}")
+    return 0
+
+
+def cmd_tell(args: argparse.Namespace) -> int:
+    session = _handle(args)
+    holder = _holder(session)
+    session.tell(args.text)
+    if holder is not None:
+        print(_printable(f"{session.id}: sent to the process that runs it ({holder})"))
+    else:
+        print(f"{session.id}: recorded; the agent reads it when the session runs again")
+    return 0
+
+
+def cmd_decide(args: argparse.Namespace) -> int:
+    session = _handle(args)
+    holder = _holder(session)
+    if args.approve:
+        session.approve(args.call, run_here=False)
+    else:
+        session.deny(args.call, args.reason, run_here=False)
+    done = "approved" if args.approve else "denied"
+    if holder is not None:
+        where = f"sent to the process that runs it ({holder})"
+    else:
+        where = (
+            "the decision waits for the process that resumes the session "
+            f"(`{_prog()} resume {session.id}` runs it here)"
+        )
+    print(_printable(f"{session.id}: call {args.call} {done}; {where}"))
+    return 0
 
 
 def cmd_fork(args: argparse.Namespace) -> int:

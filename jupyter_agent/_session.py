@@ -307,13 +307,19 @@ class Session:
         done.result(timeout=RESTORE_TIMEOUT_S)
         return True
 
-    def approve(self, call_id: str) -> None:
-        """Let a waiting call run (for an in-doubt call: run it again)."""
-        self._decide(call_id, Decision(True, current_identity()))
+    def approve(self, call_id: str, *, run_here: bool = True) -> None:
+        """Let a waiting call run (for an in-doubt call: run it again).
 
-    def deny(self, call_id: str, reason: str = "") -> None:
-        """Skip a waiting call; the model is told it was not run, and why."""
-        self._decide(call_id, Decision(False, current_identity(), reason))
+        The process that runs the session acts on it. If none does, this handle runs it here
+        when it can (``wait()`` for it in a script: the run ends with the process); with
+        ``run_here=False``, or a handle that cannot, the decision waits in the store for the
+        process that resumes the session."""
+        self._decide(call_id, Decision(True, current_identity()), run_here=run_here)
+
+    def deny(self, call_id: str, reason: str = "", *, run_here: bool = True) -> None:
+        """Skip a waiting call; the model is told it was not run, and why (see ``approve``
+        for where it is acted on)."""
+        self._decide(call_id, Decision(False, current_identity(), reason), run_here=run_here)
 
     def wait(self, timeout: float | None = None) -> str:
         """Block until the session stops running (here, or in another live process) or waits
@@ -360,7 +366,7 @@ class Session:
             return False
         return True
 
-    def _decide(self, call_id: str, decision: Decision) -> None:
+    def _decide(self, call_id: str, decision: Decision, *, run_here: bool = True) -> None:
         pending = {a.call_id: a for a in self.pending_approvals}
         if call_id not in pending:
             listed = ", ".join(sorted(pending)) or "none"
@@ -389,6 +395,8 @@ class Session:
         # handle cannot), and the run started here takes it from there first of all; it is
         # in the log before this returns, so a process that ends at once loses nothing
         self.store.send_command(self.id, verb, args, actor=decision.actor)
+        if not run_here:
+            return
         try:
             self.resume()
         except (InvalidSessionState, ConfigError) as exc:

@@ -470,3 +470,119 @@ def test_text_from_a_session_cannot_drive_the_terminal(tmp_path: Path) -> None:
     assert doc["session"]["goal"] == f"go {trap}"  # the escapes read back as the text
     out = cli("--db", str(db), "show", f"n{trap}")  # (an unknown id, said back)
     assert not {"\x1b", "\x07", "\x9b"} & set(out.stderr)
+
+
+HOLDER = """
+import sys, time
+from jupyter_agent import Agent, tool
+from jupyter_agent.testing import ScriptedModel, call, reply
+
+@tool(effect="read_only")
+def slow(seconds: float) -> str:
+    '''Waits.'''
+    time.sleep(seconds)
+    return "ok"
+
+@tool(effect="side_effect")
+def deploy() -> str:
+    '''Deploys.'''
+    return "deployed"
+
+steps = [call("slow", seconds=6), call("deploy"), reply("done")]
+s = Agent("held", model=ScriptedModel(steps), tools=[slow, deploy], store=sys.argv[1],
+          policy={"deploy": "ask"}).start("work")
+print(s.id, flush=True)
+time.sleep(120)
+"""
+
+
+def test_pause_tell_approve_and_stop_reach_the_process_that_runs_the_session(
+    tmp_path: Path,
+) -> None:
+    from jupyter_agent import EventKind, open_session
+
+    db = str(tmp_path / "agent.db")
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, db], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None
+        s = open_session(holder.stdout.readline().strip(), store=db)
+        out = cli("pause", s.id, "--store", db)  # (the magics' spelling of --db)
+        assert out.returncode == 0, out.stderr
+        assert f"{s.id}: pause sent to the process that runs it (pid {holder.pid} " in out.stdout
+        assert "after the tool call in progress" in out.stdout
+        shown = cli("show", s.id, "--db", db).stdout
+        assert "[running]" in shown and "asked, not yet acted on: pause (" in shown
+        assert s.wait(30) == "paused"
+        assert cli("pause", s.id, "--db", db).stdout == f"{s.id}: already paused\n"
+
+        told = cli("tell", s.id, "also check the logs", "--db", db)
+        assert told.stdout.startswith(f"{s.id}: sent to the process that runs it")
+        assert cli("resume", s.id, "--db", db, timeout=60).returncode == 0
+        (waiting,) = s.pending_approvals
+        unknown = cli("approve", s.id, "call_x", "--db", db)
+        assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1
+        assert "no call 'call_x' waits for approval" in unknown.stderr
+        approved = cli("approve", s.id, waiting.call_id, "--db", db)
+        assert approved.stdout.startswith(f"{s.id}: call {waiting.call_id} approved; sent to")
+        wait_for_status(s, "done")
+        said = [(e.kind, e.payload) for e in s.events if e.actor == approved_by()]
+        assert (EventKind.MESSAGE, {"text": "also check the logs"}) in said
+        assert any(k is EventKind.APPROVAL_DECIDED and p["decision"] == "approve" for k, p in said)
+
+        gone = cli("stop", s.id, "--db", db)
+        assert gone.returncode == 2 and gone.stderr == (
+            f"jupyter-agent: error: cannot stop session {s.id}: it is done\n"
+        )
+    finally:
+        holder.kill()
+        holder.communicate()
+
+
+def test_controls_of_a_session_nobody_runs_act_here_or_wait_in_the_store(tmp_path: Path) -> None:
+    db = tmp_path / "agent.db"
+    agent = Agent("a", model="demo:loop?steps=2&pace=0.2", store=db, policy={"write_file": "ask"})
+    s = agent.start("loop")
+    s.pause()
+    assert s.wait(10) == "paused"
+    s.release()  # nobody holds it now
+    out = cli("pause", s.id, "--db", str(db))
+    assert out.returncode == 2 and out.stderr == (
+        f"jupyter-agent: error: session {s.id} is not running (it is paused): "
+        "there is nothing to pause\n"
+    )
+    told = cli("tell", s.id, "use the cache", "--db", str(db))
+    assert told.stdout == f"{s.id}: recorded; the agent reads it when the session runs again\n"
+    assert cli("resume", s.id, "--db", str(db), timeout=30).returncode == 0
+    (waiting,) = s.pending_approvals  # the command line ran it, up to the call that asks
+    denied = cli("deny", s.id, waiting.call_id, "--reason", "not now", "--db", str(db))
+    assert denied.stdout.startswith(
+        f"{s.id}: call {waiting.call_id} denied; the decision waits for the process that "
+        "resumes the session (`"
+    )
+    assert denied.stdout.endswith(f"jupyter-agent resume {s.id}` runs it here)\n")
+    assert s.status == "awaiting_approval"  # not run by the command that decided
+    assert cli("resume", s.id, "--db", str(db), timeout=30).returncode == 0
+    skipped = [e.payload for e in s.events if e.payload.get("call_id") == waiting.call_id]
+    assert any(p.get("skipped") and "not now" in p["output"] for p in skipped)
+    t = agent.start("loop again")
+    t.pause()
+    assert t.wait(10) == "paused"
+    t.release()
+    assert cli("stop", t.id, "--db", str(db)).stdout == f"{t.id}: stopped\n"
+    assert t.status == "stopped"
+    assert cli("list", "--db", str(db)).stdout.count(t.id) == 1  # `list`, as the magics say
+
+
+def wait_for_status(s, status: str, timeout: float = 30) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while s.status != status:
+        assert time.monotonic() < deadline, f"{s.id} is {s.status}, not {status}"
+        time.sleep(0.05)
+
+
+def approved_by() -> str:
+    from jupyter_agent._identity import current_identity
+
+    return current_identity()
