@@ -10,6 +10,7 @@
 const PAGE = 200;
 const GANTT_SPANS = 300; // the chart shows the newest calls and model turns: one bar each
 const REQUEST_TIMEOUT_MS = 30000;
+const READ_WAIT_MS = 1500; // a read the kernel has not answered by then is asked of the server
 const MARK = { ok: "✓", error: "✗", running: "…", waiting: "?", skipped: "-", info: "·" };
 const TERMINAL = new Set(["done", "failed", "stopped"]);
 // The controls that cannot apply in a status, shown disabled: nothing runs a finished session
@@ -332,13 +333,33 @@ export function modelSource(model) {
   let commClosed = false; // ipywidgets says so when the kernel goes (a restart, a shutdown)
   const onCommLive = () => {
     commClosed = true;
+    watch.soon(); // the store says at once what became of the session
   };
   model.on("msg:custom", onCustom);
   model.on("comm_live_update", onCommLive);
   for (const f of FIELDS) model.on(`change:${f}`, onModelChange);
   // the kernel's model stops changing when the kernel goes: the store (through the server)
-  // still says how the session is, e.g. interrupted by a kernel restart
-  const watch = serverWatch(() => model.get("session_id"), () => Date.now() - heard, onChange);
+  // still says how the session is, e.g. interrupted by a kernel restart, and holds the events
+  // since: the newest is handed to the view, which asks for what it misses before it (a model
+  // drawn again after a restart has only the page it was first shown with)
+  const silentMs = () => Date.now() - heard;
+  const onWatch = async () => {
+    onChange();
+    if (!commClosed && silentMs() < STALE_AFTER_MS) return;
+    const newest = await serverRead(model.get("session_id"), { type: "newest" });
+    const event = newest && (newest.events || []).slice(-1)[0];
+    if (event) for (const fn of listeners) fn({ type: "event", event });
+  };
+  const watch = serverWatch(() => model.get("session_id"), () => (commClosed ? Infinity : silentMs()), onWatch);
+  const gone = () => {
+    const hd = model.get("header") || {};
+    return kernelGone(model.get("session_id"), watch.newer(hd)?.status || hd.status);
+  };
+  // a read the kernel cannot answer any more: the server can (the same answers, from the store)
+  const orFromServer = async (msg, answer) => {
+    if (!READS.has(msg.type)) return answer;
+    return (await serverRead(model.get("session_id"), msg)) || answer;
+  };
   return {
     state() {
       const out = {};
@@ -346,7 +367,7 @@ export function modelSource(model) {
       const newer = watch.newer(out.header || {});
       if (newer) out.header = newer;
       if (out.header && out.header.status === "interrupted" && !out.notice) {
-        out.notice = `the process that ran this session ended (a kernel restart?): resume it from a cell, open_session(${JSON.stringify(out.session_id)}).resume(), or in a terminal, jupyter-agent resume ${out.session_id}`;
+        out.notice = `the process that ran this session ended (a kernel restart?): ${resumeHint(out.session_id)}`;
       }
       return out;
     },
@@ -361,9 +382,9 @@ export function modelSource(model) {
         if (viaServer && !viaServer.refused) return viaServer;
         refused = viaServer ? viaServer.error : "";
       }
-      if (commClosed) return { type: msg.type, ok: false, error: refused || KERNEL_GONE };
+      if (commClosed) return orFromServer(msg, { type: msg.type, ok: false, gone: true, error: refused || gone() });
       const req = `${me}-${++counter}`;
-      return new Promise((resolve) => {
+      const viaKernel = new Promise((resolve) => {
         const fail = (error, extra = {}) => {
           if (!pending.has(req)) return;
           clearTimeout(pending.get(req).timer);
@@ -377,11 +398,18 @@ export function modelSource(model) {
         pending.set(req, { resolve, timer });
         try {
           const sent = model.send({ ...msg, req });
-          if (sent && typeof sent.catch === "function") sent.catch(() => fail(refused || KERNEL_GONE));
+          if (sent && typeof sent.catch === "function") sent.catch(() => fail(refused || gone(), { gone: true }));
         } catch {
-          fail(refused || KERNEL_GONE); // the comm is closed: its kernel restarted or stopped
+          fail(refused || gone(), { gone: true }); // no comm: its kernel restarted or stopped
         }
       });
+      if (!READS.has(msg.type)) return viaKernel;
+      // a read the kernel does not answer at once (a cell keeps it busy, or the model was
+      // drawn again from a saved notebook after a restart: no comm, and nothing says so) is
+      // answered from the store, as the kernel would
+      const quick = await Promise.race([viaKernel, new Promise((r) => setTimeout(() => r(null), READ_WAIT_MS))]);
+      if (quick && quick.ok !== false) return quick;
+      return (await serverRead(model.get("session_id"), msg)) || (quick || (await viaKernel));
     },
     close() {
       watch.stop();
@@ -395,8 +423,18 @@ export function modelSource(model) {
   };
 }
 
-const KERNEL_GONE =
-  "the kernel that showed this widget is gone (restarted?): resume the session from a cell, open_session(id).resume(), or in a terminal, jupyter-agent resume ID";
+const READS = new Set(["hello", "page", "detail"]); // what the store answers as the kernel did
+
+// How to run a session again that no process runs.
+function resumeHint(sessionId) {
+  const id = JSON.stringify(String(sessionId || ""));
+  return `resume it from a cell with the tools (and model object) it ran with, open_session(${id}, tools=[...]).resume(), or in a terminal, jupyter-agent resume ${sessionId} (built-in tools)`;
+}
+
+function kernelGone(sessionId, status) {
+  const gone = "the kernel that showed this widget is gone (restarted?)";
+  return TERMINAL.has(status) ? `${gone}, and the session is ${status}` : `${gone}: ${resumeHint(sessionId)}`;
+}
 const WATCH_EVERY_MS = 5000;
 const REFUSED_WAIT_MS = 5000;
 const STALE_AFTER_MS = 4000;
@@ -409,9 +447,11 @@ function serverWatch(sessionId, silentMs, changed) {
   let row = null;
   let stopped = !server || typeof fetch !== "function";
   let timer = null;
+  let polling = false;
   const poll = async () => {
     timer = null;
     if (stopped) return;
+    polling = true;
     const sid = sessionId();
     if (sid) {
       try {
@@ -427,10 +467,16 @@ function serverWatch(sessionId, silentMs, changed) {
         // no server (nbconvert, a static page): nothing to compare with
       }
     }
+    polling = false;
     if (!stopped) timer = setTimeout(poll, WATCH_EVERY_MS);
   };
   if (!stopped) timer = setTimeout(poll, WATCH_EVERY_MS);
   return {
+    soon() {
+      if (stopped || polling) return; // (one in flight: it answers as soon)
+      if (timer) clearTimeout(timer);
+      timer = setTimeout(poll, 200); // (the kernel's last messages first)
+    },
     newer(hd) {
       if (!row || row.status === hd.status || row.updated_at < (hd.updated_at ?? 0)) return null;
       if (silentMs() < STALE_AFTER_MS) return null; // the kernel speaks: its view is current
@@ -454,6 +500,32 @@ function jupyterServer() {
     const config = JSON.parse(el.textContent || "{}");
     const base = String(config.baseUrl || "/");
     return { base: base.endsWith("/") ? base : `${base}/`, token: String(config.token || "") };
+  } catch {
+    return null;
+  }
+}
+
+// ``hello``, ``page`` and ``detail`` (and ``newest``: the newest event) answered from the
+// store through the server's REST API, as the kernel answers them; null without a server.
+export async function serverRead(sessionId, msg) {
+  const server = jupyterServer();
+  if (!server || !sessionId || typeof fetch !== "function") return null;
+  const params = {
+    hello: { after: Number(msg.last_seq) || 0 },
+    page: { before: Number(msg.before), limit: Number(msg.limit) || PAGE },
+    detail: { seq: (msg.seqs || []).join(",") },
+    newest: { limit: 1 },
+  }[msg.type];
+  if (!params) return null;
+  const query = new URLSearchParams(Object.entries(params).map(([k, v]) => [k, String(v)]));
+  const headers = server.token ? { Authorization: `token ${server.token}` } : {};
+  const url = `${server.base}jupyter-agent/api/sessions/${encodeURIComponent(sessionId)}/events?${query}`;
+  try {
+    const resp = await fetch(url, { headers, credentials: "same-origin" });
+    if (!resp.ok) return null;
+    const data = await resp.json();
+    const type = msg.type === "hello" ? "events" : msg.type;
+    return msg.type === "page" ? { type, before: msg.before, ...data } : { type, ...data };
   } catch {
     return null;
   }

@@ -176,6 +176,39 @@ def test_after_its_kernel_goes_the_widget_says_so_and_its_controls_answer(
     print(f"screenshot: {shot}")
 
 
+def test_after_a_kernel_restart_the_widget_keeps_its_rows_and_shows_what_came_after(
+    notebook: Open, lab: Lab, tmp_path: Path
+) -> None:
+    """A restart draws the widget again from its model, whose first page is the session as
+    it was when the cell ran: the rest comes from the store (through the server), as the
+    status does, and so do a row's details."""
+    nb = notebook("kept.ipynb", [LOAD, PACED])
+    widget = start_agent(nb)
+    session_id = widget.get_attribute("data-session-id") or ""
+    wait_for_rows_above(nb, 12)
+    nb.save()  # with the widget's model in it, as it was first shown: a restart draws that
+    restart_kernel(lab, "kept.ipynb")
+    expect(widget).to_have_attribute("data-status", "interrupted", timeout=30_000)
+    dialog = nb.page.locator(".jp-Dialog")
+    if dialog.count():
+        dialog.locator("button.jp-mod-accept").click()
+    with SqliteStore(lab.store) as store:
+        events = list(store.iter_events(session_id))
+    interrupted = widget.locator('.ja-row[data-kind="status"]', has_text="interrupted")
+    expect(interrupted).to_have_count(1, timeout=20_000)  # the newest row, from the store
+    expect(widget.locator(f'.ja-row[data-seq="{events[-1].seq}"]')).to_have_count(1)
+    assert rows(nb) > 12
+    widget.locator(".ja-row[data-kind='tool']").first.click()  # its details, from the store
+    expect(widget.locator(".ja-detail-event").first).to_contain_text("arguments", timeout=15_000)
+    expect(widget.locator(".ja-error")).to_have_text("")
+    notice = widget.locator(".ja-notice")
+    expect(notice).to_contain_text(f'open_session("{session_id}", tools=[...]).resume()')
+    shot = tmp_path / "kept-after-restart.png"
+    widget.scroll_into_view_if_needed()
+    nb.page.screenshot(path=shot)
+    print(f"screenshot: {shot}")
+
+
 def test_a_reloaded_page_catches_up_with_the_running_session(notebook: Open) -> None:
     nb = notebook("reload.ipynb", [LOAD, PACED])
     widget = start_agent(nb)
