@@ -531,6 +531,13 @@ export async function serverRead(sessionId, msg) {
   }
 }
 
+// When a control sent to the process that runs the session takes effect.
+const SENT_WHEN = {
+  pause: ": it pauses at its next step (after the tool call in progress, if any)",
+  stop: ": it stops at its next step (after the tool call in progress, if any)",
+  tell: ": the agent reads it at its next step",
+};
+
 export async function serverControl(sessionId, msg) {
   const server = jupyterServer();
   if (!server || !sessionId || typeof fetch !== "function") return null;
@@ -561,7 +568,7 @@ export async function serverControl(sessionId, msg) {
       : data.state === "queued" && !data.runtime_id
         ? `${action} recorded: it is acted on when the session is resumed`
         : data.state === "queued"
-          ? `${action} sent`
+          ? `${action} sent${SENT_WHEN[action] || ""}`
           : `${action} done`;
   return { type: "control", action, ok: true, notice, via: "server" };
 }
