@@ -425,7 +425,7 @@ def cmd_control(args: argparse.Namespace) -> int:
         return 0
     getattr(session, verb)()  # a command for the process that runs it
     deadline = time.monotonic() + CONTROL_WAIT_S
-    while session.status in ("running", "sleeping", "awaiting_approval"):
+    while session.status not in (done, "done", "failed", "stopped"):
         if time.monotonic() >= deadline:
             print(
                 _printable(

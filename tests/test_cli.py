@@ -538,6 +538,25 @@ def test_pause_tell_approve_and_stop_reach_the_process_that_runs_the_session(
         holder.communicate()
 
 
+def test_stop_of_a_session_paused_in_another_process_waits_to_see_it_stopped(
+    tmp_path: Path,
+) -> None:
+    from jupyter_agent import open_session
+
+    db = str(tmp_path / "agent.db")
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, db], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None
+        s = open_session(holder.stdout.readline().strip(), store=db)
+        s.pause()
+        assert s.wait(30) == "paused"
+        assert cli("stop", s.id, "--db", db).stdout == f"{s.id}: stopped\n"
+        assert s.status == "stopped"
+    finally:
+        holder.kill()
+        holder.communicate()
+
+
 def test_controls_of_a_session_nobody_runs_act_here_or_wait_in_the_store(tmp_path: Path) -> None:
     db = tmp_path / "agent.db"
     agent = Agent("a", model="demo:loop?steps=2&pace=0.2", store=db, policy={"write_file": "ask"})
