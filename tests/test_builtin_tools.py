@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -343,3 +346,55 @@ async def test_wait_until_waits_for_an_iso_time_on_the_context_clock(ctx: ToolCo
 async def test_wait_until_refuses_a_time_it_cannot_read(ctx: ToolContext) -> None:
     output = await call("wait_until", ctx, time="tomorrow-ish")
     assert output.is_error and "ISO 8601" in output.text
+
+
+# A process running an agent whose shell call starts a child and waits on it.
+IN_A_SHELL_CALL = """
+import sys
+from jupyter_agent import Agent
+from jupyter_agent.testing import ScriptedModel, call
+
+command = "sleep 60 & echo $! > child.pid; wait"
+model = ScriptedModel([call("shell", command=command, timeout_s=120)])
+s = Agent("a", model=model, tools=["shell"], store=sys.argv[1], workspace=sys.argv[2])
+s.start("go").wait()
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"  # dead, not yet reaped
+
+
+@pytest.mark.skipif(not hasattr(os, "killpg"), reason="process groups are POSIX")
+def test_a_shell_command_dies_with_the_process_that_ran_it_when_that_is_killed(
+    tmp_path: Path,
+) -> None:
+    """kill -9 leaves no time to kill the command's group: the reaper does it."""
+    workspace = tmp_path / "ws"
+    agent = subprocess.Popen(
+        [sys.executable, "-c", IN_A_SHELL_CALL, str(tmp_path / "a.db"), str(workspace)]
+    )
+    pid_file = workspace / "child.pid"
+    child = 0
+    try:
+        deadline = time.monotonic() + 30
+        while not (pid_file.exists() and pid_file.read_text().strip()):
+            assert time.monotonic() < deadline and agent.poll() is None, "no shell call ran"
+            time.sleep(0.05)
+        child = int(pid_file.read_text())
+        assert not _gone(child)
+        os.kill(agent.pid, signal.SIGKILL)
+        agent.wait()
+        deadline = time.monotonic() + 5
+        while not _gone(child):
+            assert time.monotonic() < deadline, "the command outlived the killed process"
+            time.sleep(0.05)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+        if child and not _gone(child):
+            os.kill(child, signal.SIGKILL)

@@ -1,8 +1,9 @@
 """The ``shell`` built-in: run a command in the workspace, with a time limit and bounded output.
 
 The command gets its own process group (session), so a timeout kills everything it started, not
-just the shell. Output is read as it comes and kept to its head and tail, so a command that
-prints gigabytes costs no more memory than one that prints a page.
+just the shell; so does this process dying first (``_reaper``). Output is read as it comes and
+kept to its head and tail, so a command that prints gigabytes costs no more memory than one that
+prints a page.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from anyio.abc import ByteReceiveStream, Process
 
 from ._context import Effect, ToolContext
 from ._output import OUTPUT_LIMIT, CappedText
+from ._reaper import REAPER
 from ._tool import ToolOutput, tool
 
 DRAIN_GRACE_S = 0.5  # after the shell exits, how long to wait for output a background job holds
@@ -41,6 +43,7 @@ async def shell(ctx: ToolContext, command: str, timeout_s: float = 60) -> ToolOu
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    REAPER.watch(process.pid)  # killed with its group should this process die first
     try:
         timed_out = await _collect(process, output, timeout_s)
     finally:
@@ -48,6 +51,7 @@ async def shell(ctx: ToolContext, command: str, timeout_s: float = 60) -> ToolOu
             if process.returncode is None:
                 _kill_group(process)
             await process.aclose()
+        REAPER.done(process.pid)
     status = f"exit code {process.returncode}"
     if timed_out:
         status += f" (timed out after {timeout_s:g}s; the command was killed)"
