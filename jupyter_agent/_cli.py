@@ -412,6 +412,10 @@ def cmd_control(args: argparse.Namespace) -> int:
     done, does = ("paused", "pauses") if verb == "pause" else ("stopped", "stops")
     holder = _holder(session)
     if holder is None:
+        if verb == "pause" and session.status == "interrupted":
+            session.pause()  # held where it is: resume_interrupted() leaves it
+            print(f"{session.id}: paused (it stays so until it is resumed)")
+            return 0
         if verb == "pause":
             raise CliError(
                 f"session {session.id} is not running (it is {session.status}): "

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from ._branch import check_point, fork_session
 from ._clock import SystemClock
-from ._engine import record_message, record_stop
+from ._engine import record_message, record_outside, record_stop
 from ._errors import ConfigError, InvalidSessionState
-from ._events import Event
+from ._events import Event, EventKind
 from ._give_way import GIVE_WAY
 from ._identity import current_identity
 from ._inbox import Decision, decided_already
@@ -175,12 +175,27 @@ class Session:
         get_runtime().interrupt(self.id, only="tick")  # a scheduled agent hears it now
 
     def pause(self) -> None:
-        """Pause at the next step boundary, cutting short a model call or sleep in progress."""
+        """Pause at the next step boundary, cutting short a model call or sleep in progress.
+
+        An ``interrupted`` session (its process ended) is marked paused at once: it then stays
+        put until resumed, where ``resume_interrupted()`` would run it on."""
         self._require_open("pause")
-        if self._send_elsewhere("pause", {}, current_identity()):
+        actor = current_identity()
+        if self._send_elsewhere("pause", {}, actor):
+            return
+        if not self.running_here and self.status == "interrupted":
+            record_outside(
+                self.store,
+                self.id,
+                EventKind.STATUS_CHANGED,
+                {"status": "paused", "reason": f"paused by {actor}"},
+                actor=actor,
+                clock=SystemClock(),
+                runtime_id=get_runtime().id,
+            )
             return
         self._require_running_here("pause")
-        get_runtime().ask(self.store, self.id, "pause", current_identity())
+        get_runtime().ask(self.store, self.id, "pause", actor)
 
     def stop(self) -> None:
         """Stop: at the next step boundary, or at once if nothing runs it. It runs no more,

@@ -1002,6 +1002,35 @@ def test_a_stop_or_pause_given_in_the_process_that_is_then_killed_is_kept(
     left_as_asked(s, status)
 
 
+def test_an_interrupted_session_can_be_paused_so_that_nothing_resumes_it_on_its_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from jupyter_agent import resume_interrupted
+    from jupyter_agent._cli import main
+
+    db = tmp_path / "agent.db"
+    sids = []
+    for _ in range(2):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", SLOW_HOLDER, str(db)], stdout=subprocess.PIPE
+        )
+        assert proc.stdout is not None
+        sids.append(proc.stdout.readline().decode().strip())
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate()
+    held, by_cli = (open_session(sid, store=db) for sid in sids)
+    wait_until(lambda: (held.status, by_cli.status) == ("interrupted", "interrupted"))
+    held.pause()
+    assert main(["pause", by_cli.id, "--db", str(db)]) == 0
+    assert capsys.readouterr().out == f"{by_cli.id}: paused (it stays so until it is resumed)\n"
+    for s in (held, by_cli):
+        last = s.events[-1]
+        assert (s.status, last.actor) == ("paused", current_identity())
+        assert last.payload["reason"] == f"paused by {last.actor}"
+    assert resume_interrupted(store=db) == []  # (it would have run them on)
+    assert (held.status, by_cli.status) == ("paused", "paused")
+
+
 def test_a_pause_acted_on_is_done_and_does_not_pause_the_next_run(tmp_path: Path) -> None:
     gate = threading.Event()
 
