@@ -26,6 +26,7 @@ import os
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from concurrent import futures
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,7 @@ RETRY_LOOKBACK = 200  # events back from the newest where a retry still waited f
 WORKSPACE_CHECK_S = 1.0  # how often a tool call makes sure the workspace folder exists
 RECORD_RUNNING_AFTER_S = 0.05  # a re-runnable call's intent is durable by then (see above)
 SESSION_ROW_EVERY_S = 0.5  # how long a running session's totals in its row may lag its log
+ASKED_WAIT_S = 1.0  # at a run's end, the longest it waits for a control's write to land
 YIELD_EVERY_S = 0.001  # the longest the engine runs steps without letting the loop run others
 _RERUNNABLE = frozenset({Effect.READ_ONLY.value, Effect.IDEMPOTENT.value})
 # kinds whose payloads the engine builds from plain JSON values (str, numbers, lists, dicts)
@@ -305,7 +307,11 @@ class Engine:
         """The run has come to rest: the pause or stop commands it was given are done (acted
         on, or moot), so the store may close them (see ``Runtime._apply_commands``); until it
         has, the inbox keeps knowing them, so that none is applied twice."""
-        done, lease = self.inbox.requests(), self.lease
+        asking, lease = self.inbox.take_asking(), self.lease
+        if asking:  # given here, and perhaps acted on before its write landed: wait for it
+            await anyio.to_thread.run_sync(lambda: futures.wait(asking, timeout=ASKED_WAIT_S))
+        written = [f.result() for f in asking if f.done() and f.exception() is None]
+        done = sorted({*self.inbox.requests(), *written})
         if not done or lease is None:
             return
         try:

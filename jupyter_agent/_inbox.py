@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 
@@ -34,6 +35,7 @@ class Inbox:
         self._taken: dict[str, Decision] = {}  # taken by the running engine, not yet recorded
         self._awaited: str | None = None  # the call the running engine waits on a person for
         self._requests: set[int] = set()  # pause and stop commands applied, left open till done
+        self._asking: list[Future[int]] = []  # those given here, being written to the store
 
     def post_message(self, text: str, actor: str, *, otherwise: Callable[[], None]) -> None:
         """Queue a message for the running engine, or, if none runs, call ``otherwise()``.
@@ -150,6 +152,16 @@ class Inbox:
             if not still_open:
                 self._requests.discard(command_id)
             return True
+
+    def asking(self, written: Future[int]) -> None:
+        """A pause or stop given here, whose command is being written (its id to come)."""
+        with self.lock:
+            self._asking.append(written)
+
+    def take_asking(self) -> list[Future[int]]:
+        with self.lock:
+            asking, self._asking = self._asking, []
+            return asking
 
     def requests(self) -> list[int]:
         """The pause and stop commands applied here and left open (when the run has ended,

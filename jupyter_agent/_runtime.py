@@ -352,7 +352,9 @@ class Runtime:
                 inbox.applied_before(done.result(), still_open=True)
 
         with contextlib.suppress(JupyterAgentError):  # (the engine has it all the same)
-            store.send_command_soon(session_id, verb, {}, actor=actor).add_done_callback(written)
+            sending = store.send_command_soon(session_id, verb, {}, actor=actor)
+            sending.add_done_callback(written)
+            inbox.asking(sending)
 
     def take_commands(self, store: SqliteStore) -> None:
         """Take the commands waiting in ``store`` for the sessions held here (housekeeping does

@@ -1031,6 +1031,24 @@ def test_an_interrupted_session_can_be_paused_so_that_nothing_resumes_it_on_its_
     assert (held.status, by_cli.status) == ("paused", "paused")
 
 
+@pytest.mark.parametrize("control", ["stop", "pause"])
+def test_a_control_given_here_and_acted_on_at_once_is_not_left_asked(
+    tmp_path: Path, control: str
+) -> None:
+    """The engine may act on it before its background write lands: the run's end waits for
+    that write, and closes it."""
+    for _ in range(5):
+        model = ScriptedModel(lambda r: call("sleep", seconds=0))  # steps that never wait
+        s = Agent("a", model=model, store=tmp_path / "a.db", max_steps=10**6).start("go")
+        wait_until(lambda s=s: s.row.steps > 3)
+        getattr(s, control)()
+        s.wait(10)
+        assert s.status == ("stopped" if control == "stop" else "paused")
+        assert s.store.queued_commands(s.id) == [], "a control acted on is still asked"
+        if control == "pause":
+            s.stop()
+
+
 def test_a_pause_acted_on_is_done_and_does_not_pause_the_next_run(tmp_path: Path) -> None:
     gate = threading.Event()
 
