@@ -1,8 +1,9 @@
 """Helpers shared by tests: a bare session, a log cut by a 'crash', a tool that waits for the
-test."""
+test, whether a process is gone."""
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -86,3 +87,12 @@ def paused_after_a_call(db: Path, name: str = "a") -> tuple[Any, Any]:
     gate.set()
     assert s.wait(10) == "paused"
     return s, model
+
+
+def gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (a zombie not yet reaped counts as ended)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"

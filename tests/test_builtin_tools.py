@@ -14,6 +14,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from logs import gone
 
 from jupyter_agent._clock import FakeClock
 from jupyter_agent._errors import WorkspaceEscape
@@ -361,14 +362,6 @@ s.start("go").wait()
 """
 
 
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"  # dead, not yet reaped
-
-
 @pytest.mark.skipif(not hasattr(os, "killpg"), reason="process groups are POSIX")
 def test_a_shell_command_dies_with_the_process_that_ran_it_when_that_is_killed(
     tmp_path: Path,
@@ -386,15 +379,15 @@ def test_a_shell_command_dies_with_the_process_that_ran_it_when_that_is_killed(
             assert time.monotonic() < deadline and agent.poll() is None, "no shell call ran"
             time.sleep(0.05)
         child = int(pid_file.read_text())
-        assert not _gone(child)
+        assert not gone(child)
         os.kill(agent.pid, signal.SIGKILL)
         agent.wait()
         deadline = time.monotonic() + 5
-        while not _gone(child):
+        while not gone(child):
             assert time.monotonic() < deadline, "the command outlived the killed process"
             time.sleep(0.05)
     finally:
         if agent.poll() is None:
             agent.kill()
-        if child and not _gone(child):
+        if child and not gone(child):
             os.kill(child, signal.SIGKILL)

@@ -10,11 +10,12 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from jupyter_agent import Agent, SqliteStore
+from jupyter_agent import Agent, Session, SqliteStore
 from jupyter_agent._cli import main
 from jupyter_agent.testing import ScriptedModel, call, reply
 
@@ -496,65 +497,60 @@ time.sleep(120)
 """
 
 
-def test_pause_tell_approve_and_stop_reach_the_process_that_runs_the_session(
-    tmp_path: Path,
-) -> None:
-    from jupyter_agent import EventKind, open_session
-
-    db = str(tmp_path / "agent.db")
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, db], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None
-        s = open_session(holder.stdout.readline().strip(), store=db)
-        out = cli("pause", s.id, "--store", db)  # (the magics' spelling of --db)
-        assert out.returncode == 0, out.stderr
-        assert f"{s.id}: pause sent to the process that runs it (pid {holder.pid} " in out.stdout
-        assert "after the tool call in progress" in out.stdout
-        shown = cli("show", s.id, "--db", db).stdout
-        assert "[running]" in shown and "asked, not yet acted on: pause (" in shown
-        assert s.wait(30) == "paused"
-        assert cli("pause", s.id, "--db", db).stdout == f"{s.id}: already paused\n"
-
-        told = cli("tell", s.id, "also check the logs", "--db", db)
-        assert told.stdout.startswith(f"{s.id}: sent to the process that runs it")
-        assert cli("resume", s.id, "--db", db, timeout=60).returncode == 0
-        (waiting,) = s.pending_approvals
-        unknown = cli("approve", s.id, "call_x", "--db", db)
-        assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1
-        assert "no call 'call_x' waits for approval" in unknown.stderr
-        approved = cli("approve", s.id, waiting.call_id, "--db", db)
-        assert approved.stdout.startswith(f"{s.id}: call {waiting.call_id} approved; sent to")
-        wait_for_status(s, "done")
-        said = [(e.kind, e.payload) for e in s.events if e.actor == approved_by()]
-        assert (EventKind.MESSAGE, {"text": "also check the logs"}) in said
-        assert any(k is EventKind.APPROVAL_DECIDED and p["decision"] == "approve" for k, p in said)
-
-        gone = cli("stop", s.id, "--db", db)
-        assert gone.returncode == 2 and gone.stderr == (
-            f"jupyter-agent: error: cannot stop session {s.id}: it is done\n"
-        )
-    finally:
-        holder.kill()
-        holder.communicate()
-
-
-def test_stop_of_a_session_paused_in_another_process_waits_to_see_it_stopped(
-    tmp_path: Path,
-) -> None:
+@pytest.fixture
+def held(tmp_path: Path) -> Iterator[tuple[str, Session, subprocess.Popen[str]]]:
+    """A session another process runs (HOLDER): the store, a handle on it, the process."""
     from jupyter_agent import open_session
 
     db = str(tmp_path / "agent.db")
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, db], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None
-        s = open_session(holder.stdout.readline().strip(), store=db)
-        s.pause()
-        assert s.wait(30) == "paused"
-        assert cli("stop", s.id, "--db", db).stdout == f"{s.id}: stopped\n"
-        assert s.status == "stopped"
+        yield db, open_session(holder.stdout.readline().strip(), store=db), holder
     finally:
         holder.kill()
         holder.communicate()
+
+
+def test_pause_tell_approve_and_stop_reach_the_process_that_runs_the_session(held) -> None:
+    from jupyter_agent import EventKind
+
+    db, s, holder = held
+    out = cli("pause", s.id, "--store", db)  # (the magics' spelling of --db)
+    assert out.returncode == 0, out.stderr
+    assert f"{s.id}: pause sent to the process that runs it (pid {holder.pid} " in out.stdout
+    assert "after the tool call in progress" in out.stdout
+    shown = cli("show", s.id, "--db", db).stdout
+    assert "[running]" in shown and "asked, not yet acted on: pause (" in shown
+    assert s.wait(30) == "paused"
+    assert cli("pause", s.id, "--db", db).stdout == f"{s.id}: already paused\n"
+
+    told = cli("tell", s.id, "also check the logs", "--db", db)
+    assert told.stdout.startswith(f"{s.id}: sent to the process that runs it")
+    assert cli("resume", s.id, "--db", db, timeout=60).returncode == 0
+    (waiting,) = s.pending_approvals
+    unknown = cli("approve", s.id, "call_x", "--db", db)
+    assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1
+    assert "no call 'call_x' waits for approval" in unknown.stderr
+    approved = cli("approve", s.id, waiting.call_id, "--db", db)
+    assert approved.stdout.startswith(f"{s.id}: call {waiting.call_id} approved; sent to")
+    wait_for_status(s, "done")
+    said = [(e.kind, e.payload) for e in s.events if e.actor == approved_by()]
+    assert (EventKind.MESSAGE, {"text": "also check the logs"}) in said
+    assert any(k is EventKind.APPROVAL_DECIDED and p["decision"] == "approve" for k, p in said)
+
+    gone = cli("stop", s.id, "--db", db)
+    assert gone.returncode == 2 and gone.stderr == (
+        f"jupyter-agent: error: cannot stop session {s.id}: it is done\n"
+    )
+
+
+def test_stop_of_a_session_paused_in_another_process_waits_to_see_it_stopped(held) -> None:
+    db, s, _holder = held
+    s.pause()
+    assert s.wait(30) == "paused"
+    assert cli("stop", s.id, "--db", db).stdout == f"{s.id}: stopped\n"
+    assert s.status == "stopped"
 
 
 def test_controls_of_a_session_nobody_runs_act_here_or_wait_in_the_store(tmp_path: Path) -> None:

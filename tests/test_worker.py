@@ -18,6 +18,7 @@ import anyio
 import httpx
 import pytest
 from kernel_harness import Kernels, wait_for
+from logs import gone
 
 from jupyter_agent import (
     Agent,
@@ -47,14 +48,6 @@ def own_worker() -> Iterator[None]:
         yield
     finally:
         close_worker()
-
-
-def gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"  # exited, not yet reaped
 
 
 CELL_AGENTS = """
