@@ -10,7 +10,8 @@
 const PAGE = 200;
 const GANTT_SPANS = 300; // the chart shows the newest calls and model turns: one bar each
 const REQUEST_TIMEOUT_MS = 30000;
-const READ_WAIT_MS = 1500; // a read the kernel has not answered by then is asked of the server
+const READ_WAIT_MS = 1500;
+const CONFIRM_MS = 8000; // how long "Confirm restore" waits for its second click // a read the kernel has not answered by then is asked of the server
 const MARK = { ok: "✓", error: "✗", running: "…", waiting: "?", skipped: "-", info: "·" };
 const TERMINAL = new Set(["done", "failed", "stopped"]);
 // The controls that cannot apply in a status, shown disabled: nothing runs a finished session
@@ -696,7 +697,7 @@ export class SessionView {
       h("span", { class: "ja-tell-group" }, this.tellInput, this.buttons.tell),
       h("span", { class: "ja-branch-group" },
         button("ja-fork", "Fork here", "New session branching after the selected row", () => this.branch("fork")),
-        button("ja-restore", "Restore here", "Rewind this session to the selected row", () => this.branch("restore"))),
+        (this.restoreButton = button("ja-restore", "Restore here", "Rewind this session to the selected row", () => this.branch("restore")))),
     );
     this.errorEl = h("div", { class: "ja-error", role: "alert" });
     this.noticeEl = h("div", { class: "ja-notice" });
@@ -892,7 +893,33 @@ export class SessionView {
       this.showLocalError(`select a row in the timeline first, then ${action} there`);
       return;
     }
-    this.control(action, { seq: this.selected.end_seq });
+    const seq = this.selected.end_seq;
+    if (action === "restore" && this.confirming !== seq) {
+      // it rewinds the session and puts files back: asked once more, on the same button
+      this.unconfirm();
+      this.confirming = seq;
+      this.restoreButton.textContent = `Confirm restore to #${seq}`;
+      this.restoreButton.classList.add("ja-confirming");
+      this.localError = "";
+      this.localNotice = `a restore rewinds this session to event ${seq} and puts back the files it has changed since: click again to confirm`;
+      this.renderMessages();
+      this.confirmTimer = setTimeout(() => this.unconfirm(true), CONFIRM_MS);
+      return;
+    }
+    this.unconfirm();
+    this.control(action, { seq });
+  }
+
+  unconfirm(expired = false) {
+    if (this.confirming === null || this.confirming === undefined) return;
+    clearTimeout(this.confirmTimer);
+    this.confirming = null;
+    this.restoreButton.textContent = "Restore here";
+    this.restoreButton.classList.remove("ja-confirming");
+    if (expired || String(this.localNotice || "").startsWith("a restore rewinds")) {
+      this.localNotice = "";
+      this.renderMessages();
+    }
   }
 
   showLocalError(text) {
@@ -1068,6 +1095,7 @@ export class SessionView {
   select(row) {
     const before = this.selected;
     this.selected = row;
+    if (row !== before) this.unconfirm(); // a restore to be confirmed was to the row before
     if (before) {
       const el = this.rowEls.get(before);
       if (el) {

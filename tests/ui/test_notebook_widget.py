@@ -209,6 +209,31 @@ def test_after_a_kernel_restart_the_widget_keeps_its_rows_and_shows_what_came_af
     print(f"screenshot: {shot}")
 
 
+def test_restore_here_asks_to_be_clicked_again_before_it_rewinds(
+    notebook: Open, tmp_path: Path
+) -> None:
+    nb = notebook("confirm.ipynb", [LOAD, QUICK])
+    widget = start_agent(nb)
+    expect(widget).to_have_attribute("data-status", "done", timeout=30_000)
+    restore = widget.locator("button.ja-restore")
+    tools = widget.locator('.ja-row[data-kind="tool"]')
+    tools.nth(0).click()
+    restore.click()
+    expect(restore).to_have_text(re.compile(r"^Confirm restore to #\d+$"))
+    expect(widget.locator(".ja-notice")).to_contain_text("click again to confirm")
+    tools.nth(1).click()  # another row: what was to be confirmed is not asked any more
+    expect(restore).to_have_text("Restore here")
+    restore.click()
+    nb.page.screenshot(path=tmp_path / "confirm-restore.png")
+    expect(widget).to_have_attribute("data-status", "done")  # nothing rewound yet
+    expect(widget.locator('.ja-row[data-kind="restore"]')).to_have_count(0)
+    restore.click()
+    expect(widget.locator('.ja-row[data-kind="restore"]')).to_have_count(1, timeout=15_000)
+    expect(widget).to_have_attribute("data-status", "paused", timeout=15_000)
+    expect(restore).to_have_text("Restore here")
+    print(f"screenshot: {tmp_path / 'confirm-restore.png'}")
+
+
 def test_a_reloaded_page_catches_up_with_the_running_session(notebook: Open) -> None:
     nb = notebook("reload.ipynb", [LOAD, PACED])
     widget = start_agent(nb)
