@@ -424,6 +424,7 @@ def test_agents_in_the_kernel_wait_from_when_a_cell_reaches_the_kernel(kernels: 
     for _ in range(10):
         time.sleep(0.06)  # past the agents' turn after the last request
         k.run("1 + 1")
+    time.sleep(0.06)  # (this cell's request is noted too: it is held as the others are)
     held = k.run("print(json.dumps(held_as_handled))").json()
     assert len(held) >= 10 and all(held), f"waiting as each handler began: {held}"
     k.run("for s in quick: s.stop()\nfor s in quick: s.wait(30)")
