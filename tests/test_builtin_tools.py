@@ -355,7 +355,8 @@ import sys
 from jupyter_agent import Agent
 from jupyter_agent.testing import ScriptedModel, call
 
-command = "sleep 60 & echo $! > child.pid; wait"
+# (the pid is written a moment after the start: the runtime has told its reaper by then)
+command = "sleep 60 & sleep 0.2; echo $! > child.pid; wait"
 model = ScriptedModel([call("shell", command=command, timeout_s=120)])
 s = Agent("a", model=model, tools=["shell"], store=sys.argv[1], workspace=sys.argv[2])
 s.start("go").wait()

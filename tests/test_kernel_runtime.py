@@ -353,7 +353,10 @@ def test_50_demo_agents_started_in_one_cell_finish_while_cells_answer_within_1_s
     k.run(IMPORTS)
     sids = k.run(
         """
-        ss = [Agent(f"demo-{i}", model="demo:loop?steps=20").start("loop") for i in range(50)]
+        ss = [
+            Agent(f"demo-{i}", model="demo:loop?steps=50&pace=0.02").start("loop")
+            for i in range(50)
+        ]
         print(json.dumps([s.id for s in ss]))
         """
     ).json()
@@ -368,7 +371,7 @@ def test_50_demo_agents_started_in_one_cell_finish_while_cells_answer_within_1_s
     statuses = k.run("print(json.dumps([s.wait(60) for s in ss]))").json()
 
     assert statuses == ["done"] * 50
-    assert all(store.get_session(sid).steps == 21 for sid in sids)
+    assert all(store.get_session(sid).steps == 51 for sid in sids)
     assert len(latencies) >= 5, "the agents finished before cells could be timed"
     assert percentile(latencies, 95) < 1.0, f"1+1 round trips while agents ran: {latencies}"
 

@@ -41,6 +41,11 @@ class Reaper:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
 
+    def start(self) -> None:
+        """Have the reaper running (before a command is started: ``watch`` is then one write,
+        with no time for a kill to come between the command's start and the reaper's knowing)."""
+        self._say("")
+
     def watch(self, group: int) -> None:
         self._say(f"+{group}\n")
 
@@ -61,8 +66,9 @@ class Reaper:
                     start_new_session=True,  # a kernel's interrupt (SIGINT to its group) is not its
                 )
             assert self._proc.stdin is not None
-            self._proc.stdin.write(line.encode())
-            self._proc.stdin.flush()
+            if line:
+                self._proc.stdin.write(line.encode())
+                self._proc.stdin.flush()
 
     def forget_in_child(self) -> None:
         """After os.fork: the child's calls are its own; its copy of the pipe is closed so that

@@ -35,6 +35,7 @@ async def shell(ctx: ToolContext, command: str, timeout_s: float = 60) -> ToolOu
     if not command.strip():
         return ToolOutput("command is empty", is_error=True)
     output = CappedText(OUTPUT_LIMIT)
+    REAPER.start()
     process = await anyio.open_process(
         command,
         cwd=ctx.workspace,
