@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import socket
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from .._errors import SessionConflict, SessionError
@@ -263,6 +263,16 @@ _OVERRIDDEN = {  # (what the session was to become, what a command asked): the c
 }
 
 
+def mark_taken(
+    conn: sqlite3.Connection, command_ids: Iterable[int], *, taken_by: str, now: float
+) -> None:
+    """Take commands (each once: one taken already stays as it was)."""
+    conn.executemany(
+        "UPDATE commands SET taken_at = ?, taken_by = ? WHERE id = ? AND taken_at IS NULL",
+        [(now, taken_by, i) for i in command_ids],
+    )
+
+
 def asked_in_commands(
     conn: sqlite3.Connection, session_id: str, now: float
 ) -> tuple[str, str] | None:
@@ -275,10 +285,7 @@ def asked_in_commands(
     ).fetchall()
     if not rows:
         return None
-    conn.executemany(
-        "UPDATE commands SET taken_at = ?, taken_by = 'ended' WHERE id = ?",
-        [(now, r[0]) for r in rows],
-    )
+    mark_taken(conn, [r[0] for r in rows], taken_by="ended", now=now)
     verb, who = next(((v, a) for _, v, a in rows if v == "stop"), (rows[0][1], rows[0][2]))
     return ("stopped" if verb == "stop" else "paused"), who
 

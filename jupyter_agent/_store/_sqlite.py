@@ -366,10 +366,8 @@ class SqliteStore:
         def job(conn: sqlite3.Connection) -> list[Command]:
             rows = conn.execute(_QUEUED, (session_id,)).fetchall()
             taken = [_command(r, left_open=r[2] in leave_open) for r in rows]
-            conn.executemany(
-                "UPDATE commands SET taken_at = ?, taken_by = ? WHERE id = ?",
-                [(time.time(), taken_by, c.id) for c in taken if not c.left_open],
-            )
+            ids = [c.id for c in taken if not c.left_open]
+            leases.mark_taken(conn, ids, taken_by=taken_by, now=time.time())
             return taken
 
         result: list[Command] = self._wait(self._submit(job))
@@ -380,13 +378,7 @@ class SqliteStore:
         if ids:
             now = time.time()
             self._wait(
-                self._submit(
-                    lambda conn: conn.executemany(
-                        "UPDATE commands SET taken_at = ?, taken_by = ? "
-                        "WHERE id = ? AND taken_at IS NULL",
-                        [(now, taken_by, i) for i in ids],
-                    )
-                )
+                self._submit(lambda conn: leases.mark_taken(conn, ids, taken_by=taken_by, now=now))
             )
 
     # -- runtimes and leases (see _leases) ---------------------------------------------------

@@ -10,8 +10,8 @@
 const PAGE = 200;
 const GANTT_SPANS = 300; // the chart shows the newest calls and model turns: one bar each
 const REQUEST_TIMEOUT_MS = 30000;
-const READ_WAIT_MS = 1500;
-const CONFIRM_MS = 8000; // how long "Confirm restore" waits for its second click // a read the kernel has not answered by then is asked of the server
+const READ_WAIT_MS = 1500; // a read the kernel has not answered by then is asked of the server
+const CONFIRM_MS = 8000; // how long "Confirm restore" waits for its second click
 const MARK = { ok: "✓", error: "✗", running: "…", waiting: "?", skipped: "-", info: "·" };
 const TERMINAL = new Set(["done", "failed", "stopped"]);
 // The controls that cannot apply in a status, shown disabled: nothing runs a finished session
@@ -356,11 +356,9 @@ export function modelSource(model) {
     const hd = model.get("header") || {};
     return kernelGone(model.get("session_id"), watch.newer(hd)?.status || hd.status);
   };
-  // a read the kernel cannot answer any more: the server can (the same answers, from the store)
-  const orFromServer = async (msg, answer) => {
-    if (!READS.has(msg.type)) return answer;
-    return (await serverRead(model.get("session_id"), msg)) || answer;
-  };
+  // a read the kernel cannot answer (any more, or yet): the server can, the same answers from
+  // the store (null for what is not a read, or without a server)
+  const fromStore = (msg) => (READS.has(msg.type) ? serverRead(model.get("session_id"), msg) : null);
   return {
     state() {
       const out = {};
@@ -383,7 +381,7 @@ export function modelSource(model) {
         if (viaServer && !viaServer.refused) return viaServer;
         refused = viaServer ? viaServer.error : "";
       }
-      if (commClosed) return orFromServer(msg, { type: msg.type, ok: false, gone: true, error: refused || gone() });
+      if (commClosed) return (await fromStore(msg)) || { type: msg.type, ok: false, error: refused || gone() };
       const req = `${me}-${++counter}`;
       const viaKernel = new Promise((resolve) => {
         const fail = (error, extra = {}) => {
@@ -399,9 +397,9 @@ export function modelSource(model) {
         pending.set(req, { resolve, timer });
         try {
           const sent = model.send({ ...msg, req });
-          if (sent && typeof sent.catch === "function") sent.catch(() => fail(refused || gone(), { gone: true }));
+          if (sent && typeof sent.catch === "function") sent.catch(() => fail(refused || gone()));
         } catch {
-          fail(refused || gone(), { gone: true }); // no comm: its kernel restarted or stopped
+          fail(refused || gone()); // no comm: its kernel restarted or stopped
         }
       });
       if (!READS.has(msg.type)) return viaKernel;
@@ -410,7 +408,7 @@ export function modelSource(model) {
       // answered from the store, as the kernel would
       const quick = await Promise.race([viaKernel, new Promise((r) => setTimeout(() => r(null), READ_WAIT_MS))]);
       if (quick && quick.ok !== false) return quick;
-      return (await serverRead(model.get("session_id"), msg)) || (quick || (await viaKernel));
+      return (await fromStore(msg)) || quick || (await viaKernel);
     },
     close() {
       watch.stop();
