@@ -71,9 +71,7 @@ ASKED_WAIT_S = 1.0  # at a run's end, the longest it waits for a control's write
 YIELD_EVERY_S = 0.001  # the longest the engine runs steps without letting the loop run others
 _RERUNNABLE = frozenset({Effect.READ_ONLY.value, Effect.IDEMPOTENT.value})
 # kinds whose payloads the engine builds from plain JSON values (str, numbers, lists, dicts)
-_PLAIN = frozenset(
-    {EventKind.MODEL_REQUEST, EventKind.MODEL_RESPONSE, EventKind.TOOL_CALL, EventKind.TOOL_RESULT}
-)
+_PLAIN = frozenset({EventKind.MODEL_RESPONSE, EventKind.TOOL_CALL, EventKind.TOOL_RESULT})
 _UNSET = object()
 
 Draft = tuple[EventKind, Mapping[str, Any], str]  # kind, payload, actor
@@ -324,12 +322,13 @@ class Engine:
         """Continue the session from what the store holds; return the state it stopped in."""
         self._scope_type = type(anyio.CancelScope())
         self.state = await anyio.to_thread.run_sync(load_state, self.store, self.session_id)
-        self._model_not_before = await anyio.to_thread.run_sync(self._retry_due)
+        self._model_not_before, self._last_snapshot = await anyio.to_thread.run_sync(
+            self._look_back
+        )
         state = self.state
         self._chain = EventChain(
             self.session_id, last_seq=state.last_seq, last_hash=state.last_hash
         )
-        self._last_snapshot = state.last_seq
         self._row_written, self._row_due = {}, 0.0
         self._schedule = Schedule.from_payload(state.schedule)
         self._flush_error = None
@@ -346,7 +345,7 @@ class Engine:
                 await self._fail(exc.__cause__ or exc, where="model")
             except Exception as exc:
                 await self._fail(exc, where="engine")
-            if self._deferred:  # e.g. a model request whose answer a pause cut short
+            if self._deferred:  # e.g. an intent whose call a pause or an error cut short
                 await self._record()
         finally:
             self._stop_background()
@@ -381,8 +380,9 @@ class Engine:
     # -- recording ---------------------------------------------------------------------------
 
     def _defer(self, *drafts: Draft) -> None:
-        """Queue events that need not be durable before the engine goes on (a model request):
-        they are written, in order, with the next recorded events. Saves a commit per step."""
+        """Queue events that need not be durable before the engine goes on (a read-only call's
+        intent): they are written, in order, with the next recorded events. Saves a commit per
+        step."""
         now = self.clock.now()
         self._deferred += [(d, now) for d in drafts]
 
@@ -741,9 +741,7 @@ class Engine:
         """One model turn and its tool calls; True when the session is finished."""
         GIVE_WAY()
         step = self.state.steps + 1
-        self._defer(
-            (EventKind.MODEL_REQUEST, {"step": step, "messages": len(self.state.messages)}, "agent")
-        )
+        sent = len(self.state.messages)
         started = time.monotonic()
         try:
             request = ModelRequest(
@@ -765,7 +763,10 @@ class Engine:
         duration_ms = round((time.monotonic() - started) * 1000, 3)
         if len(response.tool_calls) > 1:
             response = _unique_call_ids(response)
-        drafts = (self._response_draft(step, response, duration_ms), *self._intent_drafts(response))
+        drafts = (
+            self._response_draft(step, sent, response, duration_ms),
+            *self._intent_drafts(response),
+        )
         if response.tool_calls and all(
             self._runs_before_recorded(c.name) for c in response.tool_calls
         ):
@@ -783,6 +784,14 @@ class Engine:
         except _Interrupted:
             pass  # the call stays open (in doubt, or waiting) and is settled on resume
         return False
+
+    def _look_back(self) -> tuple[float | None, int]:
+        """When the model may be asked again (``_retry_due``), and the newest snapshot's seq:
+        the next is taken ``snapshot_every`` events after it, however many runs that spans (a
+        session paused more often than that would otherwise never take one, and every resume
+        would read its whole log)."""
+        snap = self.store.latest_snapshot(self.session_id)
+        return self._retry_due(), 0 if snap is None else snap[0]
 
     def _retry_due(self) -> float | None:
         """When the model may be asked again, if the log's last word on it is a retry whose
@@ -856,12 +865,13 @@ class Engine:
             )
         )
 
-    def _response_draft(self, step: int, r: ModelResponse, duration_ms: float) -> Draft:
+    def _response_draft(self, step: int, sent: int, r: ModelResponse, duration_ms: float) -> Draft:
         u = r.usage
         return (
             EventKind.MODEL_RESPONSE,
             {
                 "step": step,
+                "messages": sent,
                 "text": r.text,
                 "stop_reason": r.stop_reason,
                 "model": r.model,

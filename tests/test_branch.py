@@ -190,7 +190,7 @@ def test_restoring_to_before_a_restore_undoes_it(db: Path, tmp_path: Path) -> No
 def test_tokens_and_cost_spent_stay_counted_after_a_restore(db: Path) -> None:
     s = Agent("r", model="demo:loop?steps=8", store=db).run("loop")
     spent = (s.row.input_tokens, s.row.output_tokens)
-    s.restore(at=seq_of(s, EventKind.MODEL_REQUEST, 2))
+    s.restore(at=seq_of(s, EventKind.TOOL_RESULT, 1))  # before the second answer
     assert (s.state.input_tokens, s.state.output_tokens) == spent
     assert (s.row.input_tokens, s.row.output_tokens) == spent
 
@@ -309,7 +309,7 @@ def test_a_restore_command_reaches_the_process_holding_the_session(db: Path) -> 
     s.pause()
     s.wait(timeout=10)
     last = s.row.last_seq
-    s.store.send_command(s.id, "restore", {"at": 5}, actor="someone-else")
+    s.store.send_command(s.id, "restore", {"at": 4}, actor="someone-else")
     deadline = time.monotonic() + 5
     while s.row.last_seq == last and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -349,13 +349,13 @@ def test_a_restore_command_for_a_running_session_pauses_it_then_rewinds(db: Path
     deadline = time.monotonic() + 10
     while s.row.last_seq < 12 and time.monotonic() < deadline:
         time.sleep(0.02)
-    s.store.send_command(s.id, "restore", {"at": 5}, actor="from-the-sidebar")
+    s.store.send_command(s.id, "restore", {"at": 4}, actor="from-the-sidebar")
     deadline = time.monotonic() + 10
     while s.events[-1].kind is not EventKind.RESTORE and time.monotonic() < deadline:
         time.sleep(0.05)
     restore = s.events[-1]
     assert restore.kind is EventKind.RESTORE and restore.actor == "from-the-sidebar"
-    assert restore.payload["to_seq"] == 5 and s.status == "paused"
+    assert restore.payload["to_seq"] == 4 and s.status == "paused"
     paused = s.events[-2]
     assert paused.payload == {"status": "paused", "reason": "paused by from-the-sidebar"}
     s.stop()
@@ -376,7 +376,7 @@ def test_a_fork_runs_in_a_python_namespace_of_its_own(db: Path) -> None:
 
 def test_undoing_a_restore_keeps_the_whole_conversation_after_later_snapshots(db: Path) -> None:
     s = Agent("long", model="demo:loop?steps=200", store=db, max_steps=1000).run("loop")
-    s.restore(at=20)
+    s.restore(at=21)
     s.restore(at=250)  # forward again, into the branch the first restore left
     s.resume().wait(timeout=60)
     assert s.status == "done"
@@ -425,7 +425,7 @@ def test_a_restore_refused_for_a_session_another_process_holds_touches_no_file(
     s.store.acquire_lease(s.id, other.id, now=time.time())
     with pytest.raises(SessionLeased):
         restore_session(
-            s.store, s.id, 2, actor="me", clock=SystemClock(), runtime_id="rt-not-the-holder"
+            s.store, s.id, 1, actor="me", clock=SystemClock(), runtime_id="rt-not-the-holder"
         )
     assert (ws / "a.txt").read_text() == "three" and (ws / "b/c.txt").exists()
     assert s.events[-1].kind is not EventKind.RESTORE

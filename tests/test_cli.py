@@ -364,28 +364,28 @@ def test_fork_and_restore_from_the_command_line(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     sid = out.stdout.split("session:")[1].split()[0]
 
-    forked = cli("--db", str(db), "fork", sid, "--at", "6", "--name", "other")
+    forked = cli("--db", str(db), "fork", sid, "--at", "4", "--name", "other")
     assert forked.returncode == 0, forked.stderr
     fork_id = forked.stdout.split()[0]
     assert f"it shares the folder {db.parent / 'workspaces' / sid} with {sid}" in forked.stdout
     own = cli("--db", str(db), "fork", sid, "--workspace", str(tmp_path / "own"))
     assert own.returncode == 0 and "shares" not in own.stdout, own.stderr
-    restored = cli("--db", str(db), "restore", sid[:6], "--at", "6")
+    restored = cli("--db", str(db), "restore", sid[:6], "--at", "4")
     assert restored.returncode == 0, restored.stderr
-    assert "restored to event 6; now paused" in restored.stdout
-    assert "back to event 6" in restored.stdout
+    assert "restored to event 4; now paused" in restored.stdout
+    assert "back to event 4" in restored.stdout
 
     with SqliteStore(db) as store:
         assert store.get_session(fork_id).parent_id == sid
         assert store.get_session(sid).status == "paused"
     bad = cli("--db", str(db), "restore", sid, "--at", "0")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "give an event" in bad.stderr
-    # event 3 is the model's answer, event 4 the call it asked for: a branch between them
+    # event 2 is the model's answer, event 3 the call it asked for: a branch between them
     # would hold a call that never gets a result
-    inside = cli("--db", str(db), "fork", sid, "--at", "3")
+    inside = cli("--db", str(db), "fork", sid, "--at", "2")
     assert inside.returncode == 2 and inside.stderr.count("\n") == 1
-    assert "inside a step" in inside.stderr and "give 2 (before the answer) or 4" in inside.stderr
-    assert "tool calls recorded in event 4)" in inside.stderr
+    assert "inside a step" in inside.stderr and "give 1 (before the answer) or 3" in inside.stderr
+    assert "tool calls recorded in event 3)" in inside.stderr
 
 
 def test_the_branch_a_restore_left_is_marked_where_the_timeline_is_shown(tmp_path: Path) -> None:
@@ -394,7 +394,7 @@ def test_the_branch_a_restore_left_is_marked_where_the_timeline_is_shown(tmp_pat
     db = tmp_path / "agent.db"
     out = cli("--db", str(db), "demo", "--scenario", "loop", "--steps", "3")
     sid = out.stdout.split("session:")[1].split()[0]
-    assert cli("--db", str(db), "restore", sid, "--at", "6").returncode == 0
+    assert cli("--db", str(db), "restore", sid, "--at", "4").returncode == 0
     with SqliteStore(db) as store:
         restore_seq = store.get_session(sid).last_seq
     mark = f"(left by the restore at event {restore_seq})"
@@ -405,7 +405,7 @@ def test_the_branch_a_restore_left_is_marked_where_the_timeline_is_shown(tmp_pat
     shown = cli("--db", str(db), "show", sid).stdout.splitlines()
     assert "  1 step, 1 tool call, " in "\n".join(shown)  # (back to after the first)
     rows = [line for line in shown if line[:6].strip().isdigit()]
-    branch = [int(line.split()[0]) for line in rows if 6 < int(line.split()[0]) < restore_seq]
+    branch = [int(line.split()[0]) for line in rows if 4 < int(line.split()[0]) < restore_seq]
     assert branch and marked(rows) == branch
     md = cli("--db", str(db), "export", sid, "--format", "markdown").stdout.splitlines()
     assert marked([line.replace("| ", "", 1) for line in md if line.startswith("| ")]) == branch

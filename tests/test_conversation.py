@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from jupyter_agent import Agent, ToolContext, tool
+from jupyter_agent._engine import SNAPSHOT_EVERY
 from jupyter_agent._models._base import Message, ToolCallRequest
 from jupyter_agent._runtime import get_runtime
 from jupyter_agent._state import (
@@ -172,6 +173,28 @@ def test_a_message_that_is_not_valid_unicode_is_stored_escaped(db: Path) -> None
     assert state.messages[-2].content == "bad-\udcff.txt"
 
 
+def test_a_session_paused_more_often_than_a_snapshot_is_due_still_takes_them(db: Path) -> None:
+    every = 10  # steps between pauses: ~30 events a run, a third of SNAPSHOT_EVERY
+
+    @tool(effect="read_only")
+    def count(n: int, ctx: ToolContext) -> str:
+        """Counts, and pauses the session every few steps."""
+        if n % every == 0:
+            get_runtime().inbox(ctx.session_id).pause_requested = "test"
+        return f"counted {n}"
+
+    model = ScriptedModel(lambda r: reply("done") if r.step > 100 else call("count", n=r.step))
+    s = Agent("c", model=model, tools=[count], store=db, max_steps=500).start("count")
+    while s.wait(30) == "paused":
+        s.resume()
+    assert s.status == "done"
+    seqs = [seq for seq, _, _ in chunks(db, s.id)]
+    assert len(seqs) >= s.row.last_seq // SNAPSHOT_EVERY - 1
+    assert all(b - a >= SNAPSHOT_EVERY for a, b in zip([0, *seqs], seqs, strict=False))
+    state, read = cold_state(db, s.id)  # a fresh process: the newest chunk, what came after
+    assert state.comparable() == folded(s).comparable() and read < SNAPSHOT_EVERY
+
+
 def test_each_resume_in_one_process_goes_on_from_the_newest_chunk(db: Path) -> None:
     pause_at = {30, 60, 90}
 
@@ -182,7 +205,7 @@ def test_each_resume_in_one_process_goes_on_from_the_newest_chunk(db: Path) -> N
             get_runtime().inbox(ctx.session_id).pause_requested = "test"
         return f"counted {n}"
 
-    model = ScriptedModel(lambda r: reply("done") if r.step > 120 else call("count", n=r.step))
+    model = ScriptedModel(lambda r: reply("done") if r.step > 150 else call("count", n=r.step))
     s = Agent("c", model=model, tools=[count], store=db, max_steps=500).start("count")
     for _ in pause_at:
         assert s.wait(30) == "paused"

@@ -69,22 +69,21 @@ def test_200_step_demo_session_events_rebuild_the_live_state(db: Path) -> None:
     assert s.result and s.row.steps == 201 and s.row.last_seq == live.last_seq
 
 
-def test_a_finished_session_records_request_response_intent_and_result_in_order(
-    db: Path,
-) -> None:
+def test_a_finished_session_records_response_intent_and_result_in_order(db: Path) -> None:
     model = ScriptedModel([call("list_files"), reply("nothing much here")])
     s = Agent("a", model=model, store=db).run("look around")
     assert kinds(s) == [
         "session_started",
-        "model_request",
         "model_response",
         "tool_call",
         "tool_result",
-        "model_request",
         "model_response",
         "session_finished",
     ]
     assert s.status == "done" and s.result == "nothing much here"
+    # what the model was sent: the goal, then also its call and the call's result
+    sent = [e.payload["messages"] for e in s.events if e.kind is EventKind.MODEL_RESPONSE]
+    assert sent == [len(model.requests[0].messages), len(model.requests[1].messages)] == [1, 3]
 
 
 def test_invalid_json_arguments_reach_the_model_as_an_error_result(db: Path) -> None:
@@ -658,7 +657,7 @@ def test_a_write_that_fails_with_any_error_ends_the_run_and_leaves_the_log_whole
 
     model = ScriptedModel([call("look"), reply("done")])
     s = Agent("a", model=model, store=store, tools=[look]).start("look")
-    with pytest.raises(StoreError, match=r"could not write events 2-5 of session .*ValueError"):
+    with pytest.raises(StoreError, match=r"could not write events 2-4 of session .*ValueError"):
         s.wait(10)
     assert verify_chain(s.events) is None
     assert EventKind.TOOL_RESULT not in [e.kind for e in s.events]
@@ -827,7 +826,7 @@ def test_a_quick_read_only_call_is_written_with_its_result_in_one_commit(db: Pat
     s = Agent("a", model=model, store=store, tools=[look]).run("look twice")
     assert s.status == "done"
     steps = [w for w in store.writes if "tool_call" in w]
-    assert steps == [["model_request", "model_response", "tool_call", "tool_result"]] * 2
+    assert steps == [["model_response", "tool_call", "tool_result"]] * 2
     store.close()
 
 
@@ -846,7 +845,7 @@ def test_a_call_that_changes_things_is_durable_before_its_tool_runs(db: Path, ef
     model = ScriptedModel([call("send", text="hi"), reply("sent")])
     s = Agent("a", model=model, store=store, tools=[send]).run("send it")
     assert s.status == "done" and seen == [True]
-    assert ["model_request", "model_response", "tool_call"] in store.writes
+    assert ["model_response", "tool_call"] in store.writes
     store.close()
 
 

@@ -566,14 +566,14 @@ def test_fork_at_prints_the_new_session_and_displays_it(
     db: Path, run: Run, shown: list[str]
 ) -> None:
     s = finished(db)
-    out, err = run(f"%agent fork {s.id} --at 5 --name branch")
+    out, err = run(f"%agent fork {s.id} --at 4 --name branch")
     assert err == ""
     child = next(x for x in sessions(store=db) if x.id != s.id)
     assert out.splitlines()[:2] == [
-        f"forked {s.id} after event 5: new session {child.id}",
+        f"forked {s.id} after event 4: new session {child.id}",
         f"  it is paused: %agent tell {child.id} ... then %agent resume {child.id}",
     ]
-    assert (child.row.parent_id, child.row.fork_seq, child.name) == (s.id, 5, "branch")
+    assert (child.row.parent_id, child.row.fork_seq, child.name) == (s.id, 4, "branch")
     assert shown == [child.id]
     assert f"it shares the folder {s.state.workspace} with {s.id}" in out
 
@@ -593,7 +593,7 @@ def test_fork_into_a_new_workspace_works_there(
 ) -> None:
     s = finished(db)
     workspace = tmp_path / "branch"
-    out, _ = run(f"%agent fork {s.id} --at 2 --workspace {workspace}")
+    out, _ = run(f"%agent fork {s.id} --at 1 --workspace {workspace}")
     (child_id,) = shown
     assert open_session(child_id).state.workspace == str(workspace)
     assert "shares" not in out
@@ -601,8 +601,8 @@ def test_fork_into_a_new_workspace_works_there(
 
 def test_restore_rewinds_the_session_to_an_event(db: Path, run: Run) -> None:
     s = finished(db)
-    out, err = run(f"%agent restore {s.id} --at 5")
-    assert err == "" and out.strip() == f"{s.id}: restored to event 5; now paused"
+    out, err = run(f"%agent restore {s.id} --at 4")
+    assert err == "" and out.strip() == f"{s.id}: restored to event 4; now paused"
     assert "restore" in kinds(s) and s.status == "paused"
 
 

@@ -546,17 +546,17 @@ def test_fork_and_restore_here_reach_the_session(db: Path, widgets: Any) -> None
         pytest.skip("Session.fork / Session.restore are not built yet")
     s = Agent("a", model="demo:loop?steps=3", store=db).run("go")
     w = widgets(s)
-    answer = control(w, "fork", seq=5)
+    answer = control(w, "fork", seq=4)
     assert answer["ok"], answer
     (forked,) = w.forks
     assert forked.id in answer["notice"]
-    assert forked.row.parent_id == s.id and forked.row.fork_seq == 5
+    assert forked.row.parent_id == s.id and forked.row.fork_seq == 4
     fork_view = widgets(forked)  # the fork's own widget: its parent's history, then the fork
     assert fork_view.header["parent_id"] == s.id and fork_view.header["status"] == "paused"
     first_page = [(e["seq"], e["kind"]) for e in rec(fork_view).opening()["initial_page"]["events"]]
-    assert first_page[-1] == (6, "fork") and [seq for seq, _ in first_page] == list(range(1, 7))
-    answer = control(w, "restore", seq=5)
-    assert answer == {**answer, "ok": True, "notice": "restored to event 5"}
+    assert first_page[-1] == (5, "fork") and [seq for seq, _ in first_page] == list(range(1, 6))
+    answer = control(w, "restore", seq=4)
+    assert answer == {**answer, "ok": True, "notice": "restored to event 4"}
     until(lambda: w.header["status"] == "paused")
     assert seen_events(w)[-1]["kind"] == "restore"
 
@@ -637,7 +637,7 @@ def test_a_call_a_restore_cut_off_is_shown_undone_not_running(db: Path) -> None:
     while s.status != "sleeping":
         assert time.monotonic() < deadline, f"the session is {s.status}"
         time.sleep(0.02)
-    s.restore(at=2)  # (pauses it first: the sleep is cut short, its call left open)
+    s.restore(at=1)  # (pauses it first: the sleep is cut short, its call left open)
     events = list(s.events)
     rows = timeline(events)
     (nap,) = [r for r in rows if r.kind == "tool"]
@@ -651,7 +651,7 @@ def test_a_call_a_restore_cut_off_is_shown_undone_not_running(db: Path) -> None:
     restore = events[-1]
     assert restore.kind is EventKind.RESTORE
     left = {r[0]: r[5] for r in page}  # the page greys the branch the restore left
-    branch = {r.seq for r in rows if 2 < r.seq < restore.seq}
+    branch = {r.seq for r in rows if 1 < r.seq < restore.seq}
     assert {seq for seq, by in left.items() if by} == branch
     assert set(left.values()) == {None, restore.seq}
     s.restore(at=restore.seq - 1)  # undo the restore: the call is open again, as it was

@@ -255,7 +255,7 @@ async def test_commands_with_no_live_process_do_what_needs_none_and_record_the_u
     told = await post(jp_fetch, sid, {"verb": "tell", "text": "look at the logs"})
     user = current_identity()  # anonymous token users of a one-person server: its owner
     assert told.code == 200 and json.loads(told.body)["actor"] == user
-    forked = await post(jp_fetch, sid, {"verb": "fork", "at": 5, "name": "other"})
+    forked = await post(jp_fetch, sid, {"verb": "fork", "at": 4, "name": "other"})
     fork_id = json.loads(forked.body)["session_id"]
     assert forked.code == 201
     restored = await post(jp_fetch, sid, {"verb": "restore", "at": 11})
@@ -372,7 +372,7 @@ async def test_a_restore_for_a_process_to_do_is_checked_before_it_is_queued(
         assert err.value.code == 400
         assert err.value.response is not None and says in err.value.response.body.decode()
     assert not store.take_commands(sid, taken_by="test")  # none was queued
-    queued = await post(jp_fetch, sid, {"verb": "restore", "at": 5})
+    queued = await post(jp_fetch, sid, {"verb": "restore", "at": 4})
     assert queued.code == 202 and json.loads(queued.body)["runtime_id"] == holder.id
 
 
