@@ -41,6 +41,8 @@ WAIT_SLICE_S = 0.05  # how often wait() looks for a call waiting for a person
 SENT_SETTLE_S = 5.0  # how long wait() waits for another process to act on a control
 RECORDED_WAIT_S = 5.0  # how long a decision waits for the run it resumed to record it
 RESTORE_TIMEOUT_S = 120.0  # a running session's pause, then the rewind of its files
+FINISHING_WAIT_S = 3.0  # how long a control waits for a run that says it rests to end
+_RESTING = frozenset({*TERMINAL, "paused"})  # what a run that is ending has written
 
 
 class Timeline(list[TimelineRow]):
@@ -144,7 +146,16 @@ class Session:
 
     @property
     def running_here(self) -> bool:
-        return get_runtime().is_running(self.id)
+        """Whether a run of this process is running the session. A run whose status already
+        says it rests (paused, or ended) is still writing its last words for a moment: it is
+        waited for (``FINISHING_WAIT_S`` at most), so a person who saw the session paused can
+        resume or release it at once."""
+        runtime = get_runtime()
+        if not runtime.is_running(self.id):
+            return False
+        if self.row.status in _RESTING:
+            runtime.wait_for_run(self.id, FINISHING_WAIT_S)
+        return runtime.is_running(self.id)
 
     # -- what a person does ------------------------------------------------------------------
 

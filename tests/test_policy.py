@@ -368,7 +368,7 @@ def test_a_decision_left_for_a_request_that_a_restore_undid_decides_nothing_afte
     waiting, args = left_waiting(s)
     s.store.send_command(s.id, "approve", args, actor="bob")  # as the REST API leaves it
     answer = next(e.seq for e in s.events if e.kind is EventKind.MODEL_RESPONSE)
-    s.restore(at=answer - 2)  # before the model's request and answer
+    s.restore(at=answer - 1)  # before the model's answer
     s.resume()
     wait_for(s, "awaiting_approval")
     time.sleep(1.0)  # the process has taken Bob's command by now (every half second)

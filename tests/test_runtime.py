@@ -11,10 +11,11 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
-from logs import cut_log, new_session
+from logs import cut_log, gated_tool, new_session
 
 from jupyter_agent import (
     Agent,
@@ -83,6 +84,27 @@ def test_a_write_from_a_runtime_that_lost_its_lease_is_refused(tmp_path: Path) -
         with pytest.raises(LeaseLost, match="no longer holds session s1"):
             store.write([chain.next(EventKind.MESSAGE, {"text": "late"}, ts=3.0)], lease="rt-a")
         assert [e.seq for e in store.iter_events("s1")] == [1]
+
+
+@pytest.mark.parametrize("events", [1, 3])
+def test_an_engines_write_after_its_lease_was_taken_is_refused(tmp_path: Path, events: int) -> None:
+    """The engine's writes check the lease inside the insert once the store knows the
+    session's number: a write after a takeover is refused all the same, and adds nothing."""
+
+    def write(text: str, holder: str) -> None:
+        drafts = [chain.next(EventKind.MESSAGE, {"text": text}, ts=3.0) for _ in range(events)]
+        anyio.run(lambda: store.write_async(drafts, lease=holder))
+
+    with SqliteStore(tmp_path / "a.db") as store:
+        chain = leased_session(store)
+        write("first", "rt-a")  # (the store learns the session's number)
+        store.acquire_lease("s1", "rt-b", now=2.0, alive=lambda rt, now: False)
+        with pytest.raises(LeaseLost, match="no longer holds session s1: runtime rt-b does"):
+            write("late", "rt-a")
+        assert [e.seq for e in store.iter_events("s1")] == list(range(1, events + 2))
+        chain = EventChain("s1", last_seq=events + 1, last_hash=store.get_session("s1").last_hash)
+        write("the new holder's", "rt-b")
+        assert store.get_session("s1").last_seq == 2 * events + 1
 
 
 def test_a_hand_over_moves_the_lease_only_from_its_holder_and_keeps_its_commands(
@@ -1200,3 +1222,40 @@ def test_a_look_at_sessions_in_a_store_that_is_not_there_does_not_make_it(
     with pytest.raises(StoreError, match="is an empty file, not a store"):
         open_session("abc", store=empty)
     assert empty.stat().st_size == 0
+
+
+class SlowToClose(SqliteStore):
+    """A store whose closing of done controls takes a while: the end of a run that has
+    written that it rests (paused), held open for a moment."""
+
+    def close_commands(self, *args: Any, **kwargs: Any) -> None:
+        time.sleep(0.5)
+        super().close_commands(*args, **kwargs)
+
+
+@pytest.mark.parametrize("then", ["resume", "release"])
+def test_a_session_seen_paused_can_be_resumed_or_released_at_once(
+    tmp_path: Path, then: str
+) -> None:
+    wait_gate, gate, entered = gated_tool()
+    model = ScriptedModel([call("wait_gate"), reply("done")])
+    store = SlowToClose(tmp_path / "a.db")
+    s = Agent("a", model=model, store=store, tools=[wait_gate]).start("go")
+    assert entered.wait(10)
+    s.pause()
+    gate.set()
+    deadline = time.monotonic() + 10
+    while s.status != "paused":
+        assert time.monotonic() < deadline, s.status
+        time.sleep(0.005)
+    assert get_runtime().is_running(s.id)  # (its run is still closing the pause it was given)
+    if then == "resume":
+        s.resume()
+        assert s.wait(10) == "done" and s.result == "done"
+    else:
+        s.release()
+        assert s.store.get_session(s.id).runtime_id is None
+        again = open_session(s.id, store=tmp_path / "a.db", model=model, tools=[wait_gate])
+        assert again.resume().wait(10) == "done"
+    store.close()
+
