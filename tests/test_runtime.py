@@ -1258,4 +1258,3 @@ def test_a_session_seen_paused_can_be_resumed_or_released_at_once(
         again = open_session(s.id, store=tmp_path / "a.db", model=model, tools=[wait_gate])
         assert again.resume().wait(10) == "done"
     store.close()
-
