@@ -285,7 +285,9 @@ class Engine:
         """
         try:
             while True:
+                self.inbox.resting = False
                 state = await self.run()
+                self.inbox.resting = True
                 await self._close_requests()
                 while True:
                     done, late = self.inbox.deactivate_if_idle(self._awaited_first())

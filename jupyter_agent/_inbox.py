@@ -28,6 +28,9 @@ class Inbox:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.active = False
+        # the run has come to rest (paused, ended) and is writing its last words: a control
+        # that needs it gone waits for it (``Session.running_here``)
+        self.resting = False
         self.pause_requested: str | None = None  # who asked
         self.stop_requested: str | None = None
         self._messages: list[tuple[str, str]] = []
@@ -116,7 +119,7 @@ class Inbox:
         with self.lock:
             if self.active:
                 return False
-            self.active = True
+            self.active, self.resting = True, False
             self.pause_requested = self.stop_requested = None
             self._taken.clear()  # (an ended run's: in_flight reads them only while one runs)
             return True
@@ -134,12 +137,12 @@ class Inbox:
             messages, self._messages = self._messages, []
             again = any(c in self._decisions for c in waiting_calls)
             if not messages and not again:
-                self.active = False
+                self.active = self.resting = False
             return not again and not messages, messages
 
     def deactivate(self) -> None:
         with self.lock:
-            self.active = False
+            self.active = self.resting = False
 
     def applied_before(self, command_id: int, *, still_open: bool) -> bool:
         """Whether a pause or stop command was applied here in an earlier round (the store

@@ -41,8 +41,9 @@ WAIT_SLICE_S = 0.05  # how often wait() looks for a call waiting for a person
 SENT_SETTLE_S = 5.0  # how long wait() waits for another process to act on a control
 RECORDED_WAIT_S = 5.0  # how long a decision waits for the run it resumed to record it
 RESTORE_TIMEOUT_S = 120.0  # a running session's pause, then the rewind of its files
-FINISHING_WAIT_S = 3.0  # how long a control waits for a run that says it rests to end
-_RESTING = frozenset({*TERMINAL, "paused"})  # what a run that is ending has written
+STARTED_WAIT_S = 2.0  # how long resume() waits for the run it launched to say it runs
+STARTED_POLL_S = 0.002
+FINISHING_WAIT_S = 3.0  # how long a control waits for a run that has come to rest to end
 
 
 class Timeline(list[TimelineRow]):
@@ -146,14 +147,14 @@ class Session:
 
     @property
     def running_here(self) -> bool:
-        """Whether a run of this process is running the session. A run whose status already
-        says it rests (paused, or ended) is still writing its last words for a moment: it is
-        waited for (``FINISHING_WAIT_S`` at most), so a person who saw the session paused can
-        resume or release it at once."""
+        """Whether a run of this process is running the session. A run that has come to rest
+        (paused, ended) is still writing its last words for a moment: it is waited for
+        (``FINISHING_WAIT_S`` at most), so a person who saw the session paused can resume or
+        release it at once."""
         runtime = get_runtime()
         if not runtime.is_running(self.id):
             return False
-        if self.row.status in _RESTING:
+        if runtime.inbox(self.id).resting:
             runtime.wait_for_run(self.id, FINISHING_WAIT_S)
         return runtime.is_running(self.id)
 
@@ -243,7 +244,9 @@ class Session:
             owner = self.store.get_runtime(holder)
             assert owner is not None
             raise SessionLeased(self.id, owner)
+        before = self.row.last_seq
         if runtime.relaunch(self.id):  # paused or waiting here: the agent it ran with goes on
+            self._until_started(before)
             return self
         if self._agent_factory is None:
             raise InvalidSessionState(
@@ -251,9 +254,23 @@ class Session:
             )
         agent = self._agent_factory()
         if agent.worker:  # the run is the worker's: wait() waits until it shows in the log
-            self._sent = (self.row.last_seq, time.monotonic())
+            self._sent = (before, time.monotonic())
+            agent._launch(self.id)
+            return self
         agent._launch(self.id)
+        self._until_started(before)
         return self
+
+    def _until_started(self, before: int) -> None:
+        """Wait for the run just launched here to write that it runs (or to end), so that
+        ``status`` right after ``resume()`` says so; ``STARTED_WAIT_S`` at most."""
+        task = get_runtime().task(self.id)
+        GIVE_WAY.give_back()  # in a kernel, the cell waiting here lets the agents run
+        deadline = time.monotonic() + STARTED_WAIT_S
+        while task is not None and not task.done() and self.row.last_seq == before:
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(STARTED_POLL_S)
 
     def release(self) -> None:
         """Let go of a session paused or waiting here, so another process may resume it.
