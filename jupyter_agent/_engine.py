@@ -73,6 +73,8 @@ _RERUNNABLE = frozenset({Effect.READ_ONLY.value, Effect.IDEMPOTENT.value})
 # kinds whose payloads the engine builds from plain JSON values (str, numbers, lists, dicts)
 _PLAIN = frozenset({EventKind.MODEL_RESPONSE, EventKind.TOOL_CALL, EventKind.TOOL_RESULT})
 _UNSET = object()
+# what a run writes when it comes to rest (a run waiting for a person rests only when it ends)
+_RESTING = frozenset({"paused", "stopped", "done", "failed", "interrupted"})
 
 Draft = tuple[EventKind, Mapping[str, Any], str]  # kind, payload, actor
 
@@ -285,9 +287,9 @@ class Engine:
         """
         try:
             while True:
-                self.inbox.resting = False
+                self.inbox.rest(False)
                 state = await self.run()
-                self.inbox.resting = True
+                self.inbox.rest()
                 await self._close_requests()
                 while True:
                     done, late = self.inbox.deactivate_if_idle(self._awaited_first())
@@ -451,12 +453,14 @@ class Engine:
         timed = [*self._deferred, *((d, ts) for d in drafts)]
         self._deferred = []
         chain = self._chain.copy()
-        events = []
+        events, was = [], self.state.status
         for (kind, payload, actor), at in timed:
             event = chain.next(kind, payload, ts=at, actor=actor)
             events.append(event)
             # the hot kinds' payloads are plain JSON values built here: no need to decode them
             self.state.apply(event, payload=payload if kind in _PLAIN else None)
+        if self.state.status != was and self.state.status in _RESTING:
+            self.inbox.rest()  # before the status is in the store: see Session.running_here
         snapshot = conversation = None
         if self.state.last_seq - self._last_snapshot >= self.snapshot_every:
             snapshot = (self.state.last_seq, self.state.to_snapshot())

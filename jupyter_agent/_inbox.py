@@ -27,6 +27,7 @@ class Decision:
 class Inbox:
     def __init__(self) -> None:
         self.lock = threading.Lock()
+        self._changed = threading.Condition(self.lock)  # active or resting changed
         self.active = False
         # the run has come to rest (paused, ended) and is writing its last words: a control
         # that needs it gone waits for it (``Session.running_here``)
@@ -120,6 +121,7 @@ class Inbox:
             if self.active:
                 return False
             self.active, self.resting = True, False
+            self._changed.notify_all()
             self.pause_requested = self.stop_requested = None
             self._taken.clear()  # (an ended run's: in_flight reads them only while one runs)
             return True
@@ -138,11 +140,25 @@ class Inbox:
             again = any(c in self._decisions for c in waiting_calls)
             if not messages and not again:
                 self.active = self.resting = False
+                self._changed.notify_all()
             return not again and not messages, messages
 
     def deactivate(self) -> None:
         with self.lock:
             self.active = self.resting = False
+            self._changed.notify_all()
+
+    def rest(self, resting: bool = True) -> None:
+        """The run has come to rest (its last status is being written), or runs again."""
+        with self.lock:
+            self.resting = resting
+            self._changed.notify_all()
+
+    def wait_while_resting(self, timeout: float) -> None:
+        """Wait, ``timeout`` at most, until a run that has come to rest has ended (or runs
+        again)."""
+        with self.lock:
+            self._changed.wait_for(lambda: not (self.active and self.resting), timeout)
 
     def applied_before(self, command_id: int, *, still_open: bool) -> bool:
         """Whether a pause or stop command was applied here in an earlier round (the store

@@ -321,14 +321,9 @@ class Runtime:
     def task(self, session_id: str) -> Future[object] | None:
         return self._tasks.get(session_id)
 
-    def wait_for_run(self, session_id: str, timeout: float) -> None:
-        """Wait up to ``timeout`` for the session's run here to end (not on the loop's own
-        thread, where the run cannot go on meanwhile); its error is the run's to report."""
-        task = self._tasks.get(session_id)
-        if task is None or threading.current_thread() is self._loop_thread:
-            return
-        with contextlib.suppress(Exception):
-            task.result(timeout)
+    def on_loop_thread(self) -> bool:
+        """Whether the caller is the runtime's loop (where waiting for a run stops it)."""
+        return threading.current_thread() is self._loop_thread
 
     def holds(self, session_id: str) -> bool:
         """Whether this process holds the session's lease (running it, or paused here)."""

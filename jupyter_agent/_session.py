@@ -154,8 +154,9 @@ class Session:
         runtime = get_runtime()
         if not runtime.is_running(self.id):
             return False
-        if runtime.inbox(self.id).resting:
-            runtime.wait_for_run(self.id, FINISHING_WAIT_S)
+        inbox = runtime.inbox(self.id)
+        if inbox.resting and not runtime.on_loop_thread():
+            inbox.wait_while_resting(FINISHING_WAIT_S)
         return runtime.is_running(self.id)
 
     # -- what a person does ------------------------------------------------------------------
@@ -264,12 +265,16 @@ class Session:
     def _until_started(self, before: int) -> None:
         """Wait for the run just launched here to write that it runs (or to end), so that
         ``status`` right after ``resume()`` says so; ``STARTED_WAIT_S`` at most."""
-        task = get_runtime().task(self.id)
+        runtime = get_runtime()
+        task = runtime.task(self.id)
+        if task is None or runtime.on_loop_thread():  # (waiting there would hold the run up)
+            return
         GIVE_WAY.give_back()  # in a kernel, the cell waiting here lets the agents run
         deadline = time.monotonic() + STARTED_WAIT_S
-        while task is not None and not task.done() and self.row.last_seq == before:
-            if time.monotonic() >= deadline:
-                return
+        while not task.done() and time.monotonic() < deadline:
+            row = self.row
+            if row.last_seq != before or row.status in LIVE_STATUSES:
+                return  # (a row left 'running' by a dead holder writes nothing new at first)
             time.sleep(STARTED_POLL_S)
 
     def release(self) -> None:
@@ -454,8 +459,11 @@ class Session:
             time.sleep(0.002)
 
     def _send_elsewhere(self, verb: str, args: Mapping[str, object], actor: str) -> bool:
-        """If another live process runs the session, leave it a command; True if sent."""
-        if self.running_here or get_runtime().owner_elsewhere(self.store, self.id) is None:
+        """If another live process runs the session, leave it a command; True if sent. (A run
+        here that is coming to rest is not waited for: this process holds the session either
+        way, and its inbox takes what it is given.)"""
+        runtime = get_runtime()
+        if runtime.is_running(self.id) or runtime.owner_elsewhere(self.store, self.id) is None:
             return False
         self._send(verb, args, actor)
         return True

@@ -1233,13 +1233,26 @@ class SlowToClose(SqliteStore):
         super().close_commands(*args, **kwargs)
 
 
+class SlowAfterPausing(SqliteStore):
+    """A store that returns late from the write of a 'paused' status: the run that wrote it
+    has not even returned from its last step yet."""
+
+    async def write_async(self, events: Any = (), **kwargs: Any) -> None:
+        await super().write_async(events, **kwargs)
+        if any(
+            e.kind is EventKind.STATUS_CHANGED and e.payload["status"] == "paused" for e in events
+        ):
+            await anyio.sleep(0.5)
+
+
+@pytest.mark.parametrize("store_type", [SlowToClose, SlowAfterPausing])
 @pytest.mark.parametrize("then", ["resume", "release"])
 def test_a_session_seen_paused_can_be_resumed_or_released_at_once(
-    tmp_path: Path, then: str
+    tmp_path: Path, then: str, store_type: type[SqliteStore]
 ) -> None:
     wait_gate, gate, entered = gated_tool()
     model = ScriptedModel([call("wait_gate"), reply("done")])
-    store = SlowToClose(tmp_path / "a.db")
+    store = store_type(tmp_path / "a.db")
     s = Agent("a", model=model, store=store, tools=[wait_gate]).start("go")
     assert entered.wait(10)
     s.pause()
@@ -1248,7 +1261,7 @@ def test_a_session_seen_paused_can_be_resumed_or_released_at_once(
     while s.status != "paused":
         assert time.monotonic() < deadline, s.status
         time.sleep(0.005)
-    assert get_runtime().is_running(s.id)  # (its run is still closing the pause it was given)
+    assert get_runtime().is_running(s.id)  # (its run is still coming to rest)
     if then == "resume":
         s.resume()
         assert s.wait(10) == "done" and s.result == "done"
@@ -1257,6 +1270,24 @@ def test_a_session_seen_paused_can_be_resumed_or_released_at_once(
         assert s.store.get_session(s.id).runtime_id is None
         again = open_session(s.id, store=tmp_path / "a.db", model=model, tools=[wait_gate])
         assert again.resume().wait(10) == "done"
+    store.close()
+
+
+def test_telling_a_session_that_is_coming_to_rest_does_not_wait_for_it(tmp_path: Path) -> None:
+    wait_gate, gate, entered = gated_tool()
+    model = ScriptedModel([call("wait_gate"), reply("done")])
+    store = SlowToClose(tmp_path / "a.db")
+    s = Agent("a", model=model, store=store, tools=[wait_gate]).start("go")
+    assert entered.wait(10)
+    s.pause()
+    gate.set()
+    while s.status != "paused":
+        time.sleep(0.005)
+    s.tell("one more thing")
+    assert get_runtime().is_running(s.id)  # still closing its pause: tell() did not wait
+    assert s.wait(10) == "paused"
+    said = [e.payload["text"] for e in s.events if e.kind is EventKind.MESSAGE]
+    assert said == ["one more thing"]
     store.close()
 
 
