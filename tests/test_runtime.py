@@ -1224,6 +1224,18 @@ def test_a_look_at_sessions_in_a_store_that_is_not_there_does_not_make_it(
     assert empty.stat().st_size == 0
 
 
+def paused_in_a_call(store: SqliteStore, turns: list[Any]) -> tuple[Session, Any, Any]:
+    """A session of ``store`` told to pause while its first call (``turns[0]``) ran; the call
+    then let go. Its model and tool."""
+    wait_gate, gate, entered = gated_tool()
+    model = ScriptedModel(turns)
+    s = Agent("a", model=model, store=store, tools=[wait_gate]).start("go")
+    assert entered.wait(10)
+    s.pause()
+    gate.set()
+    return s, model, wait_gate
+
+
 class SlowToClose(SqliteStore):
     """A store whose closing of done controls takes a while: the end of a run that has
     written that it rests (paused), held open for a moment."""
@@ -1250,13 +1262,8 @@ class SlowAfterPausing(SqliteStore):
 def test_a_session_seen_paused_can_be_resumed_or_released_at_once(
     tmp_path: Path, then: str, store_type: type[SqliteStore]
 ) -> None:
-    wait_gate, gate, entered = gated_tool()
-    model = ScriptedModel([call("wait_gate"), reply("done")])
     store = store_type(tmp_path / "a.db")
-    s = Agent("a", model=model, store=store, tools=[wait_gate]).start("go")
-    assert entered.wait(10)
-    s.pause()
-    gate.set()
+    s, model, wait_gate = paused_in_a_call(store, [call("wait_gate"), reply("done")])
     deadline = time.monotonic() + 10
     while s.status != "paused":
         assert time.monotonic() < deadline, s.status
@@ -1274,13 +1281,8 @@ def test_a_session_seen_paused_can_be_resumed_or_released_at_once(
 
 
 def test_telling_a_session_that_is_coming_to_rest_does_not_wait_for_it(tmp_path: Path) -> None:
-    wait_gate, gate, entered = gated_tool()
-    model = ScriptedModel([call("wait_gate"), reply("done")])
     store = SlowToClose(tmp_path / "a.db")
-    s = Agent("a", model=model, store=store, tools=[wait_gate]).start("go")
-    assert entered.wait(10)
-    s.pause()
-    gate.set()
+    s, _, _ = paused_in_a_call(store, [call("wait_gate"), reply("done")])
     while s.status != "paused":
         time.sleep(0.005)
     s.tell("one more thing")
@@ -1300,13 +1302,8 @@ class SlowToLoad(SqliteStore):
 
 
 def test_status_right_after_resume_says_the_session_runs(tmp_path: Path) -> None:
-    wait_gate, gate, entered = gated_tool()
-    model = ScriptedModel([call("wait_gate"), reply("done")])
     store = SlowToLoad(tmp_path / "a.db")
-    s = Agent("a", model=model, store=store, tools=[wait_gate]).start("go")
-    assert entered.wait(10)
-    s.pause()
-    gate.set()
+    s, _, _ = paused_in_a_call(store, [call("wait_gate"), reply("done")])
     assert s.wait(10) == "paused"
     s.resume()
     assert s.status in ("running", "done")  # not the "paused" it was a moment before
@@ -1317,15 +1314,9 @@ def test_status_right_after_resume_says_the_session_runs(tmp_path: Path) -> None
 def test_a_run_starting_here_is_running_here_at_once(tmp_path: Path) -> None:
     """A paused session resumed by a command from elsewhere: while its run starts (slowly
     here: the store is slow to load), its row still says paused, and it runs here."""
-    wait_gate, gate, entered = gated_tool()
-    model = ScriptedModel([call("wait_gate"), call("wait_gate"), reply("done")])
     store = SlowToLoad(tmp_path / "a.db")
-    s = Agent("a", model=model, store=store, tools=[wait_gate]).start("go")
-    assert entered.wait(10)
-    s.pause()
-    gate.set()
+    s, _, _ = paused_in_a_call(store, [call("wait_gate"), call("wait_gate"), reply("done")])
     assert s.wait(10) == "paused"
-    entered.clear()
     s.store.send_command(s.id, "resume", {}, actor="someone-else")
     deadline = time.monotonic() + 10
     while not get_runtime().is_running(s.id):  # the runtime takes its commands twice a second
