@@ -90,6 +90,13 @@ class Inbox:
                 self._taken[call_id] = decision
             return decision
 
+    def give_back(self, call_id: str, decision: Decision) -> None:
+        """A decision the engine took and will not act on now (its wait was cut short): the
+        next run takes it, unless a newer one came meanwhile."""
+        with self.lock:
+            self._taken.pop(call_id, None)
+            self._decisions.setdefault(call_id, decision)
+
     def recorded(self, call_id: str) -> None:
         """The engine recorded its decision on ``call_id`` (or dropped it)."""
         with self.lock:

@@ -234,6 +234,28 @@ def test_wait_after_an_approval_does_not_return_before_the_engine_takes_it() -> 
     assert not box.rests_on_a_person()
 
 
+def test_a_decision_taken_as_a_pause_cut_the_wait_short_is_kept_for_the_next_run() -> None:
+    """The engine took a decision just as a pause ended its wait: it gives it back, and the
+    next run takes it, unless a newer one came meanwhile."""
+    from jupyter_agent._inbox import Decision, Inbox
+
+    box = Inbox()
+    box.activate()
+    box.post_decision("c1", Decision(True, "ann"))
+    taken = box.take_decision("c1", awaiting=True)
+    assert taken is not None and box.in_flight("c1", None) == taken
+    box.give_back("c1", taken)
+    box.deactivate()
+    box.activate()  # the next run (it forgets decisions taken and not recorded)
+    assert box.take_decision("c1") == Decision(True, "ann")
+    box.post_decision("c2", Decision(True, "ann"))
+    old = box.take_decision("c2")
+    assert old is not None
+    box.post_decision("c2", Decision(False, "bob"))  # came while the old one was held
+    box.give_back("c2", old)
+    assert box.take_decision("c2") == Decision(False, "bob")
+
+
 def test_a_denied_call_is_skipped_and_the_model_is_told_who_and_why(
     db: Path, tmp_path: Path
 ) -> None:
