@@ -991,12 +991,23 @@ class Engine:
                 {"path": c.path, "before": _digest(c.before), "after": _digest(c.after)}
                 for c in changes
             ]
-        if len(output.text) > BLOB_THRESHOLD:
-            digest = await anyio.to_thread.run_sync(self.store.put_blob, output.text.encode())
+        stretch = self._stretch
+        if stretch is not None and stretch.cancel_called:
+            # the tool caught the interrupt meant for a wait in it and went on to an end: its
+            # result is recorded as it would have been (shielded from the stretch's
+            # cancellation), then the stretch ends
+            with anyio.CancelScope(shield=True):
+                await self._record_result(payload, output.text, blobs)
+            raise _Interrupted
+        await self._record_result(payload, output.text, blobs)
+
+    async def _record_result(self, payload: dict[str, Any], text: str, blobs: list[bytes]) -> None:
+        if len(text) > BLOB_THRESHOLD:
+            digest = await anyio.to_thread.run_sync(self.store.put_blob, text.encode())
             payload["output_blob"] = digest
             payload["output"] = (
-                output.text[: BLOB_THRESHOLD // 2] + f"\n[... output cut: "
-                f"{len(output.text)} characters in all, kept in blob {digest}]"
+                text[: BLOB_THRESHOLD // 2] + f"\n[... output cut: "
+                f"{len(text)} characters in all, kept in blob {digest}]"
             )
         await self._record((EventKind.TOOL_RESULT, payload, "agent"), blobs=blobs)
 
@@ -1028,6 +1039,8 @@ class Engine:
         except (_Interrupted, SessionConflict, StoreError):
             raise  # a pause, or the store failing under the tool: not the tool's own error
         except (Exception, SystemExit, KeyboardInterrupt) as exc:  # a tool cannot end the runtime
+            if isinstance(exc, BaseExceptionGroup) and exc.subgroup(_Interrupted) is not None:
+                raise _Interrupted from exc  # (a wait in one of the tool's tasks, cut short)
             tb = "".join(traceback.format_exception(exc)[-3:])
             return ToolOutput(f"{type(exc).__name__}: {exc}", True), tb, ctx.file_changes
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -24,6 +25,7 @@ from jupyter_agent import (
 )
 from jupyter_agent._clock import SystemClock
 from jupyter_agent._engine import (
+    BLOB_THRESHOLD,
     RECORD_RUNNING_AFTER_S,
     SESSION_ROW_EVERY_S,
     SNAPSHOT_EVERY,
@@ -861,3 +863,36 @@ def test_a_long_read_only_call_shows_as_running_while_it_runs(db: Path) -> None:
             time.sleep(0.01)
     gate.set()
     assert s.wait(10) == "done"
+
+
+def test_a_tool_that_catches_the_interrupt_of_its_sleep_has_its_result_kept(db: Path) -> None:
+    """A pause cuts a tool's sleep short; the tool catches that and returns a long output
+    (kept in a blob, a write in a thread): the result is recorded, the session pauses, and the
+    next call runs on resume, once."""
+    ran: list[str] = []
+
+    @tool(effect="read_only")
+    async def nap(ctx: ToolContext) -> str:
+        """Naps."""
+        with contextlib.suppress(Exception):  # (a tool that swallows everything)
+            await ctx.sleep_until(ctx.clock.now() + 3600)
+        return "z" * (BLOB_THRESHOLD + 10)
+
+    @tool(effect="read_only")
+    def after() -> str:
+        """Runs after the nap."""
+        ran.append("after")
+        return "ok"
+
+    model = ScriptedModel([call("nap"), call("after"), reply("done")])
+    s = Agent("a", model=model, store=db, tools=[nap, after]).start("nap")
+    deadline = time.monotonic() + 10
+    while s.status != "sleeping":
+        assert time.monotonic() < deadline, s.status
+        time.sleep(0.01)
+    s.pause()
+    assert s.wait(10) == "paused" and ran == []
+    (result,) = results(s)
+    assert result["name"] == "nap" and "output_blob" in result and not result["is_error"]
+    s.resume()
+    assert s.wait(10) == "done" and ran == ["after"]
