@@ -51,7 +51,7 @@ from ._state import (
     SessionState,
     chunk_of,
     encode_messages,
-    load_state,
+    load_state_from_snapshot,
     note_chunk,
     session_totals,
 )
@@ -74,7 +74,7 @@ _RERUNNABLE = frozenset({Effect.READ_ONLY.value, Effect.IDEMPOTENT.value})
 _PLAIN = frozenset({EventKind.MODEL_RESPONSE, EventKind.TOOL_CALL, EventKind.TOOL_RESULT})
 _UNSET = object()
 # what a run writes when it comes to rest (a run waiting for a person rests only when it ends)
-_RESTING = frozenset({"paused", "stopped", "done", "failed", "interrupted"})
+_RESTING = TERMINAL | {"paused", "interrupted"}
 
 Draft = tuple[EventKind, Mapping[str, Any], str]  # kind, payload, actor
 
@@ -234,8 +234,7 @@ class _Interruptible:
 
     def __enter__(self) -> None:
         engine = self._engine
-        stretch = engine._stretch
-        if stretch is None or stretch.cancel_called:  # (the shielded end of a step)
+        if engine._stretch is None or engine._cut_short():  # (the shielded end of a step)
             self._scope = anyio.CancelScope()
             self._scope.__enter__()
             engine._wait_scope = self._scope
@@ -251,8 +250,7 @@ class _Interruptible:
             if scope.cancelled_caught:
                 raise _Interrupted
             return
-        stretch = engine._stretch
-        if stretch is not None and stretch.cancel_called:
+        if engine._cut_short():
             if exc_type is None and self._kind == "model":
                 return  # an answer that came as the interrupt did: _step keeps it
             raise _Interrupted  # (cut short: the scope's cancellation became this)
@@ -345,10 +343,13 @@ class Engine:
 
     async def run(self) -> SessionState:
         """Continue the session from what the store holds; return the state it stopped in."""
-        self.state = await anyio.to_thread.run_sync(load_state, self.store, self.session_id)
-        self._model_not_before, self._last_snapshot = await anyio.to_thread.run_sync(
-            self._look_back
+        # the next snapshot is due ``snapshot_every`` events after the newest, however many
+        # runs that spans (a session paused more often would otherwise never take one, and
+        # every resume would read its whole log)
+        self.state, self._last_snapshot = await anyio.to_thread.run_sync(
+            load_state_from_snapshot, self.store, self.session_id
         )
+        self._model_not_before = await anyio.to_thread.run_sync(self._retry_due)
         state = self.state
         self._chain = EventChain(
             self.session_id, last_seq=state.last_seq, last_hash=state.last_hash
@@ -396,6 +397,10 @@ class Engine:
             self._wait_scope.cancel()
         elif self._stretch is not None:
             self._stretch.cancel()  # the engine is suspended in the wait: it lands there
+
+    def _cut_short(self) -> bool:
+        """Whether an interrupt cancelled the stretch of steps in progress."""
+        return self._stretch is not None and self._stretch.cancel_called
 
     def _interruptible(self, kind: str) -> _Interruptible:
         """A wait that ``interrupt()`` ends by raising ``_Interrupted`` (nothing recorded)."""
@@ -799,8 +804,7 @@ class Engine:
         finally:
             live_text.clear(self.session_id)
         duration_ms = round((time.monotonic() - started) * 1000, 3)
-        stretch = self._stretch
-        if stretch is not None and stretch.cancel_called:
+        if self._cut_short():
             # the answer came just as an interrupt did: the step goes on as it would have
             # (shielded from the stretch's cancellation; its waits have scopes of their own),
             # then the stretch ends and its boundary pauses or stops the session
@@ -836,14 +840,6 @@ class Engine:
         for call in response.tool_calls:
             await self._run_as_policy_says(call.id, call.name, call.arguments)
         return False
-
-    def _look_back(self) -> tuple[float | None, int]:
-        """When the model may be asked again (``_retry_due``), and the newest snapshot's seq:
-        the next is taken ``snapshot_every`` events after it, however many runs that spans (a
-        session paused more often than that would otherwise never take one, and every resume
-        would read its whole log)."""
-        snap = self.store.latest_snapshot(self.session_id)
-        return self._retry_due(), 0 if snap is None else snap[0]
 
     def _retry_due(self) -> float | None:
         """When the model may be asked again, if the log's last word on it is a retry whose
@@ -991,8 +987,7 @@ class Engine:
                 {"path": c.path, "before": _digest(c.before), "after": _digest(c.after)}
                 for c in changes
             ]
-        stretch = self._stretch
-        if stretch is not None and stretch.cancel_called:
+        if self._cut_short():
             # the tool caught the interrupt meant for a wait in it and went on to an end: its
             # result is recorded as it would have been (shielded from the stretch's
             # cancellation), then the stretch ends

@@ -331,19 +331,28 @@ def load_state(store: Any, session_id: str, *, at: int | None = None) -> Session
     parent's events and chunks up to the fork point.
     """
 
+    return load_state_from_snapshot(store, session_id, at=at)[0]
+
+
+def load_state_from_snapshot(
+    store: Any, session_id: str, *, at: int | None = None
+) -> tuple[SessionState, int]:
+    """``load_state``, and the seq of the snapshot it started from (0: none; a fork's may be
+    its parent's)."""
+
     def rewind(seq: int) -> SessionState:
         return load_state(store, session_id, at=seq)
 
     snap = store.latest_snapshot(session_id, at_most=at)
     if snap is None:
-        return SessionState.fold(session_id, store.iter_events(session_id, until=at))
+        return SessionState.fold(session_id, store.iter_events(session_id, until=at)), 0
     seq, text = snap
     state = SessionState.from_snapshot(text)
     state.id = session_id  # a fork starts from its parent's snapshots
     state.messages = _conversation(store, session_id, seq)
     for event in store.iter_events(session_id, after=seq, until=at):
         state.apply(event, rewind=rewind)
-    return state
+    return state, seq
 
 
 def load_state_lean(store: Any, session_id: str) -> SessionState:
