@@ -41,6 +41,7 @@ from ._store._leases import LeaseLost, is_alive, this_process
 
 T = TypeVar("T")
 HOUSEKEEPING_INTERVAL_S = 0.5
+TASK_WAIT_S = 1.0  # how long task() waits for a run that is starting to register its task
 
 
 class Runtime:
@@ -319,6 +320,18 @@ class Runtime:
             self._loop.call_soon_threadsafe(lambda: engine.interrupt(only=only))
 
     def task(self, session_id: str) -> Future[object] | None:
+        """The task of the session's newest run here. A run that is starting has its inbox
+        active before its task is registered: that one is waited for (``TASK_WAIT_S`` at most),
+        not the last run's, which has ended."""
+        task = self._tasks.get(session_id)
+        if task is None or not task.done() or self.on_loop_thread():
+            return task
+        deadline = time.monotonic() + TASK_WAIT_S
+        while self.is_running(session_id) and time.monotonic() < deadline:
+            newer = self._tasks.get(session_id)
+            if newer is not task:
+                return newer
+            time.sleep(0.001)
         return self._tasks.get(session_id)
 
     def on_loop_thread(self) -> bool:

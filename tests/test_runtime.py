@@ -1325,3 +1325,25 @@ def test_a_run_starting_here_is_running_here_at_once(tmp_path: Path) -> None:
     assert s.running_here  # at once: not once the run it is starting has ended
     assert s.wait(10) == "done"
     store.close()
+
+
+class SlowToTakeCommands(SqliteStore):
+    """A store slow to hand over commands: a run starting here (it takes what was left for
+    it first) is active a while before its task is registered."""
+
+    def take_commands(self, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.2)
+        return super().take_commands(*args, **kwargs)
+
+
+def test_wait_for_a_run_that_is_starting_waits_for_that_run(tmp_path: Path) -> None:
+    store = SlowToTakeCommands(tmp_path / "a.db")
+    s, _, _ = paused_in_a_call(store, [call("wait_gate"), call("wait_gate"), reply("done")])
+    assert s.wait(10) == "paused"
+    s.store.send_command(s.id, "resume", {}, actor="someone-else")
+    deadline = time.monotonic() + 10
+    while not get_runtime().is_running(s.id):
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    assert s.wait(10) == "done"  # not the ended run's "paused"
+    store.close()
