@@ -225,6 +225,8 @@ class SessionState:
         elif kind is EventKind.TOOL_RESULT:
             call_id = p["call_id"]
             self.open_calls.pop(call_id, None)
+            if "effect" in p:  # its own intent (recorded with it): a call counted here
+                self.tool_calls += 1
             self.approvals.pop(call_id, None)
             if self.fired_timers or self.timers:  # the call is over: so are its timers, and a
                 self._forget_timers_of(call_id)  # later call given the same id sets its own

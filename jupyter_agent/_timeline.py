@@ -181,12 +181,15 @@ def _row(e: Event, p: dict[str, Any], calls: dict[str, TimelineRow]) -> Timeline
         return row
     if k is EventKind.TOOL_RESULT:
         call = calls.get(p["call_id"])
-        # a row of its own if its intent is before the window being shown, or if its row is
-        # closed (a call run again after a restore to between its intent and its result)
+        # a row of its own if it is its own intent (recorded with it: the arguments are here),
+        # if its intent is before the window being shown, or if its row is closed (a call run
+        # again after a restore to between its intent and its result)
         fresh = call is None or call.status not in ("running", "waiting")
         if call is None or fresh:
+            detail = _args(p["arguments"]) if "arguments" in p else ""
             again = "run again" if p.get("rerun") else ""
-            call = calls[p["call_id"]] = TimelineRow(e.seq, e.ts, "tool", p["name"], again)
+            detail = f"{detail} ({again})" if detail and again else detail or again
+            call = calls[p["call_id"]] = TimelineRow(e.seq, e.ts, "tool", p["name"], detail)
         elif p.get("rerun"):  # (a row a restore opened again)
             call.detail = f"{call.detail} (run again)".strip()
         call.status = "skipped" if p.get("skipped") else "error" if p["is_error"] else "ok"

@@ -198,9 +198,9 @@ def test_tokens_and_cost_spent_stay_counted_after_a_restore(db: Path) -> None:
 def test_snapshots_on_both_sides_of_restores_give_the_same_state_as_a_fold(db: Path) -> None:
     s = Agent("long", model="demo:loop?steps=150", store=db, max_steps=1000).run("loop")
     assert s.store.latest_snapshot(s.id) is not None
-    s.restore(at=250)  # behind the newest snapshot: its branch is abandoned
+    s.restore(at=251)  # behind the newest snapshot: its branch is abandoned
     s.resume().wait(timeout=60)
-    s.restore(at=120)
+    s.restore(at=121)
     s.restore(at=s.row.last_seq - 1)  # forward again, to before that last restore
     folded = SessionState.fold(s.id, s.events)
     assert load_state(s.store, s.id).comparable() == folded.comparable()
@@ -213,14 +213,14 @@ def test_snapshots_on_both_sides_of_restores_give_the_same_state_as_a_fold(db: P
 
 def test_a_fork_of_a_fork_at_an_earlier_point_sees_only_what_it_branched_from(db: Path) -> None:
     parent = Agent("p", model="demo:loop?steps=10", store=db).run("loop")
-    child = parent.fork(at=30)
+    child = parent.fork(at=27)
     child.resume().wait(timeout=30)
-    grandchild = child.fork(at=12)
+    grandchild = child.fork(at=11)
     events = grandchild.events
-    assert [e.seq for e in events] == list(range(1, 14))
-    assert {e.session_id for e in events[:12]} == {parent.id}
+    assert [e.seq for e in events] == list(range(1, 13))
+    assert {e.session_id for e in events[:11]} == {parent.id}
     assert verify_chain(events) is None
-    same_but_identity(grandchild.state, load_state(parent.store, parent.id, at=12))
+    same_but_identity(grandchild.state, load_state(parent.store, parent.id, at=11))
 
 
 def test_a_fork_given_its_own_workspace_gets_the_files_as_they_were(
@@ -297,7 +297,7 @@ def test_restoring_a_session_that_runs_here_pauses_it_first(db: Path) -> None:
     deadline = time.monotonic() + 10
     while s.row.last_seq < 20 and time.monotonic() < deadline:
         time.sleep(0.01)
-    s.restore(at=10)
+    s.restore(at=11)
     assert s.status == "paused" and s.state.last_seq == s.row.last_seq
     assert s.events[-1].kind is EventKind.RESTORE
     s.stop()
@@ -377,7 +377,7 @@ def test_a_fork_runs_in_a_python_namespace_of_its_own(db: Path) -> None:
 def test_undoing_a_restore_keeps_the_whole_conversation_after_later_snapshots(db: Path) -> None:
     s = Agent("long", model="demo:loop?steps=200", store=db, max_steps=1000).run("loop")
     s.restore(at=21)
-    s.restore(at=250)  # forward again, into the branch the first restore left
+    s.restore(at=251)  # forward again, into the branch the first restore left
     s.resume().wait(timeout=60)
     assert s.status == "done"
     newest = s.store.latest_snapshot(s.id)

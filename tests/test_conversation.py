@@ -107,20 +107,20 @@ def test_every_earlier_point_loads_cold_as_the_fold_of_the_log_up_to_it(db: Path
 
 def test_restores_store_a_conversation_they_can_rebuild_cold(db: Path) -> None:
     s = Agent("long", model="demo:loop?steps=120", store=db, max_steps=1000).run("loop")
-    s.restore(at=30)  # back to before the first chunk
+    s.restore(at=31)  # back to before the first chunk
     s.resume().wait(timeout=60)
-    s.restore(at=250)  # forward again, into the branch the first restore left
+    s.restore(at=251)  # forward again, into the branch the first restore left
     s.resume().wait(timeout=60)
     assert s.status == "done"
     restores = [e.seq for e in s.events if e.kind.value == "restore"]
     stored = chunks(db, s.id)
     after_first = [(seq, base) for seq, base, _ in stored if restores[0] < seq < restores[1]]
     after_second = [(seq, base) for seq, base, _ in stored if seq > restores[1]]
-    # no chunk holds the conversation at 30: the next one holds all of it again
+    # no chunk holds the conversation at 31: the next one holds all of it again
     assert after_first and after_first[0][1] is None
-    # the newest one before 250 begins the conversation at 250: the next one adds to it
-    before_250 = max(seq for seq, _, _ in stored if seq <= 250)
-    assert after_second and after_second[0][1] == before_250
+    # the newest one before 251 begins the conversation at 251: the next one adds to it
+    before_251 = max(seq for seq, _, _ in stored if seq <= 251)
+    assert after_second and after_second[0][1] == before_251
     assert cold_state(db, s.id)[0].comparable() == folded(s).comparable()
     for at in (restores[0] + 1, restores[1] - 1, restores[1] + 50):
         assert cold_state(db, s.id, at=at)[0].comparable() == folded(s, at=at).comparable()
@@ -128,7 +128,7 @@ def test_restores_store_a_conversation_they_can_rebuild_cold(db: Path) -> None:
 
 def test_a_fork_starts_from_its_parents_chunks_and_stores_its_own(db: Path) -> None:
     parent = Agent("p", model="demo:loop?steps=120", store=db, max_steps=500).run("loop")
-    fork = parent.fork(at=250)
+    fork = parent.fork(at=251)
     state, rows_read = cold_state(db, fork.id)
     assert state.comparable() == SessionState.fold(fork.id, fork.events).comparable()
     assert rows_read < 100  # the parent's chunk at 200, then its events up to the fork point
@@ -164,7 +164,7 @@ def test_a_message_that_is_not_valid_unicode_is_stored_escaped(db: Path) -> None
         """A file name that is not UTF-8, as the file tools report it."""
         return "bad-\udcff.txt"
 
-    model = ScriptedModel(lambda r: reply("done") if r.step > 40 else call("odd_name"))
+    model = ScriptedModel(lambda r: reply("done") if r.step > 60 else call("odd_name"))
     s = Agent("odd", model=model, tools=[odd_name], store=db, max_steps=100).run("list")
     assert s.status == "done"
     assert chunks(db, s.id)  # written past the first snapshot
@@ -205,7 +205,7 @@ def test_each_resume_in_one_process_goes_on_from_the_newest_chunk(db: Path) -> N
             get_runtime().inbox(ctx.session_id).pause_requested = "test"
         return f"counted {n}"
 
-    model = ScriptedModel(lambda r: reply("done") if r.step > 150 else call("count", n=r.step))
+    model = ScriptedModel(lambda r: reply("done") if r.step > 200 else call("count", n=r.step))
     s = Agent("c", model=model, tools=[count], store=db, max_steps=500).start("count")
     for _ in pause_at:
         assert s.wait(30) == "paused"

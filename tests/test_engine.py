@@ -71,18 +71,20 @@ def test_200_step_demo_session_events_rebuild_the_live_state(db: Path) -> None:
     assert s.result and s.row.steps == 201 and s.row.last_seq == live.last_seq
 
 
-def test_a_finished_session_records_response_intent_and_result_in_order(db: Path) -> None:
+def test_a_finished_session_records_its_answers_and_results_in_order(db: Path) -> None:
     model = ScriptedModel([call("list_files"), reply("nothing much here")])
     s = Agent("a", model=model, store=db).run("look around")
     assert kinds(s) == [
         "session_started",
         "model_response",
-        "tool_call",
-        "tool_result",
+        "tool_result",  # a quick read-only call's result is its own intent (no tool_call)
         "model_response",
         "session_finished",
     ]
     assert s.status == "done" and s.result == "nothing much here"
+    (result,) = results(s)
+    assert result["arguments"] == "{}" and result["effect"] == "read_only"
+    assert s.state.tool_calls == s.row.tool_calls == 1
     # what the model was sent: the goal, then also its call and the call's result
     sent = [e.payload["messages"] for e in s.events if e.kind is EventKind.MODEL_RESPONSE]
     assert sent == [len(model.requests[0].messages), len(model.requests[1].messages)] == [1, 3]
@@ -322,8 +324,9 @@ def test_in_doubt_read_only_call_is_rerun_without_asking(db: Path) -> None:
 
     @tool(effect="read_only")
     def peek() -> str:
-        """Reads."""
+        """Reads, for long enough that its intent is written before its result."""
         ran.append("peeked")
+        time.sleep(RECORD_RUNNING_AFTER_S * 3)
         return "value"
 
     sid = crashed_session(db, peek, effect_name="peek")
@@ -659,7 +662,7 @@ def test_a_write_that_fails_with_any_error_ends_the_run_and_leaves_the_log_whole
 
     model = ScriptedModel([call("look"), reply("done")])
     s = Agent("a", model=model, store=store, tools=[look]).start("look")
-    with pytest.raises(StoreError, match=r"could not write events 2-4 of session .*ValueError"):
+    with pytest.raises(StoreError, match=r"could not write events 2-3 of session .*ValueError"):
         s.wait(10)
     assert verify_chain(s.events) is None
     assert EventKind.TOOL_RESULT not in [e.kind for e in s.events]
@@ -824,11 +827,24 @@ def test_a_quick_read_only_call_is_written_with_its_result_in_one_commit(db: Pat
         """Looks."""
         return f"saw {n}"
 
-    model = ScriptedModel([call("look", n=1), call("look", n=2), reply("seen")])
-    s = Agent("a", model=model, store=store, tools=[look]).run("look twice")
+    both = calls(call("look", n=3), call("look", n=4))
+    model = ScriptedModel([call("look", n=1), call("look", n=2), both, reply("seen")])
+    s = Agent("a", model=model, store=store, tools=[look]).run("look")
     assert s.status == "done"
-    steps = [w for w in store.writes if "tool_call" in w]
-    assert steps == [["model_response", "tool_call", "tool_result"]] * 2
+    steps = [w for w in store.writes if "tool_result" in w]
+    # each result is its own intent: no tool_call; of two calls in one answer, the second's
+    # intent rides with the first result (its own result is written later)
+    assert steps == [
+        ["model_response", "tool_result"],
+        ["model_response", "tool_result"],
+        ["model_response", "tool_call", "tool_result"],
+        ["tool_result"],
+    ]
+    own = [(r["arguments"], r["effect"]) for r in results(s)[:3]]
+    assert own == [(json.dumps({"n": n}), "read_only") for n in (1, 2, 3)]
+    assert "arguments" not in results(s)[3]  # its intent was written
+    assert s.state.tool_calls == s.row.tool_calls == 4
+    assert load_state(store, s.id).comparable() == SessionState.fold(s.id, s.events).comparable()
     store.close()
 
 

@@ -27,6 +27,7 @@ from logs import cut_log, gated_tool, new_session, paused_after_a_call
 
 from jupyter_agent import Agent, EventKind, Session, SqliteStore, open_session, open_store, tool
 from jupyter_agent._branch import check_point
+from jupyter_agent._engine import RECORD_RUNNING_AFTER_S
 from jupyter_agent._identity import current_identity
 from jupyter_agent._live import live_text
 from jupyter_agent._snapshot import snapshot_html
@@ -686,8 +687,9 @@ def test_a_call_run_again_after_a_restore_completes_its_own_row_once(db: Path) -
 
     @tool(effect="read_only")  # (one that changes something would wait for a person)
     def count() -> str:
-        """Counts its calls."""
+        """Counts its calls, for long enough that each call's intent is written first."""
         ran.append(1)
+        time.sleep(RECORD_RUNNING_AFTER_S * 3)
         return str(len(ran))
 
     model = ScriptedModel(lambda r: call("count") if r.step <= 2 else reply("done"))
@@ -774,6 +776,16 @@ def test_calls_whose_results_a_restore_left_are_open_again_and_run_again_in_thei
     assert [r[0] for r in rerun if r[1] == "tool"] == [r[0] for r in tools]
     assert [r[3] for r in rerun if r[1] == "tool"] == ["ok", "ok"]
     assert s.status == "done"
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's module")
+def test_a_call_recorded_with_its_result_shows_its_arguments_in_its_row(db: Path) -> None:
+    model = ScriptedModel([call("read_file", path="notes.txt"), reply("done")])
+    s = Agent("reader", model=model, store=db).run("read")
+    assert EventKind.TOOL_CALL not in [e.kind for e in s.events]  # its result is its intent
+    (row,) = [r for r in both_folds(list(s.events)) if r[1] == "tool"]
+    assert row[2:4] == ["read_file", "error"]  # (there is no such file)
+    assert row[4].startswith('path="notes.txt"  ⇒ ')
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's module")

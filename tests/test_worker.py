@@ -463,7 +463,8 @@ def test_a_restore_the_worker_would_refuse_is_refused_here(db: Path, own_worker:
     assert s.wait(10) == "paused"
     with pytest.raises(ValueError, match=r"already at event \d+: nothing to restore"):
         s.restore(s.row.last_seq)
-    assert s.restore(s.row.last_seq - 4) is False  # sent on: the worker rewinds it
+    step_before = [e.seq for e in s.events if e.kind is EventKind.TOOL_RESULT][-2]
+    assert s.restore(step_before) is False  # sent on: the worker rewinds it
     wait_for(
         lambda: any(s.store.iter_events(s.id, kinds=[EventKind.RESTORE])),
         timeout=10,

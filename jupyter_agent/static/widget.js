@@ -170,7 +170,7 @@ export function foldEvent(fold, e) {
       const u = p.usage || {};
       const tokens = (u.input_tokens || 0) + (u.output_tokens || 0);
       // a branch "after" the answer takes the calls it asked for too (their intents follow
-      // it), or they would never get a result
+      // it, or for a call recorded with its result, that result), or they would never get one
       added = row("model", `step ${p.step}`, `${detail}  [${tokens} tok]`, "ok", {
         duration_ms: p.duration_ms ?? null,
         end_seq: e.seq + (p.tool_calls || []).length,
@@ -188,11 +188,15 @@ export function foldEvent(fold, e) {
       break;
     case "tool_result": {
       let call = fold.calls.get(p.call_id);
-      // a row of its own if its intent is older than what is loaded, or if its row is closed
-      // (a call run again after a restore to between its intent and its result)
+      // a row of its own if it is its own intent (recorded with it: the arguments are here),
+      // if its intent is older than what is loaded, or if its row is closed (a call run again
+      // after a restore to between its intent and its result)
       const fresh = !call || (call.status !== "running" && call.status !== "waiting");
       if (fresh) {
-        call = row("tool", p.name, p.rerun ? "run again" : "", "info", { call_id: p.call_id });
+        const args = "arguments" in p ? argsText(p.arguments) : "";
+        const again = p.rerun ? "run again" : "";
+        const detail = args && again ? `${args} (${again})` : args || again;
+        call = row("tool", p.name, detail, "info", { call_id: p.call_id });
         fold.calls.set(p.call_id, call);
       }
       else if (p.rerun) call.detail = `${call.detail} (run again)`.trim(); // (reopened by a restore)
@@ -1153,6 +1157,7 @@ export class SessionView {
     };
     if (e.kind === "tool_call") add("arguments", pretty(p.arguments));
     else if (e.kind === "tool_result") {
+      if ("arguments" in p) add("arguments", pretty(p.arguments)); // (its own intent)
       add(p.is_error ? "output (error)" : "output", p.output);
       add("error", p.error);
       if (p.output_blob) add("whole output", `blob ${p.output_blob} in the store`);

@@ -54,7 +54,7 @@ def finished(store_path: Path, name: str = "done", spec: str = "demo:fix") -> st
 def paused_elsewhere_kind(store_path: Path) -> str:
     """A session that no live process holds, paused: what a stopped kernel leaves."""
     s = Agent("idle", model="demo:loop?steps=50", store=store_path).run("loop")
-    fork = s.fork(at=10)
+    fork = s.fork(at=11)
     return fork.id
 
 
@@ -94,7 +94,7 @@ async def test_a_write_with_a_login_cookie_but_no_xsrf_token_is_refused(
     with_xsrf = {**no_token, "Cookie": f"{cookie}; _xsrf=abc123", "X-XSRFToken": "abc123"}
     r = await post(jp_fetch, sid, {"verb": "tell", "text": "hi"}, headers=with_xsrf)
     assert r.code == 200
-    assert SqliteStore(store_path).get_session(sid).last_seq == 12
+    assert SqliteStore(store_path).get_session(sid).last_seq == 13
 
 
 # -- reads ---------------------------------------------------------------------------------
