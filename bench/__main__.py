@@ -93,11 +93,13 @@ SYSTEMS = (("project", "project"), ("dbos", "peer_dbos"), ("langgraph", "peer_la
 
 
 def repeats(system: str, n: int) -> int:
-    """Runs of one measurement (the median run is kept): cheap ones three times, as the
-    machines are noisy; LangGraph from 1,000 steps on (its store grows by ~1 GB) once."""
+    """Runs of one measurement (the median run is kept): cheap ones five times, as the
+    machines are noisy (this project's 1,000 steps take ~0.1 s, so one busy spell of a shared
+    machine can cover two runs of three); LangGraph from 1,000 steps on (its store grows by
+    ~1 GB) once, and three times below that."""
     if system == "langgraph":
         return 3 if n <= 100 else 1
-    return 3 if n <= 1000 else 1
+    return 5 if n <= 1000 else 1
 
 
 def per_step(
