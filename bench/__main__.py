@@ -345,7 +345,7 @@ def main() -> None:
         if args.no_browser:
             browser = {"skipped": "--no-browser"}
         elif not args.quick:
-            browser = run.child("widget_browser", "--steps", "3333", folder=run.folder())
+            browser = run.child("widget_browser", "--steps", "5000", folder=run.folder())
         if "skipped" in browser:
             run.notes.append(f"widget in Chromium: skipped: {browser['skipped']}")
     results = Results(

@@ -2,7 +2,7 @@
 
     python -m bench.floor --steps 1000 --mode normal --dir /tmp/x
 
-The payloads are those of a real session of the workload (``steps`` steps, 4 events each).
+The payloads are those of a real session of the workload (``steps`` steps, 2 events each).
 Both sides use WAL with the mode's ``synchronous`` and append the same payloads, one per
 transaction ("single") and 100 per transaction ("batched"):
 

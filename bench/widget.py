@@ -2,7 +2,7 @@
 
     python -m bench.widget --steps 1000 --dir /tmp/x [--kernel]
 
-Computed: the session is the workload's (4 events a step) plus a demo-model session (a
+Computed: the session is the workload's (2 events a step) plus a demo-model session (a
 realistic mix: plans, file tools, messages). For each event: the delta message the widget
 sends when the event is new (``{"type": "event", "event": compact_event(e)}``), and the share
 of the opening page (``initial_page``, the newest 200 events) per event it holds; sizes as JSON

@@ -1,6 +1,6 @@
 """How long a long session's widget takes to be usable in a real JupyterLab in Chromium.
 
-    python -m bench.widget_browser --steps 3333 --dir /tmp/x    # 3,333 steps: 10,002 events
+    python -m bench.widget_browser --steps 5000 --dir /tmp/x    # 5,000 steps: 10,003 events
 
 Optional: skipped, with the reason, when Chromium (``$CHROMIUM``, else /usr/bin/chromium) or
 Playwright is missing. The recipe is the browser tests' (tests/ui/conftest.py): ``jupyter lab``
@@ -8,7 +8,7 @@ on 127.0.0.1 with a token and temporary settings, the system Chromium, this venv
 
 A notebook opens the session (``open_session``) in one cell; the next cell shows it (``s``).
 Timed in the page, from running that cell to the widget's timeline rows being present
-(``.ja-session .ja-row``), for the long session and for a short one (25 steps, 78 events).
+(``.ja-session .ja-row``), for the long session and for a short one (25 steps, 53 events).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 (this project, the floor, resume/fork/restore, a real kernel with and without a worker, the
 widget's traffic), one table printed and its JSON written.
 
-A small run (N = 100; the browser part on its own, on a 303-event session) so that CI has it;
+A small run (N = 100; the browser part on its own, on a 203-event session) so that CI has it;
 the peers run when the ``bench`` extra is installed, and their columns say why not when they
 are not. What the numbers are is the
 benchmark's business (README), not this test's: it checks that each was measured.
@@ -80,14 +80,14 @@ def test_a_small_run_measures_every_part_and_writes_its_table(tmp_path: Path) ->
     measured("restore to the middle, ms", "N=100")
     for kind in ("single", "batched"):
         for mode in ("normal", "full"):
-            appends = measured(f"appends/s, {kind}", "3,003 events", mode)
+            appends = measured(f"appends/s, {kind}", "2,003 events", mode)
             assert appends["floor"] > 0 and appends["project_over_floor"] > 0
     for agents in ("0 agents", "50 agents, 10 ms steps", "50 agents, 10 ms steps, in a worker"):
         p95 = measured("kernel 1+1, p95 ms", agents)
         assert p95["floor"] > 0  # the idle kernel of the same run
     assert measured("worker CPU, cores", "50 agents, 10 ms steps, in a worker")["project"] > 0.05
     measured("widget: delta message, B/event", "workload", "")
-    measured("widget: comm on the wire, B/event", "903 events", "")
+    measured("widget: comm on the wire, B/event", "603 events", "")
 
     kernel = next(r for r in doc["raw"] if r.get("system") == "kernel")
     assert all(r["agent_steps_per_s"] > 100 for r in kernel["rows"] if r["agents"])  # they ran
@@ -110,6 +110,6 @@ def test_the_widget_of_a_long_session_is_timed_in_chromium(tmp_path: Path) -> No
     assert done.returncode == 0, done.stderr[-3000:]
     timed = json.loads(done.stdout.strip().splitlines()[-1])
     assert "skipped" not in timed, timed
-    assert timed["long"]["events"] == 303 and timed["short"]["events"] == 78
+    assert timed["long"]["events"] == 203 and timed["short"]["events"] == 53
     for session in (timed["long"], timed["short"]):
         assert session["rows"] > 50 and 0 < session["usable_ms"] < 60_000
