@@ -15,7 +15,8 @@ be durable: the model's answer and the intents are written with the first result
 step instead of two, or as soon as a call has run for ``RECORD_RUNNING_AFTER_S`` (so a long call
 shows as running). A crash before that asks the model again, as a crash during the model's
 answer would. A call whose intent would be written in the same commit as its result has no
-intent event: its result carries the intent's ``arguments`` and ``effect`` (``_own_intent``).
+intent event: its result carries the intent's ``arguments`` and ``effect``
+(``_with_own_intent``).
 """
 
 from __future__ import annotations
@@ -481,8 +482,9 @@ class Engine:
     async def _write(self, drafts: Sequence[Draft], blobs: Sequence[bytes]) -> list[Event]:
         ts = self.clock.now()
         if self._deferred and drafts and drafts[0][0] is EventKind.TOOL_RESULT:
-            drafts = [self._own_intent(drafts[0]), *drafts[1:]]
-        timed = [*self._deferred, *((d, ts) for d in drafts)]
+            timed = [*self._with_own_intent(drafts[0], ts), *((d, ts) for d in drafts[1:])]
+        else:
+            timed = [*self._deferred, *((d, ts) for d in drafts)]
         self._deferred = []
         chain = self._chain.copy()
         events, was = [], self.state.status
@@ -546,18 +548,21 @@ class Engine:
                 said.chunk = (self.session_id, snapshot[0], len(said))
         return events
 
-    def _own_intent(self, result: Draft) -> Draft:
-        """A result whose call's intent is still deferred (it would be written in the same
-        commit) carries the intent's arguments and effect itself, and the intent is not
-        written: an event less a step. Readers take such a result as its own intent."""
+    def _with_own_intent(self, result: Draft, ts: float) -> list[tuple[Draft, float]]:
+        """The deferred events and ``result``, timed. A result whose call's intent is still
+        deferred (it would be written in the same commit) carries the intent's arguments and
+        effect itself and takes the intent's place: an event less a step, and the calls of the
+        answer stay in the order asked. Readers take such a result as its own intent. The
+        intents after it are of calls that start only now: they are timed now."""
         kind, payload, actor = result
         call_id = payload["call_id"]
-        for i, ((deferred_kind, intent, _actor), _at) in enumerate(self._deferred):
+        deferred = self._deferred
+        for i, ((deferred_kind, intent, _actor), _at) in enumerate(deferred):
             if deferred_kind is EventKind.TOOL_CALL and intent["call_id"] == call_id:
-                del self._deferred[i]
                 own = {**payload, "arguments": intent["arguments"], "effect": intent["effect"]}
-                return kind, own, actor
-        return result
+                later = ((draft, ts) for draft, _at in deferred[i + 1 :])
+                return [*deferred[:i], ((kind, own, actor), ts), *later]
+        return [*deferred, (result, ts)]
 
     def _conversation_chunk(self) -> tuple[int | None, str]:
         """What to store of the conversation with a snapshot: the messages said since the

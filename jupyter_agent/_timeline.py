@@ -36,13 +36,14 @@ def timeline(events: Iterable[Event]) -> list[TimelineRow]:
     """Fold events into rows; a tool call's row is completed by its result."""
     rows: list[TimelineRow] = []
     calls: dict[str, TimelineRow] = {}
+    asked_at: dict[str, float] = {}  # the newest answer's calls: when it asked for each
     undone: list[_Undone] = []
     marks: dict[int, list[tuple[int, int | None]]] = {}  # per row: (restore, its mark since)
     for e in events:
         if e.kind is EventKind.RESTORE:
             _rewind(calls, undone, e.seq, e.payload["to_seq"])
             _leave_branch(rows, marks, e.seq, e.payload["to_seq"])
-        row = _row(e, e.payload, calls)
+        row = _row(e, e.payload, calls, asked_at)
         if row is not None:
             rows.append(row)
     return rows
@@ -145,11 +146,15 @@ def _rewind(
             row.duration_ms = row.result_seq = None
 
 
-def _row(e: Event, p: dict[str, Any], calls: dict[str, TimelineRow]) -> TimelineRow | None:
+def _row(
+    e: Event, p: dict[str, Any], calls: dict[str, TimelineRow], asked_at: dict[str, float]
+) -> TimelineRow | None:
     k = e.kind
     if k is EventKind.SESSION_STARTED:
         return TimelineRow(e.seq, e.ts, "status", "started", _short(p["goal"], 100), actor=e.actor)
     if k is EventKind.MODEL_RESPONSE:
+        asked_at.clear()
+        asked_at.update((c["id"], e.ts) for c in p["tool_calls"])
         names = ", ".join(c["name"] for c in p["tool_calls"])
         detail = f"→ {names}" if names else f"answer: {_short(p['text'], 80)}"
         if names and p["text"]:
@@ -189,7 +194,9 @@ def _row(e: Event, p: dict[str, Any], calls: dict[str, TimelineRow]) -> Timeline
             detail = _args(p["arguments"]) if "arguments" in p else ""
             again = "run again" if p.get("rerun") else ""
             detail = f"{detail} ({again})" if detail and again else detail or again
-            call = calls[p["call_id"]] = TimelineRow(e.seq, e.ts, "tool", p["name"], detail)
+            # its own intent's row begins when the call did: as the answer asked for it
+            ts = asked_at.get(p["call_id"], e.ts) if "arguments" in p else e.ts
+            call = calls[p["call_id"]] = TimelineRow(e.seq, ts, "tool", p["name"], detail)
         elif p.get("rerun"):  # (a row a restore opened again)
             call.detail = f"{call.detail} (run again)".strip()
         call.status = "skipped" if p.get("skipped") else "error" if p["is_error"] else "ok"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import threading
 import time
@@ -833,13 +834,14 @@ def test_a_quick_read_only_call_is_written_with_its_result_in_one_commit(db: Pat
     assert s.status == "done"
     steps = [w for w in store.writes if "tool_result" in w]
     # each result is its own intent: no tool_call; of two calls in one answer, the second's
-    # intent rides with the first result (its own result is written later)
+    # intent rides with the first result, after it (its own result is written later)
     assert steps == [
         ["model_response", "tool_result"],
         ["model_response", "tool_result"],
-        ["model_response", "tool_call", "tool_result"],
+        ["model_response", "tool_result", "tool_call"],
         ["tool_result"],
     ]
+    assert all(a.ts <= b.ts for a, b in itertools.pairwise(s.events))  # in time order
     own = [(r["arguments"], r["effect"]) for r in results(s)[:3]]
     assert own == [(json.dumps({"n": n}), "read_only") for n in (1, 2, 3)]
     assert "arguments" not in results(s)[3]  # its intent was written

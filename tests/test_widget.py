@@ -20,6 +20,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import anyio
 import comm
 import pytest
 from comm.base_comm import BaseComm
@@ -786,6 +787,38 @@ def test_a_call_recorded_with_its_result_shows_its_arguments_in_its_row(db: Path
     (row,) = [r for r in both_folds(list(s.events)) if r[1] == "tool"]
     assert row[2:4] == ["read_file", "error"]  # (there is no such file)
     assert row[4].startswith('path="notes.txt"  ⇒ ')
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's module")
+def test_quick_calls_of_one_answer_are_rows_in_the_order_asked_from_when_they_began(
+    db: Path,
+) -> None:
+    @tool(effect="read_only")
+    async def look(n: int) -> str:
+        """Looks, for a while (less than the time after which its intent is written)."""
+        await anyio.sleep(RECORD_RUNNING_AFTER_S / 5)
+        return f"saw {n}"
+
+    model = ScriptedModel([calls(call("look", n=1), call("look", n=2)), reply("done")])
+    s = Agent("looker", model=model, store=db, tools=[look]).run("look")
+    events = list(s.events)
+    tools = [r for r in both_folds(events) if r[1] == "tool"]
+    assert [r[4].split("  ⇒ ")[0] for r in tools] == ["n=1", "n=2"]
+    answer = next(e for e in events if e.kind is EventKind.MODEL_RESPONSE)
+    first = next(e for e in events if e.kind is EventKind.TOOL_RESULT)
+    assert "arguments" in first.payload  # its own intent, written when the call ended
+    rows = {r.seq: r for r in timeline(events)}
+    assert rows[first.seq].ts == answer.ts < first.ts  # its row begins when it was asked for
+    script = textwrap.dedent(
+        f"""
+        import {{ foldEvents }} from {json.dumps(WIDGET_JS.as_uri())};
+        let text = "";
+        for await (const chunk of process.stdin) text += chunk;
+        console.log(JSON.stringify(foldEvents(JSON.parse(text)).rows.map((r) => [r.seq, r.ts])));
+        """
+    )
+    page = run_node(script, json.dumps([compact_event(e) for e in events]))
+    assert page == [[r.seq, r.ts] for r in rows.values()]  # the page's fold times them alike
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's module")

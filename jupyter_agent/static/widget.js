@@ -86,7 +86,7 @@ function fmtDate(ts) {
 // ---- events -> rows (the semantics of _timeline.py; a result completes its call's row) -----
 
 export function newFold() {
-  return { rows: [], calls: new Map(), undone: [] };
+  return { rows: [], calls: new Map(), undone: [], askedAt: new Map() };
 }
 
 // A restore to ``to``: rows an earlier restore closed that were open at ``to`` are open again,
@@ -164,6 +164,8 @@ export function foldEvent(fold, e) {
       added = row("status", "started", short(p.goal, 100));
       break;
     case "model_response": {
+      // the newest answer's calls: when it asked for each
+      fold.askedAt = new Map((p.tool_calls || []).map((c) => [c.id, e.ts]));
       const names = (p.tool_calls || []).map((c) => c.name).join(", ");
       let detail = names ? `→ ${names}` : `answer: ${short(p.text, 80)}`;
       if (names && p.text) detail = `${short(p.text, 50)} ${detail}`;
@@ -196,7 +198,9 @@ export function foldEvent(fold, e) {
         const args = "arguments" in p ? argsText(p.arguments) : "";
         const again = p.rerun ? "run again" : "";
         const detail = args && again ? `${args} (${again})` : args || again;
-        call = row("tool", p.name, detail, "info", { call_id: p.call_id });
+        // its own intent's row begins when the call did: as the answer asked for it
+        const ts = "arguments" in p ? fold.askedAt.get(p.call_id) ?? e.ts : e.ts;
+        call = row("tool", p.name, detail, "info", { call_id: p.call_id, ts });
         fold.calls.set(p.call_id, call);
       }
       else if (p.rerun) call.detail = `${call.detail} (run again)`.trim(); // (reopened by a restore)
