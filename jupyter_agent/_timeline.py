@@ -191,11 +191,9 @@ def _row(
         # again after a restore to between its intent and its result)
         fresh = call is None or call.status not in ("running", "waiting")
         if call is None or fresh:
-            detail = _args(p["arguments"]) if "arguments" in p else ""
-            again = "run again" if p.get("rerun") else ""
-            detail = f"{detail} ({again})" if detail and again else detail or again
-            # its own intent's row begins when the call did: as the answer asked for it
-            ts = asked_at.get(p["call_id"], e.ts) if "arguments" in p else e.ts
+            detail, ts = "run again" if p.get("rerun") else "", e.ts
+            if "arguments" in p:  # its own intent: its row begins as the answer asked for it
+                detail, ts = _args(p["arguments"]), asked_at.get(p["call_id"], e.ts)
             call = calls[p["call_id"]] = TimelineRow(e.seq, ts, "tool", p["name"], detail)
         elif p.get("rerun"):  # (a row a restore opened again)
             call.detail = f"{call.detail} (run again)".strip()

@@ -195,11 +195,9 @@ export function foldEvent(fold, e) {
       // after a restore to between its intent and its result)
       const fresh = !call || (call.status !== "running" && call.status !== "waiting");
       if (fresh) {
-        const args = "arguments" in p ? argsText(p.arguments) : "";
-        const again = p.rerun ? "run again" : "";
-        const detail = args && again ? `${args} (${again})` : args || again;
-        // its own intent's row begins when the call did: as the answer asked for it
-        const ts = "arguments" in p ? fold.askedAt.get(p.call_id) ?? e.ts : e.ts;
+        const own = "arguments" in p; // its own intent: its row begins as the answer asked for it
+        const detail = own ? argsText(p.arguments) : p.rerun ? "run again" : "";
+        const ts = own ? fold.askedAt.get(p.call_id) ?? e.ts : e.ts;
         call = row("tool", p.name, detail, "info", { call_id: p.call_id, ts });
         fold.calls.set(p.call_id, call);
       }
