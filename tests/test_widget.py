@@ -602,18 +602,22 @@ def test_closing_the_widget_stops_watching(db: Path, widgets: Any) -> None:
 def page_rows(events: list[Any]) -> list[list[Any]]:
     """The rows the page's fold (widget.js, run in node) makes of these events: seq, kind,
     label, status, end_seq, and the restore that left it (on a branch no longer followed)."""
+    row = "[r.seq, r.kind, r.label, r.status, r.end_seq, r.abandoned_by ?? null]"
+    return page_fold(events, row)
+
+
+def page_fold(events: list[Any], row: str) -> list[Any]:
+    """The page's fold (widget.js ``foldEvents``, run in node) of these events, each of its
+    rows as the JavaScript expression ``row`` (of ``r``) gives it."""
     script = textwrap.dedent(
         f"""
         import {{ foldEvents }} from {json.dumps(WIDGET_JS.as_uri())};
         let text = "";
         for await (const chunk of process.stdin) text += chunk;
-        const events = JSON.parse(text);
-        const rows = foldEvents(events).rows.map(
-          (r) => [r.seq, r.kind, r.label, r.status, r.end_seq, r.abandoned_by ?? null]);
-        console.log(JSON.stringify(rows));
+        console.log(JSON.stringify(foldEvents(JSON.parse(text)).rows.map((r) => {row})));
         """
     )
-    rows: list[list[Any]] = run_node(script, json.dumps([compact_event(e) for e in events]))
+    rows: list[Any] = run_node(script, json.dumps([compact_event(e) for e in events]))
     return rows
 
 
@@ -730,16 +734,10 @@ def test_a_restore_to_before_an_approval_was_asked_shows_the_call_running_again(
 def both_folds(events: list[Any]) -> list[list[Any]]:
     """The rows of the timeline, as [seq, kind, label, status, detail, duration, left by], after
     checking that the page's fold (widget.js) makes the same."""
-    script = textwrap.dedent(
-        f"""
-        import {{ foldEvents }} from {json.dumps(WIDGET_JS.as_uri())};
-        let text = "";
-        for await (const chunk of process.stdin) text += chunk;
-        console.log(JSON.stringify(foldEvents(JSON.parse(text)).rows.map((r) => [
-          r.seq, r.kind, r.label, r.status, r.detail, r.duration_ms, r.abandoned_by ?? null])));
-        """
+    page = page_fold(
+        events,
+        "[r.seq, r.kind, r.label, r.status, r.detail, r.duration_ms, r.abandoned_by ?? null]",
     )
-    page = run_node(script, json.dumps([compact_event(e) for e in events]))
     rows = [
         [r.seq, r.kind, r.label, r.status, r.detail, r.duration_ms, r.abandoned_by]
         for r in timeline(events)
@@ -809,15 +807,7 @@ def test_quick_calls_of_one_answer_are_rows_in_the_order_asked_from_when_they_be
     assert "arguments" in first.payload  # its own intent, written when the call ended
     rows = {r.seq: r for r in timeline(events)}
     assert rows[first.seq].ts == answer.ts < first.ts  # its row begins when it was asked for
-    script = textwrap.dedent(
-        f"""
-        import {{ foldEvents }} from {json.dumps(WIDGET_JS.as_uri())};
-        let text = "";
-        for await (const chunk of process.stdin) text += chunk;
-        console.log(JSON.stringify(foldEvents(JSON.parse(text)).rows.map((r) => [r.seq, r.ts])));
-        """
-    )
-    page = run_node(script, json.dumps([compact_event(e) for e in events]))
+    page = page_fold(events, "[r.seq, r.ts]")
     assert page == [[r.seq, r.ts] for r in rows.values()]  # the page's fold times them alike
 
 
