@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, overload
 
 from ._events import GENESIS_HASH, Event, EventKind
-from ._models._base import Message, ToolCallRequest
+from ._models._base import Message, ToolCallRequest, new_message, new_tool_call
 from ._tools._context import PlanItem
 
 TERMINAL = frozenset({"done", "failed", "stopped"})
@@ -377,10 +377,12 @@ def load_state_lean(store: Any, session_id: str) -> SessionState:
 def _say(messages: list[Message], kind: str, actor: str, p: Mapping[str, Any]) -> None:
     """Add what an event of ``kind`` says to the conversation (nothing for other kinds)."""
     if kind == "tool_result":
-        messages.append(Message("tool", p["output"], (), p["call_id"], p["name"], p["is_error"]))
+        messages.append(
+            new_message("tool", p["output"], (), p["call_id"], p["name"], p["is_error"])
+        )
     elif kind == "model_response":
-        calls = tuple(ToolCallRequest(c["id"], c["name"], c["arguments"]) for c in p["tool_calls"])
-        messages.append(Message("assistant", p["text"], calls))
+        calls = tuple([new_tool_call(c["id"], c["name"], c["arguments"]) for c in p["tool_calls"]])
+        messages.append(new_message("assistant", p["text"], calls, None, None, False))
     elif kind == "message":
         messages.append(Message("user", p["text"], (), None, actor))
     elif kind == "session_started":
@@ -614,7 +616,7 @@ def _rebuild(store: Any, session_id: str, upto: int) -> Conversation:
     for seq, kind, actor, payload in rows:  # the hot loop of a resume: ~20,000 rows per 10k steps
         p = _decode(payload)
         if kind == "tool_result":
-            message = Message("tool", p["output"], (), p["call_id"], p["name"], p["is_error"])
+            message = new_message("tool", p["output"], (), p["call_id"], p["name"], p["is_error"])
             head = (message, head)
         elif kind == "restore":
             to = p["to_seq"]

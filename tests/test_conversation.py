@@ -80,6 +80,41 @@ def test_messages_round_trip_through_a_chunk() -> None:
     assert back == said
 
 
+def test_the_model_is_sent_what_was_said_field_by_field(db: Path) -> None:
+    """The conversation folded from the log: each answer with its calls, each result with its
+    call, its tool and whether it failed; and the same after a fresh process loads it."""
+
+    @tool
+    def look(path: str) -> str:
+        """Read a path."""
+        if path == "missing":
+            raise FileNotFoundError(path)
+        return f"contents of {path}"
+
+    model = ScriptedModel([call("look", path="a"), call("look", path="missing"), reply("ok")])
+    s = Agent("asks", model=model, tools=[look], store=db, instructions="be brief").run("go")
+    said = list(model.requests[-1].messages)
+    assert said[:4] == [
+        Message("system", "be brief"),
+        Message("user", "go"),
+        Message("assistant", "", (ToolCallRequest("call_0_0", "look", '{"path": "a"}'),)),
+        Message("tool", "contents of a", (), "call_0_0", "look", False),
+    ]
+    assert said[4] == Message(
+        "assistant", "", (ToolCallRequest("call_1_0", "look", '{"path": "missing"}'),)
+    )
+    failed = said[5]
+    assert (failed.role, failed.tool_call_id, failed.name, failed.is_error) == (
+        "tool",
+        "call_1_0",
+        "look",
+        True,
+    )
+    assert "missing" in failed.content
+    assert len(said) == 6
+    assert cold_state(db, s.id)[0].messages[:6] == said
+
+
 def test_each_snapshot_stores_only_the_messages_said_since_the_one_before(db: Path) -> None:
     s = Agent("long", model="demo:loop?steps=120", store=db, max_steps=500).run("loop")
     stored = chunks(db, s.id)
