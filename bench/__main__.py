@@ -5,7 +5,7 @@
     python -m bench --no-browser      without the Chromium timing
 
 Every measurement runs in its own child process (``python -m bench.<part>``), so each system's
-imports and peak RSS are its own; at each size the systems' runs are taken in turns, three
+imports and peak RSS are its own; at each size the systems' runs are taken in turns, five
 times for the cheap ones (the median kept). Prints one table with ratios and writes
 bench/results/latest.json (the table, every child's raw output, the machine and the date).
 Compare ratios, not absolute times: the machines here are shared and noisy.
@@ -109,15 +109,16 @@ def per_step(
     of the matched runs in ``keep`` ((system, N)) are kept for the resume and fork phases.
 
     At each size the systems run in turns (project, DBOS, LangGraph, then again), so that a
-    busy spell of the machine falls on all of them rather than on one system's runs."""
+    busy spell of the machine falls on all of them rather than on one system's runs; within a
+    turn durability by durability, so that the runs compared are next to each other in time."""
     results: dict[tuple[str, str, int], Any] = {}
     missing = {s for s, module in PEERS.items() if not installed(module)}
     for system in sorted(missing):
         run.notes.append(f"{system}: not installed: pip install -e '.[bench]' to compare with it")
     for n in sizes:
         planned: list[tuple[str, str, str]] = []  # (system, part, mode)
-        for system, part in SYSTEMS:
-            for mode in modes:
+        for mode in modes:
+            for system, part in SYSTEMS:
                 if system == "project" and mode == "default":
                     continue  # the project's default is the matched "normal": measured once
                 if system in missing:
@@ -162,11 +163,11 @@ def _one_run(run: Runner, part: str, mode: str, n: int, *extra: str) -> dict[str
 
 
 def _median_of(docs: list[dict[str, Any]], kept: bool) -> dict[str, Any]:
-    """The median run by step time (with every run's step time, and the median growth); the
-    other runs' stores are removed, and the chosen one's unless ``kept``."""
+    """The median run by step time (with every run's step time, in the order run, and the
+    median growth); the other runs' stores are removed, and the chosen one's unless ``kept``."""
     good = sorted((d for d in docs if "step_us" in d), key=lambda d: d["step_us"])
     chosen = good[len(good) // 2] if good else docs[-1]
-    chosen["step_us_runs"] = [d["step_us"] for d in good]
+    chosen["step_us_runs"] = [d["step_us"] for d in docs if "step_us" in d]
     if good:  # growth is noisier than the step time: its own median over the runs
         chosen["growth_runs"] = sorted(d["growth"] for d in good)
         chosen["growth"] = chosen["growth_runs"][len(good) // 2]
