@@ -247,6 +247,8 @@ class EventChain:
     already taken, so two writers can never interleave silently.
     """
 
+    __slots__ = ("_ts", "_ts_repr", "last_hash", "last_seq", "session_id")
+
     def __init__(self, session_id: str, *, last_seq: int = 0, last_hash: str = GENESIS_HASH):
         self.session_id = session_id
         self.last_seq = last_seq
@@ -254,7 +256,15 @@ class EventChain:
         self._ts, self._ts_repr = 0.0, repr(0.0)  # the last time hashed, spelled
 
     def copy(self) -> EventChain:
-        return EventChain(self.session_id, last_seq=self.last_seq, last_hash=self.last_hash)
+        """The same chain, to move on without moving this one (the engine's every write)."""
+        other: EventChain = object.__new__(EventChain)
+        other.session_id, other.last_seq, other.last_hash = (
+            self.session_id,
+            self.last_seq,
+            self.last_hash,
+        )
+        other._ts, other._ts_repr = self._ts, self._ts_repr
+        return other
 
     def next(
         self, kind: EventKind, payload: Mapping[str, object], *, ts: float, actor: str = "agent"

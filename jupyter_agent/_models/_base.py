@@ -33,6 +33,9 @@ class Usage:
     cost_usd: float | None = None
 
 
+NO_USAGE = Usage()  # a response's usage when the model says nothing of it
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     """One message of the conversation, in a provider-neutral shape.
@@ -47,45 +50,6 @@ class Message:
     tool_call_id: str | None = None
     name: str | None = None
     is_error: bool = False
-
-
-def new_message(
-    role: Role,
-    content: str,
-    tool_calls: tuple[ToolCallRequest, ...],
-    tool_call_id: str | None,
-    name: str | None,
-    is_error: bool,
-) -> Message:
-    """``Message(...)`` with every field given, in about half the time: the frozen dataclass's
-    ``__init__`` sets each field through ``object.__setattr__``, this sets the slots directly
-    (the state folds a message out of every answer and result)."""
-    message: Message = _new(Message)
-    _m_role(message, role)
-    _m_content(message, content)
-    _m_tool_calls(message, tool_calls)
-    _m_tool_call_id(message, tool_call_id)
-    _m_name(message, name)
-    _m_is_error(message, is_error)
-    return message
-
-
-def new_tool_call(id: str, name: str, arguments: str) -> ToolCallRequest:
-    """``ToolCallRequest(id, name, arguments)``, as ``new_message`` makes a message."""
-    call: ToolCallRequest = _new(ToolCallRequest)
-    _c_id(call, id)
-    _c_name(call, name)
-    _c_arguments(call, arguments)
-    return call
-
-
-_new = object.__new__
-_m_role, _m_content, _m_tool_calls, _m_tool_call_id, _m_name, _m_is_error = (
-    getattr(Message, f.name).__set__ for f in fields(Message)
-)
-_c_id, _c_name, _c_arguments = (
-    getattr(ToolCallRequest, f.name).__set__ for f in fields(ToolCallRequest)
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +89,7 @@ class ModelRequest:
 class ModelResponse:
     text: str = ""
     tool_calls: tuple[ToolCallRequest, ...] = ()
-    usage: Usage = Usage()  # frozen: one shared default, not a new one per response
+    usage: Usage = NO_USAGE  # frozen: one shared default, not a new one per response
     stop_reason: str = "end_turn"
     model: str = ""
 
@@ -139,3 +103,66 @@ class Model(Protocol):
         ...
 
     async def complete(self, request: ModelRequest) -> ModelResponse: ...
+
+
+# -- quick constructors, for hot paths: every field given, no defaults --------------------
+
+
+def new_message(
+    role: Role,
+    content: str,
+    tool_calls: tuple[ToolCallRequest, ...],
+    tool_call_id: str | None,
+    name: str | None,
+    is_error: bool,
+) -> Message:
+    """``Message(...)`` with every field given, in about half the time: the frozen dataclass's
+    ``__init__`` sets each field through ``object.__setattr__``, this sets the slots directly
+    (the state folds a message out of every answer and result)."""
+    message: Message = _new(Message)
+    _m_role(message, role)
+    _m_content(message, content)
+    _m_tool_calls(message, tool_calls)
+    _m_tool_call_id(message, tool_call_id)
+    _m_name(message, name)
+    _m_is_error(message, is_error)
+    return message
+
+
+def new_tool_call(id: str, name: str, arguments: str) -> ToolCallRequest:
+    """``ToolCallRequest(id, name, arguments)``, as ``new_message`` makes a message."""
+    call: ToolCallRequest = _new(ToolCallRequest)
+    _c_id(call, id)
+    _c_name(call, name)
+    _c_arguments(call, arguments)
+    return call
+
+
+def new_response(
+    text: str,
+    tool_calls: tuple[ToolCallRequest, ...],
+    usage: Usage,
+    stop_reason: str,
+    model: str,
+) -> ModelResponse:
+    """``ModelResponse(...)`` with every field given, as ``new_message`` makes a message (the
+    scripted model answers every turn of a test or benchmark with one)."""
+    response: ModelResponse = _new(ModelResponse)
+    _r_text(response, text)
+    _r_tool_calls(response, tool_calls)
+    _r_usage(response, usage)
+    _r_stop_reason(response, stop_reason)
+    _r_model(response, model)
+    return response
+
+
+_new = object.__new__  # the fields' slot setters, in order:
+_m_role, _m_content, _m_tool_calls, _m_tool_call_id, _m_name, _m_is_error = (
+    getattr(Message, f.name).__set__ for f in fields(Message)
+)
+_c_id, _c_name, _c_arguments = (
+    getattr(ToolCallRequest, f.name).__set__ for f in fields(ToolCallRequest)
+)
+_r_text, _r_tool_calls, _r_usage, _r_stop_reason, _r_model = (
+    getattr(ModelResponse, f.name).__set__ for f in fields(ModelResponse)
+)

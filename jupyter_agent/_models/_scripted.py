@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from .._errors import ModelError
 from .._events import reused_encoder
-from ._base import ModelRequest, ModelResponse, ToolCallRequest
+from ._base import NO_USAGE, ModelRequest, ModelResponse, new_response, new_tool_call
 
 REQUESTS_KEPT = 1000  # see ScriptedModel.requests
 
@@ -53,7 +53,7 @@ _DUMPS = reused_encoder(json.JSONEncoder())  # ``json.dumps``, without a new enc
 
 def call_raw(name: str, arguments: str, /) -> ModelResponse:
     """A call with the argument text exactly as given, e.g. invalid JSON to test the engine."""
-    return ModelResponse(tool_calls=(ToolCallRequest("", name, arguments),), stop_reason="tool_use")
+    return new_response("", (new_tool_call("", name, arguments),), NO_USAGE, "tool_use", "")
 
 
 def calls(*turns: ModelResponse, text: str = "") -> ModelResponse:
@@ -151,8 +151,10 @@ class ScriptedModel:
             return response
         # built directly: ``dataclasses.replace`` looks up the fields on every call
         ids = tuple(
-            c if c.id else ToolCallRequest(f"call_{turn}_{k}", c.name, c.arguments)
-            for k, c in enumerate(calls)
+            [
+                c if c.id else new_tool_call(f"call_{turn}_{k}", c.name, c.arguments)
+                for k, c in enumerate(calls)
+            ]
         )
         r = response
-        return ModelResponse(r.text, ids, r.usage, r.stop_reason, r.model or self._name)
+        return new_response(r.text, ids, r.usage, r.stop_reason, r.model or self._name)
