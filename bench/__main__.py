@@ -6,7 +6,8 @@
 
 Every measurement runs in its own child process (``python -m bench.<part>``), so each system's
 imports and peak RSS are its own; at each size the systems' runs are taken in turns, five
-times for the cheap ones (the median kept). Prints one table with ratios and writes
+times for the cheap ones (three with ``--quick``; the median kept), each run stepping for at
+least a second (``MIN_STEPPING_S``). Prints one table with ratios and writes
 bench/results/latest.json (the table, every child's raw output, the machine and the date).
 Compare ratios, not absolute times: the machines here are shared and noisy.
 """
@@ -41,8 +42,8 @@ PEERS = {"dbos": "dbos", "langgraph": "langgraph.checkpoint.sqlite"}  # system -
 class Runner:
     """Runs the children, keeps their raw output, and collects notes for the table."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
+    def __init__(self, workdir: Path, *, quick: bool = False) -> None:
+        self.workdir, self.quick = workdir, quick
         self.raw: list[dict[str, Any]] = []
         self.notes: list[str] = []
         self._dirs = 0
@@ -92,14 +93,25 @@ class Runner:
 SYSTEMS = (("project", "project"), ("dbos", "peer_dbos"), ("langgraph", "peer_langgraph"))
 
 
-def repeats(system: str, n: int) -> int:
+MANY_STEPS = 1000  # up to this many steps, a measurement is cheap: see repeats
+MIN_STEPPING_S = 1.0
+"""A run of up to ``MANY_STEPS`` steps goes on with more sessions of as many steps (in the same
+store) until its steps took this long, and its step time is the median step of them all. This
+project's 1,000 steps take ~0.1 s and DBOS's ~1 s: the busy spells of a shared machine (here
+~0.2-0.7 s, in which every step takes up to twice as long) cover a short run whole and a long
+one in part, so short runs read the spells where long ones read past them. Every system's run
+now spans at least a second."""
+
+
+def repeats(system: str, n: int, *, quick: bool = False) -> int:
     """Runs of one measurement (the median run is kept): cheap ones five times, as the
-    machines are noisy (this project's 1,000 steps take ~0.1 s, so one busy spell of a shared
-    machine can cover two runs of three); LangGraph from 1,000 steps on (its store grows by
-    ~1 GB) once, and three times below that."""
+    machines are noisy (three in a quick run, to keep it under three minutes); LangGraph from
+    1,000 steps on (its store grows by ~1 GB) once, and three times below that."""
     if system == "langgraph":
         return 3 if n <= 100 else 1
-    return 5 if n <= 1000 else 1
+    if n > MANY_STEPS:
+        return 1
+    return 3 if quick else 5
 
 
 def per_step(
@@ -131,10 +143,11 @@ def per_step(
                     continue
                 planned.append((system, part, mode))
         docs: dict[tuple[str, str, str], list[dict[str, Any]]] = {p: [] for p in planned}
-        for turn in range(max((repeats(p[0], n) for p in planned), default=0)):
+        times = {system: repeats(system, n, quick=run.quick) for system, _part, _mode in planned}
+        for turn in range(max(times.values(), default=0)):
             for system, part, mode in planned:
                 done = docs[(system, part, mode)]
-                if turn < repeats(system, n) and not any("error" in d for d in done):
+                if turn < times[system] and not any("error" in d for d in done):
                     done.append(_one_run(run, part, mode, n))
         for system, part, mode in planned:
             kept = mode == "normal" and (system, n) in keep
@@ -148,7 +161,7 @@ def _median_run(
     run: Runner, system: str, part: str, mode: str, n: int, kept: bool, *extra: str
 ) -> dict[str, Any]:
     docs: list[dict[str, Any]] = []
-    for _ in range(repeats(system, n)):
+    for _ in range(repeats(system, n, quick=run.quick)):
         docs.append(_one_run(run, part, mode, n, *extra))
         if "error" in docs[-1]:
             break
@@ -157,6 +170,8 @@ def _median_run(
 
 def _one_run(run: Runner, part: str, mode: str, n: int, *extra: str) -> dict[str, Any]:
     folder = run.folder()
+    if n <= MANY_STEPS:
+        extra = (*extra, "--min-seconds", str(MIN_STEPPING_S))
     doc = run.child(part, "--steps", str(n), "--mode", mode, *extra, folder=folder)
     doc["folder"] = str(folder)
     return doc
@@ -317,7 +332,7 @@ def main() -> None:
     modes = ["default", "normal"] if args.quick else ["default", "normal", "full"]
     resume_n = sizes[-1]
     with tempfile.TemporaryDirectory(prefix="jupyter-agent-bench-") as tmp:
-        run = Runner(Path(tmp))
+        run = Runner(Path(tmp), quick=args.quick)
         peer_n = {"dbos": resume_n, "langgraph": 1000}
         print("per-step overhead …", file=sys.stderr)
         steps = per_step(run, sizes, modes, keep=set(peer_n.items()))

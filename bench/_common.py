@@ -30,7 +30,19 @@ def parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, required=True)
     p.add_argument("--mode", choices=MODES, default="normal")
     p.add_argument("--dir", required=True, help="a fresh folder for the store")
+    p.add_argument(
+        "--min-seconds",
+        type=float,
+        default=0.0,
+        help="run more sessions of --steps steps (in the same store) until the steps took this "
+        "long in all; the step time is then the median step of them all",
+    )
     return p
+
+
+def stepping_s(sessions: Sequence[Sequence[float]]) -> float:
+    """Seconds the sessions' steps took, in all (each session's first mark to its last)."""
+    return sum(marks[-1] - marks[0] for marks in sessions if marks)
 
 
 def pragmas(conn: sqlite3.Connection, synchronous: str) -> None:
@@ -39,22 +51,27 @@ def pragmas(conn: sqlite3.Connection, synchronous: str) -> None:
     conn.execute(f"PRAGMA synchronous = {synchronous}")
 
 
-def step_stats(marks: Sequence[float]) -> dict[str, float]:
+def step_stats(marks: Sequence[float], *more: Sequence[float]) -> dict[str, float]:
     """Median seconds per step (between consecutive tool calls) and first-vs-last growth.
 
     The window is 10% of the steps, at most 1,000 (so first-vs-last-1,000 at 10,000 steps).
+    With ``more`` sessions (run after the first, see ``--min-seconds``), the median and mean
+    are of every session's steps, the growth the first session's.
     """
     steps = [b - a for a, b in itertools.pairwise(marks)]
     window = max(1, min(1000, len(steps) // 10))
     first = statistics.median(steps[:window])
     last = statistics.median(steps[-window:])
+    pooled = steps + [b - a for m in more for a, b in itertools.pairwise(m)]
     return {
-        "step_us": statistics.median(steps) * 1e6,
-        "mean_step_us": statistics.fmean(steps) * 1e6,
+        "step_us": statistics.median(pooled) * 1e6,
+        "mean_step_us": statistics.fmean(pooled) * 1e6,
         "first_us": first * 1e6,
         "last_us": last * 1e6,
         "growth": last / first,
         "total_s": marks[-1] - marks[0],
+        "sessions": 1 + len(more),
+        "first_session_step_us": statistics.median(steps) * 1e6,
     }
 
 

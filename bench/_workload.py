@@ -53,13 +53,15 @@ def run_session(
     pause_at: int | None = None,
     on_store: Callable[[SqliteStore], None] | None = None,
     effect: str = "read_only",
+    store: SqliteStore | None = None,
 ) -> tuple[str, list[float]]:
     """Run ``steps`` tool-calling turns; return the session id and one time mark per step.
 
-    With ``pause_at``, the session is left paused (and released) after that many steps.
+    With ``pause_at``, the session is left paused (and released) after that many steps. A
+    ``store`` given (open on ``db``) is used instead of opening one.
     """
     marks: list[float] = []
-    store = SqliteStore(db, synchronous=synchronous)
+    store = store or SqliteStore(db, synchronous=synchronous)
     if on_store is not None:
         on_store(store)
     agent = Agent(

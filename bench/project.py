@@ -13,7 +13,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from ._common import checkpoint, disk_bytes, parser, report, step_stats
+from ._common import checkpoint, disk_bytes, parser, report, step_stats, stepping_s
 
 
 def main() -> None:
@@ -21,13 +21,20 @@ def main() -> None:
     p.add_argument("--effect", choices=("read_only", "side_effect"), default="read_only")
     args = p.parse_args()
     t0 = time.perf_counter()
+    from jupyter_agent._store import SqliteStore
+
     from ._workload import run_session
 
     import_s = time.perf_counter() - t0
     db = Path(args.dir) / "agent.db"
     synchronous = "FULL" if args.mode == "full" else "NORMAL"
-    sid, marks = run_session(str(db), args.steps, synchronous=synchronous, effect=args.effect)
+    store = SqliteStore(db, synchronous=synchronous)
+    sid, marks = run_session(str(db), args.steps, effect=args.effect, store=store)
     checkpoint(db)
+    stored = disk_bytes([db])  # of the first session alone
+    more: list[list[float]] = []
+    while stepping_s([marks, *more]) < args.min_seconds:
+        more.append(run_session(str(db), args.steps, effect=args.effect, store=store)[1])
     event_json, payload_json, events = _raw_sizes(db, sid)
     report(
         {
@@ -36,8 +43,8 @@ def main() -> None:
             "effect": args.effect,
             "steps": args.steps,
             "import_s": import_s,
-            **step_stats(marks),
-            "disk_bytes": disk_bytes([db]),
+            **step_stats(marks, *more),
+            "disk_bytes": stored,
             "event_json_bytes": event_json,
             "payload_json_bytes": payload_json,
             "events": events,

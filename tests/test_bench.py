@@ -72,6 +72,14 @@ def test_a_small_run_measures_every_part_and_writes_its_table(tmp_path: Path) ->
             assert isinstance(step[peer], float) or step[peer] == "skipped", step
             if step[peer] == "skipped":
                 assert any(n.startswith(f"{peer}: not installed") for n in doc["notes"])
+    # a run of 100 steps (~10 ms here) goes on with more sessions until it stepped for 1 s
+    project = next(
+        r
+        for r in doc["raw"]
+        if r.get("system") == "project" and r["mode"] == "normal" and "step_us_runs" in r
+    )
+    assert project["steps"] == 100 and project["sessions"] > 5
+    assert project["sessions"] * 100 * project["step_us"] / 1e6 > 0.5
     measured("growth, last/first window", "N=100")
     assert measured("disk / raw event JSON", "N=100")["project"] < 10
     measured("peak RSS, MB", "N=100")
