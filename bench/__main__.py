@@ -329,6 +329,10 @@ def main() -> None:
             sizes = [int(x) for x in args.sizes.split(",")]
         except ValueError:
             parser.error(f"--sizes takes whole numbers, e.g. 100,300 (not {args.sizes!r})")
+        if min(sizes) < 2:
+            parser.error(
+                f"--sizes takes 2 steps or more: a step is timed between two (not {args.sizes!r})"
+            )
     modes = ["default", "normal"] if args.quick else ["default", "normal", "full"]
     resume_n = sizes[-1]
     with tempfile.TemporaryDirectory(prefix="jupyter-agent-bench-") as tmp:

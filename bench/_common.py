@@ -27,7 +27,7 @@ MODES = ("default", "normal", "full")
 
 def parser(prog: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog)
-    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--steps", type=_steps, required=True)
     p.add_argument("--mode", choices=MODES, default="normal")
     p.add_argument("--dir", required=True, help="a fresh folder for the store")
     p.add_argument(
@@ -38,6 +38,13 @@ def parser(prog: str) -> argparse.ArgumentParser:
         "long in all; the step time is then the median step of them all",
     )
     return p
+
+
+def _steps(text: str) -> int:
+    n = int(text)
+    if n < 2:
+        raise argparse.ArgumentTypeError("2 or more: a step is timed between two tool calls")
+    return n
 
 
 def stepping_s(sessions: Sequence[Sequence[float]]) -> float:
@@ -104,6 +111,6 @@ def peak_rss_mb() -> float:
 
 
 def report(doc: dict[str, Any]) -> None:
-    doc["peak_rss_mb"] = peak_rss_mb()
+    doc.setdefault("peak_rss_mb", peak_rss_mb())  # a child with more sessions: its first's
     sys.stdout.write(json.dumps(doc) + "\n")
     sys.stdout.flush()

@@ -26,6 +26,7 @@ from ._common import (
     checkpoint,
     disk_bytes,
     parser,
+    peak_rss_mb,
     report,
     step_stats,
     stepping_s,
@@ -107,6 +108,7 @@ def main() -> None:
             if args.mode != "default":
                 checkpoint(db)
             doc["disk_bytes"] = disk_bytes([db])  # of the first workflow alone
+            doc["peak_rss_mb"] = peak_rss_mb()
             while stepping_s(sessions) < args.min_seconds:
                 sessions.append([])
                 with SetWorkflowID(f"{WORKFLOW_ID}-{len(sessions)}"):

@@ -26,6 +26,7 @@ from ._common import (
     checkpoint,
     disk_bytes,
     parser,
+    peak_rss_mb,
     pragmas,
     report,
     step_stats,
@@ -110,9 +111,14 @@ def run(args: Any, db: Path, import_s: float) -> dict[str, Any]:
         )
         if len(sessions) == 1:
             checkpoint(db)
-            stored = disk_bytes([db])  # of the first thread alone
+            stored, rss = disk_bytes([db]), peak_rss_mb()  # of the first thread alone
     conn.close()
-    return {"import_s": import_s, **step_stats(*sessions), "disk_bytes": stored}
+    return {
+        "import_s": import_s,
+        **step_stats(*sessions),
+        "disk_bytes": stored,
+        "peak_rss_mb": rss,
+    }
 
 
 def resume(args: Any, db: Path, import_s: float) -> dict[str, Any]:
@@ -143,10 +149,13 @@ def fork(args: Any, db: Path, import_s: float) -> dict[str, Any]:
     from langchain_core.messages import HumanMessage
 
     conn = connect(db, args.mode)
-    (count,) = conn.execute("SELECT count(*) FROM checkpoints").fetchone()
+    (count,) = conn.execute(  # the measured thread's (a short run's store holds more)
+        "SELECT count(*) FROM checkpoints WHERE thread_id = ?", (THREAD,)
+    ).fetchone()
     (middle,) = conn.execute(  # checkpoint ids sort in time order (uuid6)
-        "SELECT checkpoint_id FROM checkpoints ORDER BY checkpoint_id LIMIT 1 OFFSET ?",
-        (count // 2,),
+        "SELECT checkpoint_id FROM checkpoints WHERE thread_id = ? "
+        "ORDER BY checkpoint_id LIMIT 1 OFFSET ?",
+        (THREAD, count // 2),
     ).fetchone()
     graph = build(conn, args.steps, [])
     before = disk_bytes([db])

@@ -13,7 +13,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from ._common import checkpoint, disk_bytes, parser, report, step_stats, stepping_s
+from ._common import checkpoint, disk_bytes, parser, peak_rss_mb, report, step_stats, stepping_s
 
 
 def main() -> None:
@@ -31,7 +31,7 @@ def main() -> None:
     store = SqliteStore(db, synchronous=synchronous)
     sid, marks = run_session(str(db), args.steps, effect=args.effect, store=store)
     checkpoint(db)
-    stored = disk_bytes([db])  # of the first session alone
+    stored, rss = disk_bytes([db]), peak_rss_mb()  # of the first session alone
     more: list[list[float]] = []
     while stepping_s([marks, *more]) < args.min_seconds:
         more.append(run_session(str(db), args.steps, effect=args.effect, store=store)[1])
@@ -49,6 +49,7 @@ def main() -> None:
             "payload_json_bytes": payload_json,
             "events": events,
             "session_id": sid,
+            "peak_rss_mb": rss,
         }
     )
 

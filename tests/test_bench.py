@@ -26,6 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
     [
         (["--sizes", "100,many"], "--sizes takes whole numbers, e.g. 100,300 (not '100,many')"),
         (
+            ["--sizes", "1,100"],
+            "--sizes takes 2 steps or more: a step is timed between two (not '1,100')",
+        ),
+        (
             ["--out", "/dev/null/x.json"],
             "--out /dev/null/x.json: File exists (give a file in a folder you can write)",
         ),

@@ -82,7 +82,8 @@ def test_messages_round_trip_through_a_chunk() -> None:
 
 def test_the_model_is_sent_what_was_said_field_by_field(db: Path) -> None:
     """The conversation folded from the log: each answer with its calls, each result with its
-    call, its tool and whether it failed; and the same after a fresh process loads it."""
+    call, its tool and whether it failed; and the same from the stored chunks in a fresh
+    process."""
 
     @tool
     def look(path: str) -> str:
@@ -91,7 +92,9 @@ def test_the_model_is_sent_what_was_said_field_by_field(db: Path) -> None:
             raise FileNotFoundError(path)
         return f"contents of {path}"
 
-    model = ScriptedModel([call("look", path="a"), call("look", path="missing"), reply("ok")])
+    more = [call("look", path=f"p{i}") for i in range(SNAPSHOT_EVERY)]  # past a snapshot
+    turns = [call("look", path="a"), call("look", path="missing"), *more, reply("ok")]
+    model = ScriptedModel(turns)
     s = Agent("asks", model=model, tools=[look], store=db, instructions="be brief").run("go")
     said = list(model.requests[-1].messages)
     assert said[:4] == [
@@ -111,8 +114,15 @@ def test_the_model_is_sent_what_was_said_field_by_field(db: Path) -> None:
         True,
     )
     assert "missing" in failed.content
-    assert len(said) == 6
-    assert cold_state(db, s.id)[0].messages[:6] == said
+    assert said[-1] == Message(
+        "tool", f"contents of p{SNAPSHOT_EVERY - 1}", (), said[-1].tool_call_id, "look", False
+    )
+    assert len(said) == 2 + 2 * len(turns[:-1])
+    state, rows_read = cold_state(db, s.id)
+    assert chunks(db, s.id) and rows_read < s.row.last_seq / 2  # rebuilt from the chunks
+    assert state.messages[: len(said)] == said
+    before_the_answer = cold_state(db, s.id, at=s.row.last_seq - 2)[0]  # a point in the past
+    assert before_the_answer.messages == said
 
 
 def test_each_snapshot_stores_only_the_messages_said_since_the_one_before(db: Path) -> None:

@@ -7,7 +7,7 @@ wire formats; the engine never sees a provider's JSON.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Literal, Protocol
 
@@ -156,13 +156,21 @@ def new_response(
     return response
 
 
-_new = object.__new__  # the fields' slot setters, in order:
-_m_role, _m_content, _m_tool_calls, _m_tool_call_id, _m_name, _m_is_error = (
-    getattr(Message, f.name).__set__ for f in fields(Message)
+_new = object.__new__
+
+
+def _setters(cls: type, *names: str) -> tuple[Callable[[object, object], None], ...]:
+    """The slot setters of ``cls``'s fields ``names``, by name (the constructors above give
+    every field, so ``names`` must be all of them)."""
+    if set(names) != {f.name for f in fields(cls)}:
+        raise TypeError(f"the fields of {cls.__name__} are not {', '.join(names)}")
+    return tuple(getattr(cls, name).__set__ for name in names)
+
+
+_m_role, _m_content, _m_tool_calls, _m_tool_call_id, _m_name, _m_is_error = _setters(
+    Message, "role", "content", "tool_calls", "tool_call_id", "name", "is_error"
 )
-_c_id, _c_name, _c_arguments = (
-    getattr(ToolCallRequest, f.name).__set__ for f in fields(ToolCallRequest)
-)
-_r_text, _r_tool_calls, _r_usage, _r_stop_reason, _r_model = (
-    getattr(ModelResponse, f.name).__set__ for f in fields(ModelResponse)
+_c_id, _c_name, _c_arguments = _setters(ToolCallRequest, "id", "name", "arguments")
+_r_text, _r_tool_calls, _r_usage, _r_stop_reason, _r_model = _setters(
+    ModelResponse, "text", "tool_calls", "usage", "stop_reason", "model"
 )
